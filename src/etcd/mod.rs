@@ -1,0 +1,1 @@
+//! A typed admin layer over etcd-client: membership, status, health, snapshot, maintenance.
