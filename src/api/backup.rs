@@ -1,6 +1,9 @@
 //! The `EtcdBackup` kind: a one-shot or scheduled snapshot of a cluster into S3-compatible
 //! object storage, with retention.
 
+// kube's printcolumn(...) repeats `type_ = ...` per column, which clippy takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

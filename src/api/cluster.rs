@@ -3,6 +3,9 @@
 //! A manifest in the classic etcd operator's shape (`spec: {size: 3, version: 3.5.16}`)
 //! works unchanged but for its apiVersion. Semantic checks live in [`super::validate`].
 
+// kube's printcolumn(...) repeats `type_ = ...` per column, which clippy takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};

@@ -1,5 +1,8 @@
 //! The `EtcdRestore` kind: create a new cluster from a snapshot in object storage.
 
+// kube's printcolumn(...) repeats `type_ = ...` per column, which clippy takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
