@@ -219,6 +219,9 @@ impl EtcdAdmin {
 
     /// Removes member `id`; returns the membership after the change.
     ///
+    /// Removing the leader leaves the cluster leaderless for about an election timeout, and
+    /// proposals made in that gap hang until they time out: move leadership away first.
+    ///
     /// # Errors
     /// [`Error::MemberNotFound`], [`Error::Unhealthy`] when removing it would leave too few
     /// active voters.
