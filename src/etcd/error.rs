@@ -44,6 +44,20 @@ impl Op {
         }
     }
 
+    /// Whether the call is pointless without a leader, so a leaderless member should refuse it
+    /// at once. Status, member list, alarms, snapshot and defragment still answer then.
+    pub(crate) fn requires_leader(self) -> bool {
+        matches!(
+            self,
+            Op::Health
+                | Op::MemberAdd
+                | Op::MemberPromote
+                | Op::MemberRemove
+                | Op::MoveLeader
+                | Op::AlarmDisarm
+        )
+    }
+
     /// Whether sending the request twice is harmless, so a timeout may be retried elsewhere.
     pub(crate) fn is_read_only(self) -> bool {
         matches!(
@@ -279,8 +293,11 @@ impl Error {
     /// Whether another endpoint may answer where this one could not (the request did not apply).
     pub(crate) fn is_failover(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::RejectedByLearner { .. } => true,
-            Error::Timeout { op, .. } | Error::NoLeader { op, .. } => op.is_read_only(),
+            // A leaderless member refuses before proposing anything, so nothing was applied.
+            Error::Unreachable { .. }
+            | Error::RejectedByLearner { .. }
+            | Error::NoLeader { .. } => true,
+            Error::Timeout { op, .. } => op.is_read_only(),
             _ => false,
         }
     }
