@@ -26,6 +26,8 @@ use super::tls::TlsConfig;
 use super::types::{Alarm, AlarmKind, ClusterId, ClusterInfo, EndpointStatus, Member, MemberId};
 
 /// How long each kind of call may take before it fails with [`Error::Timeout`].
+///
+/// Defaults: connect 3 s, request 5 s, defragment 120 s, snapshot idle 30 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// One TCP (and TLS) connection attempt.
@@ -142,8 +144,8 @@ impl EtcdAdmin {
         self.inner.timeouts
     }
 
-    /// The membership as the answering member sees it (a serializable read: it may lag the
-    /// leader by the entries that member has not applied yet).
+    /// The membership as the answering member sees it: served from its local state, so it may
+    /// lag the leader, and it answers even without quorum (not a health check).
     pub async fn member_list(&self) -> Result<ClusterInfo, Error> {
         let op = Op::MemberList;
         let (resp, endpoint) = self
@@ -282,7 +284,11 @@ impl EtcdAdmin {
     /// Checks that `endpoint` serves a linearizable read (so it has a leader and a quorum);
     /// returns the round trip. As etcdctl does, an auth refusal still counts as healthy.
     ///
-    /// Learners always fail this ([`Error::RejectedByLearner`]); use [`status`](Self::status).
+    /// # Errors
+    /// [`Error::NoLeader`] at once when the member knows no leader (about an election timeout
+    /// after losing it; until then the read waits and ends in [`Error::Timeout`]);
+    /// [`Error::Unreachable`]; [`Error::RejectedByLearner`] always on a learner (use
+    /// [`status`](Self::status)).
     pub async fn health(&self, endpoint: &str) -> Result<Duration, Error> {
         let started = Instant::now();
         let timeout = self.inner.timeouts.request;

@@ -357,6 +357,18 @@ pub(crate) fn classify(code: i32, message: &str) -> Cause {
     Cause::Other
 }
 
+/// Whether an I/O error (connect refused, reset, broken pipe) is behind a status.
+fn caused_by_io(status: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Attaches a call's context to what etcd-client returned.
 pub(crate) fn from_client(
     op: Op,
@@ -367,6 +379,8 @@ pub(crate) fn from_client(
 ) -> Error {
     let endpoint = endpoint.to_owned();
     let cause = match &err {
+        // tonic wraps a broken connection (e.g. the member was killed) as status UNKNOWN.
+        etcd_client::Error::GRpcStatus(s) if caused_by_io(s) => Cause::Unreachable,
         etcd_client::Error::GRpcStatus(s) => classify(i32::from(s.code()), s.message()),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             Cause::Unreachable
@@ -482,6 +496,22 @@ mod tests {
         assert!(!Error::TooManyLearners.is_retryable());
         assert!(!Error::MemberNotFound { id }.is_retryable());
         assert!(!Error::NotLearner { id }.is_retryable());
+    }
+
+    #[test]
+    fn an_io_error_anywhere_in_the_chain_means_unreachable() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Transport(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("status")]
+        struct Status(#[source] Transport);
+
+        let broken = Status(Transport(std::io::ErrorKind::BrokenPipe.into()));
+        assert!(caused_by_io(&broken));
+        assert!(!caused_by_io(
+            &Transport(std::io::ErrorKind::Other.into()).0
+        ));
     }
 
     #[test]
