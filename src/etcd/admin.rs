@@ -57,8 +57,8 @@ impl Default for Timeouts {
 /// # Endpoints
 /// Cluster-wide calls (member list/add/promote/remove, alarms, snapshot) go to the configured
 /// endpoints in turn, starting with the last one that answered, and move on only when an
-/// endpoint cannot take the request: unreachable, a learner, or (for reads) timed out or
-/// leaderless. Per-endpoint calls ([`status`](Self::status), [`health`](Self::health),
+/// endpoint did not take the request: unreachable, a learner, leaderless, or (for reads only)
+/// timed out. A refusal (e.g. [`Error::Unhealthy`]) is returned, not retried elsewhere. Per-endpoint calls ([`status`](Self::status), [`health`](Self::health),
 /// [`defragment`](Self::defragment)) take any client URL, configured or not, e.g. a learner's.
 ///
 /// # Connections
