@@ -70,9 +70,7 @@ impl EtcdBin {
         }
         serde_json::from_slice(&output.stdout).map_err(|source| Error::ToolOutput { tool, source })
     }
-}
 
-impl EtcdBin {
     /// Restores a snapshot file into a new single-member data dir, as this release's offline
     /// tool does (it checks the integrity hash etcd appends to a snapshot).
     ///
