@@ -27,9 +27,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
     Crds {
-        /// Write `<plural>.yaml` files into this directory instead of printing.
+        /// Write `<plural>.yaml` files into this directory instead of printing; repeatable.
         #[arg(long)]
-        out_dir: Option<PathBuf>,
+        out_dir: Vec<PathBuf>,
     },
     /// Run the operator against local etcd processes described by YAML files.
     Local(LocalArgs),

@@ -70,15 +70,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Crds { out_dir: None } => {
+        Command::Crds { out_dir } if out_dir.is_empty() => {
             print!("{}", crd::all_yaml());
         }
-        Command::Crds { out_dir: Some(dir) } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for c in crd::all() {
-                let path = dir.join(crd::file_name(&c));
-                std::fs::write(&path, crd::to_yaml(&c))
-                    .with_context(|| format!("writing {}", path.display()))?;
+        Command::Crds { out_dir } => {
+            for dir in out_dir {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                for c in crd::all() {
+                    let path = dir.join(crd::file_name(&c));
+                    std::fs::write(&path, crd::to_yaml(&c))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
             }
         }
         Command::Local(args) => match args.action {
