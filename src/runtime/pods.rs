@@ -28,6 +28,8 @@ mod objects;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -51,12 +53,16 @@ pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the members of one `EtcdCluster` as Pods in its namespace.
 ///
-/// Every method checks it is asked about its own cluster ([`Error::OtherCluster`]).
+/// Every method checks it is asked about its own cluster ([`Error::OtherCluster`]). Meant
+/// to be built per reconcile pass: the Services and the PDB are applied by its first
+/// `create` only.
 #[derive(Clone)]
 pub struct PodRuntime {
     client: Client,
     objects: Objects,
     delete_timeout: Duration,
+    /// The Services and the PDB were applied by this instance (or a clone).
+    applied: Arc<AtomicBool>,
 }
 
 impl PodRuntime {
@@ -84,6 +90,7 @@ impl PodRuntime {
                 spec: cluster.spec.clone(),
             },
             delete_timeout: DEFAULT_DELETE_TIMEOUT,
+            applied: Arc::default(),
         })
     }
 
@@ -116,8 +123,12 @@ impl PodRuntime {
         Api::namespaced(self.client.clone(), &self.objects.cluster.namespace)
     }
 
-    /// Server-side applies the Services and the PDB, so drift is corrected on every create.
+    /// Server-side applies the Services and the PDB, so drift is corrected on every pass
+    /// that creates a member.
     async fn apply_cluster_objects(&self) -> Result<(), Error> {
+        if self.applied.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let services: Api<k8s_openapi::api::core::v1::Service> = self.api();
         for svc in [
@@ -136,6 +147,7 @@ impl PodRuntime {
         pdbs.patch(&name, &params, &Patch::Apply(&pdb))
             .await
             .map_err(|source| Error::ApplyPodDisruptionBudget { name, source })?;
+        self.applied.store(true, Ordering::Release);
         Ok(())
     }
 
