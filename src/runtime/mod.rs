@@ -348,10 +348,4 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("delete pods of cluster {cluster}")]
-    DeletePods {
-        cluster: ClusterRef,
-        #[source]
-        source: kube::Error,
-    },
 }

@@ -416,17 +416,21 @@ impl MemberRuntime for PodRuntime {
     }
 
     /// Deletes every Pod of the cluster and keeps the PVCs; emptyDir data goes with its Pod.
+    /// One delete per Pod: the operator's RBAC grants no `deletecollection`.
     async fn stop_all(&self, cluster: &ClusterRef) -> Result<(), Error> {
         self.check(cluster)?;
         let params = ListParams::default().labels(&self.objects.selector());
-        self.api::<Pod>()
-            .delete_collection(&DeleteParams::default(), &params)
+        let pods = self
+            .api::<Pod>()
+            .list(&params)
             .await
-            .map_err(|source| Error::DeletePods {
+            .map_err(|source| Error::ListPods {
                 cluster: cluster.clone(),
                 source,
             })?;
-        info!(cluster = %cluster, "deleted every pod");
+        for pod in pods.items.iter().filter(|p| !is_terminating(*p)) {
+            self.delete_pod(&pod.name_any()).await?;
+        }
         Ok(())
     }
 }

@@ -760,15 +760,25 @@ async fn list_reads_members_from_pods_and_pvcs() {
 #[tokio::test]
 async fn stop_all_deletes_the_pods_and_keeps_the_pvcs() {
     let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1]);
+    let pod0 = with_uid_and_phase(rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(), "Running");
+    let mut pod1 = with_uid_and_phase(rt.objects.pod(&new(1), DataVolume::Pvc).unwrap(), "Running");
+    // Already going: not deleted twice.
+    pod1.metadata.deletion_timestamp = Some(crate::api::condition::now());
     let server = server.run(|mut s| async move {
-        let call = s.expect(Method::DELETE, "/api/v1/namespaces/db/pods").await;
+        let list = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
         assert_eq!(
-            call.query,
+            list.query,
             "&labelSelector=etcd.operator.dev%2Fcluster%3Dexample"
         );
-        call.reply(&json!({
-            "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [],
+        let pod0 = serde_json::to_value(&pod0).unwrap();
+        list.reply(&json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [pod0, pod1],
         }));
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&pod0);
     });
     rt.stop_all(&cluster_ref()).await.unwrap();
     within_1s(server).await;
