@@ -1,6 +1,6 @@
 //! [`PodRuntime`]: the members of one `EtcdCluster` as Pods, with a headless Service for
 //! their DNS names, a client Service, a PodDisruptionBudget and, with `storage.pvc`, one
-//! PVC per member. The objects themselves are built in [`objects`]; talking to etcd and
+//! PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
 //! deciding what to do are the admin layer's and the planner's jobs.
 //!
 //! # Decisions

@@ -43,7 +43,7 @@ pub const LABEL_CLUSTER: &str = "etcd.operator.dev/cluster";
 pub const LABEL_MEMBER: &str = "etcd.operator.dev/member";
 /// The version a member runs (Pod) or last ran (PVC).
 pub const LABEL_VERSION: &str = "etcd.operator.dev/version";
-/// A member's launch as JSON ([`LaunchAnnotation`]), on its Pod and on its PVC.
+/// A member's launch as JSON (`LaunchAnnotation`), on its Pod and on its PVC.
 pub const ANNOTATION_LAUNCH: &str = "etcd.operator.dev/launch";
 
 /// Where a member's data lives.
