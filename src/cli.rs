@@ -33,6 +33,37 @@ pub enum Command {
     },
     /// Run the operator against local etcd processes described by YAML files.
     Local(LocalArgs),
+    /// Run the operator in a Kubernetes cluster: members as Pods.
+    Run(RunArgs),
+}
+
+/// `etcd-operator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Watch EtcdClusters in this namespace only (all namespaces when absent).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Run the controller only while holding the leader Lease.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "etcd-operator")]
+    pub leader_election_id: String,
+    /// The Lease's namespace; the operator's own (from the Downward API) by default.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// This replica's identity in the Lease; the pod name by default.
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+    /// How long a present but unhealthy or stopped member is waited on before it is replaced.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub unhealthy_grace: Duration,
+    /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub upgrade_health_deadline: Duration,
 }
 
 /// `etcd-operator local`.

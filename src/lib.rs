@@ -13,6 +13,8 @@ pub mod api;
 pub mod backup;
 pub mod controller;
 pub mod etcd;
+#[cfg(test)]
+mod fixtures;
 pub mod local;
 pub mod manifest;
 pub mod metrics;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 mod cli;
 
-use cli::{Cli, Command, LocalAction, LocalArgs, LogFormat};
+use cli::{Cli, Command, LocalAction, LocalArgs, LogFormat, RunArgs};
 use etcd_operator::api::{EtcdCluster, crd};
 use etcd_operator::local::driver;
 use etcd_operator::local::status_files::{self, StatusFiles};
@@ -66,6 +66,64 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `etcd-operator run`: the Kubernetes controller until SIGTERM or Ctrl-C.
+fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
+    use etcd_operator::controller::kubernetes::{self, leader::LeaseOptions};
+    let identity = args
+        .leader_election_identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("etcd-operator-{}", std::process::id()));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let leader_election = if args.leader_elect {
+            let namespace = match args.leader_election_namespace {
+                Some(ns) => ns,
+                None => kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?
+                    .default_namespace()
+                    .to_string(),
+            };
+            Some(LeaseOptions {
+                name: args.leader_election_id,
+                namespace,
+            })
+        } else {
+            None
+        };
+        let opts = kubernetes::Options {
+            namespace: args.namespace,
+            metrics_addr: args.metrics_addr,
+            leader_election,
+            policy: Policy {
+                unhealthy_grace: args.unhealthy_grace,
+                upgrade_health_deadline: args.upgrade_health_deadline,
+            },
+            identity,
+        };
+        kubernetes::run(opts, termination())
+            .await
+            .context("kubernetes controller")
+    })
+}
+
+/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                () = ctrl_c => {}
+            }
+        }
+        Err(_) => ctrl_c.await,
+    }
+    tracing::info!("shutting down: finishing in-flight reconciles");
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -88,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             Some(LocalAction::Status) => local_status(&args)?,
             None => local_run(args)?,
         },
+        Command::Run(args) => kubernetes_run(args)?,
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! One reconcile pass, shared by both runtimes: observe (I/O) -> plan (pure) -> execute
 //! (I/O) -> status (pure; the caller writes it). Each runtime's driver calls
-//! [`reconcile_once`] and decides how to persist the status and when to run again.
+//! [`reconcile_once`] and decides how to persist the status and when to run again:
+//! [`kubernetes`] is the in-cluster driver, `crate::local::driver` the local one.
 
 pub mod execute;
+pub mod kubernetes;
 pub mod observe;
 pub mod status;
 

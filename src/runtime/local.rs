@@ -6,7 +6,8 @@
 //! runtime spawned, within about a second for adopted ones. Talking to etcd is the
 //! admin layer's job; the on-disk format is [`record`]'s, the command line [`flags`]'.
 
-mod flags;
+// The pod runtime shares `option_flags`.
+pub(super) mod flags;
 mod process;
 mod record;
 

@@ -2,21 +2,25 @@
 //!
 //! A runtime starts, restarts, stops and deletes member processes and says which exist;
 //! it never talks to etcd (membership is the admin layer's job) and never decides
-//! anything (that is the planner's). [`local`] runs members as processes on this machine.
+//! anything (that is the planner's). [`local`] runs members as processes on this machine,
+//! [`pods`] as Pods of a Kubernetes cluster.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::cluster::EtcdOptions;
 
 pub mod local;
+pub mod pods;
 
 pub use local::LocalRuntime;
+pub use pods::PodRuntime;
 
 /// The cluster a member belongs to: the `EtcdCluster`'s namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -233,5 +237,115 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("EtcdCluster has no metadata.{field}")]
+    MissingClusterField { field: &'static str },
+    #[error("the runtime of cluster {runtime} cannot act on cluster {asked}")]
+    OtherCluster {
+        runtime: ClusterRef,
+        asked: ClusterRef,
+    },
+    #[error("{kind} {name} has no launch annotation")]
+    MissingLaunch { kind: &'static str, name: String },
+    #[error("parse the launch annotation of {kind} {name}")]
+    ParseLaunch {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("encode the launch of member {name}")]
+    EncodeLaunch {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{kind} {name} has no valid {label} label")]
+    InvalidLabel {
+        kind: &'static str,
+        name: String,
+        label: &'static str,
+    },
+    #[error("restarting member {name} would lose its data: it has no PVC")]
+    RestartLosesData { name: String },
+    #[error("pod {name} still exists {waited:?} after its deletion")]
+    PodNotDeleted { name: String, waited: Duration },
+    #[error("apply service {name}")]
+    ApplyService {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("apply pod disruption budget {name}")]
+    ApplyPodDisruptionBudget {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("create pvc {name}")]
+    CreatePvc {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("get pvc {name}")]
+    GetPvc {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("patch pvc {name}")]
+    PatchPvc {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("delete pvc {name}")]
+    DeletePvc {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("list pvcs of cluster {cluster}")]
+    ListPvcs {
+        cluster: ClusterRef,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("create pod {name}")]
+    CreatePod {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("get pod {name}")]
+    GetPod {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("patch pod {name}")]
+    PatchPod {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("delete pod {name}")]
+    DeletePod {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("wait for pod {name} to be deleted")]
+    AwaitPodDeleted {
+        name: String,
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+    #[error("list pods of cluster {cluster}")]
+    ListPods {
+        cluster: ClusterRef,
+        #[source]
+        source: kube::Error,
     },
 }

@@ -43,7 +43,11 @@ pub fn data_dir_flag(data_dir: &str) -> String {
     format!("--data-dir={data_dir}")
 }
 
-fn option_flags(o: &EtcdOptions) -> Result<Vec<String>, Error> {
+/// The flags for the spec's etcd options, `extraArgs` last. The pod runtime uses them too.
+///
+/// # Errors
+/// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets.
+pub fn option_flags(o: &EtcdOptions) -> Result<Vec<String>, Error> {
     let mut flags = Vec::new();
     if let Some(v) = o.quota_backend_bytes {
         flags.push(format!("--quota-backend-bytes={v}"));

@@ -1,0 +1,383 @@
+//! The operator on a real Kubernetes cluster: install it from this repository's packaging,
+//! then create a cluster of 3, scale it to 5 and back, delete a member Pod, upgrade it and
+//! pause it, each in its own namespace, waiting on conditions with deadlines.
+//!
+//! Without `KUBECONFIG` it prints `skipped: KUBECONFIG is not set` and passes, so CI needs
+//! no cluster. `OPERATOR_IMAGE` is the operator image to deploy (and checked to be the one
+//! running). See `e2e/README.md` for the other variables.
+//!
+//! ```sh
+//! KUBECONFIG=~/.kube/config OPERATOR_IMAGE=etcd-operator:dev \
+//!   cargo test --test e2e_kubernetes -- --nocapture
+//! ```
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, cluster::ClusterPhase};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+const OPERATOR_NS: &str = "etcd-operator";
+const CLUSTER: &str = "e2e";
+const FROM: &str = "3.5.16";
+const TO: &str = "3.5.17";
+/// Long enough to pull an etcd image and bootstrap on a slow CI node.
+const DEADLINE: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn kubernetes_scenarios() {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        println!("skipped: KUBECONFIG is not set");
+        return;
+    }
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG is set but the cluster cannot be reached");
+    install(&client).await;
+    let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
+    let scenarios: [(&str, ScenarioFn); 5] = [
+        ("create-three", create_three),
+        ("scale", scale_to_five_and_back),
+        ("delete-pod", deleted_pod_is_replaced),
+        ("upgrade", upgrade_patches_images_in_place),
+        ("pause", paused_cluster_takes_no_step),
+    ];
+    for (name, scenario) in scenarios {
+        let ns = format!("e2e-{name}");
+        println!("scenario {name} in namespace {ns}");
+        create_namespace(&client, &ns).await;
+        scenario(client.clone(), ns.clone()).await;
+        if !keep {
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(&ns, &DeleteParams::default())
+                .await;
+        }
+        println!("scenario {name}: ok");
+    }
+    if !keep {
+        uninstall();
+    }
+}
+
+type Scenario = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+type ScenarioFn = fn(Client, String) -> Scenario;
+
+fn create_three(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pods = member_pods(&client, &ns).await;
+        assert_eq!(pods.len(), 3);
+        for pod in &pods {
+            assert_eq!(
+                image_of(pod),
+                format!("gcr.io/etcd-development/etcd:v{FROM}")
+            );
+        }
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        assert!(services.get_opt(CLUSTER).await.unwrap().is_some());
+        assert!(
+            services
+                .get_opt(&format!("{CLUSTER}-client"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+        assert!(pdbs.get_opt(CLUSTER).await.unwrap().is_some());
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let other = pods[2].name_any();
+        assert!(etcdctl(&ns, &other, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+fn scale_to_five_and_back(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let first = member_pods(&client, &ns).await[0].name_any();
+        etcdctl(&ns, &first, &["put", "e2e", "kept"]);
+        apply_cluster(&client, &ns, EtcdClusterSpec::new(5, FROM)).await;
+        wait_running(&clusters, 5, FROM).await;
+        apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        wait_for("3 member pods after scaling down", || async {
+            member_pods(&client, &ns).await.len() == 3
+        })
+        .await;
+        let any = member_pods(&client, &ns).await[0].name_any();
+        assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let victim = pods[1].name_any();
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(&victim, &DeleteParams::default())
+            .await
+            .unwrap();
+        // emptyDir: the member's data went with its Pod, so it is removed and replaced.
+        wait_for("the deleted member to be replaced", || async {
+            let names: Vec<String> = member_pods(&client, &ns)
+                .await
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
+            names.len() == 3 && !names.contains(&victim)
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        let any = member_pods(&client, &ns).await[0].name_any();
+        assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+fn upgrade_patches_images_in_place(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let before = member_pods(&client, &ns).await;
+        etcdctl(&ns, &before[0].name_any(), &["put", "e2e", "kept"]);
+        apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        let after = member_pods(&client, &ns).await;
+        for pod in &after {
+            assert_eq!(image_of(pod), format!("gcr.io/etcd-development/etcd:v{TO}"));
+        }
+        // The same Pods (same uids): the image was patched, the emptyDir data kept.
+        let uids = |pods: &[Pod]| {
+            let mut u: Vec<String> = pods.iter().filter_map(|p| p.uid()).collect();
+            u.sort();
+            u
+        };
+        assert_eq!(uids(&before), uids(&after));
+        assert!(
+            etcdctl(
+                &ns,
+                &after[2].name_any(),
+                &["get", "e2e", "--print-value-only"]
+            )
+            .contains("kept")
+        );
+    })
+}
+
+fn paused_cluster_takes_no_step(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let mut paused = EtcdClusterSpec::new(5, FROM);
+        paused.paused = true;
+        apply_cluster(&client, &ns, paused).await;
+        wait_for("phase Paused", || async {
+            phase(&clusters).await == Some(ClusterPhase::Paused)
+        })
+        .await;
+        // Paused: the size change must not be acted on for a while.
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            assert_eq!(
+                member_pods(&client, &ns).await.len(),
+                3,
+                "a paused cluster grew"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        apply_cluster(&client, &ns, EtcdClusterSpec::new(5, FROM)).await;
+        wait_running(&clusters, 5, FROM).await;
+    })
+}
+
+// --- installation ---------------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs the operator as a user would, with `OPERATOR_IMAGE` when given, and waits for
+/// it to be available and to run that image.
+async fn install(client: &Client) {
+    let image = std::env::var("OPERATOR_IMAGE").ok();
+    match std::env::var("E2E_INSTALL").as_deref() {
+        Ok("helm") => {
+            let mut cmd = Command::new("helm");
+            cmd.args(["upgrade", "--install", "etcd-operator"])
+                .arg(repo().join("charts/etcd-operator"))
+                .args(["-n", OPERATOR_NS, "--create-namespace"]);
+            if let Some(image) = &image {
+                let (repository, tag) = image.rsplit_once(':').expect("OPERATOR_IMAGE has a tag");
+                cmd.arg(format!("--set=image.repository={repository}"))
+                    .arg(format!("--set=image.tag={tag}"));
+            }
+            run(&mut cmd);
+        }
+        _ => {
+            run(Command::new("kubectl")
+                .args(["apply", "-R", "-f"])
+                .arg(repo().join("manifests")));
+            if let Some(image) = &image {
+                run(Command::new("kubectl").args([
+                    "-n",
+                    OPERATOR_NS,
+                    "set",
+                    "image",
+                    "deployment/etcd-operator",
+                    &format!("operator={image}"),
+                ]));
+            }
+        }
+    }
+    run(Command::new("kubectl").args([
+        "-n",
+        OPERATOR_NS,
+        "rollout",
+        "status",
+        "deployment/etcd-operator",
+        "--timeout=300s",
+    ]));
+    if let Some(image) = image {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NS);
+        let d = deployments.get("etcd-operator").await.unwrap();
+        let running = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.image);
+        assert_eq!(running.as_deref(), Some(image.as_str()), "deployed image");
+    }
+}
+
+fn uninstall() {
+    let _ = match std::env::var("E2E_INSTALL").as_deref() {
+        Ok("helm") => Command::new("helm")
+            .args(["uninstall", "etcd-operator", "-n", OPERATOR_NS])
+            .output(),
+        _ => Command::new("kubectl")
+            .args(["delete", "--ignore-not-found", "-R", "-f"])
+            .arg(repo().join("manifests"))
+            .output(),
+    };
+}
+
+// --- helpers --------------------------------------------------------------------------
+
+async fn create_namespace(client: &Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let object: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
+    match namespaces.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => panic!("creating namespace {ns}: {e}"),
+    }
+}
+
+/// Applies the EtcdCluster `e2e` with `spec` (as the test's own field manager).
+async fn apply_cluster(client: &Client, ns: &str, spec: EtcdClusterSpec) -> Api<EtcdCluster> {
+    let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), ns);
+    let object = EtcdCluster::new(CLUSTER, spec);
+    clusters
+        .patch(
+            CLUSTER,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .expect("applying the EtcdCluster");
+    clusters
+}
+
+async fn phase(clusters: &Api<EtcdCluster>) -> Option<ClusterPhase> {
+    let c = clusters.get_opt(CLUSTER).await.ok()??;
+    c.status.map(|s| s.phase)
+}
+
+/// Waits until the cluster runs `size` healthy voters at `version` for the current spec.
+async fn wait_running(clusters: &Api<EtcdCluster>, size: i32, version: &str) {
+    wait_for(
+        &format!("{size} healthy members at {version}, phase Running"),
+        || async {
+            let Ok(Some(c)) = clusters.get_opt(CLUSTER).await else {
+                return false;
+            };
+            let Some(s) = c.status else { return false };
+            s.observed_generation == c.metadata.generation
+                && s.phase == ClusterPhase::Running
+                && s.ready_members == size
+                && s.members.len() == usize::try_from(size).unwrap_or(0)
+                && s.current_version.as_deref() == Some(version)
+        },
+    )
+    .await;
+}
+
+/// Polls `condition` until it holds or [`DEADLINE`] passes.
+async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + DEADLINE;
+    while Instant::now() < until {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("timed out after {DEADLINE:?} waiting for {what}");
+}
+
+/// The cluster's member Pods that are not being deleted, by name.
+async fn member_pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut list: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&format!("etcd.operator.dev/cluster={CLUSTER}")))
+        .await
+        .expect("listing member pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    list.sort_by_key(ResourceExt::name_any);
+    list
+}
+
+fn image_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// `etcdctl <args>` inside a member's container, against that member.
+fn etcdctl(ns: &str, pod: &str, args: &[&str]) -> String {
+    run(Command::new("kubectl")
+        .args(["-n", ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
+        .arg("--endpoints=http://127.0.0.1:2379")
+        .args(args))
+}

@@ -1,0 +1,420 @@
+//! The Kubernetes driver: a kube-runtime [`Controller`] on `EtcdCluster` that runs one
+//! [`reconcile_once`] pass per trigger on a [`PodRuntime`], writes the status with
+//! server-side apply and reports what it did as Events. What a pass decides is the
+//! planner's job; how members become Pods is the runtime's.
+//!
+//! # Flow
+//! 1. EtcdClusters (one namespace or all) are watched, and so are the Pods, PVCs, Services
+//!    and PDBs they own (only those labelled `app.kubernetes.io/managed-by=etcd-operator`),
+//!    so a member Pod's death reconciles its cluster at once.
+//! 2. [`reconcile`]: observe → plan → execute → status ([`reconcile_once`]), then the
+//!    status is applied (skipped when unchanged) and an Event is published for an executed
+//!    step, a failed one and a refusal (`Blocked`).
+//! 3. The next pass: 2 s after an executed step, 5 s while waiting (on etcd or a grace
+//!    period), 30 s otherwise; an invalid spec waits for a change. Failures back off by
+//!    kind, doubling per consecutive failure ([`error_policy`]).
+//!
+//! # Guarantees
+//! One reconcile per cluster at a time (the Controller queues triggers for a cluster that
+//! is being reconciled), which is what [`PodRuntime`] and the health trackers rely on.
+//!
+//! # Finalizers
+//! None. Every Pod, PVC, Service and PDB carries the cluster as its controller owner, so
+//! Kubernetes' garbage collector deletes them with the cluster; nothing outside the API
+//! server (no backup, no external record) has to be cleaned up first. A cluster being
+//! deleted is left alone.
+//!
+//! # Assumptions
+//! The operator runs inside the cluster: members are reached by their Pod DNS names.
+
+pub mod leader;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+use tracing::{debug, info, instrument, warn};
+
+use super::status::{block_reason, step_reason};
+use super::{Executed, HealthTracker, reconcile_once};
+use crate::api::EtcdCluster;
+use crate::metrics::{self, ErrorLabels, Metrics};
+use crate::plan::{BlockReason, Policy, Step};
+use crate::runtime::pods::FIELD_MANAGER;
+use crate::runtime::{self, ClusterRef, PodRuntime};
+
+/// The next pass after an executed step.
+pub const AFTER_STEP: Duration = Duration::from_secs(2);
+/// The next pass while the planner waits (on etcd, a learner, a grace period).
+pub const WHILE_WAITING: Duration = Duration::from_secs(5);
+/// The next pass when nothing is in progress: the health check of a settled cluster.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// The longest failure backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Selects the objects the runtime creates, so owned watches skip everything else.
+const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=etcd-operator";
+
+/// What a reconcile pass failed at.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("building the pod runtime")]
+    PodRuntime(#[source] runtime::Error),
+    #[error("observing the cluster")]
+    Observe(#[source] super::Error),
+    #[error("executing the step")]
+    Step(#[source] super::Error),
+    #[error("applying the status")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A static label for metrics: the variant, or the failed step's.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::PodRuntime(_) => "PodRuntime",
+            Error::Observe(e) | Error::Step(e) => e.label(),
+            Error::PatchStatus(_) => "PatchStatus",
+        }
+    }
+
+    /// How long to wait before the first retry; `None` when only a spec change can help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            // A cluster without namespace or uid never comes from the API server.
+            Error::PodRuntime(runtime::Error::MissingClusterField { .. }) => None,
+            Error::Step(super::Error::InvalidVersion { .. }) => None,
+            // The API server (conflict, throttling) or etcd: usually gone in seconds.
+            Error::PatchStatus(_) | Error::Observe(_) => Some(Duration::from_secs(5)),
+            Error::Step(super::Error::Connect { .. }) => Some(Duration::from_secs(5)),
+            Error::PodRuntime(_) | Error::Step(_) => Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub policy: Policy,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Per cluster; taken out for a pass and put back (one pass per cluster at a time).
+    trackers: Mutex<HashMap<ClusterRef, HealthTracker>>,
+    /// Consecutive failures per cluster, for the backoff.
+    failures: Mutex<HashMap<ClusterRef, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, policy: Policy, metrics: Metrics, reporter: Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            policy,
+            metrics,
+            trackers: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+fn cluster_ref(cluster: &EtcdCluster) -> ClusterRef {
+    ClusterRef::new(cluster.namespace().unwrap_or_default(), cluster.name_any())
+}
+
+/// One pass over `cluster`: observe, plan, execute, apply the status, publish Events.
+///
+/// # Errors
+/// [`Error::Observe`] when the runtime could not list members (nothing was written);
+/// [`Error::Step`] when the step failed (the status and a Warning Event are written first);
+/// [`Error::PatchStatus`].
+#[instrument(skip_all, fields(cluster = %cluster.name_any(), ns = cluster.namespace().unwrap_or_default()))]
+pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let key = cluster_ref(&cluster);
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Owner references take the members down with it.
+        lock(&ctx.trackers).remove(&key);
+        return Ok(Action::await_change());
+    }
+    let runtime =
+        PodRuntime::for_cluster(ctx.client.clone(), &cluster).map_err(Error::PodRuntime)?;
+    let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
+    let pass = reconcile_once(&runtime, &cluster, &ctx.policy, &mut tracker).await;
+    lock(&ctx.trackers).insert(key.clone(), tracker);
+    let pass = pass.map_err(Error::Observe)?;
+
+    if cluster.status.as_ref() != Some(&pass.status) {
+        apply_status(&ctx.client, &cluster, &pass.status).await?;
+    }
+    ctx.metrics.observe_cluster(
+        &key.namespace,
+        &key.name,
+        i64::try_from(pass.status.members.len()).unwrap_or(i64::MAX),
+        i64::from(pass.status.ready_members),
+    );
+    if let Some(event) = event_for(&pass.step, &pass.executed) {
+        // An Event is a courtesy; failing to publish one must not fail the pass.
+        if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            warn!(error = %e, reason = event.reason, "publishing event failed");
+        }
+    }
+    let executed = match pass.executed {
+        Ok(executed) => executed,
+        Err(e) => return Err(Error::Step(e)),
+    };
+    lock(&ctx.failures).remove(&key);
+    Ok(match executed {
+        Executed::Applied => {
+            ctx.metrics.observe_step(step_reason(&pass.step), pass.took);
+            Action::requeue(AFTER_STEP)
+        }
+        Executed::NotYet(why) => {
+            debug!(%why, step = %pass.step, "etcd refused for now");
+            Action::requeue(WHILE_WAITING)
+        }
+        Executed::Nothing => next_pass(&pass.step),
+    })
+}
+
+/// When to look again after a step that did nothing.
+fn next_pass(step: &Step) -> Action {
+    match step {
+        Step::Blocked {
+            reason: BlockReason::InvalidSpec { .. },
+        } => Action::await_change(),
+        Step::Wait { .. } => Action::requeue(WHILE_WAITING),
+        _ => Action::requeue(RESYNC),
+    }
+}
+
+/// The Event a pass deserves: executed and failed steps, and refusals.
+fn event_for(step: &Step, executed: &Result<Executed, super::Error>) -> Option<Event> {
+    let event = |type_, reason: String, note: String| Event {
+        type_,
+        reason,
+        note: Some(note),
+        action: step_reason(step).to_string(),
+        secondary: None,
+    };
+    match (executed, step) {
+        (Err(e), _) => Some(event(
+            EventType::Warning,
+            format!("{}Failed", e.label()),
+            format!("{step}: {}", error_chain(e)),
+        )),
+        (Ok(Executed::Applied), _) => Some(event(
+            EventType::Normal,
+            step_reason(step).to_string(),
+            step.to_string(),
+        )),
+        (Ok(_), Step::Blocked { reason }) => Some(event(
+            EventType::Warning,
+            block_reason(reason).to_string(),
+            step.to_string(),
+        )),
+        (Ok(_), _) => None,
+    }
+}
+
+/// `e: cause: cause...`, for an Event's note (Events have no source chain).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Server-side applies `status` on the status subresource, as the only field manager.
+async fn apply_status(
+    client: &Client,
+    cluster: &EtcdCluster,
+    status: &crate::api::EtcdClusterStatus,
+) -> Result<(), Error> {
+    let api: Api<EtcdCluster> =
+        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "EtcdCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Retries by error kind, doubling per consecutive failure of the cluster up to
+/// [`MAX_BACKOFF`]; waits for a spec change when only that can help.
+pub fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            error: error.label().to_string(),
+        })
+        .inc();
+    warn!(cluster = %cluster_ref(&cluster), error = %error_chain(error), "reconcile failed");
+    let Some(base) = error.retry_after() else {
+        return Action::await_change();
+    };
+    let failures = {
+        let mut failures = lock(&ctx.failures);
+        let n = failures.entry(cluster_ref(&cluster)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    Action::requeue(backoff(base, failures))
+}
+
+/// `base` doubled for every failure after the first, at most [`MAX_BACKOFF`].
+fn backoff(base: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// How `run` is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch one namespace; all when `None`.
+    pub namespace: Option<String>,
+    pub metrics_addr: SocketAddr,
+    /// Run the controller only while holding this Lease.
+    pub leader_election: Option<leader::LeaseOptions>,
+    pub policy: Policy,
+    /// This replica, in Events and the Lease.
+    pub identity: String,
+}
+
+/// Why `run` stopped.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("connecting to the Kubernetes API")]
+    Client(#[source] kube::Error),
+    #[error("serving metrics")]
+    Metrics(#[from] metrics::Error),
+    #[error("leader election")]
+    Leader(#[from] leader::Error),
+}
+
+/// Serves metrics and runs the controller (while leading, with leader election) until
+/// `shutdown` resolves; in-flight reconciles finish first.
+///
+/// # Errors
+/// [`RunError::Leader`] also when leadership is lost: the caller should exit, so a
+/// restarted process stands by again instead of racing the new leader.
+pub async fn run(
+    opts: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Metrics::new();
+    let (addr, server) = metrics::serve(metrics.clone(), opts.metrics_addr).await?;
+    info!(%addr, "serving metrics");
+    let shutdown = shutdown.boxed().shared();
+    let controller = controller(client.clone(), &opts, metrics.clone(), shutdown.clone());
+    let result = match &opts.leader_election {
+        None => {
+            metrics.set_ready(true);
+            controller.await;
+            Ok(())
+        }
+        Some(lease) => {
+            // A standby is ready too: with one replica, a rolling update waits for the new
+            // Pod to be ready before the old one lets go of the Lease.
+            let on_standby = || metrics.set_ready(true);
+            leader::while_leading(
+                client,
+                lease,
+                &opts.identity,
+                shutdown,
+                on_standby,
+                controller,
+            )
+            .await
+            .map_err(RunError::from)
+        }
+    };
+    server.abort();
+    info!("operator stopped");
+    result
+}
+
+/// The Controller, ready to run until `shutdown`.
+fn controller(
+    client: Client,
+    opts: &Options,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = opts.namespace.as_deref();
+    let owned = watcher::Config::default().labels(OWNED_SELECTOR);
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: Some(opts.identity.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        opts.policy.clone(),
+        metrics,
+        reporter,
+    ));
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        "starting the EtcdCluster controller"
+    );
+    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+        .owns(api::<Pod>(&client, ns), owned.clone())
+        .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                Ok((object, action)) => debug!(cluster = %object, ?action, "reconciled"),
+                // Logged by error_policy already.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A trigger for a cluster deleted meanwhile.
+                Err(e @ ControllerError::ObjectNotFound(_)) => debug!(error = %e, "skipped"),
+                // Watches failing (RBAC, API server): retried with backoff, but visible.
+                Err(e) => warn!(error = %error_chain(&e), "controller watch failed"),
+            }
+        })
+}
+
+/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

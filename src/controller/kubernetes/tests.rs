@@ -1,0 +1,276 @@
+//! [`reconcile`] against a mocked API server (no etcd is reachable, so observation sees no
+//! etcd view), and the pure parts: requeue and backoff choices, Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::EtcdClusterSpec;
+use crate::fixtures::{ApiServer, within_1s};
+use crate::plan::WaitReason;
+
+const NS: &str = "db";
+
+fn cluster(spec: EtcdClusterSpec) -> EtcdCluster {
+    let mut c = EtcdCluster::new("example", spec);
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("uid-1".into());
+    c.metadata.generation = Some(1);
+    c
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        Policy::default(),
+        Metrics::new(),
+        Reporter {
+            controller: "etcd-operator".into(),
+            instance: Some("etcd-operator-0".into()),
+        },
+    ))
+}
+
+fn empty_list(kind: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": "1" }, "items": [] })
+}
+
+/// The cluster the API server returns after a status apply of `patch`.
+fn stored(patch: &Value) -> Value {
+    let mut c = serde_json::to_value(cluster(EtcdClusterSpec::new(3, "3.5.16"))).unwrap();
+    c["status"] = patch["status"].clone();
+    c
+}
+
+/// Conditions without their timestamps, which come from the clock.
+fn without_times(mut status: Value) -> Value {
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for c in conditions {
+            c.as_object_mut().unwrap().remove("lastTransitionTime");
+        }
+    }
+    status
+}
+
+#[tokio::test]
+async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        // Services and PDB once per pass, then one Pod per member, all with one token.
+        for path in [
+            "/api/v1/namespaces/db/services/example",
+            "/api/v1/namespaces/db/services/example-client",
+            "/apis/policy/v1/namespaces/db/poddisruptionbudgets/example",
+        ] {
+            let call = s.expect(Method::PATCH, path).await;
+            call.assert_apply();
+            call.echo();
+        }
+        let mut tokens = Vec::new();
+        for ordinal in 0..3 {
+            let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+            assert_eq!(pod.body["metadata"]["name"], format!("example-{ordinal}"));
+            let args: Vec<String> =
+                serde_json::from_value(pod.body["spec"]["containers"][0]["args"].clone()).unwrap();
+            assert!(args.contains(&"--initial-cluster-state=new".to_string()));
+            assert!(args.contains(&"--initial-cluster=example-0=http://example-0.example.db.svc:2380,example-1=http://example-1.example.db.svc:2380,example-2=http://example-2.example.db.svc:2380".to_string()));
+            tokens.extend(
+                args.iter()
+                    .filter(|a| a.starts_with("--initial-cluster-token="))
+                    .cloned(),
+            );
+            pod.echo();
+        }
+        tokens.dedup();
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        status.assert_apply();
+        assert_eq!(status.body["apiVersion"], "etcd.operator.dev/v1alpha1");
+        assert_eq!(status.body["kind"], "EtcdCluster");
+        assert_eq!(
+            without_times(status.body["status"].clone()),
+            json!({
+                "phase": "Creating",
+                "observedGeneration": 1,
+                "readyMembers": 0,
+                "targetVersion": "3.5.16",
+                "conditions": [
+                    {
+                        "type": "SpecValid",
+                        "status": "True",
+                        "reason": "Valid",
+                        "message": "spec is valid",
+                        "observedGeneration": 1,
+                    },
+                    {
+                        "type": "Available",
+                        "status": "False",
+                        "reason": "QuorumUnavailable",
+                        "message": "0 of 0 voting members healthy",
+                        "observedGeneration": 1,
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "Bootstrapping",
+                        "message": "bootstrap example-0, example-1, example-2 at 3.5.16",
+                        "observedGeneration": 1,
+                    },
+                    {
+                        "type": "Degraded",
+                        "status": "False",
+                        "reason": "AllHealthy",
+                        "message": "",
+                        "observedGeneration": 1,
+                    },
+                ],
+            })
+        );
+        let body = stored(&status.body);
+        status.reply(&body);
+
+        let event = s
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+            .await;
+        assert_eq!(event.body["type"], "Normal");
+        assert_eq!(event.body["reason"], "Bootstrapping");
+        assert_eq!(event.body["action"], "Bootstrapping");
+        assert_eq!(event.body["regarding"]["kind"], "EtcdCluster");
+        assert_eq!(event.body["regarding"]["name"], "example");
+        assert_eq!(event.body["reportingController"], "etcd-operator");
+        event.echo();
+    });
+    let action = reconcile(
+        Arc::new(cluster(EtcdClusterSpec::new(3, "3.5.16"))),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::requeue(AFTER_STEP));
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("etcd_operator_steps_total{step=\"Bootstrapping\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_writes_its_status_then_waits_for_a_change() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        // Nothing is listed or created for an invalid spec: straight to the status.
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        assert_eq!(status.body["status"]["phase"], "Failed");
+        assert_eq!(status.body["status"]["conditions"][0]["status"], "False");
+        let body = stored(&status.body);
+        status.reply(&body);
+        let event = s
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+            .await;
+        assert_eq!(event.body["type"], "Warning");
+        assert_eq!(event.body["reason"], "InvalidSpec");
+        event.echo();
+    });
+    let action = reconcile(Arc::new(cluster(EtcdClusterSpec::new(3, "3.9.0"))), ctx)
+        .await
+        .unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_cluster_being_deleted_is_left_to_the_garbage_collector() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|_| async {});
+    let mut c = cluster(EtcdClusterSpec::new(3, "3.5.16"));
+    c.metadata.deletion_timestamp = Some(crate::api::condition::now());
+    let action = reconcile(Arc::new(c), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn failures_back_off_by_kind_and_double_until_a_success() {
+    let (client, _server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let c = Arc::new(cluster(EtcdClusterSpec::new(3, "3.5.16")));
+    let status_failed = || {
+        Error::PatchStatus(kube::Error::Api(Box::new(kube::core::Status::failure(
+            "conflict", "Conflict",
+        ))))
+    };
+    let delays: Vec<Action> = (0..3)
+        .map(|_| error_policy(c.clone(), &status_failed(), ctx.clone()))
+        .collect();
+    assert_eq!(
+        delays,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    let invalid = Error::Step(crate::controller::Error::InvalidVersion {
+        version: "x".into(),
+        source: semver::Version::parse("x").unwrap_err(),
+    });
+    assert_eq!(
+        error_policy(c.clone(), &invalid, ctx.clone()),
+        Action::await_change()
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("etcd_operator_reconcile_errors_total{error=\"PatchStatus\"} 3")
+    );
+    assert_eq!(backoff(Duration::from_secs(5), 40), MAX_BACKOFF);
+}
+
+#[test]
+fn waits_come_back_sooner_than_settled_clusters() {
+    let wait = Step::Wait {
+        reason: WaitReason::MemberStarting {
+            name: crate::plan::MemberName::new("example", 0),
+            remaining: Duration::from_secs(10),
+        },
+    };
+    assert_eq!(next_pass(&wait), Action::requeue(WHILE_WAITING));
+    assert_eq!(next_pass(&Step::Done), Action::requeue(RESYNC));
+    assert_eq!(next_pass(&Step::Paused), Action::requeue(RESYNC));
+}
+
+#[test]
+fn only_executed_failed_and_refused_steps_make_events() {
+    assert!(event_for(&Step::Done, &Ok(Executed::Nothing)).is_none());
+    assert!(event_for(&Step::Paused, &Ok(Executed::Nothing)).is_none());
+    let failed = event_for(
+        &Step::Done,
+        &Err(crate::controller::Error::InvalidVersion {
+            version: "x".into(),
+            source: semver::Version::parse("x").unwrap_err(),
+        }),
+    )
+    .unwrap();
+    assert_eq!(failed.type_, EventType::Warning);
+    assert_eq!(failed.reason, "InvalidVersionFailed");
+}

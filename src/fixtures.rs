@@ -1,0 +1,117 @@
+//! Test fixtures shared across modules: a scripted, mocked API server (tower-test) that
+//! scenarios run against, each awaited with a timeout so a missing request fails.
+
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle, SendResponse};
+
+/// The API server's side of a scenario.
+pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
+
+/// One request the runtime sent.
+pub struct Call {
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+    send: SendResponse<Response<Body>>,
+}
+
+impl ApiServer {
+    /// A client whose requests this server answers, defaulting to namespace `ns`.
+    pub fn client(ns: &str) -> (Client, Self) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, ns), Self(handle))
+    }
+
+    /// Runs `script` against the requests the runtime sends.
+    pub fn run<F, Fut>(self, script: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(script(self))
+    }
+
+    /// The next request, which must be `method` on `path`.
+    pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let (request, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("expected {method} {path}, the runtime sent nothing"));
+        assert_eq!(
+            (request.method(), request.uri().path()),
+            (&method, path),
+            "unexpected request {}",
+            request.uri()
+        );
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let content_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        Call {
+            query,
+            content_type,
+            body,
+            send,
+        }
+    }
+}
+
+impl Call {
+    pub fn reply(self, body: &Value) {
+        self.send
+            .send_response(Response::new(Body::from(serde_json::to_vec(body).unwrap())));
+    }
+
+    /// Answers with the object sent, as the API server does for a create or an apply.
+    pub fn echo(self) {
+        let body = self.body.clone();
+        self.reply(&body);
+    }
+
+    pub fn fail(self, code: StatusCode, reason: &str) {
+        let status = json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "message": reason,
+            "reason": reason,
+            "code": code.as_u16(),
+        });
+        let mut response = Response::new(Body::from(serde_json::to_vec(&status).unwrap()));
+        *response.status_mut() = code;
+        self.send.send_response(response);
+    }
+
+    /// A server-side apply by our field manager, forced.
+    pub fn assert_apply(&self) {
+        assert_eq!(self.content_type, "application/apply-patch+yaml");
+        assert!(
+            self.query.contains("fieldManager=etcd-operator"),
+            "{}",
+            self.query
+        );
+        assert!(self.query.contains("force=true"), "{}", self.query);
+    }
+}
+
+pub async fn within_1s(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("scenario timed out: the runtime sent fewer requests than expected")
+        .expect("scenario failed");
+}

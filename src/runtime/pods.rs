@@ -1,0 +1,496 @@
+//! [`PodRuntime`]: the members of one `EtcdCluster` as Pods, with a headless Service for
+//! their DNS names, a client Service, a PodDisruptionBudget and, with `storage.pvc`, one
+//! PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
+//! deciding what to do are the admin layer's and the planner's jobs.
+//!
+//! # Decisions
+//! - **Readiness**: `GET /health` on 2379, served by every supported version (3.4–3.6).
+//!   It fails for learners and for members without a leader, which keeps them out of the
+//!   client Service and makes the PDB refuse evictions until they recover. There is no
+//!   liveness probe: killing members of a cluster that lost quorum only makes recovery
+//!   harder; crashes are already restarted by the kubelet.
+//! - **Upgrade**: a Pod's image is mutable, so an upgrade patches it in place; the kubelet
+//!   restarts the container and an emptyDir survives. Only a restart without a new version
+//!   deletes the Pod, which is refused for emptyDir members ([`Error::RestartLosesData`]).
+//! - **Launch**: the launch (flags and version) is kept as JSON in the `etcd.operator.dev/launch`
+//!   annotation of the Pod and of the PVC, so a Pod lost with its node is recreated from the
+//!   PVC as the same member. The rest of the Pod (repository, resources, overrides) follows
+//!   the current spec.
+//! - **Cleanup**: every object has the `EtcdCluster` as controller owner, so deleting the
+//!   cluster garbage-collects all of them; no finalizer is needed.
+//!
+//! # Assumptions
+//! One reconcile of a cluster at a time (kube-runtime's Controller guarantees it), so two
+//! methods never race on one member.
+
+mod objects;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info};
+
+pub use self::objects::{
+    ANNOTATION_LAUNCH, CLIENT_PORT, DataVolume, FIELD_MANAGER, LABEL_CLUSTER, LABEL_MEMBER,
+    LABEL_VERSION, PEER_PORT,
+};
+use self::objects::{LaunchAnnotation, Objects};
+use super::{ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime, RuntimeMember};
+use crate::api::EtcdCluster;
+
+/// How long a restart waits for the old Pod to go (its grace period is 30 s by default).
+pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the members of one `EtcdCluster` as Pods in its namespace.
+///
+/// Every method checks it is asked about its own cluster ([`Error::OtherCluster`]). Meant
+/// to be built per reconcile pass: the Services and the PDB are applied by its first
+/// `create` only.
+#[derive(Clone)]
+pub struct PodRuntime {
+    client: Client,
+    objects: Objects,
+    delete_timeout: Duration,
+    /// The Services and the PDB were applied by this instance (or a clone).
+    applied: Arc<AtomicBool>,
+}
+
+impl PodRuntime {
+    /// The runtime of `cluster`, owning what it creates through the cluster's uid.
+    ///
+    /// No request is sent until a method is called.
+    ///
+    /// # Errors
+    /// [`Error::MissingClusterField`] when the cluster has no namespace, name or uid (it
+    /// was not read from the API server).
+    pub fn for_cluster(client: Client, cluster: &EtcdCluster) -> Result<Self, Error> {
+        let meta = &cluster.metadata;
+        let missing = |field| Error::MissingClusterField { field };
+        let namespace = meta.namespace.clone().ok_or_else(|| missing("namespace"))?;
+        let name = meta.name.clone().ok_or_else(|| missing("name"))?;
+        meta.uid.as_ref().ok_or_else(|| missing("uid"))?;
+        let owner = cluster
+            .controller_owner_ref(&())
+            .ok_or_else(|| missing("uid"))?;
+        Ok(Self {
+            client,
+            objects: Objects {
+                cluster: ClusterRef::new(namespace, name),
+                owner,
+                spec: cluster.spec.clone(),
+            },
+            delete_timeout: DEFAULT_DELETE_TIMEOUT,
+            applied: Arc::default(),
+        })
+    }
+
+    /// Wait `timeout` for a deleted Pod to go instead of [`DEFAULT_DELETE_TIMEOUT`].
+    pub fn with_delete_timeout(mut self, timeout: Duration) -> Self {
+        self.delete_timeout = timeout;
+        self
+    }
+
+    pub fn cluster(&self) -> &ClusterRef {
+        &self.objects.cluster
+    }
+
+    fn check(&self, asked: &ClusterRef) -> Result<(), Error> {
+        if *asked == self.objects.cluster {
+            Ok(())
+        } else {
+            Err(Error::OtherCluster {
+                runtime: self.objects.cluster.clone(),
+                asked: asked.clone(),
+            })
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.objects.cluster.namespace)
+    }
+
+    /// Server-side applies the Services and the PDB, so drift is corrected on every pass
+    /// that creates a member.
+    async fn apply_cluster_objects(&self) -> Result<(), Error> {
+        if self.applied.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let services: Api<k8s_openapi::api::core::v1::Service> = self.api();
+        for svc in [
+            self.objects.headless_service(),
+            self.objects.client_service(),
+        ] {
+            let name = svc.name_any();
+            services
+                .patch(&name, &params, &Patch::Apply(&svc))
+                .await
+                .map_err(|source| Error::ApplyService { name, source })?;
+        }
+        let pdb = self.objects.pod_disruption_budget();
+        let name = pdb.name_any();
+        let pdbs: Api<PodDisruptionBudget> = self.api();
+        pdbs.patch(&name, &params, &Patch::Apply(&pdb))
+            .await
+            .map_err(|source| Error::ApplyPodDisruptionBudget { name, source })?;
+        self.applied.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Creates the member's Pod; one that already exists is left alone.
+    async fn create_pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<(), Error> {
+        let pod = self.objects.pod(launch, volume)?;
+        let name = launch.name.clone();
+        match self.api::<Pod>().create(&post_params(), &pod).await {
+            Ok(_) => {
+                info!(cluster = %self.objects.cluster, member = name, version = %launch.version, "created pod");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
+                Ok(())
+            }
+            Err(source) => Err(Error::CreatePod { name, source }),
+        }
+    }
+
+    /// Deletes `pod` and waits until it is gone, so its name is free again.
+    async fn delete_pod_and_wait(&self, pod: &Pod) -> Result<(), Error> {
+        let name = pod.name_any();
+        self.delete_pod(&name).await?;
+        let uid = pod.uid().unwrap_or_default();
+        let gone = await_condition(self.api::<Pod>(), &name, conditions::is_deleted(&uid));
+        match tokio::time::timeout(self.delete_timeout, gone).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(Error::AwaitPodDeleted { name, source }),
+            Err(_) => Err(Error::PodNotDeleted {
+                name,
+                waited: self.delete_timeout,
+            }),
+        }
+    }
+
+    async fn delete_pod(&self, name: &str) -> Result<(), Error> {
+        match self
+            .api::<Pod>()
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                info!(cluster = %self.objects.cluster, member = name, "deleted pod");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(source) => Err(Error::DeletePod {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Moves the member to `version`: the PVC's launch first (the intent survives a crash
+    /// in between), then the running Pod's image, label and launch.
+    async fn upgrade_in_place(&self, pod: &Pod, version: &semver::Version) -> Result<(), Error> {
+        let name = pod.name_any();
+        let mut launch = LaunchAnnotation::decode("pod", &pod.metadata)?;
+        launch.version = version.clone();
+        if let Some(claim) = pvc_of(pod) {
+            self.record_launch_on_pvc(&claim, &launch).await?;
+        }
+        let mut patch = launch_patch(&launch)?;
+        patch["spec"] = json!({
+            "containers": [{ "name": objects::CONTAINER, "image": self.objects.image(version) }]
+        });
+        self.api::<Pod>()
+            .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .map_err(|source| Error::PatchPod {
+                name: name.clone(),
+                source,
+            })?;
+        info!(cluster = %self.objects.cluster, member = name, %version, "patched pod image");
+        Ok(())
+    }
+
+    /// Stores `launch` (and its version label) on the PVC, so a recreated Pod uses it.
+    async fn record_launch_on_pvc(&self, claim: &str, launch: &MemberLaunch) -> Result<(), Error> {
+        self.api::<PersistentVolumeClaim>()
+            .patch(
+                claim,
+                &PatchParams::default(),
+                &Patch::Merge(&launch_patch(launch)?),
+            )
+            .await
+            .map_err(|source| Error::PatchPvc {
+                name: claim.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn get_pvc(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, Error> {
+        self.api::<PersistentVolumeClaim>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPvc {
+                name: name.to_string(),
+                source,
+            })
+    }
+}
+
+impl MemberRuntime for PodRuntime {
+    /// DNS names through the headless Service; no request is sent.
+    async fn reserve(&self, cluster: &ClusterRef, name: &str) -> Result<MemberAddress, Error> {
+        self.check(cluster)?;
+        Ok(self.objects.address(name))
+    }
+
+    /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
+    /// A PVC or Pod that exists is left alone.
+    async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
+        self.check(cluster)?;
+        // Before any write: a bad flag must not leave a PVC behind.
+        self.objects.flags(launch)?;
+        self.apply_cluster_objects().await?;
+        if let Some(pvc) = self.objects.pvc(launch)? {
+            let name = launch.name.clone();
+            match self
+                .api::<PersistentVolumeClaim>()
+                .create(&post_params(), &pvc)
+                .await
+            {
+                Ok(_) => info!(cluster = %self.objects.cluster, member = name, "created pvc"),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                Err(source) => return Err(Error::CreatePvc { name, source }),
+            }
+        }
+        self.create_pod(launch, self.objects.spec_volume()).await
+    }
+
+    /// With a new `version` and a live Pod: patches its image in place. Otherwise a fresh
+    /// Pod on the member's PVC, from the launch stored there (the old Pod deleted first).
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`] when neither a live Pod nor a PVC exists;
+    /// [`Error::RestartLosesData`] when a live emptyDir Pod would have to be deleted.
+    async fn restart(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        version: Option<semver::Version>,
+    ) -> Result<(), Error> {
+        self.check(cluster)?;
+        let pod = self
+            .api::<Pod>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPod {
+                name: name.to_string(),
+                source,
+            })?;
+        let live = pod.as_ref().filter(|p| is_alive(p));
+        if let (Some(pod), Some(version)) = (live, &version) {
+            if label_version(pod).as_ref() == Some(version) {
+                // A repeated upgrade: the patch is already in.
+                debug!(cluster = %cluster, member = name, %version, "pod already runs version");
+                return Ok(());
+            }
+            return self.upgrade_in_place(pod, version).await;
+        }
+        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
+            return Err(match live {
+                Some(_) => Error::RestartLosesData {
+                    name: name.to_string(),
+                },
+                None => Error::MemberNotFound {
+                    cluster: cluster.clone(),
+                    name: name.to_string(),
+                },
+            });
+        };
+        let mut launch = match LaunchAnnotation::decode("pvc", &pvc.metadata) {
+            Ok(launch) => launch,
+            Err(e) => match &pod {
+                Some(pod) => LaunchAnnotation::decode("pod", &pod.metadata)?,
+                None => return Err(e),
+            },
+        };
+        if let Some(version) = version
+            && version != launch.version
+        {
+            launch.version = version;
+            self.record_launch_on_pvc(name, &launch).await?;
+        }
+        if let Some(pod) = &pod {
+            self.delete_pod_and_wait(pod).await?;
+        }
+        info!(cluster = %cluster, member = name, "recreating pod on its pvc");
+        self.create_pod(&launch, DataVolume::Pvc).await
+    }
+
+    /// Deletes the Pod and the PVC; missing ones are fine.
+    async fn delete(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {
+        self.check(cluster)?;
+        self.delete_pod(name).await?;
+        match self
+            .api::<PersistentVolumeClaim>()
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                info!(cluster = %cluster, member = name, "deleted pvc");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(source) => Err(Error::DeletePvc {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Members from the cluster's Pods and PVCs, by name. A live Pod is running; a PVC, or
+    /// a live Pod on an emptyDir, holds data; a PVC without a Pod is a stopped member.
+    async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
+        self.check(cluster)?;
+        let params = ListParams::default().labels(&self.objects.selector());
+        let pods = self
+            .api::<Pod>()
+            .list(&params)
+            .await
+            .map_err(|source| Error::ListPods {
+                cluster: cluster.clone(),
+                source,
+            })?;
+        let pvcs = self
+            .api::<PersistentVolumeClaim>()
+            .list(&params)
+            .await
+            .map_err(|source| Error::ListPvcs {
+                cluster: cluster.clone(),
+                source,
+            })?;
+        let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
+            BTreeMap::new();
+        for pod in pods {
+            let name = member_name(&pod);
+            by_name.entry(name).or_default().0 = Some(pod);
+        }
+        for pvc in pvcs.into_iter().filter(|p| !is_terminating(p)) {
+            let name = member_name(&pvc);
+            by_name.entry(name).or_default().1 = Some(pvc);
+        }
+        let mut members = Vec::with_capacity(by_name.len());
+        for (name, (pod, pvc)) in by_name {
+            let running = pod.as_ref().is_some_and(is_alive);
+            // The Pod says what runs; a PVC without one what ran last.
+            let version = match (&pod, &pvc) {
+                (Some(pod), _) => version_label("pod", pod)?,
+                (None, Some(pvc)) => version_label("pvc", pvc)?,
+                (None, None) => continue,
+            };
+            members.push(RuntimeMember {
+                address: self.objects.address(&name),
+                name,
+                running,
+                has_data: running || pvc.is_some(),
+                version,
+            });
+        }
+        Ok(members)
+    }
+
+    /// Deletes every Pod of the cluster and keeps the PVCs; emptyDir data goes with its Pod.
+    /// One delete per Pod: the operator's RBAC grants no `deletecollection`.
+    async fn stop_all(&self, cluster: &ClusterRef) -> Result<(), Error> {
+        self.check(cluster)?;
+        let params = ListParams::default().labels(&self.objects.selector());
+        let pods = self
+            .api::<Pod>()
+            .list(&params)
+            .await
+            .map_err(|source| Error::ListPods {
+                cluster: cluster.clone(),
+                source,
+            })?;
+        for pod in pods.items.iter().filter(|p| !is_terminating(*p)) {
+            self.delete_pod(&pod.name_any()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The version label and launch annotation of `launch`, as a patch of an object's metadata.
+fn launch_patch(launch: &MemberLaunch) -> Result<serde_json::Value, Error> {
+    Ok(json!({
+        "metadata": {
+            "labels": { LABEL_VERSION: launch.version.to_string() },
+            "annotations": { ANNOTATION_LAUNCH: LaunchAnnotation::encode(launch)? },
+        }
+    }))
+}
+
+/// Exists, is not being deleted and has not ended (a Pod without a phase was just created).
+fn is_alive(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !is_terminating(pod) && matches!(phase, None | Some("Pending" | "Running"))
+}
+
+fn is_terminating<K: Resource>(object: &K) -> bool {
+    object.meta().deletion_timestamp.is_some()
+}
+
+fn member_name<K: Resource>(object: &K) -> String {
+    object
+        .labels()
+        .get(LABEL_MEMBER)
+        .cloned()
+        .unwrap_or_else(|| object.name_any())
+}
+
+fn label_version<K: Resource>(object: &K) -> Option<semver::Version> {
+    object.labels().get(LABEL_VERSION)?.parse().ok()
+}
+
+fn version_label<K: Resource>(kind: &'static str, object: &K) -> Result<semver::Version, Error> {
+    label_version(object).ok_or_else(|| Error::InvalidLabel {
+        kind,
+        name: object.name_any(),
+        label: LABEL_VERSION,
+    })
+}
+
+/// The claim the Pod's data volume is on, if it is a PVC.
+fn pvc_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == objects::DATA_VOLUME)?
+        .persistent_volume_claim
+        .as_ref()
+        .map(|c| c.claim_name.clone())
+}

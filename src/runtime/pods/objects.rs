@@ -1,0 +1,508 @@
+//! The Kubernetes objects of one cluster's members, built without I/O: the headless and
+//! client Services, the PodDisruptionBudget, each member's PVC and Pod, their labels and
+//! the launch annotation a Pod is recreated from. Sending them is `pods.rs`'s job.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::{Deserialize, Serialize};
+
+use crate::api::cluster::{EtcdClusterSpec, EtcdOptions};
+use crate::runtime::local::flags::option_flags;
+use crate::runtime::{ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch};
+
+/// The field manager of every object this runtime writes.
+pub const FIELD_MANAGER: &str = "etcd-operator";
+pub const CLIENT_PORT: i32 = 2379;
+pub const PEER_PORT: i32 = 2380;
+/// The member container's name.
+pub const CONTAINER: &str = "etcd";
+/// The data volume's name and where it is mounted.
+pub const DATA_VOLUME: &str = "data";
+pub const DATA_MOUNT: &str = "/var/lib/etcd";
+/// etcd's data dir: a subdirectory, so etcd creates it with the 0700 mode it insists on.
+pub const DATA_DIR: &str = "/var/lib/etcd/data";
+/// The user and group members run as (distroless' `nonroot`).
+pub const MEMBER_UID: i64 = 65532;
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Selects every object of a cluster; Services and the PDB select pods by it alone.
+pub const LABEL_CLUSTER: &str = "etcd.operator.dev/cluster";
+pub const LABEL_MEMBER: &str = "etcd.operator.dev/member";
+/// The version a member runs (Pod) or last ran (PVC).
+pub const LABEL_VERSION: &str = "etcd.operator.dev/version";
+/// A member's launch as JSON (`LaunchAnnotation`), on its Pod and on its PVC.
+pub const ANNOTATION_LAUNCH: &str = "etcd.operator.dev/launch";
+
+/// Where a member's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataVolume {
+    /// The PVC named like the member.
+    Pvc,
+    /// An emptyDir, gone with the Pod.
+    EmptyDir,
+}
+
+/// Builds the objects of one cluster from its identity and spec.
+#[derive(Clone, Debug)]
+pub struct Objects {
+    pub cluster: ClusterRef,
+    pub owner: OwnerReference,
+    pub spec: EtcdClusterSpec,
+}
+
+impl Objects {
+    /// The member's stable DNS addresses: `<name>.<cluster>.<ns>.svc`, resolvable through
+    /// the headless Service as soon as the Pod exists.
+    pub fn address(&self, name: &str) -> MemberAddress {
+        let host = format!(
+            "{name}.{}.{}.svc",
+            self.cluster.name, self.cluster.namespace
+        );
+        MemberAddress {
+            name: name.to_string(),
+            peer_url: format!("http://{host}:{PEER_PORT}"),
+            client_url: format!("http://{host}:{CLIENT_PORT}"),
+        }
+    }
+
+    /// Where new members keep their data, as the spec says (emptyDir when unset).
+    pub fn spec_volume(&self) -> DataVolume {
+        match self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) {
+            Some(_) => DataVolume::Pvc,
+            None => DataVolume::EmptyDir,
+        }
+    }
+
+    /// `<repository>:v<version>`.
+    pub fn image(&self, version: &semver::Version) -> String {
+        format!("{}:v{version}", self.spec.repository_or_default())
+    }
+
+    /// The headless Service `<cluster>` giving each member its DNS name. Not-ready
+    /// addresses are published: peers must resolve each other before any is healthy.
+    pub fn headless_service(&self) -> Service {
+        Service {
+            metadata: self.meta(&self.cluster.name, self.cluster_labels()),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                publish_not_ready_addresses: Some(true),
+                selector: Some(self.selector_labels()),
+                ports: Some(vec![
+                    service_port("client", CLIENT_PORT),
+                    service_port("peer", PEER_PORT),
+                ]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The Service `<cluster>-client` clients connect to; only ready members serve.
+    pub fn client_service(&self) -> Service {
+        Service {
+            metadata: self.meta(&client_service_name(&self.cluster), self.cluster_labels()),
+            spec: Some(ServiceSpec {
+                selector: Some(self.selector_labels()),
+                ports: Some(vec![service_port("client", CLIENT_PORT)]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The PodDisruptionBudget `<cluster>`: voluntary evictions one member at a time, and
+    /// none while a member is not ready.
+    pub fn pod_disruption_budget(&self) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: self.meta(&self.cluster.name, self.cluster_labels()),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(self.selector_labels()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The member's data PVC, carrying its launch so a lost Pod can be recreated; `None`
+    /// unless the spec asks for `storage.pvc`.
+    ///
+    /// # Errors
+    /// [`Error::EncodeLaunch`].
+    pub fn pvc(&self, launch: &MemberLaunch) -> Result<Option<PersistentVolumeClaim>, Error> {
+        let Some(pvc) = self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) else {
+            return Ok(None);
+        };
+        let mut meta = self.meta(&launch.name, self.member_labels(launch));
+        meta.annotations = Some(BTreeMap::from([(
+            ANNOTATION_LAUNCH.to_string(),
+            LaunchAnnotation::encode(launch)?,
+        )]));
+        Ok(Some(PersistentVolumeClaim {
+            metadata: meta,
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: pvc.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity(pvc.size.clone()),
+                    )])),
+                    limits: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }))
+    }
+
+    /// The member's Pod for `launch`, its data on `volume`.
+    ///
+    /// The launch (etcd flags and version) is frozen in the Pod's annotation; the rest
+    /// (repository, resources, pod overrides) follows the current spec.
+    ///
+    /// # Errors
+    /// [`Error::ReservedFlag`] when `extraArgs` sets a flag the runtime owns;
+    /// [`Error::EncodeLaunch`].
+    pub fn pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<Pod, Error> {
+        let name = launch.name.as_str();
+        let policy = self.spec.pod.clone().unwrap_or_default();
+        // The user's labels and annotations first, so ours win.
+        let mut labels = policy.labels.clone();
+        labels.extend(self.member_labels(launch));
+        let mut annotations = policy.annotations.clone();
+        annotations.insert(
+            ANNOTATION_LAUNCH.to_string(),
+            LaunchAnnotation::encode(launch)?,
+        );
+        let mut meta = self.meta(name, labels);
+        meta.annotations = Some(annotations);
+        let container = Container {
+            name: CONTAINER.into(),
+            image: Some(self.image(&launch.version)),
+            command: Some(vec!["etcd".into()]),
+            args: Some(self.flags(launch)?),
+            ports: Some(vec![
+                container_port("client", CLIENT_PORT),
+                container_port("peer", PEER_PORT),
+            ]),
+            volume_mounts: Some(vec![VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_MOUNT.into(),
+                ..Default::default()
+            }]),
+            resources: self.spec.resources.clone(),
+            readiness_probe: Some(readiness_probe()),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let volume = match volume {
+            DataVolume::Pvc => Volume {
+                name: DATA_VOLUME.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: name.to_string(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            },
+            DataVolume::EmptyDir => {
+                let e = self
+                    .spec
+                    .storage
+                    .as_ref()
+                    .and_then(|s| s.empty_dir.clone())
+                    .unwrap_or_default();
+                Volume {
+                    name: DATA_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: e.memory.then(|| "Memory".to_string()),
+                        size_limit: e.size_limit.map(Quantity),
+                    }),
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Pod {
+            metadata: meta,
+            spec: Some(PodSpec {
+                hostname: Some(name.to_string()),
+                subdomain: Some(self.cluster.name.clone()),
+                containers: vec![container],
+                volumes: Some(vec![volume]),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(MEMBER_UID),
+                    run_as_group: Some(MEMBER_UID),
+                    fs_group: Some(MEMBER_UID),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..Default::default()
+                }),
+                affinity: Some(
+                    policy
+                        .affinity
+                        .unwrap_or_else(|| self.spread_across_nodes()),
+                ),
+                node_selector: (!policy.node_selector.is_empty()).then_some(policy.node_selector),
+                tolerations: (!policy.tolerations.is_empty()).then_some(policy.tolerations),
+                priority_class_name: policy.priority_class_name,
+                // etcd reads ETCD_* variables as flags; service links would inject some
+                // (`ETCD_CLIENT_PORT` for a cluster named `etcd`).
+                enable_service_links: Some(false),
+                // etcd never talks to the API server.
+                automount_service_account_token: Some(false),
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+
+    /// The etcd command line after `etcd`: listen on every interface, advertise DNS names.
+    pub fn flags(&self, launch: &MemberLaunch) -> Result<Vec<String>, Error> {
+        let address = self.address(&launch.name);
+        let initial_cluster = launch
+            .initial_cluster
+            .iter()
+            .map(|(name, url)| format!("{name}={url}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut flags = vec![
+            format!("--name={}", launch.name),
+            format!("--data-dir={DATA_DIR}"),
+            format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
+            format!("--advertise-client-urls={}", address.client_url),
+            format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
+            format!("--initial-advertise-peer-urls={}", address.peer_url),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--initial-cluster-state={}", launch.state.as_flag()),
+            format!("--initial-cluster-token={}", launch.cluster_token),
+        ];
+        if let Some(options) = &launch.options {
+            flags.extend(option_flags(options)?);
+        }
+        Ok(flags)
+    }
+
+    /// Labels every object of the cluster carries.
+    pub fn cluster_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_string(), "etcd".to_string()),
+            (LABEL_INSTANCE.to_string(), self.cluster.name.clone()),
+            (LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
+            (LABEL_CLUSTER.to_string(), self.cluster.name.clone()),
+        ])
+    }
+
+    /// `etcd.operator.dev/cluster=<cluster>`, for list calls.
+    pub fn selector(&self) -> String {
+        format!("{LABEL_CLUSTER}={}", self.cluster.name)
+    }
+
+    fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(LABEL_CLUSTER.to_string(), self.cluster.name.clone())])
+    }
+
+    fn member_labels(&self, launch: &MemberLaunch) -> BTreeMap<String, String> {
+        let mut labels = self.cluster_labels();
+        labels.insert(LABEL_MEMBER.to_string(), launch.name.clone());
+        labels.insert(LABEL_VERSION.to_string(), launch.version.to_string());
+        labels
+    }
+
+    fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.cluster.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+
+    /// Preferred, not required: a cluster larger than the node count must still schedule.
+    fn spread_across_nodes(&self) -> Affinity {
+        Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(self.selector_labels()),
+                                ..Default::default()
+                            }),
+                            topology_key: "kubernetes.io/hostname".into(),
+                            ..Default::default()
+                        },
+                    },
+                ]),
+                required_during_scheduling_ignored_during_execution: None,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// `<cluster>-client`.
+pub fn client_service_name(cluster: &ClusterRef) -> String {
+    format!("{}-client", cluster.name)
+}
+
+/// `GET /health` on the client port, which every supported version (3.4–3.6) serves. It
+/// fails while the member has no leader, has an alarm raised or is a learner, so such a
+/// member gets no client traffic and the PDB blocks evictions until it recovers.
+fn readiness_probe() -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/health".into()),
+            port: IntOrString::Int(CLIENT_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        ..Default::default()
+    }
+}
+
+/// [`MemberLaunch`] as stored in [`ANNOTATION_LAUNCH`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchAnnotation {
+    pub name: String,
+    #[serde(with = "version_string")]
+    pub version: semver::Version,
+    pub initial_cluster: Vec<InitialPeer>,
+    pub state: InitialClusterState,
+    pub cluster_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<EtcdOptions>,
+}
+
+/// One `--initial-cluster` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitialPeer {
+    pub name: String,
+    #[serde(rename = "peerURL")]
+    pub peer_url: String,
+}
+
+impl LaunchAnnotation {
+    /// The annotation value for `launch`.
+    ///
+    /// # Errors
+    /// [`Error::EncodeLaunch`] (plain strings and numbers; not expected to happen).
+    pub fn encode(launch: &MemberLaunch) -> Result<String, Error> {
+        let a = Self {
+            name: launch.name.clone(),
+            version: launch.version.clone(),
+            initial_cluster: launch
+                .initial_cluster
+                .iter()
+                .map(|(name, peer_url)| InitialPeer {
+                    name: name.clone(),
+                    peer_url: peer_url.clone(),
+                })
+                .collect(),
+            state: launch.state,
+            cluster_token: launch.cluster_token.clone(),
+            options: launch.options.clone(),
+        };
+        serde_json::to_string(&a).map_err(|source| Error::EncodeLaunch {
+            name: launch.name.clone(),
+            source,
+        })
+    }
+
+    /// The launch stored in an object's annotations.
+    ///
+    /// # Errors
+    /// [`Error::MissingLaunch`] without the annotation, [`Error::ParseLaunch`] when it is
+    /// not one.
+    pub fn decode(kind: &'static str, meta: &ObjectMeta) -> Result<MemberLaunch, Error> {
+        let name = meta.name.clone().unwrap_or_default();
+        let value = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_LAUNCH))
+            .ok_or_else(|| Error::MissingLaunch {
+                kind,
+                name: name.clone(),
+            })?;
+        let a: Self = serde_json::from_str(value).map_err(|source| Error::ParseLaunch {
+            kind,
+            name,
+            source,
+        })?;
+        Ok(MemberLaunch {
+            name: a.name,
+            version: a.version,
+            initial_cluster: a
+                .initial_cluster
+                .into_iter()
+                .map(|p| (p.name, p.peer_url))
+                .collect(),
+            state: a.state,
+            cluster_token: a.cluster_token,
+            options: a.options,
+        })
+    }
+}
+
+/// `semver::Version` as its string (the crate's serde feature is not enabled here).
+mod version_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &semver::Version, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<semver::Version, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

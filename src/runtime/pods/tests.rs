@@ -1,0 +1,890 @@
+//! [`PodRuntime`] against a mocked API server: each scenario scripts the requests it
+//! expects, in order, and is awaited with a timeout so a missing request fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock;
+
+use super::objects::{DATA_DIR, LaunchAnnotation};
+use super::*;
+use crate::api::EtcdClusterSpec;
+use crate::api::cluster::{EmptyDirStorage, PodPolicy, PvcStorage, StorageSpec};
+use crate::fixtures::{ApiServer, within_1s};
+use crate::runtime::InitialClusterState;
+
+const NS: &str = "db";
+const CLUSTER: &str = "example";
+
+fn cluster_ref() -> ClusterRef {
+    ClusterRef::new(NS, CLUSTER)
+}
+
+/// An `EtcdCluster` as read from the API server (namespace and uid set).
+fn cluster(spec: EtcdClusterSpec) -> EtcdCluster {
+    let mut c = EtcdCluster::new(CLUSTER, spec);
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("uid-1".into());
+    c
+}
+
+fn pvc_spec() -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+    spec.storage = Some(StorageSpec {
+        empty_dir: None,
+        pvc: Some(PvcStorage {
+            storage_class_name: Some("fast".into()),
+            size: "8Gi".into(),
+        }),
+    });
+    spec
+}
+
+fn memory_spec() -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+    spec.storage = Some(StorageSpec {
+        empty_dir: Some(EmptyDirStorage {
+            size_limit: Some("1Gi".into()),
+            memory: true,
+        }),
+        pvc: None,
+    });
+    spec
+}
+
+fn peer(ordinal: u32) -> (String, String) {
+    (
+        format!("example-{ordinal}"),
+        format!("http://example-{ordinal}.example.db.svc:2380"),
+    )
+}
+
+fn launch(ordinal: u32, state: InitialClusterState, peers: &[u32]) -> MemberLaunch {
+    MemberLaunch {
+        name: format!("example-{ordinal}"),
+        version: semver::Version::new(3, 5, 16),
+        initial_cluster: peers.iter().map(|o| peer(*o)).collect(),
+        state,
+        cluster_token: "example-uid-1".into(),
+        options: None,
+    }
+}
+
+fn owner() -> Value {
+    json!([{
+        "apiVersion": "etcd.operator.dev/v1alpha1",
+        "kind": "EtcdCluster",
+        "name": "example",
+        "uid": "uid-1",
+        "controller": true,
+    }])
+}
+
+fn cluster_labels() -> Value {
+    json!({
+        "app.kubernetes.io/name": "etcd",
+        "app.kubernetes.io/instance": "example",
+        "app.kubernetes.io/managed-by": "etcd-operator",
+        "etcd.operator.dev/cluster": "example",
+    })
+}
+
+fn member_labels(name: &str, version: &str) -> Value {
+    let mut labels = cluster_labels();
+    labels["etcd.operator.dev/member"] = json!(name);
+    labels["etcd.operator.dev/version"] = json!(version);
+    labels
+}
+
+fn runtime(spec: EtcdClusterSpec) -> (PodRuntime, ApiServer) {
+    let (client, server) = ApiServer::client(NS);
+    let rt = PodRuntime::for_cluster(client, &cluster(spec))
+        .unwrap()
+        .with_delete_timeout(Duration::from_secs(1));
+    (rt, server)
+}
+
+/// Expects the Services and the PDB to be applied, checking their bodies.
+async fn expect_cluster_objects(server: &mut ApiServer) {
+    let headless = server
+        .expect(Method::PATCH, "/api/v1/namespaces/db/services/example")
+        .await;
+    headless.assert_apply();
+    assert_eq!(
+        headless.body,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "example",
+                "namespace": "db",
+                "labels": cluster_labels(),
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": { "etcd.operator.dev/cluster": "example" },
+                "ports": [
+                    { "name": "client", "port": 2379, "targetPort": 2379 },
+                    { "name": "peer", "port": 2380, "targetPort": 2380 },
+                ],
+            },
+        })
+    );
+    headless.echo();
+    let client = server
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/db/services/example-client",
+        )
+        .await;
+    client.assert_apply();
+    assert_eq!(
+        client.body,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "example-client",
+                "namespace": "db",
+                "labels": cluster_labels(),
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "selector": { "etcd.operator.dev/cluster": "example" },
+                "ports": [{ "name": "client", "port": 2379, "targetPort": 2379 }],
+            },
+        })
+    );
+    client.echo();
+    let pdb = server
+        .expect(
+            Method::PATCH,
+            "/apis/policy/v1/namespaces/db/poddisruptionbudgets/example",
+        )
+        .await;
+    pdb.assert_apply();
+    assert_eq!(
+        pdb.body,
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {
+                "name": "example",
+                "namespace": "db",
+                "labels": cluster_labels(),
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": { "matchLabels": { "etcd.operator.dev/cluster": "example" } },
+            },
+        })
+    );
+    pdb.echo();
+}
+
+fn launch_annotation(body: &Value) -> Value {
+    let raw = body["metadata"]["annotations"][ANNOTATION_LAUNCH]
+        .as_str()
+        .expect("launch annotation");
+    serde_json::from_str(raw).unwrap()
+}
+
+fn launch_json(state: &str, version: &str) -> Value {
+    json!({
+        "name": "example-0",
+        "version": version,
+        "initialCluster": [
+            { "name": "example-0", "peerURL": "http://example-0.example.db.svc:2380" },
+            { "name": "example-1", "peerURL": "http://example-1.example.db.svc:2380" },
+            { "name": "example-2", "peerURL": "http://example-2.example.db.svc:2380" },
+        ],
+        "state": state,
+        "clusterToken": "example-uid-1",
+    })
+}
+
+/// The Pod of `example-0` for a bootstrap on pvc storage, as the API server would store it.
+fn bootstrap_pod(rt: &PodRuntime) -> Pod {
+    rt.objects
+        .pod(
+            &launch(0, InitialClusterState::New, &[0, 1, 2]),
+            DataVolume::Pvc,
+        )
+        .unwrap()
+}
+
+fn with_uid_and_phase(mut pod: Pod, phase: &str) -> Pod {
+    pod.metadata.uid = Some("pod-uid".into());
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some(phase.into()),
+        ..Default::default()
+    });
+    pod
+}
+
+#[tokio::test]
+async fn bootstrap_applies_services_and_pdb_then_creates_pvc_and_pod() {
+    let mut spec = pvc_spec();
+    spec.resources =
+        Some(serde_json::from_value(json!({ "requests": { "cpu": "500m" } })).unwrap());
+    let (rt, server) = runtime(spec);
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert!(pvc.query.contains("fieldManager=etcd-operator"));
+        assert_eq!(launch_annotation(&pvc.body), launch_json("new", "3.5.16"));
+        let mut body = pvc.body.clone();
+        body["metadata"]["annotations"] = json!(null);
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": "example-0",
+                    "namespace": "db",
+                    "labels": member_labels("example-0", "3.5.16"),
+                    "annotations": null,
+                    "ownerReferences": owner(),
+                },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "fast",
+                    "resources": { "requests": { "storage": "8Gi" } },
+                },
+            })
+        );
+        pvc.echo();
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert!(pod.query.contains("fieldManager=etcd-operator"));
+        assert_eq!(launch_annotation(&pod.body), launch_json("new", "3.5.16"));
+        let mut body = pod.body.clone();
+        body["metadata"]["annotations"] = json!(null);
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "example-0",
+                    "namespace": "db",
+                    "labels": member_labels("example-0", "3.5.16"),
+                    "annotations": null,
+                    "ownerReferences": owner(),
+                },
+                "spec": {
+                    "hostname": "example-0",
+                    "subdomain": "example",
+                    "enableServiceLinks": false,
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                                "weight": 100,
+                                "podAffinityTerm": {
+                                    "labelSelector": {
+                                        "matchLabels": { "etcd.operator.dev/cluster": "example" },
+                                    },
+                                    "topologyKey": "kubernetes.io/hostname",
+                                },
+                            }],
+                        },
+                    },
+                    "volumes": [{
+                        "name": "data",
+                        "persistentVolumeClaim": { "claimName": "example-0" },
+                    }],
+                    "containers": [{
+                        "name": "etcd",
+                        "image": "gcr.io/etcd-development/etcd:v3.5.16",
+                        "command": ["etcd"],
+                        "args": [
+                            "--name=example-0",
+                            "--data-dir=/var/lib/etcd/data",
+                            "--listen-client-urls=http://0.0.0.0:2379",
+                            "--advertise-client-urls=http://example-0.example.db.svc:2379",
+                            "--listen-peer-urls=http://0.0.0.0:2380",
+                            "--initial-advertise-peer-urls=http://example-0.example.db.svc:2380",
+                            "--initial-cluster=example-0=http://example-0.example.db.svc:2380,example-1=http://example-1.example.db.svc:2380,example-2=http://example-2.example.db.svc:2380",
+                            "--initial-cluster-state=new",
+                            "--initial-cluster-token=example-uid-1",
+                        ],
+                        "ports": [
+                            { "name": "client", "containerPort": 2379 },
+                            { "name": "peer", "containerPort": 2380 },
+                        ],
+                        "volumeMounts": [{ "name": "data", "mountPath": "/var/lib/etcd" }],
+                        "resources": { "requests": { "cpu": "500m" } },
+                        "readinessProbe": {
+                            "httpGet": { "path": "/health", "port": 2379 },
+                            "periodSeconds": 5,
+                            "timeoutSeconds": 5,
+                            "failureThreshold": 3,
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                    }],
+                },
+            })
+        );
+        pod.echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn join_starts_an_existing_state_pod_on_an_empty_dir() {
+    let mut spec = memory_spec();
+    spec.etcd = Some(crate::api::cluster::EtcdOptions {
+        snapshot_count: Some(5000),
+        extra_args: [("max-txn-ops".to_string(), "256".to_string())].into(),
+        ..Default::default()
+    });
+    let (rt, server) = runtime(spec.clone());
+    let mut join = launch(3, InitialClusterState::Existing, &[0, 1, 2, 3]);
+    join.options = spec.etcd.clone();
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        // No PVC: the data lives in the Pod's emptyDir.
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        let spec = &pod.body["spec"];
+        assert_eq!(
+            spec["volumes"],
+            json!([{ "name": "data", "emptyDir": { "medium": "Memory", "sizeLimit": "1Gi" } }])
+        );
+        let args: Vec<&str> = spec["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            args[6..],
+            [
+                "--initial-cluster=example-0=http://example-0.example.db.svc:2380,example-1=http://example-1.example.db.svc:2380,example-2=http://example-2.example.db.svc:2380,example-3=http://example-3.example.db.svc:2380",
+                "--initial-cluster-state=existing",
+                "--initial-cluster-token=example-uid-1",
+                "--snapshot-count=5000",
+                "--max-txn-ops=256",
+            ]
+        );
+        assert_eq!(launch_annotation(&pod.body)["state"], "existing");
+        assert_eq!(
+            launch_annotation(&pod.body)["options"],
+            json!({ "snapshotCount": 5000, "extraArgs": { "max-txn-ops": "256" } })
+        );
+        pod.echo();
+    });
+    rt.create(&cluster_ref(), &join).await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn existing_pvc_and_pod_are_left_alone() {
+    let (rt, server) = runtime(pvc_spec());
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_reserved_flag_in_extra_args_writes_nothing() {
+    let (rt, server) = runtime(pvc_spec());
+    let mut bad = launch(0, InitialClusterState::New, &[0]);
+    bad.options = Some(crate::api::cluster::EtcdOptions {
+        extra_args: [("data-dir".to_string(), "/tmp".to_string())].into(),
+        ..Default::default()
+    });
+    let server = server.run(|_| async {});
+    let err = rt.create(&cluster_ref(), &bad).await.unwrap_err();
+    assert!(matches!(err, Error::ReservedFlag { flag } if flag == "data-dir"));
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn upgrade_patches_the_pvc_launch_then_the_pod_image_in_place() {
+    let (rt, server) = runtime(pvc_spec());
+    let running = with_uid_and_phase(bootstrap_pod(&rt), "Running");
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&serde_json::to_value(&running).unwrap());
+        let expected_meta = |body: &Value| {
+            assert_eq!(
+                body["metadata"]["labels"],
+                json!({ "etcd.operator.dev/version": "3.5.17" })
+            );
+            assert_eq!(launch_annotation(body), launch_json("new", "3.5.17"));
+        };
+        let pvc = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+            )
+            .await;
+        assert_eq!(pvc.content_type, "application/merge-patch+json");
+        expected_meta(&pvc.body);
+        assert_eq!(pvc.body.as_object().unwrap().len(), 1, "{}", pvc.body);
+        pvc.echo();
+        let pod = s
+            .expect(Method::PATCH, "/api/v1/namespaces/db/pods/example-0")
+            .await;
+        assert_eq!(pod.content_type, "application/strategic-merge-patch+json");
+        expected_meta(&pod.body);
+        assert_eq!(
+            pod.body["spec"],
+            json!({ "containers": [{
+                "name": "etcd",
+                "image": "gcr.io/etcd-development/etcd:v3.5.17",
+            }] })
+        );
+        pod.reply(&serde_json::to_value(&running).unwrap());
+    });
+    rt.restart(
+        &cluster_ref(),
+        "example-0",
+        Some(semver::Version::new(3, 5, 17)),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_repeated_upgrade_sends_no_patch() {
+    let (rt, server) = runtime(pvc_spec());
+    let running = with_uid_and_phase(bootstrap_pod(&rt), "Running");
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&serde_json::to_value(&running).unwrap());
+    });
+    rt.restart(
+        &cluster_ref(),
+        "example-0",
+        Some(semver::Version::new(3, 5, 16)),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn removal_deletes_the_pod_and_its_pvc() {
+    let (rt, server) = runtime(pvc_spec());
+    let pod = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&pod);
+        s.expect(
+            Method::DELETE,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .fail(StatusCode::NOT_FOUND, "NotFound");
+    });
+    rt.delete(&cluster_ref(), "example-0").await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_missing_pod_whose_pvc_exists_is_recreated_on_that_pvc() {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = rt
+        .objects
+        .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+        .unwrap()
+        .unwrap();
+    let expected = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&serde_json::to_value(&pvc).unwrap());
+        // The same member: same name, flags and claim; no PVC is created or deleted.
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(pod.body, expected);
+        pod.echo();
+    });
+    rt.restart(&cluster_ref(), "example-0", None).await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_of_a_missing_pod_records_the_version_on_the_pvc_first() {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = rt
+        .objects
+        .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+        .unwrap()
+        .unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        let pvc_json = serde_json::to_value(&pvc).unwrap();
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&pvc_json);
+        let patch = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+            )
+            .await;
+        assert_eq!(launch_annotation(&patch.body), launch_json("new", "3.5.17"));
+        patch.reply(&pvc_json);
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            pod.body["spec"]["containers"][0]["image"],
+            "gcr.io/etcd-development/etcd:v3.5.17"
+        );
+        assert_eq!(
+            pod.body["metadata"]["labels"]["etcd.operator.dev/version"],
+            "3.5.17"
+        );
+        pod.echo();
+    });
+    rt.restart(
+        &cluster_ref(),
+        "example-0",
+        Some(semver::Version::new(3, 5, 17)),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_restart_deletes_the_live_pod_waits_and_recreates_it() {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = rt
+        .objects
+        .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+        .unwrap()
+        .unwrap();
+    let running = with_uid_and_phase(bootstrap_pod(&rt), "Running");
+    let expected = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        let running = serde_json::to_value(&running).unwrap();
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&serde_json::to_value(&pvc).unwrap());
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        let gone = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0"),
+            "{}",
+            gone.query
+        );
+        gone.reply(&json!({
+            "apiVersion": "v1",
+            "kind": "PodList",
+            "metadata": { "resourceVersion": "7" },
+            "items": [],
+        }));
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(pod.body, expected);
+        pod.echo();
+    });
+    rt.restart(&cluster_ref(), "example-0", None).await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_restart_that_would_lose_empty_dir_data_is_refused() {
+    let (rt, server) = runtime(memory_spec());
+    let pod = rt
+        .objects
+        .pod(
+            &launch(0, InitialClusterState::New, &[0]),
+            DataVolume::EmptyDir,
+        )
+        .unwrap();
+    let running = with_uid_and_phase(pod, "Running");
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&serde_json::to_value(&running).unwrap());
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .fail(StatusCode::NOT_FOUND, "NotFound");
+    });
+    let err = rt
+        .restart(&cluster_ref(), "example-0", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RestartLosesData { name } if name == "example-0"));
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_member_with_neither_pod_nor_pvc_cannot_restart() {
+    let (rt, server) = runtime(pvc_spec());
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .fail(StatusCode::NOT_FOUND, "NotFound");
+    });
+    let err = rt
+        .restart(&cluster_ref(), "example-0", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::MemberNotFound { .. }), "{err:?}");
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn list_reads_members_from_pods_and_pvcs() {
+    let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    // 0: running on its PVC. 1: PVC only (its node died). 2: evicted, no PVC.
+    let pod0 = with_uid_and_phase(rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(), "Running");
+    let pvc0 = rt.objects.pvc(&new(0)).unwrap().unwrap();
+    let pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    let pod2 = with_uid_and_phase(
+        rt.objects.pod(&new(2), DataVolume::EmptyDir).unwrap(),
+        "Failed",
+    );
+    let server = server.run(|mut s| async move {
+        let pods = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            pods.query,
+            "&labelSelector=etcd.operator.dev%2Fcluster%3Dexample"
+        );
+        pods.reply(&json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [pod0, pod2],
+        }));
+        let pvcs = s
+            .expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert_eq!(
+            pvcs.query,
+            "&labelSelector=etcd.operator.dev%2Fcluster%3Dexample"
+        );
+        pvcs.reply(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+            "items": [pvc0, pvc1],
+        }));
+    });
+    let members = rt.list(&cluster_ref()).await.unwrap();
+    within_1s(server).await;
+    let summary: Vec<(&str, bool, bool, String)> = members
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.running,
+                m.has_data,
+                m.version.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("example-0", true, true, "3.5.16".to_string()),
+            ("example-1", false, true, "3.5.16".to_string()),
+            ("example-2", false, false, "3.5.16".to_string()),
+        ]
+    );
+    assert_eq!(members[1].address, rt.objects.address("example-1"));
+}
+
+#[tokio::test]
+async fn stop_all_deletes_the_pods_and_keeps_the_pvcs() {
+    let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1]);
+    let pod0 = with_uid_and_phase(rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(), "Running");
+    let mut pod1 = with_uid_and_phase(rt.objects.pod(&new(1), DataVolume::Pvc).unwrap(), "Running");
+    // Already going: not deleted twice.
+    pod1.metadata.deletion_timestamp = Some(crate::api::condition::now());
+    let server = server.run(|mut s| async move {
+        let list = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            list.query,
+            "&labelSelector=etcd.operator.dev%2Fcluster%3Dexample"
+        );
+        let pod0 = serde_json::to_value(&pod0).unwrap();
+        list.reply(&json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [pod0, pod1],
+        }));
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&pod0);
+    });
+    rt.stop_all(&cluster_ref()).await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn another_cluster_is_refused_without_requests() {
+    let (rt, server) = runtime(pvc_spec());
+    let server = server.run(|_| async {});
+    let other = ClusterRef::new(NS, "other");
+    assert!(matches!(
+        rt.list(&other).await,
+        Err(Error::OtherCluster { .. })
+    ));
+    assert!(matches!(
+        rt.delete(&other, "other-0").await,
+        Err(Error::OtherCluster { .. })
+    ));
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn reserve_hands_out_dns_names_without_requests() {
+    let (rt, server) = runtime(pvc_spec());
+    let server = server.run(|_| async {});
+    let address = rt.reserve(&cluster_ref(), "example-4").await.unwrap();
+    assert_eq!(
+        address,
+        MemberAddress {
+            name: "example-4".into(),
+            peer_url: "http://example-4.example.db.svc:2380".into(),
+            client_url: "http://example-4.example.db.svc:2379".into(),
+        }
+    );
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_cluster_not_read_from_the_api_server_is_refused() {
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let mut c = cluster(pvc_spec());
+    c.metadata.uid = None;
+    assert!(matches!(
+        PodRuntime::for_cluster(client, &c),
+        Err(Error::MissingClusterField { field: "uid" })
+    ));
+}
+
+#[tokio::test]
+async fn pod_overrides_merge_labels_and_replace_the_default_affinity() {
+    let mut spec = pvc_spec();
+    spec.repository = Some("quay.io/coreos/etcd".into());
+    spec.pod = Some(PodPolicy {
+        labels: BTreeMap::from([
+            ("team".to_string(), "db".to_string()),
+            // Ours win: the Services select on it.
+            ("etcd.operator.dev/cluster".to_string(), "mine".to_string()),
+        ]),
+        annotations: BTreeMap::from([("note".to_string(), "x".to_string())]),
+        node_selector: BTreeMap::from([("disk".to_string(), "ssd".to_string())]),
+        tolerations: vec![serde_json::from_value(json!({ "operator": "Exists" })).unwrap()],
+        affinity: Some(serde_json::from_value(json!({ "nodeAffinity": {} })).unwrap()),
+        priority_class_name: Some("critical".into()),
+    });
+    let (rt, _server) = runtime(spec);
+    let pod = rt
+        .objects
+        .pod(&launch(0, InitialClusterState::New, &[0]), DataVolume::Pvc)
+        .unwrap();
+    let pod = serde_json::to_value(pod).unwrap();
+    assert_eq!(pod["metadata"]["labels"]["team"], "db");
+    assert_eq!(
+        pod["metadata"]["labels"]["etcd.operator.dev/cluster"],
+        "example"
+    );
+    assert_eq!(pod["metadata"]["annotations"]["note"], "x");
+    assert!(pod["metadata"]["annotations"][ANNOTATION_LAUNCH].is_string());
+    assert_eq!(pod["spec"]["nodeSelector"], json!({ "disk": "ssd" }));
+    assert_eq!(
+        pod["spec"]["tolerations"],
+        json!([{ "operator": "Exists" }])
+    );
+    assert_eq!(pod["spec"]["affinity"], json!({ "nodeAffinity": {} }));
+    assert_eq!(pod["spec"]["priorityClassName"], "critical");
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        "quay.io/coreos/etcd:v3.5.16"
+    );
+}
+
+#[test]
+fn the_launch_annotation_round_trips() {
+    let mut l = launch(0, InitialClusterState::Existing, &[0, 1]);
+    l.options = Some(crate::api::cluster::EtcdOptions {
+        quota_backend_bytes: Some(1 << 30),
+        ..Default::default()
+    });
+    let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("example-0".into()),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_LAUNCH.to_string(),
+            LaunchAnnotation::encode(&l).unwrap(),
+        )])),
+        ..Default::default()
+    };
+    assert_eq!(LaunchAnnotation::decode("pod", &meta).unwrap(), l);
+    assert!(DATA_DIR.starts_with(objects::DATA_MOUNT));
+}
