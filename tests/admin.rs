@@ -243,12 +243,21 @@ async fn learner_catches_up_and_is_promoted_to_voter(bin: EtcdBin) {
 
     assert_eq!(members.len(), 4);
     assert!(members.iter().all(|m| !m.is_learner), "{members:?}");
-    let info = admin.member_list().await.unwrap();
+    // Other members (and the joiner itself) apply the promotion a moment after the leader
+    // answered, so wait for every view to agree.
+    let info = wait_for(RETRY_WITHIN, "every member sees the promotion", || async {
+        let info = admin.member_list().await.map_err(|e| e.to_string())?;
+        match info.member(added.id) {
+            Some(m) if !m.is_learner => Ok(info),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
     let promoted = info.member(added.id).unwrap();
     assert_eq!(promoted.name, "m3");
-    assert!(!promoted.is_learner);
     assert_eq!(promoted.client_urls, [joiner.client_url.as_str()]);
-    until_settled("promoted member healthy", || {
+    wait_for(RETRY_WITHIN, "promoted member healthy", || {
         admin.health(&joiner.client_url)
     })
     .await
