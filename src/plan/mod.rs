@@ -59,8 +59,13 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
     if spec.paused {
         return Step::Paused;
     }
-    let Some(ctx) = Ctx::new(spec, observed, policy) else {
-        let report = validate::cluster(&observed.cluster_name, spec);
+    let report = validate::cluster(&observed.cluster_name, spec);
+    let ctx = if report.is_valid() {
+        Ctx::new(spec, observed, policy)
+    } else {
+        None
+    };
+    let Some(ctx) = ctx else {
         return Step::Blocked {
             reason: BlockReason::InvalidSpec {
                 message: report.errors_message(),
@@ -90,11 +95,8 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// `None` when the spec is invalid.
+    /// `None` when size or version is unusable (validation reports those first).
     fn new(spec: &EtcdClusterSpec, observed: &'a Observed, policy: &'a Policy) -> Option<Self> {
-        if !validate::cluster(&observed.cluster_name, spec).is_valid() {
-            return None;
-        }
         Some(Self {
             size: usize::try_from(spec.size).ok()?,
             target: validate::parse_version(&spec.version).ok()?,
