@@ -9,17 +9,17 @@
 //! [`next_step`] checks each concern in order and returns the first step one of them asks
 //! for:
 //! 1. `paused` -> [`Step::Paused`]; an invalid spec -> [`BlockReason::InvalidSpec`].
-//! 2. No member answered -> [`bootstrap`]: start a fresh cluster, or restart members that
+//! 2. No member answered -> `bootstrap`: start a fresh cluster, or restart members that
 //!    have data.
-//! 3. [`member_loss::revive`]: restart stopped members that still have their data (no
+//! 3. `member_loss::revive`: restart stopped members that still have their data (no
 //!    membership change, safe without quorum, and how a lost quorum comes back). It runs
 //!    before finishing half-done changes because those need the quorum it restores.
-//! 4. [`pending::finish`]: finish (or cancel) a half-done membership change.
-//! 5. [`member_loss::replace`]: quorum check, then remove failed members for replacement.
-//! 6. [`upgrade::guard`]: refuse version skips and minor downgrades.
-//! 7. [`scale::resize`]: add a learner (also the second half of a replacement) or remove one
+//! 4. `pending::finish`: finish (or cancel) a half-done membership change.
+//! 5. `member_loss::replace`: quorum check, then remove failed members for replacement.
+//! 6. `upgrade::guard`: refuse version skips and minor downgrades.
+//! 7. `scale::resize`: add a learner (also the second half of a replacement) or remove one
 //!    member.
-//! 8. [`upgrade::roll`]: one member at a time, followers first, the leader last.
+//! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
 //! 9. [`Step::Done`].
 //!
 //! # Guarantees
