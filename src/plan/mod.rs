@@ -9,17 +9,17 @@
 //! [`next_step`] checks each concern in order and returns the first step one of them asks
 //! for:
 //! 1. `paused` -> [`Step::Paused`]; an invalid spec -> [`BlockReason::InvalidSpec`].
-//! 2. No member answered -> [`bootstrap`]: start a fresh cluster, or restart members that
+//! 2. No member answered -> `bootstrap`: start a fresh cluster, or restart members that
 //!    have data.
-//! 3. [`member_loss::revive`]: restart stopped members that still have their data (no
+//! 3. `member_loss::revive`: restart stopped members that still have their data (no
 //!    membership change, safe without quorum, and how a lost quorum comes back). It runs
 //!    before finishing half-done changes because those need the quorum it restores.
-//! 4. [`pending::finish`]: finish (or cancel) a half-done membership change.
-//! 5. [`member_loss::replace`]: quorum check, then remove failed members for replacement.
-//! 6. [`upgrade::guard`]: refuse version skips and minor downgrades.
-//! 7. [`scale::resize`]: add a learner (also the second half of a replacement) or remove one
+//! 4. `pending::finish`: finish (or cancel) a half-done membership change.
+//! 5. `member_loss::replace`: quorum check, then remove failed members for replacement.
+//! 6. `upgrade::guard`: refuse version skips and minor downgrades.
+//! 7. `scale::resize`: add a learner (also the second half of a replacement) or remove one
 //!    member.
-//! 8. [`upgrade::roll`]: one member at a time, followers first, the leader last.
+//! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
 //! 9. [`Step::Done`].
 //!
 //! # Guarantees
@@ -59,8 +59,13 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
     if spec.paused {
         return Step::Paused;
     }
-    let Some(ctx) = Ctx::new(spec, observed, policy) else {
-        let report = validate::cluster(&observed.cluster_name, spec);
+    let report = validate::cluster(&observed.cluster_name, spec);
+    let ctx = if report.is_valid() {
+        Ctx::new(spec, observed, policy)
+    } else {
+        None
+    };
+    let Some(ctx) = ctx else {
         return Step::Blocked {
             reason: BlockReason::InvalidSpec {
                 message: report.errors_message(),
@@ -90,11 +95,8 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// `None` when the spec is invalid.
+    /// `None` when size or version is unusable (validation reports those first).
     fn new(spec: &EtcdClusterSpec, observed: &'a Observed, policy: &'a Policy) -> Option<Self> {
-        if !validate::cluster(&observed.cluster_name, spec).is_valid() {
-            return None;
-        }
         Some(Self {
             size: usize::try_from(spec.size).ok()?,
             target: validate::parse_version(&spec.version).ok()?,

@@ -67,7 +67,8 @@ pub struct Observed {
     /// not recorded, in which case only the names seen here count.
     pub highest_ordinal_used: Option<u32>,
     /// Runtime members and etcd members, joined by name (or by peer URL for etcd members that
-    /// have not started yet). One entry per member; order does not matter.
+    /// have not started yet). One entry per member, each known to the runtime, to etcd or to
+    /// both; order does not matter.
     pub members: Vec<ObservedMember>,
     /// `None`: no member answered.
     pub etcd: Option<EtcdView>,

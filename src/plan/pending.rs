@@ -4,10 +4,14 @@
 //! (later) promote; a removal as `member remove` -> delete runtime member. A crash between
 //! any two parts leaves one of the states below, each finished here, in this order:
 //! 1. A runtime member etcd does not list that runs or has data (left by a removal, or not
-//!    ours): `DeleteRuntimeMember`. It can never rejoin with that data.
+//!    ours): `DeleteRuntimeMember`. It can never rejoin with that data. A reservation while
+//!    etcd has a learner or an unstarted member is deleted too: it could not be added
+//!    without two changes in flight (our adds never leave this state; it is cleaned up).
 //! 2. An etcd member that never started: `StartMember` when its runtime member is stopped;
-//!    `RemoveMember(Orphan)` when it has no runtime member; when its process runs, wait up
-//!    to the grace for it to join, then `RemoveMember(Replace(NeverStarted))`.
+//!    `RemoveMember(Orphan)` when it has no runtime member; when its process runs, wait for
+//!    it to join. Either way, once it has not joined for longer than the grace,
+//!    `RemoveMember(Replace(NeverStarted))` (a stopped one is still started while quorum is
+//!    lost: it may be what brings quorum back).
 //! 3. Learners: one no longer needed (spec.size voters already) is removed (`ScaleDown`),
 //!    a second one too (`Orphan`); a failed one is replaced like any member
 //!    ([`super::member_loss`] rules 4-6); a healthy one is promoted once
@@ -39,22 +43,31 @@ fn sorted<'a>(ctx: &Ctx<'a>, keep: impl Fn(&ObservedMember) -> bool) -> Vec<&'a 
     members
 }
 
-/// 1.
+/// 1, and reservations that cannot be added because etcd has a change in flight.
 fn leftover(ctx: &Ctx) -> Option<Step> {
-    sorted(ctx, ObservedMember::is_leftover)
-        .first()
-        .map(|m| Step::DeleteRuntimeMember {
-            name: m.name.clone(),
-        })
+    let etcd_busy = ctx
+        .observed
+        .members
+        .iter()
+        .any(|m| m.is_learner() || m.is_unstarted());
+    sorted(ctx, |m| {
+        m.is_leftover() || (etcd_busy && m.is_reservation())
+    })
+    .first()
+    .map(|m| Step::DeleteRuntimeMember {
+        name: m.name.clone(),
+    })
 }
 
 /// 2.
 fn unstarted(ctx: &Ctx) -> Option<Step> {
     let members = sorted(ctx, ObservedMember::is_unstarted);
-    if let Some(m) = members
-        .iter()
-        .find(|m| m.runtime.as_ref().is_some_and(|r| !r.running))
-        && let Some(id) = m.id()
+    // Past the grace a stopped one is replaced instead, unless quorum is lost (then
+    // starting it may be the way back, as for a partly started bootstrap).
+    let quorum = rules::has_quorum(ctx.observed);
+    if let Some(m) = members.iter().find(|m| {
+        m.runtime.as_ref().is_some_and(|r| !r.running) && (!is_overdue(ctx, m) || !quorum)
+    }) && let Some(id) = m.id()
     {
         return Some(Step::StartMember {
             name: m.name.clone(),
@@ -64,7 +77,7 @@ fn unstarted(ctx: &Ctx) -> Option<Step> {
     if let Some(m) = members.iter().find(|m| m.runtime.is_none()) {
         return Some(remove_or_blocked(ctx, m, RemovalReason::Orphan));
     }
-    // The rest run but have not joined.
+    // The rest have not joined for too long, or run and may still join.
     if let Some(m) = members.iter().find(|m| is_overdue(ctx, m)) {
         let why = ReplaceReason::NeverStarted {
             for_: super::member_loss::down_for(m),
@@ -213,6 +226,25 @@ mod tests {
                 reason: RemovalReason::Replace(ReplaceReason::NeverStarted { for_: secs(61) }),
             }
         );
+    }
+
+    #[test]
+    fn added_member_that_keeps_failing_to_start_is_replaced_after_the_grace() {
+        let o = observed(3).with_unstarted(3, false).down_for(3, secs(61));
+        assert_eq!(
+            plan(4, &o),
+            Step::RemoveMember {
+                name: name(3),
+                id: id(3),
+                reason: RemovalReason::Replace(ReplaceReason::NeverStarted { for_: secs(61) }),
+            }
+        );
+    }
+
+    #[test]
+    fn reservation_is_dropped_while_a_learner_is_pending() {
+        let o = observed(3).with_learner(3, 1000).with_reservation(4);
+        assert_eq!(plan(5, &o), Step::DeleteRuntimeMember { name: name(4) });
     }
 
     #[test]

@@ -1,1 +1,950 @@
-//! Property tests: random observations never get an unsafe step; a simulated cluster converges.
+//! Property tests for the planner: no step it returns for any observation breaks a rule in
+//! [`super::rules`], and a simulated cluster it drives (with crashes, lost data and spec edits
+//! that then stop) converges to `Done` with spec.size healthy voters at spec.version.
+//!
+//! The simulation is a small pure model of etcd plus a runtime: enough to apply every
+//! [`Step`], crash an executor between the parts of a step, and say who is healthy. It
+//! refuses what real etcd would refuse (a membership change without quorum, promoting a
+//! learner that is behind), so a planner bug shows up as an error, not a wrong answer.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
+use semver::Version;
+
+use super::observed::{
+    EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, Policy, RuntimeState,
+};
+use super::rules::{broken_rules, is_caught_up, quorum};
+use super::{BlockReason, Step, next_step};
+use crate::api::EtcdClusterSpec;
+use crate::etcd::{ClusterId, MemberId};
+
+const CLUSTER: &str = "example";
+const VERSIONS: [&str; 5] = ["3.4.23", "3.5.9", "3.5.16", "3.6.0", "3.7.0"];
+
+fn version(s: &str) -> Version {
+    Version::parse(s).unwrap_or_else(|_| Version::new(3, 5, 16))
+}
+
+/// `cases` cases; a failing case is saved next to this file (`proptests.regressions`) and
+/// replayed first on later runs.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------- random observations
+
+/// What a generated member is, before its flags are applied.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Voter,
+    Learner,
+    /// etcd lists it, it never started; runtime member exists.
+    Unstarted {
+        learner: bool,
+    },
+    /// Runtime member only (a reservation or a leftover, by its flags).
+    RuntimeOnly,
+    /// etcd member only, started (data gone).
+    EtcdOnly,
+    /// etcd member only, never started.
+    UnstartedEtcdOnly,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        8 => Just(Kind::Voter),
+        2 => Just(Kind::Learner),
+        1 => any::<bool>().prop_map(|learner| Kind::Unstarted { learner }),
+        1 => Just(Kind::RuntimeOnly),
+        1 => Just(Kind::EtcdOnly),
+        1 => Just(Kind::UnstartedEtcdOnly),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct GenMember {
+    kind: Kind,
+    running: bool,
+    has_data: bool,
+    healthy: bool,
+    version: usize,
+    raft_index: Option<u64>,
+    down_secs: u64,
+}
+
+fn gen_member() -> impl Strategy<Value = GenMember> {
+    (
+        kind(),
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.8),
+        // 3.4.23 .. 3.6.0 only: runtimes run supported versions
+        prop_oneof![1 => Just(0usize), 1 => Just(1), 6 => Just(2), 2 => Just(3)],
+        prop::option::weighted(0.9, 0u64..=1_100),
+        prop_oneof![Just(0u64), 1u64..=300],
+    )
+        .prop_map(
+            |(kind, running, has_data, healthy, version, raft_index, down_secs)| GenMember {
+                kind,
+                running,
+                has_data,
+                healthy,
+                version,
+                raft_index,
+                down_secs,
+            },
+        )
+}
+
+/// A healthy voter, mostly at 3.5.16: many observations are all (or mostly) healthy, which
+/// is where scale and upgrade steps happen.
+fn healthy_voter() -> impl Strategy<Value = GenMember> {
+    prop_oneof![1 => Just(0usize), 1 => Just(1), 12 => Just(2), 4 => Just(3)].prop_map(|version| {
+        GenMember {
+            kind: Kind::Voter,
+            running: true,
+            has_data: true,
+            healthy: true,
+            version,
+            raft_index: Some(1_000),
+            down_secs: 0,
+        }
+    })
+}
+
+fn gen_spec() -> impl Strategy<Value = EtcdClusterSpec> {
+    (
+        prop_oneof![20 => 1i32..=9, 1 => Just(0), 1 => Just(10)],
+        prop_oneof![1 => Just(0usize), 1 => Just(1), 4 => Just(2), 3 => Just(3), 1 => Just(4)],
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(size, v, paused)| {
+            let mut spec = EtcdClusterSpec::new(size, VERSIONS[v]);
+            spec.paused = paused;
+            spec
+        })
+}
+
+fn build_observed(
+    members: &[GenMember],
+    answered: bool,
+    leader_pick: usize,
+    highest: Option<u32>,
+) -> Observed {
+    let leader_raft_index = 1_000;
+    let mut out = Vec::new();
+    for (i, g) in members.iter().enumerate() {
+        let ordinal = u32::try_from(i).unwrap_or(u32::MAX);
+        let name = MemberName::new(CLUSTER, ordinal);
+        let ver = version(VERSIONS[g.version]);
+        let runtime = RuntimeState {
+            running: g.running,
+            has_data: g.has_data,
+            version: ver.clone(),
+            peer_url: format!("http://127.0.0.1:{}", 2380 + i),
+            client_url: format!("http://127.0.0.1:{}", 3379 + i),
+        };
+        let etcd = |learner: bool, started: bool| EtcdMemberState {
+            id: MemberId(0x1000 + u64::from(ordinal)),
+            is_learner: learner,
+            started,
+            healthy: started && g.healthy,
+            version: (started && g.running).then(|| ver.clone()),
+            raft_index: if learner {
+                g.raft_index
+            } else {
+                Some(leader_raft_index)
+            },
+            is_leader: false,
+        };
+        let (runtime, etcd) = match g.kind {
+            Kind::Voter => (Some(runtime), Some(etcd(false, true))),
+            Kind::Learner => (Some(runtime), Some(etcd(true, true))),
+            Kind::Unstarted { learner } => (Some(runtime), Some(etcd(learner, false))),
+            Kind::RuntimeOnly => (Some(runtime), None),
+            Kind::EtcdOnly => (None, Some(etcd(false, true))),
+            Kind::UnstartedEtcdOnly => (None, Some(etcd(true, false))),
+        };
+        out.push(ObservedMember {
+            name,
+            runtime,
+            etcd: if answered { etcd } else { None },
+            unhealthy_for: None,
+        });
+    }
+    for (m, g) in out.iter_mut().zip(members) {
+        if !m.is_healthy() {
+            m.unhealthy_for = Some(Duration::from_secs(g.down_secs));
+        }
+    }
+    let voters: Vec<MemberId> = out
+        .iter()
+        .filter(|m| m.is_voter())
+        .filter_map(ObservedMember::id)
+        .collect();
+    // leader_pick past the voters: no leader known
+    let leader = voters.get(leader_pick).copied();
+    for m in &mut out {
+        if let Some(e) = m.etcd.as_mut() {
+            e.is_leader = Some(e.id) == leader;
+        }
+    }
+    Observed {
+        cluster_name: CLUSTER.to_string(),
+        highest_ordinal_used: highest,
+        members: out,
+        etcd: answered.then_some(EtcdView {
+            cluster_id: ClusterId(0xc1),
+            leader,
+            leader_raft_index,
+        }),
+    }
+}
+
+fn gen_observed() -> impl Strategy<Value = Observed> {
+    (
+        prop::collection::vec(prop_oneof![3 => healthy_voter(), 1 => gen_member()], 0..=9),
+        prop::bool::weighted(0.85),
+        0usize..12,
+        prop::option::weighted(0.2, 0u32..15),
+    )
+        .prop_map(|(members, answered, leader_pick, highest)| {
+            build_observed(&members, answered, leader_pick, highest)
+        })
+}
+
+proptest! {
+    #![proptest_config(config(3_000))]
+
+    #[test]
+    fn no_step_breaks_a_rule(spec in gen_spec(), observed in gen_observed()) {
+        let policy = Policy::default();
+        let step = next_step(&spec, &observed, &policy);
+        let broken = broken_rules(&step, &spec, &observed);
+        prop_assert!(broken.is_empty(), "{step} breaks {broken:?}\n{observed:#?}");
+        let mut reordered = observed.clone();
+        reordered.members.reverse();
+        prop_assert_eq!(&step, &next_step(&spec, &reordered, &policy), "member order matters");
+        prop_assert!(!step.to_string().contains('\n'));
+    }
+}
+
+// ---------------------------------------------------------------- the simulated cluster
+
+#[derive(Clone, Debug)]
+struct SimRuntime {
+    running: bool,
+    has_data: bool,
+    version: Version,
+}
+
+#[derive(Clone, Debug)]
+struct SimEtcd {
+    id: MemberId,
+    learner: bool,
+    started: bool,
+    raft_index: u64,
+}
+
+#[derive(Clone, Debug)]
+struct SimMember {
+    name: MemberName,
+    runtime: Option<SimRuntime>,
+    etcd: Option<SimEtcd>,
+    down_since: Option<Duration>,
+    /// Until then its process dies as soon as it starts.
+    broken_until: Option<Duration>,
+    /// Until then its process runs but does not answer.
+    hung_until: Option<Duration>,
+}
+
+impl SimMember {
+    /// Running with data and joined: it answers and votes.
+    fn is_serving(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.running && r.has_data)
+            && self.etcd.as_ref().is_some_and(|e| e.started)
+            && self.hung_until.is_none()
+    }
+
+    fn is_voter(&self) -> bool {
+        self.etcd.as_ref().is_some_and(|e| !e.learner)
+    }
+}
+
+/// etcd and a runtime, reduced to what the planner can see and do.
+#[derive(Clone, Debug, Default)]
+struct Sim {
+    members: Vec<SimMember>,
+    leader: Option<MemberId>,
+    next_id: u64,
+    clock: Duration,
+    raft_index: u64,
+    highest_ordinal: Option<u32>,
+}
+
+const TICK: Duration = Duration::from_secs(10);
+
+impl Sim {
+    /// `n` healthy voters at `v`, led by the first.
+    fn healthy(n: u32, v: &Version) -> Self {
+        let mut sim = Sim {
+            raft_index: 100,
+            ..Default::default()
+        };
+        for o in 0..n {
+            let id = sim.new_id();
+            sim.members.push(SimMember {
+                name: MemberName::new(CLUSTER, o),
+                runtime: Some(SimRuntime {
+                    running: true,
+                    has_data: true,
+                    version: v.clone(),
+                }),
+                etcd: Some(SimEtcd {
+                    id,
+                    learner: false,
+                    started: true,
+                    raft_index: 100,
+                }),
+                down_since: None,
+                broken_until: None,
+                hung_until: None,
+            });
+            sim.highest_ordinal = Some(o);
+        }
+        sim.settle();
+        sim
+    }
+
+    fn new_id(&mut self) -> MemberId {
+        self.next_id += 1;
+        MemberId(0xa000 + self.next_id)
+    }
+
+    fn voters(&self) -> usize {
+        self.members.iter().filter(|m| m.is_voter()).count()
+    }
+
+    fn has_quorum(&self) -> bool {
+        let serving = self
+            .members
+            .iter()
+            .filter(|m| m.is_voter() && m.is_serving())
+            .count();
+        self.voters() > 0 && serving >= quorum(self.voters())
+    }
+
+    fn find(&mut self, name: &MemberName) -> Result<&mut SimMember, String> {
+        self.members
+            .iter_mut()
+            .find(|m| &m.name == name)
+            .ok_or_else(|| format!("no member {name}"))
+    }
+
+    fn find_id(&mut self, id: MemberId) -> Result<&mut SimMember, String> {
+        self.members
+            .iter_mut()
+            .find(|m| m.etcd.as_ref().is_some_and(|e| e.id == id))
+            .ok_or_else(|| format!("no member {id}"))
+    }
+
+    fn note_ordinal(&mut self, name: &MemberName) {
+        self.highest_ordinal = self.highest_ordinal.max(name.ordinal());
+    }
+
+    fn forget_empty(&mut self) {
+        self.members
+            .retain(|m| m.runtime.is_some() || m.etcd.is_some());
+    }
+
+    fn observe(&self) -> Observed {
+        let answered = self.members.iter().any(SimMember::is_serving);
+        let quorum = self.has_quorum();
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                let serving = m.is_serving();
+                let etcd = m
+                    .etcd
+                    .as_ref()
+                    .filter(|_| answered)
+                    .map(|e| EtcdMemberState {
+                        id: e.id,
+                        is_learner: e.learner,
+                        started: e.started,
+                        healthy: serving && (e.learner || quorum),
+                        version: m
+                            .runtime
+                            .as_ref()
+                            .filter(|_| serving)
+                            .map(|r| r.version.clone()),
+                        raft_index: Some(if e.learner {
+                            e.raft_index
+                        } else {
+                            self.raft_index
+                        }),
+                        is_leader: Some(e.id) == self.leader,
+                    });
+                ObservedMember {
+                    name: m.name.clone(),
+                    runtime: m.runtime.as_ref().map(|r| RuntimeState {
+                        running: r.running,
+                        has_data: r.has_data,
+                        version: r.version.clone(),
+                        peer_url: format!("http://{}:2380", m.name),
+                        client_url: format!("http://{}:2379", m.name),
+                    }),
+                    etcd,
+                    unhealthy_for: m.down_since.map(|t| self.clock.saturating_sub(t)),
+                }
+            })
+            .collect();
+        Observed {
+            cluster_name: CLUSTER.to_string(),
+            highest_ordinal_used: self.highest_ordinal,
+            members,
+            etcd: answered.then_some(EtcdView {
+                cluster_id: ClusterId(0xc1),
+                leader: self.leader,
+                leader_raft_index: self.raft_index,
+            }),
+        }
+    }
+
+    /// Applies `step`, its executor crashing after `parts` of it when given.
+    fn apply(&mut self, step: &Step, parts: Option<usize>) -> Result<(), String> {
+        let mut budget = parts.unwrap_or(usize::MAX);
+        let mut part = move || {
+            let go = budget > 0;
+            budget = budget.saturating_sub(1);
+            go
+        };
+        match step {
+            Step::Bootstrap { members, version } => {
+                if self
+                    .members
+                    .iter()
+                    .any(|m| m.runtime.as_ref().is_some_and(|r| r.has_data))
+                {
+                    return Err("bootstrap over data".into());
+                }
+                if !part() {
+                    return Ok(());
+                }
+                for m in &mut self.members {
+                    m.etcd = None;
+                }
+                for name in members {
+                    if self.find(name).is_err() {
+                        self.members.push(SimMember {
+                            name: name.clone(),
+                            runtime: None,
+                            etcd: None,
+                            down_since: None,
+                            broken_until: None,
+                            hung_until: None,
+                        });
+                    }
+                    self.note_ordinal(name);
+                    let m = self.find(name)?;
+                    m.runtime.get_or_insert(SimRuntime {
+                        running: false,
+                        has_data: false,
+                        version: version.clone(),
+                    });
+                }
+                for name in members {
+                    if !part() {
+                        return Ok(());
+                    }
+                    // The first member to start writes the initial member list.
+                    if self.members.iter().all(|m| m.etcd.is_none()) {
+                        for n in members {
+                            let id = self.new_id();
+                            self.find(n)?.etcd = Some(SimEtcd {
+                                id,
+                                learner: false,
+                                started: false,
+                                raft_index: 0,
+                            });
+                        }
+                    }
+                    start(self.find(name)?);
+                }
+            }
+            Step::AddLearner { name, version } => {
+                if self.find(name).is_ok_and(|m| m.etcd.is_some()) {
+                    return Err(format!("{name} is already in etcd"));
+                }
+                if !part() {
+                    return Ok(());
+                }
+                if self.find(name).is_err() {
+                    self.members.push(SimMember {
+                        name: name.clone(),
+                        runtime: None,
+                        etcd: None,
+                        down_since: None,
+                        broken_until: None,
+                        hung_until: None,
+                    });
+                }
+                self.note_ordinal(name);
+                self.find(name)?.runtime.get_or_insert(SimRuntime {
+                    running: false,
+                    has_data: false,
+                    version: version.clone(),
+                });
+                if !part() {
+                    return Ok(());
+                }
+                if !self.has_quorum() {
+                    return Err("member add without quorum".into());
+                }
+                let id = self.new_id();
+                self.find(name)?.etcd = Some(SimEtcd {
+                    id,
+                    learner: true,
+                    started: false,
+                    raft_index: 0,
+                });
+                if !part() {
+                    return Ok(());
+                }
+                start(self.find(name)?);
+            }
+            Step::StartMember { name, id } => {
+                let m = self.find(name)?;
+                if m.etcd.as_ref().is_none_or(|e| e.id != *id || e.started) {
+                    return Err(format!("{name} is not an unstarted {id}"));
+                }
+                start(m);
+            }
+            Step::PromoteLearner { id, .. } => {
+                let quorum = self.has_quorum();
+                let leader_index = self.raft_index;
+                let m = self.find_id(*id)?;
+                let Some(e) = m.etcd.as_mut().filter(|e| e.learner) else {
+                    return Err(format!("{id} is not a learner"));
+                };
+                if !quorum || !is_caught_up(Some(e.raft_index), leader_index) {
+                    return Err(format!("promote {id}: no quorum or not caught up"));
+                }
+                e.learner = false;
+            }
+            Step::RemoveMember { id, .. } => {
+                if !self.has_quorum() {
+                    return Err("member remove without quorum".into());
+                }
+                if !part() {
+                    return Ok(());
+                }
+                let m = self.find_id(*id)?;
+                m.etcd = None;
+                let name = m.name.clone();
+                self.forget_empty();
+                if self.leader == Some(*id) {
+                    self.leader = None;
+                }
+                if !self.has_quorum() {
+                    return Err(format!("removing {id} lost quorum"));
+                }
+                if !part() {
+                    return Ok(());
+                }
+                // then the runtime deletes the member and its data
+                self.members.retain(|m| m.name != name);
+            }
+            Step::DeleteRuntimeMember { name } => {
+                self.find(name)?.runtime = None;
+                self.forget_empty();
+            }
+            Step::RestartMember { name } => {
+                let m = self.find(name)?;
+                if !m.runtime.as_ref().is_some_and(|r| r.has_data) {
+                    return Err(format!("restart {name} without data"));
+                }
+                start(m);
+            }
+            Step::MoveLeader { from_id, to_id, .. } => {
+                if self.leader != Some(*from_id) {
+                    return Err(format!("move leader: {from_id} does not lead"));
+                }
+                self.leader = Some(*to_id);
+            }
+            Step::UpgradeMember { name, to, .. } => {
+                if !part() {
+                    return Ok(());
+                }
+                let m = self.find(name)?;
+                let Some(r) = m.runtime.as_mut() else {
+                    return Err(format!("upgrade {name} without runtime member"));
+                };
+                r.version = to.clone();
+                r.running = false;
+                if !part() {
+                    return Ok(());
+                }
+                r.running = r.has_data;
+            }
+            Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {}
+        }
+        Ok(())
+    }
+
+    /// Time passes: learners catch up, a leader is elected, down timers run.
+    fn settle(&mut self) {
+        self.clock += TICK;
+        self.raft_index += 5;
+        let now = self.clock;
+        for m in &mut self.members {
+            match (m.broken_until, m.runtime.as_mut()) {
+                (Some(until), Some(r)) if until > now => r.running = false,
+                _ => m.broken_until = None,
+            }
+            if m.hung_until.is_some_and(|until| until <= now) {
+                m.hung_until = None;
+            }
+        }
+        let quorum = self.has_quorum();
+        let index = self.raft_index;
+        for m in &mut self.members {
+            // a running process with its data joins
+            let running = m.runtime.as_ref().is_some_and(|r| r.running && r.has_data);
+            if let Some(e) = m.etcd.as_mut().filter(|_| running) {
+                e.started = true;
+            }
+            let serving = m.is_serving();
+            if let Some(e) = m.etcd.as_mut() {
+                // a learner halves its distance to the leader each tick
+                if e.learner && serving && quorum {
+                    e.raft_index += index.saturating_sub(e.raft_index) / 2;
+                }
+            }
+        }
+        let leader_ok = self.leader.is_some_and(|id| {
+            self.members.iter().any(|m| {
+                m.is_voter() && m.is_serving() && m.etcd.as_ref().is_some_and(|e| e.id == id)
+            })
+        });
+        if !quorum {
+            self.leader = None;
+        } else if !leader_ok {
+            self.leader = self
+                .members
+                .iter()
+                .filter(|m| m.is_voter() && m.is_serving())
+                .filter_map(|m| m.etcd.as_ref().map(|e| e.id))
+                .min();
+        }
+        let observed = self.observe();
+        for (m, o) in self.members.iter_mut().zip(&observed.members) {
+            if o.is_healthy() {
+                m.down_since = None;
+            } else if m.down_since.is_none() {
+                m.down_since = Some(self.clock);
+            }
+        }
+    }
+
+    /// Whether the cluster is what `spec` asks for.
+    fn converged(&self, size: usize, target: &Version) -> bool {
+        self.has_quorum()
+            && self.members.len() == size
+            && self.members.iter().all(|m| {
+                m.is_voter()
+                    && m.is_serving()
+                    && m.runtime.as_ref().is_some_and(|r| r.version == *target)
+            })
+    }
+}
+
+/// Starts the member's process; a broken one writes its data dir and dies before joining.
+fn start(m: &mut SimMember) {
+    let broken = m.broken_until.is_some();
+    if let Some(r) = m.runtime.as_mut() {
+        r.running = !broken;
+        r.has_data = true;
+    }
+    if let Some(e) = m.etcd.as_mut().filter(|_| !broken) {
+        e.started = true;
+    }
+}
+
+/// Something that goes wrong during the first [`FAILURE_STEPS`] steps.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The process of the n-th member stops; its data stays.
+    Kill(usize),
+    /// The n-th member loses its data (only when enough voters keep theirs); with `true`
+    /// its runtime member vanishes altogether.
+    Wipe(usize, bool),
+    /// The n-th member's process dies whenever started, for this many ticks.
+    Break(usize, u32),
+    /// The n-th member's process runs but does not answer, for this many ticks.
+    Hang(usize, u32),
+    /// The executor crashes after this many parts of this step.
+    Crash(usize),
+    /// The user changes spec.size.
+    Resize(i32),
+    /// The user changes spec.version to another 3.5 patch (when the target is a 3.5).
+    Patch(usize),
+}
+
+const FAILURE_STEPS: usize = 20;
+/// Steps allowed after the failures stop; the worst seen is about 35.
+const CONVERGE_STEPS: usize = 60;
+const PATCHES: [&str; 3] = ["3.5.9", "3.5.16", "3.5.20"];
+
+fn failure() -> impl Strategy<Value = Failure> {
+    prop_oneof![
+        3 => (0usize..9).prop_map(Failure::Kill),
+        2 => (0usize..9, prop::bool::weighted(0.3)).prop_map(|(n, vanish)| Failure::Wipe(n, vanish)),
+        // at most 80 s: longer than the grace, shorter than the upgrade deadline
+        2 => (0usize..9, 1u32..=8).prop_map(|(n, ticks)| Failure::Break(n, ticks)),
+        2 => (0usize..9, 1u32..=8).prop_map(|(n, ticks)| Failure::Hang(n, ticks)),
+        3 => (0usize..3).prop_map(Failure::Crash),
+        1 => (1i32..=5).prop_map(Failure::Resize),
+        1 => (0usize..PATCHES.len()).prop_map(Failure::Patch),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// Healthy voters at 3.5.16 to start from; 0 for nothing at all.
+    initial: u32,
+    spec: EtcdClusterSpec,
+    failures: Vec<(usize, Failure)>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        0u32..=5,
+        1i32..=5,
+        prop::sample::select(vec!["3.5.9", "3.5.16", "3.5.20", "3.6.0"]),
+        prop::collection::vec((0..FAILURE_STEPS, failure()), 0..16),
+    )
+        .prop_map(|(initial, size, target, failures)| Case {
+            initial,
+            spec: EtcdClusterSpec::new(size, target),
+            failures,
+        })
+}
+
+fn inject(sim: &mut Sim, spec: &mut EtcdClusterSpec, failure: &Failure) {
+    let count = sim.members.len().max(1);
+    match failure {
+        Failure::Kill(n) => {
+            if let Some(r) = sim
+                .members
+                .get_mut(n % count)
+                .and_then(|m| m.runtime.as_mut())
+            {
+                r.running = false;
+            }
+        }
+        Failure::Wipe(n, vanish) => {
+            let victim = n % count;
+            let voters = sim.voters();
+            let keep = sim
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(i, m)| {
+                    *i != victim && m.is_voter() && m.runtime.as_ref().is_some_and(|r| r.has_data)
+                })
+                .count();
+            if (voters == 0 || keep >= quorum(voters))
+                && let Some(m) = sim.members.get_mut(victim)
+            {
+                if *vanish {
+                    m.runtime = None;
+                } else if let Some(r) = m.runtime.as_mut() {
+                    r.running = false;
+                    r.has_data = false;
+                }
+                sim.forget_empty();
+            }
+        }
+        Failure::Break(n, ticks) => {
+            let until = sim.clock + TICK * *ticks;
+            if let Some(m) = sim.members.get_mut(n % count) {
+                m.broken_until = Some(until);
+                if let Some(r) = m.runtime.as_mut() {
+                    r.running = false;
+                }
+            }
+        }
+        Failure::Hang(n, ticks) => {
+            let until = sim.clock + TICK * *ticks;
+            if let Some(m) = sim.members.get_mut(n % count) {
+                m.hung_until = Some(until);
+            }
+        }
+        Failure::Resize(size) => spec.size = *size,
+        Failure::Patch(p) => {
+            if spec.version.starts_with("3.5.") {
+                spec.version = PATCHES[p % PATCHES.len()].to_string();
+            }
+        }
+        Failure::Crash(_) => {}
+    }
+}
+
+/// Drives the simulation with the planner; `Ok(steps)` once it is `Done` and converged,
+/// counting the steps after the failures stopped. While failures happen, time passes twice
+/// per step (failure, then step).
+fn run(case: &Case) -> Result<usize, String> {
+    run_into(case, &mut Vec::new())
+}
+
+fn run_into(case: &Case, trace: &mut Vec<String>) -> Result<usize, String> {
+    let mut spec = case.spec.clone();
+    let policy = Policy::default();
+    let mut sim = if case.initial == 0 {
+        Sim::default()
+    } else {
+        Sim::healthy(case.initial, &Version::new(3, 5, 16))
+    };
+    // failures happen during the first `failing` steps, then stop
+    let failing = case
+        .failures
+        .iter()
+        .map(|(at, _)| at + 1)
+        .max()
+        .unwrap_or(0);
+    let mut rolled_back = false;
+    for i in 0..failing + CONVERGE_STEPS {
+        let mut crash = None;
+        if i < failing {
+            for (_, f) in case.failures.iter().filter(|(at, _)| *at == i) {
+                trace.push(format!("  ! {f:?}"));
+                match f {
+                    Failure::Crash(parts) => crash = Some(*parts),
+                    _ => inject(&mut sim, &mut spec, f),
+                }
+            }
+            sim.settle();
+        }
+        let observed = sim.observe();
+        let step = next_step(&spec, &observed, &policy);
+        trace.push(format!("{i:3} {step}"));
+        let broken = broken_rules(&step, &spec, &observed);
+        if !broken.is_empty() {
+            return Err(report(format!("{step} breaks {broken:?}"), &spec, trace));
+        }
+        if step == Step::Done && i >= failing {
+            let size = usize::try_from(spec.size).unwrap_or(0);
+            let target = version(&spec.version);
+            if !sim.converged(size, &target) {
+                return Err(report(
+                    format!("done but not converged: {sim:#?}"),
+                    &spec,
+                    trace,
+                ));
+            }
+            return Ok(i - failing);
+        }
+        // A stalled upgrade waits for the user, who sets spec.version back to what the
+        // other members run; the planner then rolls the stalled member back.
+        if let Step::Blocked {
+            reason: BlockReason::UpgradeStalled { member },
+        } = &step
+            && i >= failing
+            && !rolled_back
+        {
+            let previous = sim
+                .members
+                .iter()
+                .filter(|m| m.name != *member)
+                .filter_map(|m| m.runtime.as_ref().map(|r| &r.version))
+                .filter(|v| v.to_string() != spec.version)
+                .min();
+            if let Some(previous) = previous {
+                trace.push(format!("  ! user sets spec.version back to {previous}"));
+                spec.version = previous.to_string();
+                rolled_back = true;
+            }
+        }
+        if let Err(e) = sim.apply(&step, crash) {
+            return Err(report(e, &spec, trace));
+        }
+        sim.settle();
+    }
+    Err(report(
+        format!("not done within {CONVERGE_STEPS} steps after failures stopped"),
+        &spec,
+        trace,
+    ))
+}
+
+fn report(why: String, spec: &EtcdClusterSpec, trace: &[String]) -> String {
+    format!(
+        "{why}\nspec {} {}\n{}",
+        spec.size,
+        spec.version,
+        trace.join("\n")
+    )
+}
+
+proptest! {
+    #![proptest_config(config(400))]
+
+    #[test]
+    fn simulated_cluster_converges_once_failures_stop(case in case()) {
+        if let Err(e) = run(&case) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+#[test]
+fn simulated_cluster_bootstraps_from_nothing() {
+    let case = Case {
+        initial: 0,
+        spec: EtcdClusterSpec::new(3, "3.5.16"),
+        failures: vec![],
+    };
+    assert_eq!(run(&case), Ok(1));
+}
+
+#[test]
+fn stalled_upgrade_is_rolled_back_when_the_user_sets_the_version_back() {
+    // example-1 is upgraded first, then cannot run for 200 s: past the upgrade deadline.
+    let case = Case {
+        initial: 3,
+        spec: EtcdClusterSpec::new(3, "3.6.0"),
+        failures: vec![(1, Failure::Break(1, 20))],
+    };
+    let mut trace = Vec::new();
+    let steps = run_into(&case, &mut trace);
+    let saw = |s: &str| trace.iter().any(|l| l.contains(s));
+    assert!(steps.is_ok(), "{steps:?}");
+    assert!(saw("upgrade stalled: example-1"), "{}", trace.join("\n"));
+    assert!(
+        saw("user sets spec.version back to 3.5.16"),
+        "{}",
+        trace.join("\n")
+    );
+}
+
+#[test]
+fn simulated_cluster_scales_then_upgrades() {
+    let case = Case {
+        initial: 3,
+        spec: EtcdClusterSpec::new(5, "3.6.0"),
+        failures: vec![],
+    };
+    let steps = run(&case);
+    assert!(steps.is_ok(), "{steps:?}");
+}
