@@ -13,6 +13,8 @@ pub mod api;
 pub mod backup;
 pub mod controller;
 pub mod etcd;
+pub mod local;
+pub mod manifest;
 pub mod plan;
 pub mod runtime;
 pub mod testing;

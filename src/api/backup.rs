@@ -1,0 +1,135 @@
+//! The `EtcdBackup` kind: a one-shot or scheduled snapshot of a cluster into S3-compatible
+//! object storage, with retention.
+
+// kube's printcolumn(...) repeats `type_ = ...` per column, which clippy takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::s3::S3Connection;
+
+/// Default multipart part size in MiB.
+pub const DEFAULT_PART_SIZE_MIB: i32 = 16;
+/// How many entries `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// A backup of the EtcdCluster `clusterName` in the same namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "etcd.operator.dev",
+    version = "v1alpha1",
+    kind = "EtcdBackup",
+    namespaced,
+    status = "EtcdBackupStatus",
+    shortname = "etcdbackup",
+    derive = "PartialEq",
+    doc = "A one-shot or scheduled backup of an EtcdCluster to S3-compatible storage",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.clusterName"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(
+        name = "Last Success",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdBackupSpec {
+    /// The EtcdCluster to back up.
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster_name: String,
+    pub destination: BackupDestination,
+    /// Cron expression (5 fields, UTC); a single backup when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Which older backups to delete after a newer one succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// Where backups go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDestination {
+    pub s3: S3Destination,
+}
+
+/// An S3 bucket and prefix.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Objects go to `<prefix>/<cluster>/<timestamp>-rev<revision>.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(flatten)]
+    pub connection: S3Connection,
+    /// Multipart part size in MiB (5 to 5120); 16 when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "partSizeMiB"
+    )]
+    #[schemars(range(min = 5, max = 5120))]
+    pub part_size_mib: Option<i32>,
+}
+
+/// Retention: keep the newest `keepLast` and/or those younger than `maxAge`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keepLast) || has(self.maxAge)").message("set keepLast, maxAge or both"))]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_last: Option<i32>,
+    /// A duration such as `7d`, `12h`, `2w`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+[smhdw]$"))]
+    pub max_age: Option<String>,
+}
+
+/// One completed backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    pub key: String,
+    pub size: i64,
+    pub sha256: String,
+    pub revision: i64,
+    pub etcd_version: String,
+    #[serde(rename = "clusterID")]
+    pub cluster_id: String,
+    pub duration_seconds: f64,
+    /// Upload throughput in MB/s (10^6 bytes).
+    #[serde(default)]
+    pub mb_per_second: f64,
+    pub time: Time,
+}
+
+/// What happened to the backups so far.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdBackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the last backup succeeded), `Failed`, `SpecValid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// The newest backups first, at most ten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<BackupRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+}
