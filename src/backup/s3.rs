@@ -49,6 +49,11 @@ impl StaticCredentials {
         }
     }
 
+    /// The secret half of the key pair (for handing to another client; never log it).
+    pub fn secret_access_key(&self) -> &str {
+        &self.secret_access_key
+    }
+
     /// Reads a Secret's `data`: `accessKeyId`, `secretAccessKey` and optional `sessionToken`
     /// (UTF-8; surrounding whitespace such as a trailing newline is dropped).
     ///
