@@ -86,7 +86,8 @@ impl fmt::Display for S3Op {
 pub struct S3Failure {
     status: Option<u16>,
     code: Option<String>,
-    inner: S3FailureInner,
+    // Boxed: the SDK's error is large and would bloat every `Result<_, Error>`.
+    inner: Box<S3FailureInner>,
 }
 
 enum S3FailureInner {
@@ -99,7 +100,7 @@ impl S3Failure {
         Self {
             status,
             code,
-            inner: S3FailureInner::Sdk(err),
+            inner: Box::new(S3FailureInner::Sdk(err)),
         }
     }
 
@@ -107,7 +108,7 @@ impl S3Failure {
         Self {
             status: None,
             code: None,
-            inner: S3FailureInner::Body(err),
+            inner: Box::new(S3FailureInner::Body(err)),
         }
     }
 
@@ -141,7 +142,7 @@ impl S3Failure {
 
 impl fmt::Debug for S3Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
+        match self.inner.as_ref() {
             S3FailureInner::Sdk(e) => fmt::Debug::fmt(e, f),
             S3FailureInner::Body(e) => fmt::Debug::fmt(e, f),
         }
@@ -150,7 +151,7 @@ impl fmt::Debug for S3Failure {
 
 impl fmt::Display for S3Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.status, &self.code, &self.inner) {
+        match (&self.status, &self.code, self.inner.as_ref()) {
             (Some(status), Some(code), _) => write!(f, "{code} ({status})"),
             (Some(status), None, _) => write!(f, "http status {status}"),
             (None, _, S3FailureInner::Sdk(e)) => {
@@ -167,7 +168,7 @@ impl fmt::Display for S3Failure {
 
 impl std::error::Error for S3Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.inner {
+        match self.inner.as_ref() {
             S3FailureInner::Sdk(e) => Some(e),
             S3FailureInner::Body(e) => Some(e),
         }
