@@ -1,6 +1,7 @@
 //! The command line: subcommands and their flags (clap types only; `main` dispatches).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -30,4 +31,47 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the operator against local etcd processes described by YAML files.
+    Local(LocalArgs),
+}
+
+/// `etcd-operator local`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LocalArgs {
+    #[command(subcommand)]
+    pub action: Option<LocalAction>,
+    /// A YAML file (several documents allowed) or a directory of them; repeatable.
+    #[arg(long = "file", short = 'f')]
+    pub files: Vec<PathBuf>,
+    /// Where members keep their data, logs and records, and where status files go.
+    #[arg(
+        long,
+        default_value = ".etcd-operator",
+        env = "ETCD_OPERATOR_STATE_DIR",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+    /// Directory with `<version>/etcd` binaries.
+    #[arg(long, default_value = ".deps/etcd", env = "ETCD_BIN_DIR")]
+    pub etcd_bin_dir: PathBuf,
+    /// Stop the member processes when the operator exits (they keep running by default).
+    #[arg(long)]
+    pub stop_members_on_exit: bool,
+    /// How often members are health-checked when nothing else happens.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// How long a present but unhealthy or stopped member is waited on before it is replaced.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub unhealthy_grace: Duration,
+    /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub upgrade_health_deadline: Duration,
+}
+
+/// `etcd-operator local <action>`.
+#[derive(Debug, Subcommand)]
+pub enum LocalAction {
+    /// Print the clusters' status like `kubectl get etcd`, from the status files.
+    Status,
 }

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod etcd;
 pub mod local;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod testing;

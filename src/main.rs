@@ -5,8 +5,11 @@ use clap::Parser;
 
 mod cli;
 
-use cli::{Cli, Command, LogFormat};
-use etcd_operator::api::crd;
+use cli::{Cli, Command, LocalAction, LocalArgs, LogFormat};
+use etcd_operator::api::{EtcdCluster, crd};
+use etcd_operator::local::driver;
+use etcd_operator::local::status_files::{self, StatusFiles};
+use etcd_operator::plan::Policy;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -18,6 +21,49 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// `etcd-operator local status`: the table from the status files.
+fn local_status(args: &LocalArgs) -> anyhow::Result<()> {
+    let files = StatusFiles::new(&args.state_dir);
+    let clusters: Vec<EtcdCluster> = files.read_all()?;
+    if clusters.is_empty() {
+        println!("No EtcdClusters in {}", args.state_dir.display());
+    } else {
+        print!(
+            "{}",
+            status_files::cluster_table(&clusters, k8s_openapi::jiff::Timestamp::now())
+        );
+    }
+    Ok(())
+}
+
+/// `etcd-operator local --file F`: the reconcile loop until Ctrl-C.
+fn local_run(args: LocalArgs) -> anyhow::Result<()> {
+    if args.files.is_empty() {
+        anyhow::bail!("give at least one --file (a YAML file or a directory of them)");
+    }
+    let opts = driver::Options {
+        files: args.files,
+        state_dir: args.state_dir,
+        etcd_bin_dir: std::path::absolute(&args.etcd_bin_dir)?,
+        stop_members_on_exit: args.stop_members_on_exit,
+        resync_interval: args.resync_interval,
+        policy: Policy {
+            unhealthy_grace: args.unhealthy_grace,
+            upgrade_health_deadline: args.upgrade_health_deadline,
+        },
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C: shutting down");
+        };
+        driver::run(opts, shutdown).await
+    })
+    .context("local runtime")?;
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +81,10 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
+        Command::Local(args) => match args.action {
+            Some(LocalAction::Status) => local_status(&args)?,
+            None => local_run(args)?,
+        },
     }
     Ok(())
 }

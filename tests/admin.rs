@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::CompactionOptions;
-use etcd_operator::etcd::{AlarmKind, Error, EtcdAdmin, MemberId};
+use etcd_operator::etcd::{AlarmKind, Error, EtcdAdmin, MemberId, Timeouts};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, initial_cluster_for, wait_for};
 
 /// Long enough to outlast etcd's ~5 s "unhealthy cluster" window after bootstrap.
@@ -38,6 +38,7 @@ on_each_version!(
     member_list_shows_every_bootstrapped_member,
     status_reports_version_leader_and_raft_progress,
     health_fails_fast_on_a_killed_member_while_others_serve,
+    lost_quorum_shows_as_no_leader_while_status_still_answers,
     learner_catches_up_and_is_promoted_to_voter,
     second_learner_is_refused_while_one_is_pending,
     member_remove_drops_the_member_and_unknown_ids_are_not_found,
@@ -89,8 +90,8 @@ async fn member_list_shows_every_bootstrapped_member(bin: EtcdBin) {
             .iter()
             .find(|m| m.name == addr.name)
             .unwrap_or_else(|| panic!("{} missing from {:?}", addr.name, info.members));
-        assert_eq!(member.peer_urls, [addr.peer_url.clone()]);
-        assert_eq!(member.client_urls, [addr.client_url.clone()]);
+        assert_eq!(member.peer_urls, [addr.peer_url.as_str()]);
+        assert_eq!(member.client_urls, [addr.client_url.as_str()]);
         assert!(!member.is_learner);
         assert!(!member.id.is_none());
     }
@@ -133,10 +134,14 @@ async fn health_fails_fast_on_a_killed_member_while_others_serve(bin: EtcdBin) {
         let took = admin.health(url).await.unwrap();
         assert!(took < admin.timeouts().request);
     }
+    // A follower: killing the leader would make everyone wait for an election.
+    let leader = admin.leader_status().await.unwrap().endpoint;
+    let victim = urls.iter().position(|u| *u != leader).unwrap();
+    let survivor = urls.iter().position(|u| *u == leader).unwrap();
 
-    cluster.kill(2).await.unwrap();
+    cluster.kill(victim).await.unwrap();
     let asked = std::time::Instant::now();
-    let err = admin.health(&urls[2]).await.unwrap_err();
+    let err = admin.health(&urls[victim]).await.unwrap_err();
 
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
@@ -146,10 +151,51 @@ async fn health_fails_fast_on_a_killed_member_while_others_serve(bin: EtcdBin) {
         asked.elapsed()
     );
     // Two of three voters keep quorum; cluster-wide calls fail over past the dead endpoint.
-    admin.health(&urls[0]).await.unwrap();
+    admin.health(&urls[survivor]).await.unwrap();
     for _ in 0..3 {
         assert_eq!(admin.member_list().await.unwrap().members.len(), 3);
     }
+
+    // Restarted on its data dir, the member rejoins and serves again.
+    cluster.restart(victim).unwrap();
+    cluster.wait_healthy(&[victim], RETRY_WITHIN).await.unwrap();
+    admin.health(&urls[victim]).await.unwrap();
+}
+
+async fn lost_quorum_shows_as_no_leader_while_status_still_answers(bin: EtcdBin) {
+    let mut cluster = TestCluster::start(&bin, 3).await.unwrap();
+    let survivor = cluster.client_url(0).unwrap().to_owned();
+    // Short calls: until the survivor notices (~1-2 s) a read waits for the dead leader.
+    let timeouts = Timeouts {
+        request: Duration::from_secs(1),
+        ..Timeouts::default()
+    };
+    let admin = EtcdAdmin::connect_with(cluster.client_urls(), None, timeouts)
+        .await
+        .unwrap();
+
+    cluster.stop(1).await.unwrap();
+    cluster.kill(2).await.unwrap();
+
+    let err = wait_for(
+        RETRY_WITHIN,
+        "health refused for want of a leader",
+        || async {
+            match admin.health(&survivor).await {
+                Err(e @ Error::NoLeader { .. }) => Ok(e),
+                other => Err(other),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(err.is_retryable());
+    let status = admin.status(&survivor).await.unwrap();
+    assert!(!status.has_leader(), "{status:?}");
+    // The member list is served locally, so it is no evidence of quorum.
+    assert_eq!(admin.member_list().await.unwrap().members.len(), 3);
+    let err = admin.move_leader(status.member_id).await.unwrap_err();
+    assert!(matches!(err, Error::NoLeader { .. }), "{err:?}");
 }
 
 async fn learner_catches_up_and_is_promoted_to_voter(bin: EtcdBin) {
@@ -166,7 +212,7 @@ async fn learner_catches_up_and_is_promoted_to_voter(bin: EtcdBin) {
     .unwrap();
     assert!(added.is_learner);
     assert!(!added.has_started());
-    assert_eq!(added.peer_urls, [joiner.peer_url.clone()]);
+    assert_eq!(added.peer_urls, [joiner.peer_url.as_str()]);
     assert_eq!(members.len(), 4);
 
     let target = admin.leader_status().await.unwrap().raft_index;
@@ -201,7 +247,7 @@ async fn learner_catches_up_and_is_promoted_to_voter(bin: EtcdBin) {
     let promoted = info.member(added.id).unwrap();
     assert_eq!(promoted.name, "m3");
     assert!(!promoted.is_learner);
-    assert_eq!(promoted.client_urls, [joiner.client_url.clone()]);
+    assert_eq!(promoted.client_urls, [joiner.client_url.as_str()]);
     until_settled("promoted member healthy", || {
         admin.health(&joiner.client_url)
     })
@@ -423,6 +469,10 @@ async fn snapshot_stream_is_a_valid_snapshot_file(bin: EtcdBin) {
     let status = bin.snapshot_status(&path).await.unwrap();
     assert!(status.total_key >= 10, "{status:?}");
     assert!(status.revision >= 11, "{status:?}");
+    // Restore verifies the integrity hash etcd appends to the stream.
+    bin.snapshot_restore(&path, &cluster.dir().join("restored"))
+        .await
+        .unwrap();
 }
 
 async fn admin_works_over_mutual_tls(bin: EtcdBin) {
@@ -444,4 +494,30 @@ async fn admin_works_over_mutual_tls(bin: EtcdBin) {
     let plain = EtcdAdmin::connect([url.clone()], None).await.unwrap();
     let err = plain.status(&url).await.unwrap_err();
     assert!(!matches!(err, Error::Timeout { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_cluster_kills_its_members_even_when_the_test_panics() {
+    let bin = etcd(3, 5);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let panicked = tokio::spawn(async move {
+        let cluster = TestCluster::start(&bin, 1).await.unwrap();
+        tx.send((cluster.pid(0).unwrap(), cluster.dir().to_owned()))
+            .unwrap();
+        panic!("a failing test");
+    })
+    .await
+    .unwrap_err();
+    assert!(panicked.is_panic());
+
+    let (pid, dir) = rx.await.unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    // Reaped, not just signalled: the pid no longer exists.
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    // Kept for the post-mortem; this test has no use for it.
+    assert!(dir.join("m0.log").is_file());
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -234,6 +234,9 @@ pub struct EtcdClusterStatus {
     pub current_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
+    /// The highest member ordinal ever handed out (`<cluster>-<n>`), so names are never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_ordinal: Option<i32>,
     /// etcd's cluster id, 16 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterID")]
     pub cluster_id: Option<String>,

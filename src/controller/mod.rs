@@ -1,1 +1,200 @@
-//! See the crate docs; filled in by the issue that owns this module.
+//! One reconcile pass, shared by both runtimes: observe (I/O) -> plan (pure) -> execute
+//! (I/O) -> status (pure; the caller writes it). Each runtime's driver calls
+//! [`reconcile_once`] and decides how to persist the status and when to run again.
+
+pub mod execute;
+pub mod observe;
+pub mod status;
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::api::cluster::EtcdClusterStatus;
+use crate::api::condition;
+use crate::api::{EtcdCluster, validate};
+use crate::plan::{self, Observed, Policy, Step};
+use crate::runtime::{self, ClusterRef, MemberRuntime};
+
+pub use execute::Executed;
+pub use observe::HealthTracker;
+
+/// Either half of a membership change failed.
+#[derive(Debug, Error)]
+pub enum MembershipError {
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+}
+
+/// A reconcile pass that failed; one variant per step, the cause in `source`.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("listing the runtime's members")]
+    ListMembers {
+        #[source]
+        source: runtime::Error,
+    },
+    #[error("connecting to etcd")]
+    Connect {
+        #[source]
+        source: crate::etcd::Error,
+    },
+    #[error("spec version {version:?} is not a version")]
+    InvalidVersion {
+        version: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error("bootstrapping the cluster")]
+    Bootstrap {
+        #[source]
+        source: runtime::Error,
+    },
+    #[error("adding a learner")]
+    AddLearner {
+        #[source]
+        source: MembershipError,
+    },
+    #[error("starting an added member")]
+    StartMember {
+        #[source]
+        source: MembershipError,
+    },
+    #[error("promoting a learner")]
+    PromoteLearner {
+        #[source]
+        source: crate::etcd::Error,
+    },
+    #[error("removing a member")]
+    RemoveMember {
+        #[source]
+        source: MembershipError,
+    },
+    #[error("deleting a leftover runtime member")]
+    DeleteRuntimeMember {
+        #[source]
+        source: runtime::Error,
+    },
+    #[error("restarting a member")]
+    RestartMember {
+        #[source]
+        source: runtime::Error,
+    },
+    #[error("moving the leader")]
+    MoveLeader {
+        #[source]
+        source: crate::etcd::Error,
+    },
+    #[error("upgrading a member")]
+    UpgradeMember {
+        #[source]
+        source: runtime::Error,
+    },
+}
+
+impl Error {
+    /// A static label for metrics and Event reasons.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::ListMembers { .. } => "ListMembers",
+            Error::Connect { .. } => "Connect",
+            Error::InvalidVersion { .. } => "InvalidVersion",
+            Error::Bootstrap { .. } => "Bootstrap",
+            Error::AddLearner { .. } => "AddLearner",
+            Error::StartMember { .. } => "StartMember",
+            Error::PromoteLearner { .. } => "PromoteLearner",
+            Error::RemoveMember { .. } => "RemoveMember",
+            Error::DeleteRuntimeMember { .. } => "DeleteRuntimeMember",
+            Error::RestartMember { .. } => "RestartMember",
+            Error::MoveLeader { .. } => "MoveLeader",
+            Error::UpgradeMember { .. } => "UpgradeMember",
+        }
+    }
+}
+
+/// What one pass saw, chose and did.
+#[derive(Debug)]
+pub struct Pass {
+    pub observed: Observed,
+    pub step: Step,
+    pub executed: Result<Executed, Error>,
+    pub status: EtcdClusterStatus,
+    pub took: Duration,
+}
+
+impl Pass {
+    /// True when the step changed something, so another pass should follow at once.
+    pub fn acted(&self) -> bool {
+        matches!(self.executed, Ok(Executed::Applied))
+    }
+}
+
+/// Observes `cluster`, plans the next step, executes it and computes the new status.
+///
+/// Errors while observing are returned; errors while executing are in [`Pass::executed`]
+/// (the status is still computed so it can be written).
+pub async fn reconcile_once<R: MemberRuntime>(
+    runtime: &R,
+    cluster: &EtcdCluster,
+    policy: &Policy,
+    tracker: &mut HealthTracker,
+) -> Result<Pass, Error> {
+    let started = Instant::now();
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let cref = ClusterRef {
+        namespace: cluster
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| crate::manifest::DEFAULT_NAMESPACE.to_string()),
+        name: name.clone(),
+    };
+    let report = validate::cluster(&name, &cluster.spec);
+    let observed = if report.is_valid() {
+        let highest = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.highest_ordinal)
+            .and_then(|o| u32::try_from(o).ok());
+        observe::observe(runtime, &cref, highest, tracker).await?
+    } else {
+        // An invalid spec changes nothing, and starts nothing.
+        Observed {
+            cluster_name: name.clone(),
+            highest_ordinal_used: None,
+            members: Vec::new(),
+            etcd: None,
+        }
+    };
+    let step = plan::next_step(&cluster.spec, &observed, policy);
+    debug!(cluster = %name, %step, "planned");
+    if !matches!(
+        step,
+        Step::Wait { .. } | Step::Done | Step::Paused | Step::Blocked { .. }
+    ) {
+        info!(cluster = %name, %step, "executing step");
+    }
+    let executed = execute::execute(runtime, &cref, &cluster.spec, &observed, &step).await;
+    if let Err(e) = &executed {
+        warn!(cluster = %name, %step, error = %e, "step failed");
+    }
+    let status = status::cluster_status(
+        &cluster.spec,
+        cluster.metadata.generation,
+        &report,
+        &observed,
+        &step,
+        cluster.status.as_ref(),
+        condition::now(),
+    );
+    Ok(Pass {
+        observed,
+        step,
+        executed,
+        status,
+        took: started.elapsed(),
+    })
+}

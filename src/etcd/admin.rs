@@ -26,6 +26,8 @@ use super::tls::TlsConfig;
 use super::types::{Alarm, AlarmKind, ClusterId, ClusterInfo, EndpointStatus, Member, MemberId};
 
 /// How long each kind of call may take before it fails with [`Error::Timeout`].
+///
+/// Defaults: connect 3 s, request 5 s, defragment 120 s, snapshot idle 30 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// One TCP (and TLS) connection attempt.
@@ -55,8 +57,8 @@ impl Default for Timeouts {
 /// # Endpoints
 /// Cluster-wide calls (member list/add/promote/remove, alarms, snapshot) go to the configured
 /// endpoints in turn, starting with the last one that answered, and move on only when an
-/// endpoint cannot take the request: unreachable, a learner, or (for reads) timed out or
-/// leaderless. Per-endpoint calls ([`status`](Self::status), [`health`](Self::health),
+/// endpoint did not take the request: unreachable, a learner, leaderless, or (for reads only)
+/// timed out. A refusal (e.g. [`Error::Unhealthy`]) is returned, not retried elsewhere. Per-endpoint calls ([`status`](Self::status), [`health`](Self::health),
 /// [`defragment`](Self::defragment)) take any client URL, configured or not, e.g. a learner's.
 ///
 /// # Connections
@@ -71,7 +73,8 @@ struct Inner {
     endpoints: Vec<String>,
     tls: Option<TlsConfig>,
     timeouts: Timeouts,
-    clients: Mutex<HashMap<String, Client>>,
+    /// Channels by endpoint and by whether they ask etcd to refuse when leaderless.
+    clients: Mutex<HashMap<(String, bool), Client>>,
     /// Index of the endpoint that answered last; cluster-wide calls start there.
     preferred: AtomicUsize,
 }
@@ -81,6 +84,8 @@ struct Inner {
 struct Ctx<'a> {
     member: Option<MemberId>,
     peer_urls: &'a [String],
+    /// Endpoints a cluster-wide call tries only after all others.
+    avoid: &'a [String],
 }
 
 impl EtcdAdmin {
@@ -126,7 +131,7 @@ impl EtcdAdmin {
         };
         // Builds every channel now so a malformed URL fails here, not on first use.
         for endpoint in &admin.inner.endpoints {
-            admin.client(endpoint).await?;
+            admin.client(endpoint, false).await?;
         }
         Ok(admin)
     }
@@ -139,8 +144,8 @@ impl EtcdAdmin {
         self.inner.timeouts
     }
 
-    /// The membership as the answering member sees it (a serializable read: it may lag the
-    /// leader by the entries that member has not applied yet).
+    /// The membership as the answering member sees it: served from its local state, so it may
+    /// lag the leader, and it answers even without quorum (not a health check).
     pub async fn member_list(&self) -> Result<ClusterInfo, Error> {
         let op = Op::MemberList;
         let (resp, endpoint) = self
@@ -182,8 +187,8 @@ impl EtcdAdmin {
         let urls: Vec<String> = peer_urls.into_iter().map(Into::into).collect();
         let options = as_learner.then(|| MemberAddOptions::new().with_is_learner());
         let ctx = Ctx {
-            member: None,
             peer_urls: &urls,
+            ..Ctx::default()
         };
         let (resp, endpoint) = self
             .on_any(op, ctx, |mut c| {
@@ -219,15 +224,24 @@ impl EtcdAdmin {
 
     /// Removes member `id`; returns the membership after the change.
     ///
+    /// The request goes to another member than `id` when the configured endpoints allow it:
+    /// a member applying its own removal shuts down before it answers.
+    ///
     /// Removing the leader leaves the cluster leaderless for about an election timeout, and
     /// proposals made in that gap hang until they time out: move leadership away first.
     ///
     /// # Errors
-    /// [`Error::MemberNotFound`], [`Error::Unhealthy`] when removing it would leave too few
-    /// active voters.
+    /// [`Error::MemberNotFound`] (also when an earlier, timed-out attempt did remove it),
+    /// [`Error::Unhealthy`] when removing it would leave too few active voters.
     pub async fn member_remove(&self, id: MemberId) -> Result<Vec<Member>, Error> {
+        let members = self.member_list().await?;
+        let own_urls = members
+            .member(id)
+            .map(|m| m.client_urls.clone())
+            .unwrap_or_default();
         let ctx = Ctx {
             member: Some(id),
+            avoid: &own_urls,
             ..Ctx::default()
         };
         let (resp, _) = self
@@ -270,7 +284,11 @@ impl EtcdAdmin {
     /// Checks that `endpoint` serves a linearizable read (so it has a leader and a quorum);
     /// returns the round trip. As etcdctl does, an auth refusal still counts as healthy.
     ///
-    /// Learners always fail this ([`Error::RejectedByLearner`]); use [`status`](Self::status).
+    /// # Errors
+    /// [`Error::NoLeader`] at once when the member knows no leader (about an election timeout
+    /// after losing it; until then the read waits and ends in [`Error::Timeout`]);
+    /// [`Error::Unreachable`]; [`Error::RejectedByLearner`] always on a learner (use
+    /// [`status`](Self::status)).
     pub async fn health(&self, endpoint: &str) -> Result<Duration, Error> {
         let started = Instant::now();
         let timeout = self.inner.timeouts.request;
@@ -379,9 +397,10 @@ impl EtcdAdmin {
     /// leadership moved while looking (retry).
     pub async fn leader_status(&self) -> Result<EndpointStatus, Error> {
         let op = Op::Status;
-        let mut last_err = None;
         let mut leader = None;
-        for endpoint in self.rotation() {
+        let mut no_leader = None;
+        let mut failed = None;
+        for endpoint in self.rotation(&[]) {
             match self.status(endpoint).await {
                 Ok(status) if status.is_leader() => return Ok(status),
                 Ok(status) if status.has_leader() => {
@@ -389,18 +408,19 @@ impl EtcdAdmin {
                     break;
                 }
                 Ok(_) => {
-                    last_err = Some(Error::NoLeader {
+                    no_leader = Some(Error::NoLeader {
                         op,
                         endpoint: endpoint.clone(),
                         source: None,
                     })
                 }
-                Err(e) if e.is_failover() => last_err = Some(e),
+                Err(e) if e.is_failover() => failed = Some(e),
                 Err(e) => return Err(e),
             }
         }
         let Some(leader) = leader else {
-            return Err(last_err.unwrap_or(Error::NoEndpoints));
+            // A member that answered "no leader" says more than one that did not answer.
+            return Err(no_leader.or(failed).unwrap_or(Error::NoEndpoints));
         };
         let members = self.member_list().await?;
         let url = members
@@ -445,11 +465,15 @@ impl EtcdAdmin {
         Ok(())
     }
 
-    /// Configured endpoints, starting with the one that answered last.
-    fn rotation(&self) -> impl Iterator<Item = &String> {
+    /// Configured endpoints, starting with the one that answered last, those in `avoid` last.
+    fn rotation(&self, avoid: &[String]) -> Vec<&String> {
         let endpoints = &self.inner.endpoints;
         let start = self.inner.preferred.load(Ordering::Relaxed) % endpoints.len();
-        endpoints.iter().cycle().skip(start).take(endpoints.len())
+        let is_avoided = |e: &&String| avoid.iter().any(|a| same_url(a, e));
+        let in_turn = endpoints.iter().cycle().skip(start).take(endpoints.len());
+        let (mut order, avoided): (Vec<_>, Vec<_>) = in_turn.partition(|e| !is_avoided(e));
+        order.extend(avoided);
+        order
     }
 
     /// Runs a cluster-wide call on the configured endpoints in turn (see the type's docs);
@@ -466,17 +490,14 @@ impl EtcdAdmin {
     {
         let timeout = self.inner.timeouts.request;
         let mut last_err = None;
-        for (i, endpoint) in self.rotation().enumerate() {
+        for endpoint in self.rotation(ctx.avoid) {
             match self
                 .on_endpoint(op, endpoint, timeout, ctx, &mut call)
                 .await
             {
                 Ok(answer) => {
-                    if i > 0 {
-                        let index = self.inner.endpoints.iter().position(|e| e == endpoint);
-                        self.inner
-                            .preferred
-                            .store(index.unwrap_or_default(), Ordering::Relaxed);
+                    if let Some(index) = self.inner.endpoints.iter().position(|e| e == endpoint) {
+                        self.inner.preferred.store(index, Ordering::Relaxed);
                     }
                     return Ok((answer, endpoint.clone()));
                 }
@@ -503,7 +524,7 @@ impl EtcdAdmin {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let client = self.client(endpoint).await?;
+        let client = self.client(endpoint, op.requires_leader()).await?;
         let err = match tokio::time::timeout(timeout, call(client)).await {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(e)) => error::from_client(op, endpoint, ctx.member, ctx.peer_urls, e),
@@ -519,29 +540,32 @@ impl EtcdAdmin {
         Err(err)
     }
 
-    /// The channel to `endpoint`, built on first use.
-    async fn client(&self, endpoint: &str) -> Result<Client, Error> {
-        if let Some(client) = self.clients().get(endpoint) {
+    /// The channel to `endpoint`, built on first use. With `require_leader`, a member that
+    /// knows no leader refuses at once ([`Error::NoLeader`]) instead of letting the call hang
+    /// until its timeout.
+    async fn client(&self, endpoint: &str, require_leader: bool) -> Result<Client, Error> {
+        let key = (endpoint.to_owned(), require_leader);
+        if let Some(client) = self.clients().get(&key) {
             return Ok(client.clone());
         }
-        let mut options = ConnectOptions::new().with_connect_timeout(self.inner.timeouts.connect);
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.inner.timeouts.connect)
+            .with_require_leader(require_leader);
         if let Some(tls) = &self.inner.tls {
             options = options.with_tls(tls.to_options()?);
         }
         let client = Client::connect([endpoint], Some(options))
             .await
             .map_err(|e| self.connect_error(endpoint, e))?;
-        self.clients()
-            .entry(endpoint.to_owned())
-            .or_insert(client.clone());
+        self.clients().entry(key).or_insert(client.clone());
         Ok(client)
     }
 
     fn forget(&self, endpoint: &str) {
-        self.clients().remove(endpoint);
+        self.clients().retain(|(e, _), _| e != endpoint);
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<(String, bool), Client>> {
         // The map holds only cheap handles; a panic elsewhere cannot leave it inconsistent.
         self.inner
             .clients
@@ -583,6 +607,10 @@ fn member_from(m: &etcd_client::Member) -> Member {
         client_urls: m.client_urls().to_vec(),
         is_learner: m.is_learner(),
     }
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 fn unexpected(op: Op, endpoint: &str, what: &'static str) -> Error {

@@ -44,6 +44,20 @@ impl Op {
         }
     }
 
+    /// Whether the call is pointless without a leader, so a leaderless member should refuse it
+    /// at once. Status, member list, alarms, snapshot and defragment still answer then.
+    pub(crate) fn requires_leader(self) -> bool {
+        matches!(
+            self,
+            Op::Health
+                | Op::MemberAdd
+                | Op::MemberPromote
+                | Op::MemberRemove
+                | Op::MoveLeader
+                | Op::AlarmDisarm
+        )
+    }
+
     /// Whether sending the request twice is harmless, so a timeout may be retried elsewhere.
     pub(crate) fn is_read_only(self) -> bool {
         matches!(
@@ -279,8 +293,11 @@ impl Error {
     /// Whether another endpoint may answer where this one could not (the request did not apply).
     pub(crate) fn is_failover(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::RejectedByLearner { .. } => true,
-            Error::Timeout { op, .. } | Error::NoLeader { op, .. } => op.is_read_only(),
+            // A leaderless member refuses before proposing anything, so nothing was applied.
+            Error::Unreachable { .. }
+            | Error::RejectedByLearner { .. }
+            | Error::NoLeader { .. } => true,
+            Error::Timeout { op, .. } => op.is_read_only(),
             _ => false,
         }
     }
@@ -340,6 +357,18 @@ pub(crate) fn classify(code: i32, message: &str) -> Cause {
     Cause::Other
 }
 
+/// Whether an I/O error (connect refused, reset, broken pipe) is behind a status.
+fn caused_by_io(status: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
 /// Attaches a call's context to what etcd-client returned.
 pub(crate) fn from_client(
     op: Op,
@@ -350,6 +379,8 @@ pub(crate) fn from_client(
 ) -> Error {
     let endpoint = endpoint.to_owned();
     let cause = match &err {
+        // tonic wraps a broken connection (e.g. the member was killed) as status UNKNOWN.
+        etcd_client::Error::GRpcStatus(s) if caused_by_io(s) => Cause::Unreachable,
         etcd_client::Error::GRpcStatus(s) => classify(i32::from(s.code()), s.message()),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             Cause::Unreachable
@@ -465,6 +496,22 @@ mod tests {
         assert!(!Error::TooManyLearners.is_retryable());
         assert!(!Error::MemberNotFound { id }.is_retryable());
         assert!(!Error::NotLearner { id }.is_retryable());
+    }
+
+    #[test]
+    fn an_io_error_anywhere_in_the_chain_means_unreachable() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Transport(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("status")]
+        struct Status(#[source] Transport);
+
+        let broken = Status(Transport(std::io::ErrorKind::BrokenPipe.into()));
+        assert!(caused_by_io(&broken));
+        assert!(!caused_by_io(
+            &Transport(std::io::ErrorKind::Other.into()).0
+        ));
     }
 
     #[test]

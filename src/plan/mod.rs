@@ -1,1 +1,179 @@
-//! See the crate docs; filled in by the issue that owns this module.
+//! The pure planner: spec + what we saw -> the one next safe step. No async, no I/O, no
+//! clients, no clocks (time arrives as durations in [`Observed`]).
+//!
+//! Observing is the runtimes' job, executing a [`Step`] the controller's. Each pass returns
+//! one step; the controller executes it and observes again, so every decision is made on
+//! fresh state and a crash anywhere is finished by a later pass.
+//!
+//! # Flow
+//! [`next_step`] checks each concern in order and returns the first step one of them asks
+//! for:
+//! 1. `paused` -> [`Step::Paused`]; an invalid spec -> [`BlockReason::InvalidSpec`].
+//! 2. No member answered -> [`bootstrap`]: start a fresh cluster, or restart members that
+//!    have data.
+//! 3. [`member_loss::revive`]: restart stopped members that still have their data (no
+//!    membership change, safe without quorum, and how a lost quorum comes back). It runs
+//!    before finishing half-done changes because those need the quorum it restores.
+//! 4. [`pending::finish`]: finish (or cancel) a half-done membership change.
+//! 5. [`member_loss::replace`]: quorum check, then remove failed members for replacement.
+//! 6. [`upgrade::guard`]: refuse version skips and minor downgrades.
+//! 7. [`scale::resize`]: add a learner (also the second half of a replacement) or remove one
+//!    member.
+//! 8. [`upgrade::roll`]: one member at a time, followers first, the leader last.
+//! 9. [`Step::Done`].
+//!
+//! # Guarantees
+//! Every step satisfies every check in [`rules`] (the property tests hold the planner to
+//! them): at most one membership change in flight, no removal that loses quorum, scale-down
+//! spares the leader, upgrades one minor at a time.
+
+mod bootstrap;
+mod member_loss;
+pub mod observed;
+mod pending;
+pub mod rules;
+mod scale;
+pub mod step;
+mod upgrade;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod proptests;
+
+use semver::Version;
+
+pub use observed::{
+    EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, Policy, RuntimeState,
+};
+pub use step::{BlockReason, RemovalReason, ReplaceReason, Step, WaitReason};
+
+use crate::api::EtcdClusterSpec;
+use crate::api::validate;
+
+/// The next safe step for the cluster `observed` shows, towards `spec`.
+///
+/// Deterministic: the same input gives the same step (ties between members are broken by
+/// lowest ordinal, then lowest member id, unless a concern says otherwise).
+pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -> Step {
+    if spec.paused {
+        return Step::Paused;
+    }
+    let Some(ctx) = Ctx::new(spec, observed, policy) else {
+        let report = validate::cluster(&observed.cluster_name, spec);
+        return Step::Blocked {
+            reason: BlockReason::InvalidSpec {
+                message: report.errors_message(),
+            },
+        };
+    };
+    if observed.etcd.is_none() {
+        return bootstrap::plan(&ctx);
+    }
+    member_loss::revive(&ctx)
+        .or_else(|| pending::finish(&ctx))
+        .or_else(|| member_loss::replace(&ctx))
+        .or_else(|| upgrade::guard(&ctx))
+        .or_else(|| scale::resize(&ctx))
+        .or_else(|| upgrade::roll(&ctx))
+        .unwrap_or(Step::Done)
+}
+
+/// What every concern reads: the validated spec and the observation.
+pub(crate) struct Ctx<'a> {
+    /// Number of voters wanted.
+    size: usize,
+    /// spec.version.
+    target: Version,
+    observed: &'a Observed,
+    policy: &'a Policy,
+}
+
+impl<'a> Ctx<'a> {
+    /// `None` when the spec is invalid.
+    fn new(spec: &EtcdClusterSpec, observed: &'a Observed, policy: &'a Policy) -> Option<Self> {
+        if !validate::cluster(&observed.cluster_name, spec).is_valid() {
+            return None;
+        }
+        Some(Self {
+            size: usize::try_from(spec.size).ok()?,
+            target: validate::parse_version(&spec.version).ok()?,
+            observed,
+            policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn paused_cluster_takes_no_step_even_when_broken() {
+        let mut s = spec(3, "3.5.16");
+        s.paused = true;
+        assert_eq!(
+            next_step(&s, &observed(3).with_data_lost(1), &policy()),
+            Step::Paused
+        );
+    }
+
+    #[test]
+    fn invalid_spec_is_blocked_with_every_error() {
+        let s = spec(12, "three");
+        match next_step(&s, &observed(3), &policy()) {
+            Step::Blocked {
+                reason: BlockReason::InvalidSpec { message },
+            } => {
+                assert!(message.contains("spec.size"), "{message}");
+                assert!(message.contains("spec.version"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn healthy_cluster_at_spec_is_done() {
+        assert_eq!(
+            next_step(&spec(3, "3.5.16"), &observed(3), &policy()),
+            Step::Done
+        );
+    }
+
+    #[test]
+    fn member_loss_comes_before_scale_and_upgrade() {
+        let o = observed(3).with_data_lost(1);
+        let step = next_step(&spec(5, "3.6.0"), &o, &policy());
+        assert!(
+            matches!(
+                &step,
+                Step::RemoveMember {
+                    reason: RemovalReason::Replace(ReplaceReason::DataLost),
+                    ..
+                }
+            ),
+            "{step}"
+        );
+    }
+
+    #[test]
+    fn version_guard_comes_before_scale() {
+        let step = next_step(&spec(5, "3.6.0"), &observed(3).all_at("3.4.23"), &policy());
+        assert!(
+            matches!(
+                step,
+                Step::Blocked {
+                    reason: BlockReason::VersionSkip { .. }
+                }
+            ),
+            "{step}"
+        );
+    }
+
+    #[test]
+    fn scale_comes_before_upgrade() {
+        let step = next_step(&spec(5, "3.6.0"), &observed(3), &policy());
+        assert!(matches!(step, Step::AddLearner { .. }), "{step}");
+    }
+}

@@ -1,1 +1,237 @@
-//! See the crate docs; filled in by the issue that owns this module.
+//! Where members run: the [`MemberRuntime`] trait, the values it speaks in, and its errors.
+//!
+//! A runtime starts, restarts, stops and deletes member processes and says which exist;
+//! it never talks to etcd (membership is the admin layer's job) and never decides
+//! anything (that is the planner's). [`local`] runs members as processes on this machine.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::cluster::EtcdOptions;
+
+pub mod local;
+
+pub use local::LocalRuntime;
+
+/// The cluster a member belongs to: the `EtcdCluster`'s namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClusterRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ClusterRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ClusterRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where a member listens, fixed before it first starts and kept for its whole life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddress {
+    pub name: String,
+    /// `--initial-advertise-peer-urls`, e.g. `http://127.0.0.1:20001`.
+    pub peer_url: String,
+    /// `--advertise-client-urls`, e.g. `http://127.0.0.1:20002`.
+    pub client_url: String,
+}
+
+/// `--initial-cluster-state`: bootstrap a new cluster, or join one that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialClusterState {
+    New,
+    Existing,
+}
+
+impl InitialClusterState {
+    /// The flag value etcd expects.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Existing => "existing",
+        }
+    }
+}
+
+/// Everything needed to start a member for the first time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberLaunch {
+    pub name: String,
+    pub version: semver::Version,
+    /// `--initial-cluster` as (member name, peer URL); must include this member.
+    pub initial_cluster: Vec<(String, String)>,
+    pub state: InitialClusterState,
+    pub cluster_token: String,
+    pub options: Option<EtcdOptions>,
+}
+
+/// A member as the runtime sees it (nothing here comes from etcd).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeMember {
+    pub name: String,
+    pub address: MemberAddress,
+    /// Its process exists (a stopped-by-signal process still counts).
+    pub running: bool,
+    /// Its data dir holds a WAL, so a restart rejoins with its old identity.
+    pub has_data: bool,
+    /// The version it runs, or last ran.
+    pub version: semver::Version,
+}
+
+/// A member process ended without the runtime stopping it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberExited {
+    pub cluster: ClusterRef,
+    pub name: String,
+}
+
+/// Starts, restarts, stops and deletes members of one cluster, and lists them.
+///
+/// Every method is idempotent, so a controller may repeat a step after a crash. Methods
+/// on one member are serialized; methods on different members run concurrently.
+///
+/// # Assumptions
+/// One runtime instance (the elected operator) writes a given state at a time.
+pub trait MemberRuntime: Send + Sync {
+    /// A stable address for a new member, the same for every call with this name.
+    ///
+    /// Local: allocates free 127.0.0.1 client and peer ports and persists them, so a
+    /// restarted operator hands out the same ones. Kubernetes: DNS names.
+    fn reserve(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> impl Future<Output = Result<MemberAddress, Error>> + Send;
+
+    /// Starts the member (reserving its address if needed) and persists its launch flags.
+    ///
+    /// A member whose process already runs is left alone. Returns once the process is
+    /// started; whether etcd became healthy is for the caller to observe.
+    fn create(
+        &self,
+        cluster: &ClusterRef,
+        launch: &MemberLaunch,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Stops the member (SIGTERM, SIGKILL after a grace period) and starts it again on the
+    /// same data dir with the same flags, on `version`'s binary when given.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`] when it was never created; [`Error::BinaryMissing`]
+    /// before anything is stopped when `version` is not installed.
+    fn restart(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        version: Option<semver::Version>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Stops the member and removes its data and record. Only call it after etcd removed
+    /// the member; deleting an unknown member succeeds.
+    fn delete(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The cluster's created members, by name. Reserved but never created ones are not
+    /// listed.
+    fn list(
+        &self,
+        cluster: &ClusterRef,
+    ) -> impl Future<Output = Result<Vec<RuntimeMember>, Error>> + Send;
+
+    /// Stops every member process of the cluster and keeps their data.
+    fn stop_all(&self, cluster: &ClusterRef) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// What a runtime failed to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} name {name:?} cannot name a member directory")]
+    InvalidName { what: &'static str, name: String },
+    #[error("state dir {} is not valid UTF-8", path.display())]
+    NonUtf8StateDir { path: PathBuf },
+    #[error("no etcd {version} binary at {}", path.display())]
+    BinaryMissing {
+        version: semver::Version,
+        path: PathBuf,
+    },
+    #[error("no two free ports left in {}..{} on 127.0.0.1", range.start, range.end)]
+    PortsExhausted { range: Range<u16> },
+    #[error("member {name} of cluster {cluster} was never created")]
+    MemberNotFound { cluster: ClusterRef, name: String },
+    #[error("extraArgs may not set --{flag}, the runtime sets it")]
+    ReservedFlag { flag: String },
+    #[error("create directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read member record {}", path.display())]
+    ReadRecord {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parse member record {}", path.display())]
+    ParseRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("write member record {}", path.display())]
+    WriteRecord {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("list members in {}", path.display())]
+    ListMembers {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("open member log {}", path.display())]
+    OpenLog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spawn {}", binary.display())]
+    SpawnMember {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("signal member process {pid}")]
+    KillMember {
+        pid: u32,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("member process {pid} still runs after SIGKILL")]
+    StopMember { pid: u32 },
+    #[error("remove member directory {}", path.display())]
+    RemoveMember {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

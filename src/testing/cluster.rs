@@ -381,6 +381,11 @@ impl TestCluster {
         Ok(())
     }
 
+    /// The OS process id of member `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.members.get(index)?.child.as_ref()?.id()
+    }
+
     /// Whether member `index`'s process is alive.
     pub fn is_running(&mut self, index: usize) -> bool {
         self.members

@@ -70,6 +70,35 @@ impl EtcdBin {
         }
         serde_json::from_slice(&output.stdout).map_err(|source| Error::ToolOutput { tool, source })
     }
+
+    /// Restores a snapshot file into a new single-member data dir, as this release's offline
+    /// tool does (it checks the integrity hash etcd appends to a snapshot).
+    ///
+    /// # Errors
+    /// [`Error::Tool`] when the tool rejects the file.
+    pub async fn snapshot_restore(&self, snapshot: &Path, data_dir: &Path) -> Result<(), Error> {
+        let tool = self.snapshot_tool();
+        let output = tokio::process::Command::new(&tool)
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .output()
+            .await
+            .map_err(|source| Error::Spawn {
+                name: tool.display().to_string(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Tool {
+                tool,
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
 }
 
 /// What `snapshot status` reports about a snapshot file.

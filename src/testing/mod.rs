@@ -107,3 +107,4 @@ impl Error {
         matches!(self, Error::Exited { log_tail, .. } if log_tail.contains("address already in use"))
     }
 }
+pub mod operator;

@@ -1,0 +1,235 @@
+//! What the status of an EtcdCluster says, derived (purely) from the spec, the validation
+//! report, the observation and the step the planner chose. Writing it is the runtime's job
+//! (a status file locally, server-side apply on Kubernetes).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::EtcdClusterSpec;
+use crate::api::cluster::{ClusterPhase, EtcdClusterStatus, MemberStatus};
+use crate::api::condition::{self, Status, types};
+use crate::api::validate::Report;
+use crate::plan::{BlockReason, Observed, Step};
+
+/// The status after a pass that observed `observed` and chose `step`.
+pub fn cluster_status(
+    spec: &EtcdClusterSpec,
+    generation: Option<i64>,
+    report: &Report,
+    observed: &Observed,
+    step: &Step,
+    previous: Option<&EtcdClusterStatus>,
+    now: Time,
+) -> EtcdClusterStatus {
+    let mut st = previous.cloned().unwrap_or_default();
+    st.observed_generation = generation;
+    st.target_version = Some(spec.version.clone());
+    st.members = observed
+        .members
+        .iter()
+        .map(|m| MemberStatus {
+            name: m.name.to_string(),
+            id: m.etcd.as_ref().map(|e| e.id.to_string()),
+            client_url: m.runtime.as_ref().map(|r| r.client_url.clone()),
+            peer_url: m.runtime.as_ref().map(|r| r.peer_url.clone()),
+            version: m
+                .etcd
+                .as_ref()
+                .and_then(|e| e.version.as_ref())
+                .or(m.runtime.as_ref().map(|r| &r.version))
+                .map(ToString::to_string),
+            is_learner: m.etcd.as_ref().is_some_and(|e| e.is_learner),
+            healthy: m.etcd.as_ref().is_some_and(|e| e.healthy)
+                && m.runtime.as_ref().is_some_and(|r| r.running),
+            is_leader: m.etcd.as_ref().is_some_and(|e| e.is_leader),
+        })
+        .collect();
+    let voters = st
+        .members
+        .iter()
+        .filter(|m| m.id.is_some() && !m.is_learner)
+        .count();
+    let healthy_voters = st
+        .members
+        .iter()
+        .filter(|m| m.id.is_some() && !m.is_learner && m.healthy)
+        .count();
+    st.ready_members = i32::try_from(healthy_voters).unwrap_or(i32::MAX);
+    st.current_version = observed
+        .members
+        .iter()
+        .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
+        .min()
+        .map(|v| v.to_string());
+    st.cluster_id = observed.etcd.as_ref().map(|e| e.cluster_id.to_string());
+    let seen = observed
+        .members
+        .iter()
+        .filter_map(|m| m.name.ordinal())
+        .filter_map(|o| i32::try_from(o).ok())
+        .max();
+    st.highest_ordinal = st.highest_ordinal.max(seen);
+
+    let available = voters > 0 && healthy_voters > voters / 2;
+    let gen_ = generation;
+    let c = &mut st.conditions;
+    if report.is_valid() {
+        let msg = if report.warnings.is_empty() {
+            "spec is valid".to_string()
+        } else {
+            report.warnings_message()
+        };
+        let reason = if report.warnings.is_empty() {
+            "Valid"
+        } else {
+            "ValidWithWarnings"
+        };
+        condition::set(
+            c,
+            types::SPEC_VALID,
+            Status::True,
+            reason,
+            msg,
+            gen_,
+            now.clone(),
+        );
+    } else {
+        condition::set(
+            c,
+            types::SPEC_VALID,
+            Status::False,
+            "Invalid",
+            report.errors_message(),
+            gen_,
+            now.clone(),
+        );
+    }
+    condition::set(
+        c,
+        types::AVAILABLE,
+        Status::from_bool(available),
+        if available {
+            "QuorumHealthy"
+        } else {
+            "QuorumUnavailable"
+        },
+        format!("{healthy_voters} of {voters} voting members healthy"),
+        gen_,
+        now.clone(),
+    );
+    let (progressing, p_reason) = match step {
+        Step::Done => (Status::False, "Reconciled"),
+        Step::Paused => (Status::False, "Paused"),
+        Step::Blocked { .. } => (Status::False, "Blocked"),
+        Step::Wait { .. } => (Status::True, "Waiting"),
+        _ => (Status::True, step_reason(step)),
+    };
+    condition::set(
+        c,
+        types::PROGRESSING,
+        progressing,
+        p_reason,
+        step.to_string(),
+        gen_,
+        now.clone(),
+    );
+    let unhealthy: Vec<&str> = st_members_unhealthy(observed);
+    let degraded_reason = match step {
+        Step::Blocked { reason } => Some(block_reason(reason)),
+        _ if !unhealthy.is_empty() => Some("MembersUnhealthy"),
+        _ => None,
+    };
+    match degraded_reason {
+        Some(r) => {
+            let msg = match step {
+                Step::Blocked { .. } => step.to_string(),
+                _ => format!("unhealthy: {}", unhealthy.join(", ")),
+            };
+            condition::set(c, types::DEGRADED, Status::True, r, msg, gen_, now.clone())
+        }
+        None => condition::set(
+            c,
+            types::DEGRADED,
+            Status::False,
+            "AllHealthy",
+            "",
+            gen_,
+            now.clone(),
+        ),
+    };
+    st.phase = phase(step, available, previous.map(|p| p.phase));
+    st
+}
+
+fn st_members_unhealthy(observed: &Observed) -> Vec<&str> {
+    observed
+        .members
+        .iter()
+        .filter(|m| m.unhealthy_for.is_some())
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
+/// A PascalCase reason for an action step (Event reason and condition reason).
+pub fn step_reason(step: &Step) -> &'static str {
+    match step {
+        Step::Bootstrap { .. } => "Bootstrapping",
+        Step::AddLearner { .. } => "AddingLearner",
+        Step::StartMember { .. } => "StartingMember",
+        Step::PromoteLearner { .. } => "PromotingLearner",
+        Step::RemoveMember { .. } => "RemovingMember",
+        Step::DeleteRuntimeMember { .. } => "DeletingLeftoverMember",
+        Step::RestartMember { .. } => "RestartingMember",
+        Step::MoveLeader { .. } => "MovingLeader",
+        Step::UpgradeMember { .. } => "UpgradingMember",
+        Step::Wait { .. } => "Waiting",
+        Step::Blocked { .. } => "Blocked",
+        Step::Paused => "Paused",
+        Step::Done => "Reconciled",
+    }
+}
+
+/// A PascalCase reason for a refusal.
+pub fn block_reason(reason: &BlockReason) -> &'static str {
+    match reason {
+        BlockReason::VersionSkip { .. } => "VersionSkipRefused",
+        BlockReason::MinorDowngrade { .. } => "MinorDowngradeRefused",
+        BlockReason::QuorumLost { .. } => "QuorumLost",
+        BlockReason::UpgradeStalled { .. } => "UpgradeStalled",
+        BlockReason::InvalidSpec { .. } => "InvalidSpec",
+    }
+}
+
+fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> ClusterPhase {
+    use crate::plan::RemovalReason;
+    match step {
+        Step::Bootstrap { .. } => ClusterPhase::Creating,
+        Step::AddLearner { .. } | Step::PromoteLearner { .. } | Step::StartMember { .. } => {
+            if available {
+                ClusterPhase::Scaling
+            } else {
+                ClusterPhase::Creating
+            }
+        }
+        Step::RemoveMember {
+            reason: RemovalReason::ScaleDown,
+            ..
+        } => ClusterPhase::Scaling,
+        Step::RemoveMember { .. }
+        | Step::RestartMember { .. }
+        | Step::DeleteRuntimeMember { .. } => ClusterPhase::Recovering,
+        Step::MoveLeader { .. } | Step::UpgradeMember { .. } => ClusterPhase::Upgrading,
+        Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
+        Step::Blocked {
+            reason: BlockReason::InvalidSpec { .. },
+        } => ClusterPhase::Failed,
+        Step::Blocked { .. } => ClusterPhase::Degraded,
+        Step::Paused => ClusterPhase::Paused,
+        Step::Done => {
+            if available {
+                ClusterPhase::Running
+            } else {
+                ClusterPhase::Degraded
+            }
+        }
+    }
+}

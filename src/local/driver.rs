@@ -1,0 +1,310 @@
+//! The `etcd-operator local` loop: read the YAML files, reconcile every EtcdCluster in them
+//! against etcd processes on this machine, write each status file, and run again when a
+//! file changes, a member process exits, or the resync interval passes (the health check
+//! for hung members). Ctrl-C stops the loop and leaves the members running unless asked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use notify::Watcher;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
+use crate::api::{EtcdCluster, EtcdClusterSpec, condition};
+use crate::controller::{self, HealthTracker};
+use crate::manifest::{self, Documents};
+use crate::plan::{Policy, Step};
+use crate::runtime::local::LocalRuntime;
+use crate::runtime::{ClusterRef, MemberRuntime};
+
+use super::status_files::{self, StatusFiles};
+
+/// How many steps one cluster may take in a row before the others get their turn.
+const MAX_STEPS_PER_TURN: usize = 16;
+
+/// Everything the loop needs to know.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub files: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    pub etcd_bin_dir: PathBuf,
+    pub stop_members_on_exit: bool,
+    pub resync_interval: Duration,
+    pub policy: Policy,
+}
+
+/// Why the loop could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("reading the given files")]
+    Manifest(#[from] manifest::Error),
+    #[error("watching the given files for changes")]
+    Watch(#[from] notify::Error),
+    #[error("stopping members on exit")]
+    StopMembers(#[source] crate::runtime::Error),
+    #[error("writing status")]
+    Status(#[from] status_files::Error),
+    #[error("two EtcdClusters are named {0:?}; names must be unique")]
+    DuplicateName(String),
+}
+
+/// What the loop remembers about one cluster between passes.
+struct ClusterState {
+    tracker: HealthTracker,
+    generation: i64,
+    created: Time,
+    spec: EtcdClusterSpec,
+    status: Option<EtcdClusterStatus>,
+    last_step: String,
+    announced_ready: bool,
+}
+
+fn key(c: &EtcdCluster) -> String {
+    c.metadata.name.clone().unwrap_or_default()
+}
+
+fn cluster_ref(c: &EtcdCluster) -> ClusterRef {
+    ClusterRef {
+        namespace: c
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| manifest::DEFAULT_NAMESPACE.to_string()),
+        name: key(c),
+    }
+}
+
+fn check_unique(docs: &Documents) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for c in &docs.clusters {
+        if !seen.insert(key(c)) {
+            return Err(Error::DuplicateName(key(c)));
+        }
+    }
+    Ok(())
+}
+
+fn load(files: &[PathBuf]) -> Result<Documents, Error> {
+    let docs = manifest::load(files)?;
+    check_unique(&docs)?;
+    Ok(docs)
+}
+
+/// True when `path` is one of the given files, or a YAML file directly inside a given
+/// directory. Everything else (the state dir's status files, editor swap files) is ignored,
+/// or writing a status file would trigger another pass forever.
+fn is_input(path: &std::path::Path, inputs: &[PathBuf]) -> bool {
+    let is_yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    inputs.iter().any(|i| {
+        if i.is_dir() {
+            is_yaml && path.parent() == Some(i.as_path())
+        } else {
+            path == i
+        }
+    })
+}
+
+/// Watches the given paths (their directories, since editors replace files by renaming).
+fn watch(files: &[PathBuf]) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), Error> {
+    let (tx, rx) = mpsc::channel(16);
+    let inputs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let watched = inputs.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(e) = ev
+            && !e.kind.is_access()
+            && e.paths.iter().any(|p| is_input(p, &watched))
+        {
+            let _ = tx.try_send(());
+        }
+    })?;
+    for abs in inputs {
+        let dir = if abs.is_dir() {
+            abs
+        } else {
+            abs.parent().map(PathBuf::from).unwrap_or(abs)
+        };
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    }
+    Ok((watcher, rx))
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let runtime = LocalRuntime::new(opts.state_dir.clone(), opts.etcd_bin_dir.clone());
+    let status_files = StatusFiles::new(&opts.state_dir);
+    let mut exits = runtime.subscribe_exits();
+    let (_watcher, mut changes) = watch(&opts.files)?;
+    let mut docs = load(&opts.files)?;
+    info!(
+        clusters = docs.clusters.len(),
+        state_dir = %opts.state_dir.display(),
+        "local runtime started"
+    );
+    let mut states: HashMap<String, ClusterState> = HashMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        for cluster in &docs.clusters {
+            reconcile_cluster(&runtime, &status_files, &opts.policy, cluster, &mut states).await?;
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = changes.recv() => {
+                // Coalesce the burst of events one save produces.
+                while changes.try_recv().is_ok() {}
+                match load(&opts.files) {
+                    Ok(new) => {
+                        let gone: Vec<String> = docs.clusters.iter().map(key)
+                            .filter(|k| !new.clusters.iter().any(|c| &key(c) == k)).collect();
+                        for g in gone {
+                            warn!(cluster = %g, "cluster is no longer in the files; leaving its members and data as they are");
+                            states.remove(&g);
+                        }
+                        docs = new;
+                        info!(clusters = docs.clusters.len(), "files changed; reconciling");
+                    }
+                    Err(e) => error!(error = %e, source = ?std::error::Error::source(&e), "files changed but cannot be read; keeping the previous version"),
+                }
+            }
+            Ok(ev) = exits.recv() => {
+                info!(cluster = %ev.cluster.name, member = %ev.name, "member process exited");
+            }
+            () = tokio::time::sleep(opts.resync_interval) => {}
+        }
+    }
+    if opts.stop_members_on_exit {
+        for c in &docs.clusters {
+            runtime
+                .stop_all(&cluster_ref(c))
+                .await
+                .map_err(Error::StopMembers)?;
+        }
+        info!("members stopped");
+    } else {
+        info!("operator stopped; members keep running (use --stop-members-on-exit to stop them)");
+    }
+    Ok(())
+}
+
+async fn reconcile_cluster(
+    runtime: &LocalRuntime,
+    status_files: &StatusFiles,
+    policy: &Policy,
+    doc: &EtcdCluster,
+    states: &mut HashMap<String, ClusterState>,
+) -> Result<(), Error> {
+    let name = key(doc);
+    if !states.contains_key(&name) {
+        // Pick up creation time, generation and status from an earlier run.
+        let previous: Option<EtcdCluster> = status_files.read(&name)?;
+        let (generation, created, spec, status) = match previous {
+            Some(p) => (
+                p.metadata.generation.unwrap_or(1),
+                p.metadata.creation_timestamp.unwrap_or_else(condition::now),
+                p.spec,
+                p.status,
+            ),
+            None => (1, condition::now(), doc.spec.clone(), None),
+        };
+        states.insert(
+            name.clone(),
+            ClusterState {
+                tracker: HealthTracker::default(),
+                generation,
+                created,
+                spec,
+                status,
+                last_step: String::new(),
+                announced_ready: false,
+            },
+        );
+    }
+    let Some(state) = states.get_mut(&name) else {
+        return Ok(());
+    };
+    if state.spec != doc.spec {
+        state.generation += 1;
+        state.spec = doc.spec.clone();
+    }
+    for _ in 0..MAX_STEPS_PER_TURN {
+        let mut cluster = doc.clone();
+        cluster.metadata.generation = Some(state.generation);
+        cluster.metadata.creation_timestamp = Some(state.created.clone());
+        cluster.status = state.status.clone();
+        let pass = match controller::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(cluster = %name, error = %e, source = ?std::error::Error::source(&e), "observation failed");
+                return Ok(());
+            }
+        };
+        let line = pass.step.to_string();
+        let acted = pass.acted();
+        match &pass.executed {
+            Ok(controller::Executed::Applied) => {
+                info!(cluster = %name, step = %line, took_ms = pass.took.as_millis() as u64, "step done");
+            }
+            Ok(controller::Executed::NotYet(why)) => {
+                info!(cluster = %name, step = %line, why = %why, "etcd refused for now; will retry");
+            }
+            Ok(controller::Executed::Nothing) if line != state.last_step => {
+                info!(cluster = %name, step = %line, "state");
+            }
+            Ok(controller::Executed::Nothing) => {}
+            Err(e) => {
+                warn!(cluster = %name, step = %line, error = %e, source = ?std::error::Error::source(e), "step failed; will retry");
+            }
+        }
+        state.last_step = line;
+        cluster.status = Some(pass.status.clone());
+        state.status = Some(pass.status);
+        status_files.write(&cluster)?;
+        if matches!(pass.step, Step::Done) && !state.announced_ready {
+            announce_ready(&name, state.status.as_ref());
+            state.announced_ready = true;
+        }
+        if !matches!(pass.step, Step::Done) {
+            state.announced_ready = state.announced_ready
+                && state
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ClusterPhase::Running);
+        }
+        if !acted {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn announce_ready(name: &str, status: Option<&EtcdClusterStatus>) {
+    let urls: BTreeMap<String, String> = status
+        .map(|s| {
+            s.members
+                .iter()
+                .filter_map(|m| m.client_url.clone().map(|u| (m.name.clone(), u)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let list: Vec<String> = urls.values().cloned().collect();
+    info!(cluster = %name, endpoints = %list.join(","), "cluster is ready");
+    println!(
+        "cluster {name} is ready; client URLs: {}\n  try: etcdctl --endpoints={} endpoint status -w table",
+        list.join(","),
+        list.join(",")
+    );
+}

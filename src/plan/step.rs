@@ -1,0 +1,364 @@
+//! `Step`: the only thing the planner says. One step per pass; each variant carries what the
+//! executor needs and enough of the why for a progress log or a status condition.
+//!
+//! Executing a step (etcd calls, runtime calls, their order and retries) is the controller's
+//! job; the order each variant documents is the one the planner's crash recovery relies on.
+
+use std::fmt;
+use std::time::Duration;
+
+use semver::Version;
+
+use super::observed::MemberName;
+use crate::etcd::MemberId;
+
+/// The next thing to do to one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Start a new cluster: reserve every named member and start them all at `version` with
+    /// `--initial-cluster-state new` and all of them in `--initial-cluster`. Idempotent: a
+    /// member already running is left alone. Only planned when no member answered and no
+    /// runtime member has data.
+    Bootstrap {
+        members: Vec<MemberName>,
+        version: Version,
+    },
+    /// Grow membership by one: reserve the runtime member `name` at `version` (or reuse the
+    /// reservation already there), `member add --learner` with its peer URL, then start it
+    /// with `--initial-cluster-state existing`. A crash between those parts is finished by
+    /// later passes (the reservation is re-added, or the unstarted member is started).
+    AddLearner { name: MemberName, version: Version },
+    /// etcd lists `id` but it never started and its runtime member exists but is not
+    /// running: start it with `--initial-cluster-state existing` (a half-done add).
+    StartMember { name: MemberName, id: MemberId },
+    /// `member promote` the learner: it is healthy and caught up with the leader.
+    PromoteLearner { name: MemberName, id: MemberId },
+    /// `member remove` `id` in etcd first, then delete the runtime member and its data.
+    RemoveMember {
+        name: MemberName,
+        id: MemberId,
+        reason: RemovalReason,
+    },
+    /// Delete a runtime member (and its data) that etcd does not list and that is not a
+    /// pending add: left behind by a removal, or not ours.
+    DeleteRuntimeMember { name: MemberName },
+    /// Start the member's stopped process again, with its data and id unchanged.
+    RestartMember { name: MemberName },
+    /// Move leadership off `from` (the current leader; send the request to it) to `to_id`.
+    MoveLeader {
+        from: MemberName,
+        from_id: MemberId,
+        to: MemberName,
+        to_id: MemberId,
+    },
+    /// Run the member at `to` (binary or image) and restart it with its data and id.
+    UpgradeMember {
+        name: MemberName,
+        id: MemberId,
+        to: Version,
+    },
+    /// Nothing safe to do yet; look again later.
+    Wait { reason: WaitReason },
+    /// A refusal the user must see (in a condition); nothing changes until the cluster or
+    /// the spec does.
+    Blocked { reason: BlockReason },
+    /// `spec.paused`: no step is taken.
+    Paused,
+    /// The cluster is as the spec asks.
+    Done,
+}
+
+/// Why a member is removed from etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// The spec asks for fewer members (or a learner is no longer needed).
+    ScaleDown,
+    /// The member failed; a learner replaces it on later passes.
+    Replace(ReplaceReason),
+    /// An etcd member no plan accounts for: an add whose runtime member is gone, or a second
+    /// learner.
+    Orphan,
+}
+
+/// What failed about a replaced member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplaceReason {
+    /// etcd lists it as started but the runtime has no data for it.
+    DataLost,
+    /// Stopped or unhealthy longer than the grace.
+    Unhealthy { for_: Duration },
+    /// Added but never joined, though its process ran, longer than the grace.
+    NeverStarted { for_: Duration },
+}
+
+/// Why nothing is done this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Unhealthy or stopped but still within the grace; replaced after `remaining`.
+    MemberUnhealthy {
+        name: MemberName,
+        remaining: Duration,
+    },
+    /// Its process runs but it has not joined yet.
+    MemberStarting {
+        name: MemberName,
+        remaining: Duration,
+    },
+    /// The learner's raft index is not within 90% of the leader's yet.
+    LearnerCatchingUp {
+        name: MemberName,
+        raft_index: Option<u64>,
+        leader_raft_index: u64,
+    },
+    /// The member was moved to the target version and is not healthy yet.
+    UpgradedMemberStarting {
+        name: MemberName,
+        remaining: Duration,
+    },
+    /// Every member is healthy but none is known to lead.
+    NoLeader,
+    /// Members have data but none answered; they may be starting.
+    NoAnswer { remaining: Duration },
+}
+
+/// A refusal the user must see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// More than one minor version up at once.
+    VersionSkip { from: Version, to: Version },
+    /// Down a minor version (patch downgrades are fine).
+    MinorDowngrade { from: Version, to: Version },
+    /// Fewer healthy voters than a quorum: nothing that changes membership can commit.
+    QuorumLost { healthy: usize, voters: usize },
+    /// The member moved to the target version has not become healthy within the deadline.
+    /// Setting spec.version back to what the others run rolls it back.
+    UpgradeStalled { member: MemberName },
+    /// The spec has errors; the message lists them all.
+    InvalidSpec { message: String },
+}
+
+impl Step {
+    /// Whether the step changes etcd's member list (add, promote, remove, or creating it).
+    pub fn is_membership_change(&self) -> bool {
+        matches!(
+            self,
+            Step::Bootstrap { .. }
+                | Step::AddLearner { .. }
+                | Step::PromoteLearner { .. }
+                | Step::RemoveMember { .. }
+        )
+    }
+}
+
+/// Seconds, rounded up so "0s" never shows while time remains.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
+        write!(f, "{s}s")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Bootstrap { members, version } => {
+                let names: Vec<&str> = members.iter().map(MemberName::as_str).collect();
+                write!(f, "bootstrap {} at {version}", names.join(", "))
+            }
+            Step::AddLearner { name, version } => write!(f, "add learner {name} at {version}"),
+            Step::StartMember { name, id } => write!(f, "start added member {name} ({id})"),
+            Step::PromoteLearner { name, id } => write!(f, "promote learner {name} ({id})"),
+            Step::RemoveMember { name, id, reason } => {
+                write!(f, "remove member {name} ({id}): {reason}")
+            }
+            Step::DeleteRuntimeMember { name } => {
+                write!(f, "delete {name}: not an etcd member")
+            }
+            Step::RestartMember { name } => write!(f, "restart {name} with its data"),
+            Step::MoveLeader { from, to, .. } => write!(f, "move leader from {from} to {to}"),
+            Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
+            Step::Wait { reason } => write!(f, "wait: {reason}"),
+            Step::Blocked { reason } => write!(f, "blocked: {reason}"),
+            Step::Paused => f.write_str("paused"),
+            Step::Done => f.write_str("done"),
+        }
+    }
+}
+
+impl fmt::Display for RemovalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemovalReason::ScaleDown => f.write_str("scale down"),
+            RemovalReason::Replace(why) => write!(f, "replace, {why}"),
+            RemovalReason::Orphan => f.write_str("no plan accounts for it"),
+        }
+    }
+}
+
+impl fmt::Display for ReplaceReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplaceReason::DataLost => f.write_str("its data is gone"),
+            ReplaceReason::Unhealthy { for_ } => write!(f, "unhealthy for {}", Secs(*for_)),
+            ReplaceReason::NeverStarted { for_ } => {
+                write!(f, "never joined in {}", Secs(*for_))
+            }
+        }
+    }
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitReason::MemberUnhealthy { name, remaining } => {
+                write!(f, "{name} is unhealthy, replaced in {}", Secs(*remaining))
+            }
+            WaitReason::MemberStarting { name, remaining } => write!(
+                f,
+                "{name} has not joined yet, replaced in {}",
+                Secs(*remaining)
+            ),
+            WaitReason::LearnerCatchingUp {
+                name,
+                raft_index,
+                leader_raft_index,
+            } => match raft_index {
+                Some(i) => write!(
+                    f,
+                    "learner {name} catching up (raft index {i} of {leader_raft_index})"
+                ),
+                None => write!(f, "learner {name} catching up (raft index unknown)"),
+            },
+            WaitReason::UpgradedMemberStarting { name, remaining } => write!(
+                f,
+                "upgraded {name} is not healthy yet, stalled in {}",
+                Secs(*remaining)
+            ),
+            WaitReason::NoLeader => f.write_str("no leader known"),
+            WaitReason::NoAnswer { remaining } => write!(
+                f,
+                "no member answered, quorum reported lost in {}",
+                Secs(*remaining)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockReason::VersionSkip { from, to } => write!(
+                f,
+                "{from} to {to} skips a minor version; upgrade one minor version at a time"
+            ),
+            BlockReason::MinorDowngrade { from, to } => {
+                write!(
+                    f,
+                    "{from} to {to} is a minor downgrade, which etcd does not support"
+                )
+            }
+            BlockReason::QuorumLost { healthy, voters } => write!(
+                f,
+                "quorum lost: {healthy} of {voters} voters healthy, {} needed",
+                super::rules::quorum(*voters)
+            ),
+            BlockReason::UpgradeStalled { member } => write!(
+                f,
+                "upgrade stalled: {member} did not become healthy at the new version; set spec.version back to roll it back"
+            ),
+            BlockReason::InvalidSpec { message } => write!(f, "invalid spec: {message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: u32) -> MemberName {
+        MemberName::new("example", n)
+    }
+
+    #[test]
+    fn display_is_one_line_naming_member_and_reason() {
+        let cases = [
+            (
+                Step::RemoveMember {
+                    name: name(2),
+                    id: MemberId(0xab),
+                    reason: RemovalReason::Replace(ReplaceReason::Unhealthy {
+                        for_: Duration::from_millis(61_500),
+                    }),
+                },
+                "remove member example-2 (00000000000000ab): replace, unhealthy for 62s",
+            ),
+            (
+                Step::Blocked {
+                    reason: BlockReason::QuorumLost {
+                        healthy: 1,
+                        voters: 3,
+                    },
+                },
+                "blocked: quorum lost: 1 of 3 voters healthy, 2 needed",
+            ),
+            (
+                Step::Bootstrap {
+                    members: vec![name(0), name(1)],
+                    version: Version::new(3, 5, 16),
+                },
+                "bootstrap example-0, example-1 at 3.5.16",
+            ),
+            (
+                Step::Wait {
+                    reason: WaitReason::LearnerCatchingUp {
+                        name: name(3),
+                        raft_index: Some(10),
+                        leader_raft_index: 100,
+                    },
+                },
+                "wait: learner example-3 catching up (raft index 10 of 100)",
+            ),
+        ];
+        for (step, want) in cases {
+            let line = step.to_string();
+            assert_eq!(line, want);
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn only_etcd_member_list_changes_are_membership_changes() {
+        let id = MemberId(1);
+        let changes = [
+            Step::AddLearner {
+                name: name(1),
+                version: Version::new(3, 5, 16),
+            },
+            Step::PromoteLearner { name: name(1), id },
+            Step::RemoveMember {
+                name: name(1),
+                id,
+                reason: RemovalReason::ScaleDown,
+            },
+        ];
+        assert!(changes.iter().all(Step::is_membership_change));
+        let others = [
+            Step::StartMember { name: name(1), id },
+            Step::RestartMember { name: name(1) },
+            Step::DeleteRuntimeMember { name: name(1) },
+            Step::UpgradeMember {
+                name: name(1),
+                id,
+                to: Version::new(3, 6, 0),
+            },
+            Step::Wait {
+                reason: WaitReason::NoLeader,
+            },
+            Step::Paused,
+            Step::Done,
+        ];
+        assert!(!others.iter().any(Step::is_membership_change));
+    }
+}

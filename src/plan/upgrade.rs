@@ -1,0 +1,186 @@
+//! Rolling members to spec.version: the version guard, then one member at a time.
+//!
+//! - [`guard`]: the cluster's version is the lowest any member runs; moving it more than one
+//!   minor up is `Blocked(VersionSkip)`, any minor down `Blocked(MinorDowngrade)`. Patch
+//!   changes either way are fine.
+//! - [`roll`]: runs only when every member is healthy and membership is stable (nothing
+//!   pending, spec.size voters). Followers first, lowest ordinal then lowest id; the leader
+//!   last, after `MoveLeader` to a healthy follower already at spec.version (a one-member
+//!   cluster has nowhere to move it and is upgraded in place). `UpgradeMember` restarts the
+//!   member with its data at the new version; the next pass waits for it to be healthy
+//!   ([`super::member_loss`] rule 5 reports it stalled after `upgrade_health_deadline`).
+
+use super::Ctx;
+use super::observed::ObservedMember;
+use super::rules;
+use super::step::{Step, WaitReason};
+
+pub(super) fn guard(ctx: &Ctx) -> Option<Step> {
+    let current = ctx.observed.min_version()?;
+    rules::version_change(current, &ctx.target)
+        .err()
+        .map(|reason| Step::Blocked { reason })
+}
+
+pub(super) fn roll(ctx: &Ctx) -> Option<Step> {
+    let o = ctx.observed;
+    let mut off: Vec<&ObservedMember> = o
+        .etcd_members()
+        .filter(|m| m.version() != Some(&ctx.target))
+        .collect();
+    off.sort_by_key(|m| m.order_key());
+    let first = *off.first()?;
+    let Some(leader) = o.leader_id() else {
+        return Some(Step::Wait {
+            reason: WaitReason::NoLeader,
+        });
+    };
+    let upgrade = |m: &ObservedMember| {
+        m.id().map(|id| Step::UpgradeMember {
+            name: m.name.clone(),
+            id,
+            to: ctx.target.clone(),
+        })
+    };
+    if let Some(follower) = off.iter().find(|m| m.id() != Some(leader)) {
+        return upgrade(follower);
+    }
+    // Only the leader is left.
+    let successor = o
+        .voters()
+        .filter(|m| m.id() != Some(leader) && m.is_healthy() && m.version() == Some(&ctx.target))
+        .min_by_key(|m| m.order_key());
+    match successor {
+        Some(to) => to.id().map(|to_id| Step::MoveLeader {
+            from: first.name.clone(),
+            from_id: leader,
+            to: to.name.clone(),
+            to_id,
+        }),
+        None if o.voter_count() == 1 => upgrade(first),
+        None => Some(Step::Wait {
+            reason: WaitReason::NoLeader,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::fixtures::*;
+    use crate::plan::{BlockReason, Step, next_step};
+
+    fn plan(version: &str, o: &crate::plan::Observed) -> Step {
+        next_step(&spec(3, version), o, &policy())
+    }
+
+    fn upgrade(ordinal: u32, to: &str) -> Step {
+        Step::UpgradeMember {
+            name: name(ordinal),
+            id: id(ordinal),
+            to: v(to),
+        }
+    }
+
+    #[test]
+    fn three_four_to_three_six_is_refused() {
+        assert_eq!(
+            plan("3.6.0", &observed(3).all_at("3.4.23")),
+            Step::Blocked {
+                reason: BlockReason::VersionSkip {
+                    from: v("3.4.23"),
+                    to: v("3.6.0"),
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn minor_downgrade_is_refused() {
+        assert_eq!(
+            plan("3.4.23", &observed(3)),
+            Step::Blocked {
+                reason: BlockReason::MinorDowngrade {
+                    from: v(VERSION),
+                    to: v("3.4.23"),
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn skip_is_judged_from_the_lowest_member_version() {
+        let o = observed(3).all_at("3.5.16").with_version(2, "3.4.23");
+        assert!(matches!(
+            plan("3.6.0", &o),
+            Step::Blocked {
+                reason: BlockReason::VersionSkip { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn patch_downgrade_is_allowed() {
+        assert_eq!(
+            plan("3.5.9", &observed(3).with_leader(2)),
+            upgrade(0, "3.5.9")
+        );
+    }
+
+    #[test]
+    fn followers_are_upgraded_first_in_ordinal_order() {
+        let o = observed(3).with_leader(0);
+        assert_eq!(plan("3.6.0", &o), upgrade(1, "3.6.0"));
+        let o = o.with_version(1, "3.6.0");
+        assert_eq!(plan("3.6.0", &o), upgrade(2, "3.6.0"));
+    }
+
+    #[test]
+    fn leader_is_upgraded_last_after_moving_leadership() {
+        let o = observed(3)
+            .with_leader(0)
+            .with_version(1, "3.6.0")
+            .with_version(2, "3.6.0");
+        assert_eq!(
+            plan("3.6.0", &o),
+            Step::MoveLeader {
+                from: name(0),
+                from_id: id(0),
+                to: name(1),
+                to_id: id(1),
+            }
+        );
+        let moved = o.with_leader(1);
+        assert_eq!(plan("3.6.0", &moved), upgrade(0, "3.6.0"));
+    }
+
+    #[test]
+    fn single_member_is_upgraded_in_place() {
+        assert_eq!(
+            next_step(&spec(1, "3.6.0"), &observed(1), &policy()),
+            upgrade(0, "3.6.0")
+        );
+    }
+
+    #[test]
+    fn upgrade_waits_for_every_member_to_be_healthy() {
+        let o = observed(3).with_unhealthy(2);
+        assert!(matches!(plan("3.6.0", &o), Step::Wait { .. }));
+    }
+
+    #[test]
+    fn upgrade_waits_for_membership_to_settle() {
+        let s = spec(3, "3.6.0");
+        let o = observed(3).with_learner(3, 0);
+        assert!(matches!(
+            next_step(&s, &o, &policy()),
+            Step::RemoveMember { .. }
+        ));
+        let s = spec(4, "3.6.0");
+        assert!(matches!(next_step(&s, &o, &policy()), Step::Wait { .. }));
+    }
+
+    #[test]
+    fn upgraded_cluster_is_done() {
+        assert_eq!(plan("3.6.0", &observed(3).all_at("3.6.0")), Step::Done);
+    }
+}

@@ -1,0 +1,528 @@
+//! [`LocalRuntime`]: members as etcd processes on this machine, on 127.0.0.1 ports, with
+//! their state under one directory so a restarted operator re-adopts running members.
+//!
+//! Processes are detached (own process group, output to `etcd.log`) and outlive the
+//! operator. Exits are reported as [`MemberExited`] events: at once for processes this
+//! runtime spawned, within about a second for adopted ones. Talking to etcd is the
+//! admin layer's job; the on-disk format is [`record`]'s, the command line [`flags`]'.
+
+mod flags;
+mod process;
+mod record;
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::io;
+use std::net::TcpListener;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use self::record::{LaunchRecord, MemberPaths, MemberRecord};
+use super::{
+    ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch, MemberRuntime, RuntimeMember,
+};
+
+/// Ports members listen on unless [`LocalRuntime::with_port_range`] says otherwise: below
+/// Linux's default ephemeral range (32768–60999), so an outgoing connection never takes
+/// the port of a member that is briefly stopped for a restart.
+pub const DEFAULT_PORTS: Range<u16> = 20000..32000;
+
+/// How long a member may take to exit after SIGTERM before it gets SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often adopted processes (not our children, so not awaitable) are checked.
+const ADOPTED_POLL: Duration = Duration::from_secs(1);
+
+/// Exit events kept for a slow subscriber before it sees `Lagged`.
+const EXIT_EVENTS: usize = 256;
+
+/// Runs members as local etcd processes.
+///
+/// State lives in `<state>/clusters/<namespace>/<cluster>/<member>/`: `data/` (etcd's data
+/// dir), `member.json` (address, launch flags, version, pid), `etcd.log` and `etcd.pid`.
+/// The binary of version `v` is `<etcd_bin_dir>/<v>/etcd`.
+///
+/// Cloning is cheap and clones share exit events and locks.
+#[derive(Clone)]
+pub struct LocalRuntime {
+    state_dir: PathBuf,
+    bin_dir: PathBuf,
+    ports: Range<u16>,
+    stop_grace: Duration,
+    shared: Arc<Shared>,
+}
+
+/// What every clone and every background task sees.
+struct Shared {
+    exits: broadcast::Sender<MemberExited>,
+    /// Processes whose exit we report, by member.
+    tracked: Mutex<HashMap<MemberKey, Tracked>>,
+    /// Serializes the methods on one member.
+    member_locks: Mutex<HashMap<MemberKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serializes port allocation, so two reservations never pick the same port.
+    allocation: Mutex<()>,
+    poller_started: AtomicBool,
+}
+
+type MemberKey = (ClusterRef, String);
+
+struct Tracked {
+    pid: u32,
+    data_dir_flag: String,
+    /// Our child: a task awaits it. Otherwise adopted: the poller checks it.
+    is_child: bool,
+}
+
+impl LocalRuntime {
+    /// A runtime keeping state under `state_dir` and running binaries from `etcd_bin_dir`.
+    ///
+    /// Nothing is read or started until a method is called; [`MemberRuntime::list`]
+    /// adopts a cluster's running members.
+    pub fn new(state_dir: PathBuf, etcd_bin_dir: PathBuf) -> Self {
+        // Processes are recognized by their `--data-dir=` argument, which must not depend
+        // on the operator's working directory.
+        let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+        let (exits, _) = broadcast::channel(EXIT_EVENTS);
+        Self {
+            state_dir,
+            bin_dir: etcd_bin_dir,
+            ports: DEFAULT_PORTS,
+            stop_grace: DEFAULT_STOP_GRACE,
+            shared: Arc::new(Shared {
+                exits,
+                tracked: Mutex::default(),
+                member_locks: Mutex::default(),
+                allocation: Mutex::default(),
+                poller_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Allocate member ports from `ports` instead of [`DEFAULT_PORTS`].
+    pub fn with_port_range(mut self, ports: Range<u16>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Wait `grace` after SIGTERM before SIGKILL instead of [`DEFAULT_STOP_GRACE`].
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Events for member processes that exit without this runtime stopping them.
+    ///
+    /// Covers processes this runtime spawned and those [`MemberRuntime::list`] adopted.
+    pub fn subscribe_exits(&self) -> broadcast::Receiver<MemberExited> {
+        self.shared.exits.subscribe()
+    }
+
+    /// The etcd binary of `version`.
+    ///
+    /// # Errors
+    /// [`Error::BinaryMissing`] naming the path when it is not installed.
+    pub fn binary(&self, version: &semver::Version) -> Result<PathBuf, Error> {
+        let path = self.bin_dir.join(version.to_string()).join("etcd");
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::BinaryMissing {
+                version: version.clone(),
+                path,
+            })
+        }
+    }
+
+    /// The pid of the member's running process, `None` when it does not run.
+    pub fn pid(&self, cluster: &ClusterRef, name: &str) -> Result<Option<u32>, Error> {
+        let paths = self.paths(cluster, name)?;
+        let flag = self.data_dir_flag(&paths)?;
+        live_pid(&paths, &flag)
+    }
+
+    /// The member's directory (data, record, log), whether or not it exists.
+    pub fn member_dir(&self, cluster: &ClusterRef, name: &str) -> Result<PathBuf, Error> {
+        Ok(self.paths(cluster, name)?.dir)
+    }
+
+    fn paths(&self, cluster: &ClusterRef, name: &str) -> Result<MemberPaths, Error> {
+        MemberPaths::new(&self.state_dir, cluster, name)
+    }
+
+    fn data_dir_flag(&self, paths: &MemberPaths) -> Result<String, Error> {
+        let data = paths.data();
+        let data = data.to_str().ok_or_else(|| Error::NonUtf8StateDir {
+            path: self.state_dir.clone(),
+        })?;
+        Ok(flags::data_dir_flag(data))
+    }
+
+    fn member_lock(&self, cluster: &ClusterRef, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.shared.member_locks)
+            .entry((cluster.clone(), name.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// The member's record, reserving ports and writing it first when there is none.
+    /// Callers hold the member lock.
+    fn reserve_locked(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        paths: &MemberPaths,
+    ) -> Result<MemberRecord, Error> {
+        let _allocating = lock(&self.shared.allocation);
+        if let Some(record) = paths.read_record()? {
+            return Ok(record);
+        }
+        let used: BTreeSet<u16> = record::all_records(&self.state_dir)?
+            .iter()
+            .flat_map(|r| [&r.address.peer_url, &r.address.client_url])
+            .filter_map(|url| record::port_of(url))
+            .collect();
+        let (peer, client) = free_ports(&self.ports, &used)?;
+        let record = MemberRecord {
+            format: record::FORMAT,
+            cluster: cluster.clone(),
+            address: MemberAddress {
+                name: name.to_string(),
+                peer_url: format!("http://127.0.0.1:{peer}"),
+                client_url: format!("http://127.0.0.1:{client}"),
+            },
+            launch: None,
+        };
+        paths.write_record(&record)?;
+        info!(%cluster, member = name, peer, client, "reserved member ports");
+        Ok(record)
+    }
+
+    /// Starts the process `launch` describes and records its pid. Callers hold the member
+    /// lock and have stopped any previous process.
+    fn start_locked(
+        &self,
+        cluster: &ClusterRef,
+        paths: &MemberPaths,
+        mut record: MemberRecord,
+        mut launch: LaunchRecord,
+        binary: &Path,
+    ) -> Result<(), Error> {
+        let name = record.address.name.clone();
+        let flag = self.data_dir_flag(paths)?;
+        let mut child = process::spawn(
+            binary,
+            &launch.version,
+            &launch.flags,
+            &paths.dir,
+            &paths.log(),
+        )?;
+        let Some(pid) = child.id() else {
+            return Err(Error::SpawnMember {
+                binary: binary.to_path_buf(),
+                source: io::Error::other("process was reaped before its pid was read"),
+            });
+        };
+        launch.pid = Some(pid);
+        launch.started_at = Some(jiff::Timestamp::now());
+        let version = launch.version.clone();
+        record.launch = Some(launch);
+        // Without its pid on disk the process could not be found again: undo the start.
+        if let Err(e) = paths
+            .write_pid(pid)
+            .and_then(|()| paths.write_record(&record))
+        {
+            let _ = child.start_kill();
+            return Err(e);
+        }
+        let key = (cluster.clone(), name.clone());
+        lock(&self.shared.tracked).insert(
+            key.clone(),
+            Tracked {
+                pid,
+                data_dir_flag: flag,
+                is_child: true,
+            },
+        );
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            debug!(member = key.1, pid, ?status, "member process reaped");
+            if let Some(shared) = shared.upgrade() {
+                shared.exited(&key, pid);
+            }
+        });
+        info!(%cluster, member = name, pid, %version, "started member");
+        Ok(())
+    }
+
+    /// Stops the member's process if it runs, without reporting its exit. Callers hold the
+    /// member lock.
+    async fn stop_locked(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        paths: &MemberPaths,
+    ) -> Result<(), Error> {
+        let flag = self.data_dir_flag(paths)?;
+        // Untracked first: an exit we cause is not news.
+        lock(&self.shared.tracked).remove(&(cluster.clone(), name.to_string()));
+        let Some(pid) = live_pid(paths, &flag)? else {
+            return Ok(());
+        };
+        info!(%cluster, member = name, pid, "stopping member");
+        process::stop(pid, &flag, self.stop_grace).await
+    }
+
+    /// Reports `pid`'s exit as the member's, from now on.
+    fn adopt(&self, cluster: &ClusterRef, name: &str, pid: u32, flag: String) {
+        let key = (cluster.clone(), name.to_string());
+        {
+            let mut tracked = lock(&self.shared.tracked);
+            if tracked.get(&key).is_some_and(|t| t.pid == pid) {
+                return;
+            }
+            tracked.insert(
+                key,
+                Tracked {
+                    pid,
+                    data_dir_flag: flag,
+                    is_child: false,
+                },
+            );
+        }
+        debug!(%cluster, member = name, pid, "adopted running member");
+        if !self.shared.poller_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(poll_adopted(Arc::downgrade(&self.shared)));
+        }
+    }
+}
+
+impl Shared {
+    /// Sends the exit event if `pid` is still the member's tracked process.
+    fn exited(&self, key: &MemberKey, pid: u32) {
+        {
+            let mut tracked = lock(&self.tracked);
+            if tracked.get(key).is_none_or(|t| t.pid != pid) {
+                return;
+            }
+            tracked.remove(key);
+        }
+        warn!(cluster = %key.0, member = key.1, pid, "member process exited");
+        // No subscriber is fine: the next list shows the member stopped.
+        let _ = self.exits.send(MemberExited {
+            cluster: key.0.clone(),
+            name: key.1.clone(),
+        });
+    }
+}
+
+/// Checks adopted processes every [`ADOPTED_POLL`] until the runtime is dropped.
+async fn poll_adopted(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(ADOPTED_POLL).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let adopted: Vec<(MemberKey, u32, String)> = lock(&shared.tracked)
+            .iter()
+            .filter(|(_, t)| !t.is_child)
+            .map(|(k, t)| (k.clone(), t.pid, t.data_dir_flag.clone()))
+            .collect();
+        for (key, pid, flag) in adopted {
+            if !process::is_alive(pid, &flag) {
+                shared.exited(&key, pid);
+            }
+        }
+    }
+}
+
+impl MemberRuntime for LocalRuntime {
+    async fn reserve(&self, cluster: &ClusterRef, name: &str) -> Result<MemberAddress, Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        Ok(self.reserve_locked(cluster, name, &paths)?.address)
+    }
+
+    async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
+        let binary = self.binary(&launch.version)?;
+        let name = launch.name.as_str();
+        let paths = self.paths(cluster, name)?;
+        let flag = self.data_dir_flag(&paths)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        let mut record = self.reserve_locked(cluster, name, &paths)?;
+        if let Some(pid) = live_pid(&paths, &flag)? {
+            debug!(%cluster, member = name, pid, "member already runs");
+            self.adopt(cluster, name, pid, flag);
+            return Ok(());
+        }
+        let data = paths.data();
+        let data = data.to_str().ok_or_else(|| Error::NonUtf8StateDir {
+            path: self.state_dir.clone(),
+        })?;
+        let launch = LaunchRecord {
+            version: launch.version.clone(),
+            flags: flags::etcd_flags(launch, &record.address, data)?,
+            pid: None,
+            started_at: None,
+        };
+        // The flags are on disk before the process exists, so a restart can reuse them.
+        record.launch = Some(launch.clone());
+        paths.write_record(&record)?;
+        self.start_locked(cluster, &paths, record, launch, &binary)
+    }
+
+    async fn restart(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        version: Option<semver::Version>,
+    ) -> Result<(), Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        let not_found = || Error::MemberNotFound {
+            cluster: cluster.clone(),
+            name: name.to_string(),
+        };
+        let record = paths.read_record()?.ok_or_else(not_found)?;
+        let mut launch = record.launch.clone().ok_or_else(not_found)?;
+        if let Some(version) = version {
+            launch.version = version;
+        }
+        // Before stopping anything: a missing binary must not take a member down.
+        let binary = self.binary(&launch.version)?;
+        self.stop_locked(cluster, name, &paths).await?;
+        self.start_locked(cluster, &paths, record, launch, &binary)
+    }
+
+    async fn delete(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        self.stop_locked(cluster, name, &paths).await?;
+        match tokio::fs::remove_dir_all(&paths.dir).await {
+            Ok(()) => {
+                info!(%cluster, member = name, "deleted member");
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::RemoveMember {
+                path: paths.dir.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
+        let dir = record::cluster_dir(&self.state_dir, cluster)?;
+        let mut members = Vec::new();
+        for name in record::subdirs(&dir)? {
+            let Ok(paths) = self.paths(cluster, &name) else {
+                continue;
+            };
+            let Some(record) = paths.read_record()? else {
+                continue;
+            };
+            let Some(launch) = record.launch else {
+                continue;
+            };
+            let flag = self.data_dir_flag(&paths)?;
+            let pid = live_pid(&paths, &flag)?;
+            if let Some(pid) = pid {
+                self.adopt(cluster, &name, pid, flag);
+            }
+            members.push(RuntimeMember {
+                name,
+                address: record.address,
+                running: pid.is_some(),
+                has_data: paths.has_data(),
+                version: launch.version,
+            });
+        }
+        Ok(members)
+    }
+
+    async fn stop_all(&self, cluster: &ClusterRef) -> Result<(), Error> {
+        let dir = record::cluster_dir(&self.state_dir, cluster)?;
+        let stops = record::subdirs(&dir)?.into_iter().map(|name| async move {
+            let paths = self.paths(cluster, &name)?;
+            let member = self.member_lock(cluster, &name);
+            let _member = member.lock().await;
+            self.stop_locked(cluster, &name, &paths).await
+        });
+        // Concurrently, so the grace periods overlap.
+        futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()?;
+        Ok(())
+    }
+}
+
+/// The pid in the member's pid file if that process still runs as this member.
+fn live_pid(paths: &MemberPaths, data_dir_flag: &str) -> Result<Option<u32>, Error> {
+    Ok(paths
+        .read_pid()?
+        .filter(|pid| process::is_alive(*pid, data_dir_flag)))
+}
+
+/// Two ports in `range` that no record uses and that are free on 127.0.0.1 now, searched
+/// from a random point so runtimes on other state dirs rarely race for the same ones.
+fn free_ports(range: &Range<u16>, used: &BTreeSet<u16>) -> Result<(u16, u16), Error> {
+    let len = u64::from(range.end.saturating_sub(range.start));
+    let offset = if len == 0 {
+        0
+    } else {
+        RandomState::new().hash_one(()) % len
+    };
+    let mut free = (0..len)
+        .filter_map(|i| u16::try_from(u64::from(range.start) + (offset + i) % len).ok())
+        .filter(|port| !used.contains(port))
+        .filter(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok());
+    match (free.next(), free.next()) {
+        (Some(peer), Some(client)) => Ok((peer, client)),
+        _ => Err(Error::PortsExhausted {
+            range: range.clone(),
+        }),
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain maps; the data
+/// is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_skips_recorded_ones() {
+        let used: BTreeSet<u16> = (20000..20010).filter(|p| *p != 20004).collect();
+        // The only unrecorded ports; fine unless something on this machine holds them.
+        let range = 20000..20011;
+        let (a, b) = free_ports(&range, &used).unwrap();
+        assert_eq!(BTreeSet::from([a, b]), BTreeSet::from([20004, 20010]));
+    }
+
+    #[test]
+    fn too_small_a_range_is_exhausted() {
+        assert!(matches!(
+            free_ports(&(20000..20001), &BTreeSet::new()),
+            Err(Error::PortsExhausted { .. })
+        ));
+    }
+}
