@@ -48,7 +48,19 @@ pub async fn fill(
     value_len: usize,
     concurrency: usize,
 ) -> u64 {
-    futures::stream::iter(0..count)
+    fill_range(client, prefix, 0..count, value_len, concurrency).await
+}
+
+/// [`fill`] for items `range` only (to grow a database in steps).
+pub async fn fill_range(
+    client: &etcd_client::Client,
+    prefix: &str,
+    range: std::ops::Range<u64>,
+    value_len: usize,
+    concurrency: usize,
+) -> u64 {
+    let count = range.end.saturating_sub(range.start);
+    futures::stream::iter(range)
         .map(|i| {
             let mut kv = client.kv_client();
             async move {
