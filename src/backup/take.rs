@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use etcd_client::{ConnectOptions, GetOptions};
 use futures::TryStreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::Error;
 use super::key::backup_key;
@@ -43,6 +43,7 @@ use crate::etcd::{ClientError, ClusterId, EndpointStatus, EtcdAdmin, TlsConfig};
 /// # Errors
 /// [`Error::MemberList`], [`Error::NoHealthyMember`], [`Error::Revision`],
 /// [`Error::Snapshot`], and the upload's errors.
+#[instrument(skip(admin, tls, s3, destination), fields(bucket = %destination.bucket))]
 pub async fn take_backup(
     admin: &EtcdAdmin,
     tls: Option<&TlsConfig>,
