@@ -8,10 +8,12 @@
 //! - [`ports`]: free loopback ports.
 //! - [`wait`]: wait on a condition with a deadline (tests never sleep a fixed time).
 //! - [`certs`]: throwaway TLS certificates.
+//! - [`garage`]: a single-node Garage, the S3-compatible server backup tests write to.
 
 pub mod certs;
 pub mod cluster;
 pub mod etcd_bin;
+pub mod garage;
 pub mod ports;
 pub mod wait;
 

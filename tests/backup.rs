@@ -1,0 +1,732 @@
+//! `backup` against real etcd clusters and a real S3-compatible server (Garage) on loopback:
+//! take, upload, prune, download, verify and restore, and every way that can fail.
+//!
+//! Each test starts its own etcd and Garage on free ports and waits only on conditions with
+//! deadlines. Needs `ETCD_BIN_DIR` (3.4 and 3.5) and Garage (`scripts/install-test-deps`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
+use etcd_operator::backup::key::parse_key;
+use etcd_operator::backup::{
+    Error, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
+    apply_retention, client, download, fetch_snapshot, list_backups, take_backup, upload_stream,
+};
+use etcd_operator::testing::garage::{BUCKET, TestGarage};
+use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, free_port, wait_for};
+use futures::stream::{self, Stream, StreamExt};
+use support::{RestoredCluster, connect, digests, expected_digests, fill, sha256_file, value_for};
+
+fn etcd(major: u64, minor: u64) -> EtcdBin {
+    bin_for_minor(major, minor).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn destination(garage: &TestGarage, prefix: &str) -> S3Destination {
+    S3Destination {
+        bucket: BUCKET.into(),
+        prefix: Some(prefix.into()),
+        connection: garage.connection(),
+        part_size_mib: None,
+    }
+}
+
+async fn started(bin: &EtcdBin, members: usize) -> (TestCluster, TestGarage) {
+    let (cluster, garage) = tokio::join!(TestCluster::start(bin, members), TestGarage::start());
+    (cluster.unwrap(), garage.unwrap())
+}
+
+async fn backup(
+    cluster: &TestCluster,
+    s3: &Client,
+    dest: &S3Destination,
+    name: &str,
+) -> BackupRecord {
+    let admin = cluster.admin().await.unwrap();
+    take_backup(&admin, None, s3, dest, name)
+        .await
+        .unwrap_or_else(|e| panic!("backup: {e:?}"))
+}
+
+/// A 3.5 cluster with a few keys, backed up once.
+async fn one_backup() -> (TestCluster, TestGarage, BackupRecord) {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    fill(&connect(&cluster.client_urls()).await, "k", 200, 100, 16).await;
+    let s3 = garage.client().await;
+    let record = backup(&cluster, &s3, &destination(&garage, "p"), "main").await;
+    (cluster, garage, record)
+}
+
+/// `total` distinct bytes in 1 MiB chunks.
+fn chunks(total: usize) -> impl Stream<Item = Result<Bytes, Error>> + Send {
+    const CHUNK: usize = 1 << 20;
+    stream::iter((0..total.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(total - i * CHUNK);
+        Ok(Bytes::from(value_for(i as u64, len)))
+    }))
+}
+
+fn small_parts() -> UploadOptions {
+    UploadOptions {
+        part_size: 5 << 20,
+        parts_in_flight: 2,
+        ..UploadOptions::default()
+    }
+}
+
+async fn multipart_uploads(s3: &Client) -> Vec<String> {
+    let listed = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
+}
+
+async fn object_keys(s3: &Client) -> Vec<String> {
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+async fn put(s3: &Client, key: &str, body: Vec<u8>, metadata: &SnapshotMetadata) {
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .set_metadata(Some(metadata.to_map()))
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn get_bytes(s3: &Client, key: &str) -> Vec<u8> {
+    let resp = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    resp.body.collect().await.unwrap().to_vec()
+}
+
+fn assert_same_data(
+    got: &std::collections::BTreeMap<Vec<u8>, [u8; 32]>,
+    want: &std::collections::BTreeMap<Vec<u8>, [u8; 32]>,
+) {
+    assert_eq!(got.len(), want.len(), "key count differs");
+    let differing = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).count();
+    assert_eq!(
+        differing, 0,
+        "{differing} keys missing or with other values"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_of_three_members_restores_every_key_into_a_new_cluster() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 3).await;
+    let kv = connect(&cluster.client_urls()).await;
+    fill(&kv, "k", 3000, 200, 32).await;
+    let s3 = garage.client().await;
+
+    let record = backup(&cluster, &s3, &destination(&garage, "nightly"), "main").await;
+
+    let parsed = parse_key(Some("nightly"), "main", &record.key).expect("key in our layout");
+    assert_eq!(parsed.revision, record.revision);
+    assert!(record.revision > 3000, "revision {}", record.revision);
+    assert!(record.size > 0 && record.duration_seconds > 0.0 && record.mb_per_second > 0.0);
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(record.size));
+    let meta = SnapshotMetadata::from_map(head.metadata().expect("user metadata"));
+    let cluster_id = cluster
+        .admin()
+        .await
+        .unwrap()
+        .member_list()
+        .await
+        .unwrap()
+        .cluster_id;
+    assert_eq!(
+        meta,
+        SnapshotMetadata {
+            sha256: Some(record.sha256.clone()),
+            size: Some(record.size as u64),
+            revision: Some(record.revision),
+            etcd_version: Some(bin.version.clone()),
+            cluster_id: Some(cluster_id.to_string()),
+        }
+    );
+    assert_eq!(record.cluster_id, cluster_id.to_string());
+    assert_eq!(record.etcd_version, bin.version.to_string());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.db");
+    let fetched = fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        None,
+        &path,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sha256_file(&path), record.sha256);
+    assert_eq!(fetched.sha256, record.sha256);
+    let status = bin
+        .snapshot_status(&path)
+        .await
+        .expect("etcdutl accepts it");
+    assert!(status.revision >= record.revision);
+    assert_eq!(fetched.revision, status.revision);
+
+    let mut restored = RestoredCluster::restore(&bin, &path, 3, dir.path()).await;
+    restored.start(&bin, &[]).await;
+    let want = digests(&kv, 500).await;
+    assert_same_data(&want, &expected_digests("k", 3000, 200));
+    let got = digests(&connect(&restored.client_urls()).await, 500).await;
+    assert_same_data(&got, &want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_etcdctl_snapshot_put_with_plain_s3_restores_through_our_path() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let kv = connect(&cluster.client_urls()).await;
+    fill(&kv, "plain", 500, 300, 16).await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.db");
+    let out = tokio::process::Command::new(bin.etcdctl())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", cluster.client_url(0).unwrap()))
+        .args(["snapshot", "save"])
+        .arg(&saved)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s3 = garage.client().await;
+    put(
+        &s3,
+        "manual/etcdctl.db",
+        std::fs::read(&saved).unwrap(),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+
+    let path = dir.path().join("fetched.db");
+    let fetched = fetch_snapshot(
+        &s3,
+        BUCKET,
+        "manual/etcdctl.db",
+        None,
+        &path,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.metadata, SnapshotMetadata::default());
+    assert_eq!(fetched.sha256, sha256_file(&saved));
+
+    let mut restored = RestoredCluster::restore(&bin, &path, 3, dir.path()).await;
+    restored.start(&bin, &[]).await;
+    let got = digests(&connect(&restored.client_urls()).await, 500).await;
+    assert_same_data(&got, &digests(&kv, 500).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_or_unknown_credentials_are_a_credentials_error() {
+    let garage = TestGarage::start().await.unwrap();
+    let good = garage.credentials();
+    let wrong_secret = StaticCredentials::new(good.access_key_id.clone(), "0".repeat(64), None);
+    let unknown_key = StaticCredentials::new(format!("GK{}", "0".repeat(24)), "0".repeat(64), None);
+    let dir = tempfile::tempdir().unwrap();
+    for credentials in [wrong_secret, unknown_key] {
+        let s3 = client(&garage.connection(), Some(credentials)).await;
+        let meta = SnapshotMetadata::default();
+        let err = upload_stream(&s3, BUCKET, "k.db", &meta, chunks(1000), &small_parts())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
+        let err = list_backups(&s3, BUCKET, Some("p"), "main")
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "Credentials");
+    }
+    assert!(multipart_uploads(&garage.client().await).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_with_wrong_credentials_fails_typed_and_leaves_nothing() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let wrong = StaticCredentials::new(garage.credentials().access_key_id, "0".repeat(64), None);
+    let s3 = client(&garage.connection(), Some(wrong)).await;
+    let admin = cluster.admin().await.unwrap();
+    let err = take_backup(&admin, None, &s3, &destination(&garage, "p"), "main")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Credentials", "{err:?}");
+    let good = garage.client().await;
+    assert!(object_keys(&good).await.is_empty());
+    assert!(multipart_uploads(&good).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_is_bucket_missing() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let meta = SnapshotMetadata::default();
+    let err = upload_stream(
+        &s3,
+        "no-such-bucket",
+        "k.db",
+        &meta,
+        chunks(1000),
+        &small_parts(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let err = download(&s3, "no-such-bucket", "k.db", None, &dir.path().join("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
+    let err = list_backups(&s3, "no-such-bucket", None, "main")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "BucketMissing");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_nobody_listens_on_is_unreachable() {
+    let connection = etcd_operator::api::s3::S3Connection {
+        endpoint: Some(format!("http://127.0.0.1:{}", free_port().unwrap())),
+        region: Some("garage".into()),
+        force_path_style: Some(true),
+        credentials_secret: None,
+    };
+    let s3 = client(&connection, Some(StaticCredentials::new("GK1", "s", None))).await;
+    let meta = SnapshotMetadata::default();
+    let err = upload_stream(&s3, BUCKET, "k.db", &meta, chunks(1000), &small_parts())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let dir = tempfile::tempdir().unwrap();
+    let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Unreachable", "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_object_is_a_sha_mismatch_and_leaves_no_file() {
+    let (_cluster, garage, record) = one_backup().await;
+    let bin = etcd(3, 5);
+    let s3 = garage.client().await;
+    let mut body = get_bytes(&s3, &record.key).await;
+    let middle = body.len() / 2;
+    body[middle] ^= 0xff;
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    let meta = SnapshotMetadata::from_map(head.metadata().unwrap());
+    put(&s3, "p/main/corrupt.db", body, &meta).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("s.db");
+    let err = fetch_snapshot(
+        &s3,
+        BUCKET,
+        "p/main/corrupt.db",
+        None,
+        &dest,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        Error::ShaMismatch { expected, actual } => {
+            assert_eq!(expected, &record.sha256);
+            assert_ne!(actual, &record.sha256);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dest.exists() && !dir.path().join("s.db.part").exists());
+
+    // A digest given by the caller wins over the metadata.
+    let err = fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        Some(&"0".repeat(64)),
+        &dest,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "ShaMismatch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_bytes_without_a_digest_are_not_a_snapshot() {
+    let bin = etcd(3, 5);
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    put(
+        &s3,
+        "p/main/random.db",
+        value_for(7, 256 << 10),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("s.db");
+    let err = fetch_snapshot(
+        &s3,
+        BUCKET,
+        "p/main/random.db",
+        None,
+        &dest,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NotASnapshot { .. }), "{err:?}");
+    assert!(!dest.exists());
+    // The 3.4 tool (etcdctl) refuses it the same way.
+    let old = etcd(3, 4);
+    let err = fetch_snapshot(
+        &s3,
+        BUCKET,
+        "p/main/random.db",
+        None,
+        &dest,
+        &old.dir,
+        &old.version,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "NotASnapshot", "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_3_5_snapshot_is_too_new_for_a_3_4_target() {
+    let (_cluster, garage, record) = one_backup().await;
+    let old = etcd(3, 4);
+    let s3 = garage.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("s.db");
+    let err = fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        None,
+        &dest,
+        &old.dir,
+        &old.version,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        Error::SnapshotTooNew { snapshot, target } => {
+            assert_eq!((snapshot.major, snapshot.minor), (3, 5));
+            assert_eq!(target, &old.version);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dest.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_snapshot_stream_aborts_the_multipart_upload() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    // Three full parts go out, then the source fails.
+    let failing = chunks(15 << 20).chain(stream::once(async {
+        Err(Error::Snapshot {
+            endpoint: "http://127.0.0.1:1".into(),
+            source: etcd_operator::etcd::Error::SnapshotTruncated {
+                endpoint: "http://127.0.0.1:1".into(),
+                received: 15 << 20,
+            },
+        })
+    }));
+    let meta = SnapshotMetadata::default();
+    let err = upload_stream(
+        &s3,
+        BUCKET,
+        "p/main/failed.db",
+        &meta,
+        failing,
+        &small_parts(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "Snapshot");
+    assert!(multipart_uploads(&s3).await.is_empty());
+    assert!(object_keys(&s3).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_upload_is_aborted() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let (reached, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut reached = Some(reached);
+    // Two parts' worth, then the source hangs: the upload is cancelled there.
+    let hanging = chunks(10 << 20).chain(stream::once(async move {
+        let _ = reached.take().map(|tx| tx.send(()));
+        std::future::pending::<Result<Bytes, Error>>().await
+    }));
+    let meta = SnapshotMetadata::default();
+    let options = small_parts();
+    let upload = upload_stream(&s3, BUCKET, "p/main/cancelled.db", &meta, hanging, &options);
+    tokio::select! {
+        done = upload => panic!("upload ended: {done:?}"),
+        _ = reached_rx => {}
+    }
+    wait_for(Duration::from_secs(20), "upload aborted", || async {
+        match multipart_uploads(&s3).await {
+            uploads if uploads.is_empty() => Ok(()),
+            uploads => Err(uploads),
+        }
+    })
+    .await
+    .unwrap();
+    assert!(object_keys(&s3).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_beyond_the_single_copy_limit_get_metadata_by_multipart_copy() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let options = UploadOptions {
+        max_single_copy: 0,
+        ..small_parts()
+    };
+    let meta = SnapshotMetadata {
+        revision: Some(42),
+        ..SnapshotMetadata::default()
+    };
+    let size = (12 << 20) + 123;
+    let uploaded = upload_stream(&s3, BUCKET, "p/main/big.db", &meta, chunks(size), &options)
+        .await
+        .unwrap();
+    assert_eq!((uploaded.size, uploaded.parts), (size as u64, 3));
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("p/main/big.db")
+        .send()
+        .await
+        .unwrap();
+    let got = SnapshotMetadata::from_map(head.metadata().unwrap());
+    assert_eq!(got.sha256.as_deref(), Some(uploaded.sha256.as_str()));
+    assert_eq!((got.size, got.revision), (Some(size as u64), Some(42)));
+    let dir = tempfile::tempdir().unwrap();
+    let downloaded = download(&s3, BUCKET, "p/main/big.db", None, &dir.path().join("b"))
+        .await
+        .unwrap();
+    assert_eq!(downloaded.sha256, uploaded.sha256);
+    assert!(multipart_uploads(&s3).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_the_newest_two_of_ours_and_nothing_else() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let s3 = garage.client().await;
+    let dest = destination(&garage, "keep");
+    let foreign = [
+        "keep/main/notes.txt",
+        "keep/main/20000101T000000Z-rev1.db.bak",
+        "keep/main/manual/20000101T000000Z-rev1.db",
+        "keep/other/20000101T000000Z-rev1.db",
+        "keep/20000101T000000Z-rev1.db",
+    ];
+    for key in foreign {
+        put(&s3, key, b"not ours".to_vec(), &SnapshotMetadata::default()).await;
+    }
+    let retention = Retention {
+        keep_last: Some(2),
+        max_age: None,
+    };
+    let mut records = Vec::new();
+    for i in 0..4 {
+        cluster.put("tick", i.to_string()).await.unwrap();
+        let record = backup(&cluster, &s3, &dest, "main").await;
+        apply_retention(
+            &s3,
+            BUCKET,
+            Some("keep"),
+            "main",
+            &retention,
+            &record.key,
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        records.push(record);
+    }
+    let left: Vec<String> = list_backups(&s3, BUCKET, Some("keep"), "main")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key)
+        .collect();
+    assert_eq!(left, [records[3].key.clone(), records[2].key.clone()]);
+    let all = object_keys(&s3).await;
+    for key in foreign {
+        assert!(all.contains(&key.to_owned()), "{key} was deleted");
+    }
+    assert_eq!(all.len(), foreign.len() + 2, "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_multipart_uploads_under_the_cluster_folder_are_aborted() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    for key in ["p/main/crashed.db", "p/other/running.db"] {
+        s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let now = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+    let recent = abort_stale_uploads(
+        &s3,
+        BUCKET,
+        Some("p"),
+        "main",
+        Duration::from_secs(3 * 3600),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(recent.is_empty(), "{recent:?}");
+    let aborted = abort_stale_uploads(
+        &s3,
+        BUCKET,
+        Some("p"),
+        "main",
+        Duration::from_secs(3600),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(aborted, ["p/main/crashed.db"]);
+    assert_eq!(multipart_uploads(&s3).await, ["p/other/running.db"]);
+}
+
+/// ≥ 200 MB of 100 KiB values through backup and restore, compared value by value (hashed).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_megabytes_round_trip_through_backup_and_restore() {
+    const KEYS: u64 = 2100;
+    const VALUE: usize = 100 << 10;
+    let bin = etcd(3, 5);
+    let (cluster, garage) = tokio::join!(
+        TestCluster::builder(&bin)
+            .members(3)
+            .arg("--quota-backend-bytes=2147483648")
+            .start(),
+        TestGarage::start()
+    );
+    let (cluster, garage) = (cluster.unwrap(), garage.unwrap());
+    let started = Instant::now();
+    let written = fill(
+        &connect(&cluster.client_urls()).await,
+        "big",
+        KEYS,
+        VALUE,
+        16,
+    )
+    .await;
+    assert!(written >= 200_000_000);
+    eprintln!(
+        "wrote {} MB in {:.1?}",
+        written / 1_000_000,
+        started.elapsed()
+    );
+
+    let s3 = garage.client().await;
+    let record = backup(&cluster, &s3, &destination(&garage, "large"), "main").await;
+    eprintln!(
+        "backup: {} MB in {:.1} s ({:.0} MB/s upload)",
+        record.size / 1_000_000,
+        record.duration_seconds,
+        record.mb_per_second
+    );
+    assert!(record.size as u64 >= written);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.db");
+    let restore_started = Instant::now();
+    fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        Some(&record.sha256),
+        &path,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap();
+    let mut restored = RestoredCluster::restore(&bin, &path, 3, dir.path()).await;
+    std::fs::remove_file(&path).unwrap();
+    restored
+        .start(&bin, &["--quota-backend-bytes=2147483648"])
+        .await;
+    eprintln!(
+        "download + restore + start: {:.1?}",
+        restore_started.elapsed()
+    );
+
+    let got = digests(&connect(&restored.client_urls()).await, 20).await;
+    assert_same_data(&got, &expected_digests("big", KEYS, VALUE));
+}
