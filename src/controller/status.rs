@@ -222,6 +222,17 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
         } => ClusterPhase::Failed,
+        // Members of a cluster being created answer within a second or two; until the first
+        // quorum forms that is creation, not degradation.
+        Step::Blocked {
+            reason: BlockReason::QuorumLost { .. },
+        } if matches!(
+            previous,
+            None | Some(ClusterPhase::Pending | ClusterPhase::Creating)
+        ) =>
+        {
+            ClusterPhase::Creating
+        }
         Step::Blocked { .. } => ClusterPhase::Degraded,
         Step::Paused => ClusterPhase::Paused,
         Step::Done => {
@@ -231,5 +242,176 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
                 ClusterPhase::Degraded
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::validate;
+    use crate::etcd::{ClusterId, MemberId};
+    use crate::plan::{EtcdMemberState, EtcdView, MemberName, ObservedMember, RuntimeState};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    fn member(i: u64, healthy: bool, leader: bool) -> ObservedMember {
+        ObservedMember {
+            name: MemberName::new("example", i as u32),
+            runtime: Some(RuntimeState {
+                running: healthy,
+                has_data: true,
+                version: semver::Version::new(3, 5, 16),
+                peer_url: format!("http://127.0.0.1:{}", 20000 + i),
+                client_url: format!("http://127.0.0.1:{}", 21000 + i),
+            }),
+            etcd: Some(EtcdMemberState {
+                id: MemberId(i + 1),
+                is_learner: false,
+                started: true,
+                healthy,
+                version: Some(semver::Version::new(3, 5, 16)),
+                raft_index: Some(10),
+                is_leader: leader,
+            }),
+            unhealthy_for: (!healthy).then(|| std::time::Duration::from_secs(1)),
+        }
+    }
+
+    fn observed(healthy: &[bool]) -> Observed {
+        Observed {
+            cluster_name: "example".into(),
+            highest_ordinal_used: None,
+            members: healthy
+                .iter()
+                .enumerate()
+                .map(|(i, h)| member(i as u64, *h, i == 0))
+                .collect(),
+            etcd: Some(EtcdView {
+                cluster_id: ClusterId(0xabc),
+                leader: Some(MemberId(1)),
+                leader_raft_index: 10,
+            }),
+        }
+    }
+
+    fn cond<'a>(
+        st: &'a EtcdClusterStatus,
+        t: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        condition::find(&st.conditions, t).unwrap()
+    }
+
+    #[test]
+    fn converged_cluster_is_running_and_available() {
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let report = validate::cluster("example", &spec);
+        let st = cluster_status(
+            &spec,
+            Some(2),
+            &report,
+            &observed(&[true; 3]),
+            &Step::Done,
+            None,
+            at(1),
+        );
+        assert_eq!(st.phase, ClusterPhase::Running);
+        assert_eq!(st.ready_members, 3);
+        assert_eq!(st.observed_generation, Some(2));
+        assert_eq!(st.current_version.as_deref(), Some("3.5.16"));
+        assert_eq!(st.cluster_id.as_deref(), Some("0000000000000abc"));
+        assert_eq!(st.highest_ordinal, Some(2));
+        assert_eq!(st.members.iter().filter(|m| m.is_leader).count(), 1);
+        assert_eq!(cond(&st, types::AVAILABLE).status, "True");
+        assert_eq!(cond(&st, types::PROGRESSING).status, "False");
+        assert_eq!(cond(&st, types::DEGRADED).status, "False");
+        assert_eq!(cond(&st, types::SPEC_VALID).status, "True");
+    }
+
+    #[test]
+    fn refused_version_skip_is_degraded_with_its_reason() {
+        let spec = EtcdClusterSpec::new(3, "3.6.0");
+        let report = validate::cluster("example", &spec);
+        let step = Step::Blocked {
+            reason: BlockReason::VersionSkip {
+                from: semver::Version::new(3, 4, 23),
+                to: semver::Version::new(3, 6, 0),
+            },
+        };
+        let prev = EtcdClusterStatus {
+            phase: ClusterPhase::Running,
+            ..Default::default()
+        };
+        let st = cluster_status(
+            &spec,
+            Some(3),
+            &report,
+            &observed(&[true; 3]),
+            &step,
+            Some(&prev),
+            at(1),
+        );
+        assert_eq!(st.phase, ClusterPhase::Degraded);
+        assert_eq!(cond(&st, types::DEGRADED).reason, "VersionSkipRefused");
+        assert!(cond(&st, types::DEGRADED).message.contains("3.6.0"));
+        assert_eq!(
+            cond(&st, types::AVAILABLE).status,
+            "True",
+            "the cluster still serves"
+        );
+    }
+
+    #[test]
+    fn quorum_not_yet_formed_during_creation_is_creating_not_degraded() {
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let report = validate::cluster("example", &spec);
+        let step = Step::Blocked {
+            reason: BlockReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            },
+        };
+        let creating = EtcdClusterStatus {
+            phase: ClusterPhase::Creating,
+            ..Default::default()
+        };
+        let o = observed(&[false; 3]);
+        let st = cluster_status(&spec, Some(1), &report, &o, &step, Some(&creating), at(1));
+        assert_eq!(st.phase, ClusterPhase::Creating);
+        let running = EtcdClusterStatus {
+            phase: ClusterPhase::Running,
+            ..Default::default()
+        };
+        let st = cluster_status(&spec, Some(1), &report, &o, &step, Some(&running), at(1));
+        assert_eq!(st.phase, ClusterPhase::Degraded);
+        assert_eq!(cond(&st, types::AVAILABLE).status, "False");
+    }
+
+    #[test]
+    fn invalid_spec_fails_with_every_problem_in_the_condition() {
+        let spec = EtcdClusterSpec::new(12, "x");
+        let report = validate::cluster("example", &spec);
+        let step = Step::Blocked {
+            reason: BlockReason::InvalidSpec {
+                message: report.errors_message(),
+            },
+        };
+        let empty = Observed {
+            cluster_name: "example".into(),
+            highest_ordinal_used: None,
+            members: Vec::new(),
+            etcd: None,
+        };
+        let st = cluster_status(&spec, Some(1), &report, &empty, &step, None, at(1));
+        assert_eq!(st.phase, ClusterPhase::Failed);
+        let c = cond(&st, types::SPEC_VALID);
+        assert_eq!(c.status, "False");
+        assert!(
+            c.message.contains("spec.size") && c.message.contains("spec.version"),
+            "{}",
+            c.message
+        );
     }
 }
