@@ -60,6 +60,45 @@ async fn create_scale_kill() {
         secs(restarted),
         secs(t.elapsed())
     );
+
+    // A member whose data is gone cannot come back as itself: it is removed and replaced.
+    let st = s.wait_running("bench", 5, &v).await;
+    let victim = st
+        .members
+        .iter()
+        .find(|m| !m.is_leader)
+        .unwrap()
+        .name
+        .clone();
+    let pid = member_pid(&s.state_dir(), "bench", &victim);
+    std::fs::remove_dir_all(
+        s.state_dir()
+            .join("clusters/default/bench")
+            .join(&victim)
+            .join("data"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let names_before: Vec<String> = st.members.iter().map(|m| m.name.clone()).collect();
+    let started = s
+        .wait_status("bench", "replacement started", |st| {
+            st.members.iter().any(|m| !names_before.contains(&m.name))
+        })
+        .await;
+    let replacement_started = t.elapsed();
+    let newcomer = started
+        .members
+        .iter()
+        .find(|m| !names_before.contains(&m.name))
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    s.wait_running("bench", 5, &v).await;
+    println!(
+        "data lost + kill -9 -> replacement {newcomer} started: {}   -> all healthy: {}",
+        secs(replacement_started),
+        secs(t.elapsed())
+    );
 }
 
 async fn upgrade_with_writer() {
