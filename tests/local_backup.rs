@@ -225,13 +225,17 @@ async fn scheduled_backups_keep_only_the_newest_two_of_ours() {
             extra,
         ),
     ]));
+    // The history keeps only backups that exist, so count the distinct ones it ever showed.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let st = s
-        .wait_backup("every-second", "three scheduled backups", |s| {
-            s.history.len() >= 3 && is_ready(s)
+        .wait_backup("every-second", "three scheduled backups", |st| {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(st.history.iter().map(|r| r.key.clone()));
+            seen.len() >= 3 && is_ready(st)
         })
         .await;
     assert!(st.next_schedule_time.is_some());
-    let history: Vec<String> = st.history.iter().map(|r| r.key.clone()).collect();
+    let seen: Vec<String> = seen.into_inner().unwrap().into_iter().collect();
     let left = etcd_operator::testing::wait_for(LONG, "retention down to two", || async {
         let left: Vec<String> = list_backups(&s3, BUCKET, Some("keep"), "sched")
             .await
@@ -243,10 +247,17 @@ async fn scheduled_backups_keep_only_the_newest_two_of_ours() {
     })
     .await
     .unwrap();
+    // Keys sort by time: the oldest seen is gone for good.
     assert!(
-        !history[2..].iter().any(|k| left.contains(k)),
-        "older backups {:?} deleted, left {left:?}",
-        &history[2..]
+        !left.contains(&seen[0]),
+        "{} still there: {left:?}",
+        seen[0]
+    );
+    let st = s.backup_status("every-second").unwrap();
+    assert!(
+        st.history.len() <= 2,
+        "only existing backups: {:?}",
+        st.history
     );
     assert!(object_keys(&s3, BUCKET).await.contains(&foreign.to_owned()));
 }
@@ -329,6 +340,44 @@ async fn restore_of_a_named_backup_brings_up_a_new_cluster_with_every_key() {
     assert_eq!(again.phase, RestorePhase::Completed);
     assert_eq!(again.restored_revision, restore.restored_revision);
     assert_keys(&after, "origin", 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_restarted_during_a_restore_finishes_it_once() {
+    let (mut s, garage, v) = running_with_keys("busy", 2000).await;
+    let files = docs(&[
+        &cluster_yaml("busy", 1, &v, ""),
+        &secret_yaml("s3", &garage.credentials(), true),
+        &backup_yaml("busy-backup", "busy", &garage, BUCKET, "p", "s3", ""),
+        &restore_yaml("resume", "    backupName: busy-backup\n", "resumed", 3, &v),
+    ]);
+    s.write(&files);
+    // Stop wherever the restore is once it started: any point must resume to the same end.
+    let seen = s
+        .wait_restore("resume", "restore under way", |r| {
+            matches!(
+                r.phase,
+                RestorePhase::Downloading | RestorePhase::Restoring | RestorePhase::Completed
+            )
+        })
+        .await;
+    s.stop_operator().await;
+    println!("operator stopped with the restore {:?}", seen.phase);
+    s.start();
+    let done = s
+        .wait_restore("resume", "restore completed after the restart", |r| {
+            r.phase == RestorePhase::Completed && r.cluster_id.is_some()
+        })
+        .await;
+    let resumed = s.wait_running("resumed", 3, &v).await;
+    assert_eq!(resumed.cluster_id, done.cluster_id);
+    let info = members_via_etcd(&resumed).await;
+    assert_eq!(info.voters().count(), 3, "one cluster of three, no strays");
+    assert_keys(&resumed, "busy", 2000).await;
+    let dirs = std::fs::read_dir(s.state_dir().join("clusters/default/resumed"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -74,6 +74,12 @@ pub(super) fn doc_key(meta: &kube::api::ObjectMeta) -> String {
     )
 }
 
+/// `delay` after `now`.
+pub(super) fn retry_time(now: Timestamp, delay: std::time::Duration) -> Timestamp {
+    now.saturating_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+        .unwrap_or(now)
+}
+
 pub(super) fn namespace_of(meta: &kube::api::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
 }
@@ -276,8 +282,11 @@ fn step(
                 collect(state, &name, generation, result, now);
             }
             Err(oneshot::error::TryRecvError::Closed) => {
-                warn!(backup = %name, "backup task ended without a result; will retry");
                 state.running = None;
+                state.failures += 1;
+                let delay = decide::retry_delay(state.failures, true);
+                state.retry_at = Some(retry_time(now, delay));
+                warn!(backup = %name, retry_in = ?delay, "backup task ended without a result; will retry");
             }
         }
     }
@@ -364,6 +373,7 @@ fn collect(
                 }
                 Some(Ok(gone)) if !gone.is_empty() => {
                     info!(backup = %name, deleted = gone.len(), "deleted expired backups");
+                    decide::forget_deleted(&mut st, &gone);
                 }
                 _ => {}
             }
@@ -372,7 +382,7 @@ fn collect(
         Err(e) => {
             state.failures += 1;
             let delay = decide::retry_delay(state.failures, e.is_retryable());
-            state.retry_at = Some(now + jiff::SignedDuration::try_from(delay).unwrap_or_default());
+            state.retry_at = Some(retry_time(now, delay));
             warn!(backup = %name, reason = e.reason(), error = %Failure::message(&e), retry_in = ?delay, "backup failed; nothing was deleted");
             let next = status
                 .and_then(|s| s.next_schedule_time.as_ref())

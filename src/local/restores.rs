@@ -59,7 +59,7 @@ use crate::runtime::{
     self, ClusterRef, InitialClusterState, LocalRuntime, MemberLaunch, MemberRuntime,
 };
 
-use super::backups::{self, doc_key, namespace_of};
+use super::backups::{self, doc_key, namespace_of, retry_time};
 use super::status_files::{self, StatusFiles};
 
 /// Annotation on a restored cluster's status file naming the EtcdRestore that made it.
@@ -505,15 +505,17 @@ impl Restores {
                     state.failures += 1;
                     let delay = decide::retry_delay(state.failures, e.is_retryable());
                     if e.is_retryable() {
-                        state.retry_at =
-                            Some(now + jiff::SignedDuration::try_from(delay).unwrap_or_default());
+                        state.retry_at = Some(retry_time(now, delay));
                     }
                     warn!(restore = %name, reason = e.reason(), error = %e.message(), retryable = e.is_retryable(), "restore failed; nothing was deleted");
                     state.status = Some(restore_status_failed(status, &e, generation, now));
                 }
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    warn!(restore = %name, "restore task ended without a result; will resume");
                     state.running = None;
+                    state.failures += 1;
+                    let delay = decide::retry_delay(state.failures, true);
+                    state.retry_at = Some(retry_time(now, delay));
+                    warn!(restore = %name, retry_in = ?delay, "restore task ended without a result; will resume");
                 }
             }
         }
@@ -570,8 +572,7 @@ impl Restores {
                 if !matches!(e, Error::Precondition(_)) && e.is_retryable() {
                     state.failures += 1;
                     let delay = decide::retry_delay(state.failures, true);
-                    state.retry_at =
-                        Some(now + jiff::SignedDuration::try_from(delay).unwrap_or_default());
+                    state.retry_at = Some(retry_time(now, delay));
                 }
                 let status = restore_status_failed(state.status.as_ref(), &e, generation, now);
                 if state.status.as_ref() != Some(&status) {
