@@ -381,6 +381,46 @@ async fn operator_restarted_during_a_restore_finishes_it_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_retargeted_after_it_wrote_data_stops_and_deletes_nothing() {
+    let (mut s, garage, v) = running_with_keys("first", 20).await;
+    let with_target = |target: &str| {
+        docs(&[
+            &cluster_yaml("first", 1, &v, ""),
+            &secret_yaml("s3", &garage.credentials(), true),
+            &backup_yaml("first-backup", "first", &garage, BUCKET, "p", "s3", ""),
+            &restore_yaml("moving", "    backupName: first-backup\n", target, 1, &v),
+        ])
+    };
+    s.write(&with_target("one"));
+    s.wait_restore("moving", "restored into one", |r| {
+        r.phase == RestorePhase::Completed
+    })
+    .await;
+    // As if the operator died before recording Completed, and the spec then changed.
+    s.stop_operator().await;
+    std::fs::remove_file(s.state_dir().join("status/etcdrestore/moving.yaml")).unwrap();
+    let data = s.state_dir().join("clusters/default/one/one-0/data");
+    assert!(data.join("member/wal").is_dir());
+    s.write(&with_target("two"));
+    s.start();
+    let st = s
+        .wait_restore("moving", "partial restore reported", |r| {
+            condition_is(&r.conditions, types::FAILED, "True", "PartialRestore")
+        })
+        .await;
+    let message = &condition::find(&st.conditions, types::FAILED)
+        .unwrap()
+        .message;
+    assert!(message.contains("clusters/default/one"), "{message}");
+    assert_ne!(st.phase, RestorePhase::Completed);
+    assert!(
+        data.join("member/wal").is_dir(),
+        "the restored data is kept"
+    );
+    assert!(!s.state_dir().join("clusters/default/two").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restore_of_a_plain_etcdctl_snapshot_object() {
     let (s, garage, v) = running_with_keys("plainsrc", 50).await;
     let origin = s.wait_running("plainsrc", 1, &v).await;

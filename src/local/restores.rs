@@ -22,7 +22,8 @@
 //! - Restarts resume: every step is idempotent, a data dir is complete or absent (the
 //!   engine's staging rename), and the journal keeps the token and the snapshot's digest, so
 //!   a resumed restore writes the same cluster. A journal for another target (the spec
-//!   changed mid-restore) with data dirs present fails `PartialRestore`; nothing is deleted.
+//!   changed mid-restore) with data dirs present stops at `PartialRestore` until the spec
+//!   is changed back or the directory removed; nothing is deleted.
 //! - A failure deletes no data and creates no member before the snapshot is verified.
 //!
 //! # The restored cluster
@@ -140,16 +141,15 @@ impl Failure for Error {
         decide::error_chain(self)
     }
 
-    /// Runtime and journal failures (ports, disk) may pass; installing a missing binary is
-    /// picked up by the next attempt too.
+    /// Runtime and journal failures (ports, disk) may pass; a missing binary installed or a
+    /// partial restore's directory removed is picked up by a later attempt too.
     fn is_retryable(&self) -> bool {
         match self {
             Error::Precondition(p) => p.is_retryable(),
             Error::Backup(e) => e.is_retryable(),
+            Error::InvalidNamespace { .. } | Error::InvalidVersion { .. } => false,
             Error::PartialRestore { .. }
-            | Error::InvalidNamespace { .. }
-            | Error::InvalidVersion { .. } => false,
-            Error::BinaryMissing(_)
+            | Error::BinaryMissing(_)
             | Error::ReserveMember { .. }
             | Error::CreateMember { .. }
             | Error::Journal { .. } => true,
@@ -919,13 +919,13 @@ mod tests {
     }
 
     #[test]
-    fn only_a_partial_restore_and_a_bad_namespace_are_final() {
+    fn an_existing_cluster_is_final_a_partial_restore_waits() {
         let partial = Error::PartialRestore {
             dir: "/x".into(),
             cluster: "r".into(),
             members: vec![],
         };
-        assert!(!partial.is_retryable());
+        assert!(partial.is_retryable(), "until its directory is removed");
         assert_eq!(partial.reason(), "PartialRestore");
         let exists = Error::from(Precondition::ClusterExists {
             cluster: "r".into(),
