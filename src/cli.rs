@@ -89,6 +89,9 @@ pub struct LocalArgs {
     /// Stop the member processes when the operator exits (they keep running by default).
     #[arg(long)]
     pub stop_members_on_exit: bool,
+    /// Serve /metrics, /healthz and /readyz here ("off" to serve nothing).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub metrics_addr: String,
     /// How often members are health-checked when nothing else happens.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,

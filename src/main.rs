@@ -43,7 +43,16 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
     if args.files.is_empty() {
         anyhow::bail!("give at least one --file (a YAML file or a directory of them)");
     }
+    let metrics = etcd_operator::metrics::Metrics::new();
+    let metrics_addr: Option<std::net::SocketAddr> = match args.metrics_addr.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--metrics-addr {a:?} is not host:port"))?,
+        ),
+    };
     let opts = driver::Options {
+        metrics: metrics.clone(),
         files: args.files,
         state_dir: args.state_dir,
         etcd_bin_dir: std::path::absolute(&args.etcd_bin_dir)?,
@@ -56,6 +65,16 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        if let Some(addr) = metrics_addr {
+            // The main job matters more than its metrics: a busy port is a warning, not a stop.
+            match etcd_operator::metrics::serve(metrics.clone(), addr).await {
+                Ok((bound, _task)) => {
+                    metrics.set_ready(true);
+                    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+                }
+                Err(e) => tracing::warn!(error = %e, "metrics not served"),
+            }
+        }
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("Ctrl-C: shutting down");

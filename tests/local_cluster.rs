@@ -38,6 +38,21 @@ async fn create_three_then_scale_to_five_and_back() {
     assert_keys(&st, "scale", 50).await;
     let gen_ = s.status("scale").unwrap().metadata.generation;
     assert_eq!(gen_, Some(3), "each edit is a new generation");
+    let metrics = s.metrics.encode();
+    for step in [
+        "Bootstrapping",
+        "AddingLearner",
+        "PromotingLearner",
+        "RemovingMember",
+    ] {
+        assert!(
+            metrics.contains(&format!("etcd_operator_steps_total{{step=\"{step}\"}}")),
+            "{step} not counted in:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains(
+        "etcd_operator_cluster_healthy_members{namespace=\"default\",cluster=\"scale\"} 3"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

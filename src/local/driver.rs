@@ -21,8 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
 use crate::api::{EtcdCluster, EtcdClusterSpec, condition};
+use crate::controller::status::step_reason;
 use crate::controller::{self, HealthTracker};
 use crate::manifest::{self, Documents};
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::{Policy, Step};
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::{ClusterRef, MemberRuntime};
@@ -43,6 +45,8 @@ pub struct Options {
     pub stop_members_on_exit: bool,
     pub resync_interval: Duration,
     pub policy: Policy,
+    /// Where reconciles, steps and member counts are counted; the caller serves them.
+    pub metrics: Metrics,
 }
 
 /// Why the loop could not start or had to stop.
@@ -245,7 +249,15 @@ pub async fn run(
         managed = managed_clusters(&docs, restores.restored_clusters(&docs.restores)?);
         forget_unmanaged(&managed, &mut states);
         for cluster in &managed {
-            reconcile_cluster(&runtime, &status_files, &opts.policy, cluster, &mut states).await?;
+            reconcile_cluster(
+                &runtime,
+                &status_files,
+                &opts.policy,
+                &opts.metrics,
+                cluster,
+                &mut states,
+            )
+            .await?;
         }
         let live = with_status(&managed, &states);
         let now = Timestamp::now();
@@ -301,6 +313,7 @@ async fn reconcile_cluster(
     runtime: &LocalRuntime,
     status_files: &StatusFiles,
     policy: &Policy,
+    metrics: &Metrics,
     doc: &EtcdCluster,
     states: &mut HashMap<String, ClusterState>,
 ) -> Result<(), Error> {
@@ -342,17 +355,45 @@ async fn reconcile_cluster(
         cluster.metadata.generation = Some(state.generation);
         cluster.metadata.creation_timestamp = Some(state.created.clone());
         cluster.status = state.status.clone();
+        metrics.reconciles.inc();
         let pass = match controller::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
             .await
         {
             Ok(p) => p,
             Err(e) => {
+                metrics
+                    .reconcile_errors
+                    .get_or_create(&ErrorLabels {
+                        error: e.label().to_string(),
+                    })
+                    .inc();
                 warn!(cluster = %name, error = %e, source = ?std::error::Error::source(&e), "observation failed");
                 return Ok(());
             }
         };
         let line = pass.step.to_string();
         let acted = pass.acted();
+        if acted {
+            metrics.observe_step(step_reason(&pass.step), pass.took);
+        }
+        if let Err(e) = &pass.executed {
+            metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    error: e.label().to_string(),
+                })
+                .inc();
+        }
+        let healthy = pass.status.ready_members;
+        metrics.observe_cluster(
+            doc.metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(manifest::DEFAULT_NAMESPACE),
+            &name,
+            pass.status.members.len() as i64,
+            i64::from(healthy),
+        );
         match &pass.executed {
             Ok(controller::Executed::Applied) => {
                 info!(cluster = %name, step = %line, took_ms = pass.took.as_millis() as u64, "step done");

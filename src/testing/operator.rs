@@ -51,6 +51,8 @@ pub struct Scenario {
     dir: tempfile::TempDir,
     file: PathBuf,
     pub policy: Policy,
+    /// The operator loop's metrics (the same registry across operator restarts).
+    pub metrics: crate::metrics::Metrics,
     op: Option<Operator>,
 }
 
@@ -78,6 +80,7 @@ impl Scenario {
             dir,
             file,
             policy,
+            metrics: crate::metrics::Metrics::new(),
             op: None,
         }
     }
@@ -102,6 +105,7 @@ impl Scenario {
             stop_members_on_exit: false,
             resync_interval: Duration::from_millis(500),
             policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
         };
         let task = tokio::spawn(driver::run(opts, async move {
             let _ = rx.await;
