@@ -5,8 +5,11 @@ use clap::Parser;
 
 mod cli;
 
-use cli::{Cli, Command, LocalAction, LocalArgs, LogFormat, RunArgs};
+use cli::{
+    Cli, Command, LocalAction, LocalArgs, LogFormat, RestoreFetchArgs, RestoreFinishArgs, RunArgs,
+};
 use etcd_operator::api::{EtcdCluster, crd};
+use etcd_operator::backup::member_restore::{self, MemberRestorePaths};
 use etcd_operator::local::driver;
 use etcd_operator::local::status_files::{self, StatusFiles};
 use etcd_operator::plan::Policy;
@@ -100,11 +103,67 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
                 upgrade_health_deadline: args.upgrade_health_deadline,
             },
             identity,
+            operator_image: args.operator_image,
         };
         kubernetes::run(opts, termination())
             .await
             .context("kubernetes controller")
     })
+}
+
+/// `etcd-operator restore-fetch`: stage the snapshot for a restored member.
+fn restore_fetch(args: RestoreFetchArgs) -> anyhow::Result<()> {
+    let connection = etcd_operator::api::s3::S3Connection {
+        endpoint: args.endpoint,
+        region: args.region,
+        force_path_style: Some(args.force_path_style),
+        credentials_secret: None,
+    };
+    let paths = MemberRestorePaths {
+        data_dir: args.data_dir,
+        snapshot: args.out,
+        restored: args.restored,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let fetched = rt.block_on(async {
+        let s3 = etcd_operator::backup::client(&connection, None).await;
+        member_restore::fetch_for_member(
+            &s3,
+            &args.bucket,
+            &args.key,
+            args.sha256.as_deref(),
+            args.etcd_version.as_ref(),
+            &paths,
+        )
+        .await
+    });
+    terminate_on_error(fetched, &args.termination_log).context("restore-fetch")?;
+    Ok(())
+}
+
+/// `etcd-operator restore-finish`: put a restored member's data dir in place.
+fn restore_finish(args: RestoreFinishArgs) -> anyhow::Result<()> {
+    let paths = MemberRestorePaths {
+        data_dir: args.data_dir,
+        snapshot: args.snapshot,
+        restored: args.restored,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let finished = rt.block_on(member_restore::finish_member_restore(&paths));
+    terminate_on_error(finished, &args.termination_log).context("restore-finish")?;
+    Ok(())
+}
+
+/// Writes a failure's reason where the kubelet reports it from (best effort: the error is
+/// returned, and logged, either way).
+fn terminate_on_error<T>(
+    result: Result<T, etcd_operator::backup::Error>,
+    termination_log: &std::path::Path,
+) -> Result<T, etcd_operator::backup::Error> {
+    if let Err(e) = &result {
+        let _ = std::fs::write(termination_log, member_restore::termination_message(e));
+    }
+    result
 }
 
 /// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
@@ -147,6 +206,8 @@ fn main() -> anyhow::Result<()> {
             None => local_run(args)?,
         },
         Command::Run(args) => kubernetes_run(args)?,
+        Command::RestoreFetch(args) => restore_fetch(args)?,
+        Command::RestoreFinish(args) => restore_finish(args)?,
     }
     Ok(())
 }

@@ -140,6 +140,32 @@ pub async fn finish_member_restore(paths: &MemberRestorePaths) -> Result<Finishe
     Ok(finished)
 }
 
+/// What a failed step writes to its container's termination log: `<Reason>: <error chain>`,
+/// so whoever watches the Pod reads the [`Error::reason`] back with
+/// [`reason_from_termination_message`].
+pub fn termination_message(e: &Error) -> String {
+    let mut out = format!("{}: {e}", e.reason());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The reason at the start of a [`termination_message`]; `None` for any other text (e.g. a
+/// container killed before it wrote one).
+pub fn reason_from_termination_message(message: &str) -> Option<&str> {
+    let (reason, _) = message.split_once(": ")?;
+    let is_pascal = reason
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase())
+        && reason.chars().all(|c| c.is_ascii_alphanumeric());
+    is_pascal.then_some(reason)
+}
+
 /// Removes the staged snapshot and restored data dir, if any.
 async fn remove_staged(paths: &MemberRestorePaths) -> Result<(), Error> {
     remove_file(&paths.snapshot).await?;
@@ -198,6 +224,25 @@ mod tests {
             Some(super::super::StaticCredentials::new("a", "b", None)),
         )
         .await
+    }
+
+    #[test]
+    fn the_reason_survives_the_termination_message() {
+        let e = Error::ShaMismatch {
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        let message = termination_message(&e);
+        assert_eq!(message, "ShaMismatch: snapshot sha256 is b, expected a");
+        assert_eq!(
+            reason_from_termination_message(&message),
+            Some("ShaMismatch")
+        );
+        assert_eq!(reason_from_termination_message("killed"), None);
+        assert_eq!(
+            reason_from_termination_message("exec failed: no such file"),
+            None
+        );
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Context {
     pub policy: Policy,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The operator's image, for the init containers of restored members.
+    pub operator_image: Option<String>,
     /// Per cluster; taken out for a pass and put back (one pass per cluster at a time).
     trackers: Mutex<HashMap<ClusterRef, HealthTracker>>,
     /// Consecutive failures per cluster, for the backoff.
@@ -125,6 +127,7 @@ impl Context {
             client,
             policy,
             metrics,
+            operator_image: None,
             trackers: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -150,8 +153,9 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         lock(&ctx.trackers).remove(&key);
         return Ok(Action::await_change());
     }
-    let runtime =
-        PodRuntime::for_cluster(ctx.client.clone(), &cluster).map_err(Error::PodRuntime)?;
+    let runtime = PodRuntime::for_cluster(ctx.client.clone(), &cluster)
+        .map_err(Error::PodRuntime)?
+        .with_operator_image(ctx.operator_image.clone());
     let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
     let pass = reconcile_once(&runtime, &cluster, &ctx.policy, &mut tracker).await;
     lock(&ctx.trackers).insert(key.clone(), tracker);
@@ -304,6 +308,8 @@ pub struct Options {
     pub policy: Policy,
     /// This replica, in Events and the Lease.
     pub identity: String,
+    /// The operator's own image (restored members run it in init containers).
+    pub operator_image: Option<String>,
 }
 
 /// Why `run` stopped.
@@ -383,12 +389,9 @@ fn controller(
         controller: FIELD_MANAGER.to_string(),
         instance: Some(opts.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        opts.policy.clone(),
-        metrics,
-        reporter,
-    ));
+    let mut ctx = Context::new(client.clone(), opts.policy.clone(), metrics, reporter);
+    ctx.operator_image = opts.operator_image.clone();
+    let ctx = Arc::new(ctx);
     info!(
         namespace = ns.unwrap_or("<all>"),
         "starting the EtcdCluster controller"
