@@ -1,8 +1,8 @@
 //! Backup and restore of etcd through S3-compatible object storage: the engine only.
 //!
-//! Which backup to take when, and what to write into a resource's status, is the controller's
-//! job; this module takes one backup, prunes old ones, and turns one object back into member
-//! data dirs.
+//! This module takes one backup, prunes old ones, and turns one object back into member data
+//! dirs; [`reconcile`] decides (purely) when to do so and what a status says afterwards.
+//! Reading resources, running the engine and writing statuses are each runtime driver's job.
 //!
 //! - [`s3`]: an S3 client from an [`S3Connection`](crate::api::s3::S3Connection).
 //! - [`upload`]: a stream of chunks into a multipart upload, hashed on the fly, aborted on failure.
@@ -13,6 +13,8 @@
 //! - [`schedule`] (pure): the next run of a cron schedule.
 //! - [`restore`]: download, verify, check, and restore data dirs with etcd's own tools.
 //! - [`member_restore`]: what a restored member Pod's init containers run around etcd's tool.
+//! - [`reconcile`] (pure): when a backup is due, what a restore does next, and the statuses
+//!   both runtimes write after each outcome.
 //!
 //! Every failure is an [`Error`]; [`Error::reason`] is its static label and
 //! [`Error::is_retryable`] says whether trying again later may help.
@@ -21,6 +23,7 @@ pub mod key;
 pub mod member_restore;
 pub mod metadata;
 pub mod prune;
+pub mod reconcile;
 pub mod restore;
 pub mod retention;
 pub mod s3;
