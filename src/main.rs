@@ -9,7 +9,7 @@ use cli::{
     Cli, Command, LocalAction, LocalArgs, LogFormat, RestoreFetchArgs, RestoreFinishArgs, RunArgs,
 };
 use etcd_operator::api::{EtcdCluster, crd};
-use etcd_operator::backup::member_restore::{self, MemberRestorePaths};
+use etcd_operator::backup::member_restore::{self, MemberRestorePaths, StepReport};
 use etcd_operator::local::driver;
 use etcd_operator::local::status_files::{self, StatusFiles};
 use etcd_operator::plan::Policy;
@@ -137,7 +137,13 @@ fn restore_fetch(args: RestoreFetchArgs) -> anyhow::Result<()> {
         )
         .await
     });
-    terminate_on_error(fetched, &args.termination_log).context("restore-fetch")?;
+    let report = match &fetched {
+        Ok(fetched) => StepReport::fetched(fetched),
+        Err(e) => StepReport::failed(e),
+    };
+    // Best effort: the outcome is logged and in the exit code either way.
+    let _ = std::fs::write(&args.termination_log, report.to_message());
+    fetched.context("restore-fetch")?;
     Ok(())
 }
 
@@ -150,20 +156,11 @@ fn restore_finish(args: RestoreFinishArgs) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     let finished = rt.block_on(member_restore::finish_member_restore(&paths));
-    terminate_on_error(finished, &args.termination_log).context("restore-finish")?;
-    Ok(())
-}
-
-/// Writes a failure's reason where the kubelet reports it from (best effort: the error is
-/// returned, and logged, either way).
-fn terminate_on_error<T>(
-    result: Result<T, etcd_operator::backup::Error>,
-    termination_log: &std::path::Path,
-) -> Result<T, etcd_operator::backup::Error> {
-    if let Err(e) = &result {
-        let _ = std::fs::write(termination_log, member_restore::termination_message(e));
+    if let Err(e) = &finished {
+        let _ = std::fs::write(&args.termination_log, StepReport::failed(e).to_message());
     }
-    result
+    finished.context("restore-finish")?;
+    Ok(())
 }
 
 /// SIGTERM (the kubelet stopping the pod) or Ctrl-C.

@@ -27,9 +27,11 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::Error;
+use super::reconcile::error_chain;
 use super::restore::{Downloaded, check_version, download};
 
 /// A snapshot of a new, empty etcd 3.5.16 cluster (with its integrity hash), which every
@@ -140,30 +142,74 @@ pub async fn finish_member_restore(paths: &MemberRestorePaths) -> Result<Finishe
     Ok(finished)
 }
 
-/// What a failed step writes to its container's termination log: `<Reason>: <error chain>`,
-/// so whoever watches the Pod reads the [`Error::reason`] back with
-/// [`reason_from_termination_message`].
-pub fn termination_message(e: &Error) -> String {
-    let mut out = format!("{}: {e}", e.reason());
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+/// What a step writes to its container's termination log, for the operator to read back
+/// from the Pod's status: what was fetched, or why the step failed. JSON, at most a few
+/// hundred bytes (the kubelet keeps 4 KiB).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum StepReport {
+    /// The snapshot was downloaded and verified.
+    #[serde(rename_all = "camelCase")]
+    Fetched {
+        sha256: String,
+        size: u64,
+        /// From the object's metadata; absent for objects someone else uploaded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<i64>,
+    },
+    /// The member had data already.
+    AlreadyRestored,
+    /// The step failed; `reason` is the [`Error::reason`].
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        reason: String,
+        retryable: bool,
+        message: String,
+    },
 }
 
-/// The reason at the start of a [`termination_message`]; `None` for any other text (e.g. a
-/// container killed before it wrote one).
-pub fn reason_from_termination_message(message: &str) -> Option<&str> {
-    let (reason, _) = message.split_once(": ")?;
-    let is_pascal = reason
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase())
-        && reason.chars().all(|c| c.is_ascii_alphanumeric());
-    is_pascal.then_some(reason)
+/// Longest message kept in a report: the kubelet truncates termination messages at 4 KiB.
+const MAX_MESSAGE: usize = 2048;
+
+impl StepReport {
+    pub fn fetched(fetched: &Fetched) -> Self {
+        match fetched {
+            Fetched::Downloaded(d) => StepReport::Fetched {
+                sha256: d.sha256.clone(),
+                size: d.size,
+                revision: d.metadata.revision,
+            },
+            Fetched::AlreadyRestored => StepReport::AlreadyRestored,
+        }
+    }
+
+    pub fn failed(e: &Error) -> Self {
+        let mut message = error_chain(e);
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        StepReport::Failed {
+            reason: e.reason().to_string(),
+            retryable: e.is_retryable(),
+            message,
+        }
+    }
+
+    /// The termination message.
+    pub fn to_message(&self) -> String {
+        // Strings, numbers and bools: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A report read back from a termination message; `None` for any other text (a
+    /// container killed before it wrote one, the kubelet's fallback to the log's tail).
+    pub fn parse(message: &str) -> Option<Self> {
+        serde_json::from_str(message.trim()).ok()
+    }
 }
 
 /// Removes the staged snapshot and restored data dir, if any.
@@ -227,22 +273,34 @@ mod tests {
     }
 
     #[test]
-    fn the_reason_survives_the_termination_message() {
+    fn reports_round_trip_through_the_termination_message() {
         let e = Error::ShaMismatch {
             expected: "a".into(),
             actual: "b".into(),
         };
-        let message = termination_message(&e);
-        assert_eq!(message, "ShaMismatch: snapshot sha256 is b, expected a");
+        let report = StepReport::failed(&e);
+        let message = report.to_message();
         assert_eq!(
-            reason_from_termination_message(&message),
-            Some("ShaMismatch")
+            message,
+            r#"{"result":"failed","reason":"ShaMismatch","retryable":false,"message":"snapshot sha256 is b, expected a"}"#
         );
-        assert_eq!(reason_from_termination_message("killed"), None);
-        assert_eq!(
-            reason_from_termination_message("exec failed: no such file"),
-            None
-        );
+        assert_eq!(StepReport::parse(&message), Some(report));
+        let fetched = StepReport::Fetched {
+            sha256: "ab".repeat(32),
+            size: 20512,
+            revision: Some(42),
+        };
+        assert_eq!(StepReport::parse(&fetched.to_message()), Some(fetched));
+        assert_eq!(StepReport::parse("Error: data-dir exists"), None);
+    }
+
+    #[test]
+    fn a_long_failure_is_cut_to_fit_the_kubelet_limit() {
+        let e = Error::NotASnapshot {
+            path: "/x".into(),
+            stderr: "é".repeat(5000),
+        };
+        assert!(StepReport::failed(&e).to_message().len() < 4096);
     }
 
     #[test]
