@@ -304,6 +304,12 @@ pub fn status_after_failure(
     st
 }
 
+/// Drops the backups retention deleted from `history`, so it lists only objects that exist
+/// (`lastBackup`, the newest, is never deleted).
+pub fn forget_deleted(status: &mut EtcdBackupStatus, deleted: &[String]) {
+    status.history.retain(|r| !deleted.contains(&r.key));
+}
+
 /// Adds to the `Ready` message that pruning old backups failed after a success.
 pub fn note_retention_failure(status: &mut EtcdBackupStatus, failure: &impl Failure) {
     if let Some(c) = status
@@ -861,6 +867,16 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(error_chain(&e), "outer: inner");
+    }
+
+    #[test]
+    fn deleted_backups_leave_the_history() {
+        let st = status_after_success(None, record("old"), 1, None, now());
+        let mut st = status_after_success(Some(&st), record("new"), 1, None, now());
+        forget_deleted(&mut st, &["old".to_owned()]);
+        let keys: Vec<&str> = st.history.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["new"]);
+        assert_eq!(st.last_backup.unwrap().key, "new");
     }
 
     #[test]

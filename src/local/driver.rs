@@ -1,16 +1,22 @@
 //! The `etcd-operator local` loop: read the YAML files, reconcile every EtcdCluster in them
-//! against etcd processes on this machine, write each status file, and run again when a
-//! file changes, a member process exits, or the resync interval passes (the health check
-//! for hung members). Ctrl-C stops the loop and leaves the members running unless asked.
+//! (and every cluster an EtcdRestore made) against etcd processes on this machine, move the
+//! EtcdBackups and EtcdRestores on ([`super::backups`], [`super::restores`]: their work runs
+//! in tasks, off this loop), write each status file, and run again when a file changes, a
+//! member process exits, a backup or restore task reports, a backup is due, or the resync
+//! interval passes (the health check for hung members). Ctrl-C stops the loop and leaves the
+//! members running unless asked; backups and restores under way are cancelled (a restore
+//! resumes on the next start).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::Watcher;
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
@@ -21,6 +27,8 @@ use crate::plan::{Policy, Step};
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::{ClusterRef, MemberRuntime};
 
+use super::backups::Backups;
+use super::restores::Restores;
 use super::status_files::{self, StatusFiles};
 
 /// How many steps one cluster may take in a row before the others get their turn.
@@ -48,8 +56,8 @@ pub enum Error {
     StopMembers(#[source] crate::runtime::Error),
     #[error("writing status")]
     Status(#[from] status_files::Error),
-    #[error("two EtcdClusters are named {0:?}; names must be unique")]
-    DuplicateName(String),
+    #[error("two {kind}s are named {name:?}; names must be unique")]
+    DuplicateName { kind: &'static str, name: String },
 }
 
 /// What the loop remembers about one cluster between passes.
@@ -78,14 +86,81 @@ fn cluster_ref(c: &EtcdCluster) -> ClusterRef {
     }
 }
 
+/// Status files are per kind and name, so names must be unique per kind.
 fn check_unique(docs: &Documents) -> Result<(), Error> {
-    let mut seen = std::collections::HashSet::new();
-    for c in &docs.clusters {
-        if !seen.insert(key(c)) {
-            return Err(Error::DuplicateName(key(c)));
+    fn unique<'a>(
+        kind: &'static str,
+        names: impl Iterator<Item = Option<&'a String>>,
+    ) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let name = name.cloned().unwrap_or_default();
+            if !seen.insert(name.clone()) {
+                return Err(Error::DuplicateName { kind, name });
+            }
+        }
+        Ok(())
+    }
+    unique(
+        "EtcdCluster",
+        docs.clusters.iter().map(|c| c.metadata.name.as_ref()),
+    )?;
+    unique(
+        "EtcdBackup",
+        docs.backups.iter().map(|b| b.metadata.name.as_ref()),
+    )?;
+    unique(
+        "EtcdRestore",
+        docs.restores.iter().map(|r| r.metadata.name.as_ref()),
+    )
+}
+
+/// The clusters to reconcile: the documents', then those completed restores made. A
+/// document wins over a restored cluster of the same name.
+fn managed_clusters(docs: &Documents, restored: Vec<EtcdCluster>) -> Vec<EtcdCluster> {
+    let mut managed = docs.clusters.clone();
+    for cluster in restored {
+        if !managed.iter().any(|c| key(c) == key(&cluster)) {
+            managed.push(cluster);
         }
     }
-    Ok(())
+    managed
+}
+
+/// Forgets clusters no longer managed; their members and data stay as they are.
+fn forget_unmanaged(managed: &[EtcdCluster], states: &mut HashMap<String, ClusterState>) {
+    states.retain(|name, _| {
+        let keep = managed.iter().any(|c| &key(c) == name);
+        if !keep {
+            warn!(cluster = %name, "cluster is no longer in the files; leaving its members and data as they are");
+        }
+        keep
+    });
+}
+
+/// The managed clusters with their last observed status, for backups and restores.
+fn with_status(
+    managed: &[EtcdCluster],
+    states: &HashMap<String, ClusterState>,
+) -> Vec<EtcdCluster> {
+    managed
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.status = states.get(&key(&c)).and_then(|s| s.status.clone());
+            c
+        })
+        .collect()
+}
+
+/// How long to sleep: the resync interval, or less when something is due sooner.
+fn pause_until(due: Option<Timestamp>, now: Timestamp, resync: Duration) -> Duration {
+    match due {
+        Some(at) => Duration::try_from(at.duration_since(now))
+            .unwrap_or(Duration::ZERO)
+            .min(resync),
+        None => resync,
+    }
 }
 
 fn load(files: &[PathBuf]) -> Result<Documents, Error> {
@@ -150,15 +225,36 @@ pub async fn run(
     let mut docs = load(&opts.files)?;
     info!(
         clusters = docs.clusters.len(),
+        backups = docs.backups.len(),
+        restores = docs.restores.len(),
         state_dir = %opts.state_dir.display(),
         "local runtime started"
     );
     let mut states: HashMap<String, ClusterState> = HashMap::new();
+    let wake = Arc::new(Notify::new());
+    let mut backups = Backups::new(status_files.clone(), wake.clone());
+    let mut restores = Restores::new(
+        status_files.clone(),
+        runtime.clone(),
+        runtime.state_dir().to_path_buf(),
+        wake.clone(),
+    );
+    let mut managed;
     tokio::pin!(shutdown);
     loop {
-        for cluster in &docs.clusters {
+        managed = managed_clusters(&docs, restores.restored_clusters(&docs.restores)?);
+        forget_unmanaged(&managed, &mut states);
+        for cluster in &managed {
             reconcile_cluster(&runtime, &status_files, &opts.policy, cluster, &mut states).await?;
         }
+        let live = with_status(&managed, &states);
+        let now = Timestamp::now();
+        let backups_due = backups.pass(&docs, &live, now)?;
+        let restores_due = restores.pass(&docs, &live, now)?;
+        let due = match (backups_due, restores_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = changes.recv() => {
@@ -166,14 +262,15 @@ pub async fn run(
                 while changes.try_recv().is_ok() {}
                 match load(&opts.files) {
                     Ok(new) => {
-                        let gone: Vec<String> = docs.clusters.iter().map(key)
-                            .filter(|k| !new.clusters.iter().any(|c| &key(c) == k)).collect();
-                        for g in gone {
-                            warn!(cluster = %g, "cluster is no longer in the files; leaving its members and data as they are");
-                            states.remove(&g);
-                        }
                         docs = new;
-                        info!(clusters = docs.clusters.len(), "files changed; reconciling");
+                        backups.inputs_changed();
+                        restores.inputs_changed();
+                        info!(
+                            clusters = docs.clusters.len(),
+                            backups = docs.backups.len(),
+                            restores = docs.restores.len(),
+                            "files changed; reconciling"
+                        );
                     }
                     Err(e) => error!(error = %e, source = ?std::error::Error::source(&e), "files changed but cannot be read; keeping the previous version"),
                 }
@@ -181,11 +278,13 @@ pub async fn run(
             Ok(ev) = exits.recv() => {
                 info!(cluster = %ev.cluster.name, member = %ev.name, "member process exited");
             }
-            () = tokio::time::sleep(opts.resync_interval) => {}
+            () = wake.notified() => {}
+            () = tokio::time::sleep(pause_until(due, now, opts.resync_interval)) => {}
         }
     }
+    drop((backups, restores));
     if opts.stop_members_on_exit {
-        for c in &docs.clusters {
+        for c in &managed {
             runtime
                 .stop_all(&cluster_ref(c))
                 .await

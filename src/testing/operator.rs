@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::cluster::ClusterPhase;
-use crate::api::{EtcdCluster, EtcdClusterStatus};
+use crate::api::{
+    EtcdBackup, EtcdBackupStatus, EtcdCluster, EtcdClusterStatus, EtcdRestore, EtcdRestoreStatus,
+};
 use crate::etcd::{ClusterInfo, EtcdAdmin};
 use crate::local::driver::{self, Options};
 use crate::local::status_files::StatusFiles;
@@ -141,6 +143,52 @@ impl Scenario {
                     "{:?}",
                     other.map(|s| (s.phase, s.ready_members, s.members.len()))
                 )),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The status of EtcdBackup `name`, from its status file.
+    pub fn backup_status(&self, name: &str) -> Option<EtcdBackupStatus> {
+        let doc: Option<EtcdBackup> = StatusFiles::new(&self.state_dir()).read(name).ok()?;
+        doc?.status
+    }
+
+    /// The status of EtcdRestore `name`, from its status file.
+    pub fn restore_status(&self, name: &str) -> Option<EtcdRestoreStatus> {
+        let doc: Option<EtcdRestore> = StatusFiles::new(&self.state_dir()).read(name).ok()?;
+        doc?.status
+    }
+
+    /// Waits until the status of EtcdBackup `name` satisfies `pred`.
+    pub async fn wait_backup(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&EtcdBackupStatus) -> bool,
+    ) -> EtcdBackupStatus {
+        wait_for(LONG, what, || async {
+            match self.backup_status(name) {
+                Some(s) if pred(&s) => Ok(s),
+                other => Err(format!("{:?}", other.map(|s| s.conditions))),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the status of EtcdRestore `name` satisfies `pred`.
+    pub async fn wait_restore(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&EtcdRestoreStatus) -> bool,
+    ) -> EtcdRestoreStatus {
+        wait_for(LONG, what, || async {
+            match self.restore_status(name) {
+                Some(s) if pred(&s) => Ok(s),
+                other => Err(format!("{:?}", other.map(|s| (s.phase, s.conditions)))),
             }
         })
         .await

@@ -1,0 +1,566 @@
+//! The local driver's EtcdBackups: on each pass, decide (through
+//! [`crate::backup::reconcile`]) which backups are due, run each as a task of its own (one
+//! in flight per EtcdBackup, so the cluster loop never waits on an upload), collect finished
+//! ones, apply retention after a success, and keep `status/etcdbackup/<name>.yaml` current.
+//!
+//! Taking the snapshot and pruning are the engine's ([`crate::backup`]); reconciling the
+//! clusters is the driver's. A failure never deletes anything and never touches the source
+//! cluster: the snapshot is read through etcd's client API only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api::backup::{
+    BackupRecord, EtcdBackupSpec, EtcdBackupStatus, Retention, S3Destination,
+};
+use crate::api::s3::S3Connection;
+use crate::api::{EtcdBackup, EtcdCluster, condition, validate};
+use crate::backup::reconcile::{
+    self as decide, BackupDue, Failure, Precondition, backup_due, next_schedule,
+    status_after_failure, status_after_success, status_invalid, status_scheduled,
+};
+use crate::backup::{self, StaticCredentials};
+use crate::etcd::EtcdAdmin;
+use crate::manifest::{DEFAULT_NAMESPACE, Documents};
+
+use super::status_files::{self, StatusFiles};
+
+/// Why a backup could not be taken: before the engine ran, or in it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Precondition(#[from] Precondition),
+    #[error(transparent)]
+    Backup(#[from] backup::Error),
+}
+
+impl Failure for Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Precondition(p) => p.reason(),
+            Error::Backup(e) => e.reason(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Error::Precondition(p) => p.message(),
+            Error::Backup(e) => Failure::message(e),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Error::Precondition(p) => p.is_retryable(),
+            Error::Backup(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// `namespace/name`, the key of a namespaced document.
+pub(super) fn doc_key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        namespace_of(meta),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// `delay` after `now`.
+pub(super) fn retry_time(now: Timestamp, delay: std::time::Duration) -> Timestamp {
+    now.saturating_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+        .unwrap_or(now)
+}
+
+pub(super) fn namespace_of(meta: &kube::api::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// The credentials `connection` names: the Secret `credentialsSecret` among `secrets` in
+/// `namespace` (`stringData` over base64 `data`, as the API server merges them), or `None`
+/// for the default AWS chain when it names none.
+///
+/// # Errors
+/// [`Precondition::CredentialsSecretMissing`]; [`backup::Error::CredentialsSecret`] when a
+/// key is missing or empty.
+pub(super) fn credentials(
+    connection: &S3Connection,
+    namespace: &str,
+    secrets: &[Secret],
+) -> Result<Option<StaticCredentials>, Error> {
+    let Some(name) = &connection.credentials_secret else {
+        return Ok(None);
+    };
+    let secret = secrets
+        .iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(name.as_str())
+                && namespace_of(&s.metadata) == namespace
+        })
+        .ok_or_else(|| Precondition::CredentialsSecretMissing {
+            namespace: namespace.to_owned(),
+            secret: name.clone(),
+        })?;
+    let mut data: BTreeMap<String, ByteString> = secret.data.clone().unwrap_or_default();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), ByteString(v.clone().into_bytes()));
+    }
+    Ok(Some(StaticCredentials::from_secret_data(&data)?))
+}
+
+/// What a finished backup task hands back.
+struct Outcome {
+    record: BackupRecord,
+    /// `None` without a retention policy.
+    pruned: Option<Result<Vec<String>, backup::Error>>,
+}
+
+struct Running {
+    generation: i64,
+    done: oneshot::Receiver<Result<Outcome, Error>>,
+    task: JoinHandle<()>,
+}
+
+/// What the driver remembers about one EtcdBackup between passes.
+struct BackupState {
+    generation: i64,
+    created: Time,
+    spec: EtcdBackupSpec,
+    status: Option<EtcdBackupStatus>,
+    running: Option<Running>,
+    /// Engine failures in a row, for the backoff.
+    failures: u32,
+    retry_at: Option<Timestamp>,
+}
+
+/// Every EtcdBackup the driver was given.
+pub struct Backups {
+    status_files: StatusFiles,
+    wake: Arc<Notify>,
+    states: HashMap<String, BackupState>,
+}
+
+impl Drop for Backups {
+    fn drop(&mut self) {
+        // An aborted upload aborts its multipart upload; nothing half-written is left.
+        for state in self.states.values() {
+            if let Some(r) = &state.running {
+                r.task.abort();
+            }
+        }
+    }
+}
+
+impl Backups {
+    /// Backups whose tasks call `wake` when they finish.
+    pub fn new(status_files: StatusFiles, wake: Arc<Notify>) -> Self {
+        Self {
+            status_files,
+            wake,
+            states: HashMap::new(),
+        }
+    }
+
+    /// The files changed: failed backups may try again at once (a Secret may be fixed).
+    pub fn inputs_changed(&mut self) {
+        for state in self.states.values_mut() {
+            state.retry_at = None;
+        }
+    }
+
+    /// One pass over every EtcdBackup in `docs`, against `clusters` (every managed cluster
+    /// with its last status). Returns the earliest time a backup is due, to wake then.
+    ///
+    /// # Errors
+    /// Writing a status file.
+    pub fn pass(
+        &mut self,
+        docs: &Documents,
+        clusters: &[EtcdCluster],
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, status_files::Error> {
+        self.forget_gone(docs);
+        let mut wake_at: Option<Timestamp> = None;
+        for doc in &docs.backups {
+            let key = doc_key(&doc.metadata);
+            if !self.states.contains_key(&key) {
+                let state = self.first_sight(doc)?;
+                self.states.insert(key.clone(), state);
+            }
+            let Some(state) = self.states.get_mut(&key) else {
+                continue;
+            };
+            if state.spec != doc.spec {
+                state.generation += 1;
+                state.spec = doc.spec.clone();
+                state.failures = 0;
+                state.retry_at = None;
+            }
+            let before = state.status.clone();
+            let at = step(state, doc, docs, clusters, &self.wake, now);
+            if let Some(at) = at {
+                wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+            }
+            if state.status != before {
+                self.status_files.write(&document(doc, state))?;
+            }
+        }
+        Ok(wake_at)
+    }
+
+    fn first_sight(&self, doc: &EtcdBackup) -> Result<BackupState, status_files::Error> {
+        let name = doc.metadata.name.clone().unwrap_or_default();
+        let previous: Option<EtcdBackup> = self.status_files.read(&name)?;
+        let (generation, created, spec, status) = match previous {
+            Some(p) => (
+                p.metadata.generation.unwrap_or(1),
+                p.metadata.creation_timestamp.unwrap_or_else(condition::now),
+                p.spec,
+                p.status,
+            ),
+            None => (1, condition::now(), doc.spec.clone(), None),
+        };
+        Ok(BackupState {
+            generation,
+            created,
+            spec,
+            status,
+            running: None,
+            failures: 0,
+            retry_at: None,
+        })
+    }
+
+    fn forget_gone(&mut self, docs: &Documents) {
+        let keys: Vec<String> = docs.backups.iter().map(|b| doc_key(&b.metadata)).collect();
+        self.states.retain(|key, state| {
+            let keep = keys.contains(key);
+            if !keep {
+                if let Some(r) = &state.running {
+                    r.task.abort();
+                }
+                warn!(backup = %key, "backup is no longer in the files; its objects stay where they are");
+            }
+            keep
+        });
+    }
+}
+
+/// The document to write as the status file.
+fn document(doc: &EtcdBackup, state: &BackupState) -> EtcdBackup {
+    let mut out = doc.clone();
+    out.metadata.generation = Some(state.generation);
+    out.metadata.creation_timestamp = Some(state.created.clone());
+    out.status = state.status.clone();
+    out
+}
+
+/// Moves one backup on; returns when to look again (besides the resync and task wake-ups).
+fn step(
+    state: &mut BackupState,
+    doc: &EtcdBackup,
+    docs: &Documents,
+    clusters: &[EtcdCluster],
+    wake: &Arc<Notify>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let name = doc.metadata.name.clone().unwrap_or_default();
+    if let Some(running) = &mut state.running {
+        match running.done.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Ok(result) => {
+                let generation = running.generation;
+                state.running = None;
+                collect(state, &name, generation, result, now);
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                state.running = None;
+                state.failures += 1;
+                let delay = decide::retry_delay(state.failures, true);
+                state.retry_at = Some(retry_time(now, delay));
+                warn!(backup = %name, retry_in = ?delay, "backup task ended without a result; will retry");
+            }
+        }
+    }
+    let report = validate::backup(&name, &doc.spec);
+    if !report.is_valid() {
+        state.status = Some(status_invalid(
+            state.status.as_ref(),
+            &report,
+            state.generation,
+            now,
+        ));
+        return None;
+    }
+    let status = state.status.as_ref();
+    match backup_due(&doc.spec, state.generation, status, now) {
+        BackupDue::Never(idle) => {
+            let next = status
+                .and_then(|s| s.next_schedule_time.as_ref())
+                .map(|t| t.0);
+            if next.is_some() || status.is_none() {
+                info!(backup = %name, why = %idle, "no backup due until the spec changes");
+            }
+            state.status = Some(status_scheduled(status, state.generation, None, now));
+            None
+        }
+        BackupDue::At(at) => {
+            state.status = Some(status_scheduled(status, state.generation, Some(at), now));
+            Some(at)
+        }
+        BackupDue::Now => {
+            if let Some(at) = state.retry_at.filter(|at| *at > now) {
+                return Some(at);
+            }
+            let next = status
+                .and_then(|s| s.next_schedule_time.as_ref())
+                .map(|t| t.0);
+            let namespace = namespace_of(&doc.metadata);
+            match prepare(doc, namespace, docs, clusters) {
+                Ok(job) => {
+                    info!(backup = %name, cluster = %doc.spec.cluster_name, "starting backup");
+                    state.running = Some(spawn(job, name, state.generation, wake.clone()));
+                    // The first backup's status says it is under way only once it is done.
+                    state.status = Some(status_scheduled(status, state.generation, next, now));
+                }
+                Err(e) => {
+                    // Preconditions are cheap to check again: every pass does, no backoff.
+                    let failed = status_after_failure(status, &e, state.generation, next, now);
+                    if status != Some(&failed) {
+                        warn!(backup = %name, reason = e.reason(), error = %Failure::message(&e), "backup cannot start");
+                    }
+                    state.status = Some(failed);
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Records a finished task in the status.
+fn collect(
+    state: &mut BackupState,
+    name: &str,
+    generation: i64,
+    result: Result<Outcome, Error>,
+    now: Timestamp,
+) {
+    let status = state.status.as_ref();
+    match result {
+        Ok(outcome) => {
+            state.failures = 0;
+            state.retry_at = None;
+            let next = match next_schedule(&state.spec, now) {
+                Ok(next) => next,
+                Err(e) => {
+                    warn!(backup = %name, error = %e, "no next run");
+                    None
+                }
+            };
+            let mut st = status_after_success(status, outcome.record, generation, next, now);
+            match outcome.pruned {
+                Some(Err(e)) => {
+                    warn!(backup = %name, error = %decide::error_chain(&e), "deleting expired backups failed; will try after the next backup");
+                    decide::note_retention_failure(&mut st, &e);
+                }
+                Some(Ok(gone)) if !gone.is_empty() => {
+                    info!(backup = %name, deleted = gone.len(), "deleted expired backups");
+                    decide::forget_deleted(&mut st, &gone);
+                }
+                _ => {}
+            }
+            state.status = Some(st);
+        }
+        Err(e) => {
+            state.failures += 1;
+            let delay = decide::retry_delay(state.failures, e.is_retryable());
+            state.retry_at = Some(retry_time(now, delay));
+            warn!(backup = %name, reason = e.reason(), error = %Failure::message(&e), retry_in = ?delay, "backup failed; nothing was deleted");
+            let next = status
+                .and_then(|s| s.next_schedule_time.as_ref())
+                .map(|t| t.0);
+            state.status = Some(status_after_failure(status, &e, generation, next, now));
+        }
+    }
+}
+
+/// Everything a backup task needs, resolved from the documents.
+struct Job {
+    endpoints: Vec<String>,
+    destination: S3Destination,
+    credentials: Option<StaticCredentials>,
+    cluster: String,
+    retention: Option<Retention>,
+}
+
+/// The cluster's client URLs and the credentials, or why the backup cannot start.
+fn prepare(
+    doc: &EtcdBackup,
+    namespace: &str,
+    docs: &Documents,
+    clusters: &[EtcdCluster],
+) -> Result<Job, Error> {
+    let cluster_name = &doc.spec.cluster_name;
+    let cluster = clusters
+        .iter()
+        .find(|c| {
+            c.metadata.name.as_deref() == Some(cluster_name.as_str())
+                && namespace_of(&c.metadata) == namespace
+        })
+        .ok_or_else(|| Precondition::ClusterNotFound {
+            namespace: namespace.to_owned(),
+            cluster: cluster_name.clone(),
+        })?;
+    let not_ready = || Precondition::ClusterNotReady {
+        cluster: cluster_name.clone(),
+    };
+    let status = cluster.status.as_ref().ok_or_else(not_ready)?;
+    let endpoints: Vec<String> = status
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .filter_map(|m| m.client_url.clone())
+        .collect();
+    if !condition::is_true(&status.conditions, condition::types::AVAILABLE) || endpoints.is_empty()
+    {
+        return Err(not_ready().into());
+    }
+    let destination = doc.spec.destination.s3.clone();
+    let credentials = credentials(&destination.connection, namespace, &docs.secrets)?;
+    Ok(Job {
+        endpoints,
+        destination,
+        credentials,
+        cluster: cluster_name.clone(),
+        retention: doc.spec.retention.clone(),
+    })
+}
+
+fn spawn(job: Job, name: String, generation: i64, wake: Arc<Notify>) -> Running {
+    let (tx, done) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let result = run(job, &name).await;
+        let _ = tx.send(result);
+        wake.notify_one();
+    });
+    Running {
+        generation,
+        done,
+        task,
+    }
+}
+
+/// Takes the backup, then applies retention (only after a success).
+async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
+    let admin = EtcdAdmin::connect(job.endpoints.clone(), None)
+        .await
+        .map_err(backup::Error::MemberList)?;
+    let s3 = backup::client(&job.destination.connection, job.credentials).await;
+    let record = backup::take_backup(&admin, None, &s3, &job.destination, &job.cluster).await?;
+    info!(
+        backup = name,
+        key = %record.key,
+        bytes = record.size,
+        mb_per_s = format!("{:.1}", record.mb_per_second),
+        seconds = format!("{:.2}", record.duration_seconds),
+        "backup stored"
+    );
+    let pruned = match &job.retention {
+        Some(retention) => Some(
+            backup::apply_retention(
+                &s3,
+                &job.destination.bucket,
+                job.destination.prefix.as_deref(),
+                &job.cluster,
+                retention,
+                &record.key,
+                Timestamp::now(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    Ok(Outcome { record, pruned })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn secret(name: &str, data: &[(&str, &str)], string_data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            string_data: Some(
+                string_data
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn connection(secret: Option<&str>) -> S3Connection {
+        S3Connection {
+            credentials_secret: secret.map(str::to_owned),
+            ..S3Connection::default()
+        }
+    }
+
+    #[test]
+    fn string_data_wins_over_data() {
+        let s = secret(
+            "s3",
+            &[("accessKeyId", "old"), ("secretAccessKey", "from-data")],
+            &[("accessKeyId", "new")],
+        );
+        let c = credentials(&connection(Some("s3")), "default", &[s])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.access_key_id, "new");
+        assert_eq!(c.secret_access_key(), "from-data");
+    }
+
+    #[test]
+    fn a_missing_secret_is_a_precondition_and_none_means_the_default_chain() {
+        let err = credentials(&connection(Some("s3")), "default", &[]).unwrap_err();
+        assert_eq!(err.reason(), "CredentialsSecretMissing");
+        let other_ns = {
+            let mut s = secret("s3", &[], &[("accessKeyId", "a"), ("secretAccessKey", "b")]);
+            s.metadata.namespace = Some("other".into());
+            s
+        };
+        let err = credentials(&connection(Some("s3")), "default", &[other_ns]).unwrap_err();
+        assert_eq!(err.reason(), "CredentialsSecretMissing");
+        assert!(
+            credentials(&connection(None), "default", &[])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_secret_without_the_secret_key_is_a_credentials_secret_error() {
+        let s = secret("s3", &[], &[("accessKeyId", "a")]);
+        let err = credentials(&connection(Some("s3")), "default", &[s]).unwrap_err();
+        assert_eq!(err.reason(), "CredentialsSecret");
+    }
+}
