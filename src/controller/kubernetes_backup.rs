@@ -10,8 +10,8 @@
 //!    scheduled backup records `nextScheduleTime` and comes back then.
 //! 3. Due: read the EtcdCluster `clusterName` (same namespace) for its members' client URLs,
 //!    and the credentials Secret when one is named; take the backup through those URLs.
-//! 4. After a success, apply retention; a failed prune is noted on `Ready`, the backup
-//!    still counts.
+//! 4. After a success, apply retention (deleted backups leave `history`); a failed prune is
+//!    noted on `Ready`, the backup still counts.
 //! 5. Write the status, publish an Event (the failure's [`Failure::reason`], or
 //!    `BackupSucceeded`), count `backups{namespace,backup,result}` and set
 //!    `last_backup_bytes`.
@@ -56,7 +56,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::api::backup::{BackupRecord, EtcdBackupStatus};
 use crate::api::{EtcdBackup, EtcdCluster, validate};
 use crate::backup::reconcile::{
-    BackupDue, Failure, Idle, Precondition, backup_due, error_chain, next_schedule,
+    BackupDue, Failure, Idle, Precondition, backup_due, error_chain, forget_deleted, next_schedule,
     note_retention_failure, retry_delay, status_after_failure, status_after_success,
     status_invalid, status_scheduled,
 };
@@ -232,10 +232,13 @@ async fn run(
                 record.revision, record.key, record.size
             );
             let mut new = status_after_success(status, record.clone(), generation, next, done);
-            if let Err(e) = prune(backup, &s3, &record, done).await {
-                warn!(error = %error_chain(&e), "deleting expired backups failed");
-                note_retention_failure(&mut new, &e);
-                publish_failure(ctx, backup, &Attempt::Engine(e)).await;
+            match prune(backup, &s3, &record, done).await {
+                Ok(deleted) => forget_deleted(&mut new, &deleted),
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "deleting expired backups failed");
+                    note_retention_failure(&mut new, &e);
+                    publish_failure(ctx, backup, &Attempt::Engine(e)).await;
+                }
             }
             apply_status(&ctx.client, backup, &new).await?;
             publish(ctx, backup, EventType::Normal, "BackupSucceeded", note).await;
@@ -328,15 +331,15 @@ async fn attempt(
         .map_err(Attempt::Engine))
 }
 
-/// Deletes the backups the retention policy lets go, if there is one.
+/// Deletes the backups the retention policy lets go, if there is one; returns their keys.
 async fn prune(
     backup: &EtcdBackup,
     s3: &aws_sdk_s3::Client,
     record: &BackupRecord,
     now: Timestamp,
-) -> Result<(), backup::Error> {
+) -> Result<Vec<String>, backup::Error> {
     let Some(retention) = &backup.spec.retention else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let destination = &backup.spec.destination.s3;
     let deleted = apply_retention(
@@ -352,7 +355,7 @@ async fn prune(
     if !deleted.is_empty() {
         info!(count = deleted.len(), "deleted expired backups");
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// The members' client URLs as the cluster's status lists them.
