@@ -24,6 +24,13 @@
 //! A restore is reconciled again when its cluster changes, and every 10 s while it runs
 //! (init container progress is read from the Pods, which are not watched).
 //!
+//! # Guarantees
+//! Never writes to a cluster it did not create. A cluster deleted while the restore runs is
+//! created again (every step is idempotent); once `Completed`, never. A restore that failed
+//! for good (a corrupt or too new snapshot) leaves its cluster for the user to inspect or
+//! delete; the kubelet keeps retrying the init containers, and a retryable failure (S3
+//! unreachable, a Secret added late) resumes by itself.
+//!
 //! # Tests
 //! The mocked API server covers refusal, creation and following; the init containers'
 //! programs are tested on files in [`crate::backup::member_restore`] and the download
