@@ -149,7 +149,7 @@ impl Context {
 /// One pass over `backup`: decide, take it if due, write the status, publish an Event.
 ///
 /// # Errors
-/// Only API server failures ([`Error`]); a failed backup is written into the status and
+/// Only API server failures ([`enum@Error`]); a failed backup is written into the status and
 /// retried through the returned [`Action`].
 #[instrument(skip_all, fields(backup = %backup.name_any(), ns = backup.namespace().unwrap_or_default()))]
 pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {

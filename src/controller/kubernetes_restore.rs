@@ -162,7 +162,7 @@ struct Pass<'a> {
 /// One pass over `restore` (see the module's flow).
 ///
 /// # Errors
-/// Only API server failures ([`Error`]).
+/// Only API server failures ([`enum@Error`]).
 #[instrument(skip_all, fields(restore = %restore.name_any(), ns = restore.namespace().unwrap_or_default()))]
 pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
