@@ -35,6 +35,10 @@ pub enum Command {
     Local(LocalArgs),
     /// Run the operator in a Kubernetes cluster: members as Pods.
     Run(RunArgs),
+    /// Init container of a restored member: stage the snapshot for etcd's restore tool.
+    RestoreFetch(RestoreFetchArgs),
+    /// Init container of a restored member: move the restored data dir into place.
+    RestoreFinish(RestoreFinishArgs),
 }
 
 /// `etcd-operator run`.
@@ -64,6 +68,62 @@ pub struct RunArgs {
     /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub upgrade_health_deadline: Duration,
+    /// This operator's image, run by the init containers that restore a snapshot into a new
+    /// cluster's members. Restores fail without it.
+    #[arg(long, env = "OPERATOR_IMAGE")]
+    pub operator_image: Option<String>,
+}
+
+/// `etcd-operator restore-fetch`. S3 credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the rest of the
+/// default AWS chain, never from flags.
+#[derive(Debug, clap::Args)]
+pub struct RestoreFetchArgs {
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long)]
+    pub key: String,
+    /// S3-compatible endpoint URL; AWS S3 when absent.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub force_path_style: bool,
+    /// Expected sha256 (hex); the object's own metadata when absent.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// The member's etcd version: a snapshot of a newer minor release is refused.
+    #[arg(long)]
+    pub etcd_version: Option<semver::Version>,
+    /// Where the snapshot is staged for the restore tool.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The restore tool's output dir; leftovers of an interrupted restore are removed.
+    #[arg(long)]
+    pub restored: PathBuf,
+    /// etcd's data dir: when it exists the member is restored already.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Where the failure reason is written for the operator to read.
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+/// `etcd-operator restore-finish`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreFinishArgs {
+    /// The staged snapshot, removed.
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// The restore tool's output dir, moved to `--data-dir` (or removed).
+    #[arg(long)]
+    pub restored: PathBuf,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Where the failure reason is written for the operator to read.
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
 }
 
 /// `etcd-operator local`.

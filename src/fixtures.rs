@@ -38,15 +38,31 @@ impl ApiServer {
 
     /// The next request, which must be `method` on `path`.
     pub async fn expect(&mut self, method: Method, path: &str) -> Call {
+        self.expect_where(method, path, |p| p == path).await
+    }
+
+    /// The next request, which must be `method` on a path under `prefix` (for names the
+    /// client generates, such as a repeated Event's).
+    pub async fn expect_under(&mut self, method: Method, prefix: &str) -> Call {
+        self.expect_where(method, prefix, |p| p.starts_with(prefix))
+            .await
+    }
+
+    async fn expect_where(
+        &mut self,
+        method: Method,
+        what: &str,
+        path_matches: impl Fn(&str) -> bool,
+    ) -> Call {
         let (request, send) = self
             .0
             .next_request()
             .await
-            .unwrap_or_else(|| panic!("expected {method} {path}, the runtime sent nothing"));
-        assert_eq!(
-            (request.method(), request.uri().path()),
-            (&method, path),
-            "unexpected request {}",
+            .unwrap_or_else(|| panic!("expected {method} {what}, the runtime sent nothing"));
+        assert!(
+            request.method() == method && path_matches(request.uri().path()),
+            "expected {method} {what}, got {} {}",
+            request.method(),
             request.uri()
         );
         let query = request.uri().query().unwrap_or_default().to_string();

@@ -5,8 +5,11 @@ use clap::Parser;
 
 mod cli;
 
-use cli::{Cli, Command, LocalAction, LocalArgs, LogFormat, RunArgs};
+use cli::{
+    Cli, Command, LocalAction, LocalArgs, LogFormat, RestoreFetchArgs, RestoreFinishArgs, RunArgs,
+};
 use etcd_operator::api::{EtcdCluster, crd};
+use etcd_operator::backup::member_restore::{self, MemberRestorePaths, StepReport};
 use etcd_operator::local::driver;
 use etcd_operator::local::status_files::{self, StatusFiles};
 use etcd_operator::plan::Policy;
@@ -119,11 +122,64 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
                 upgrade_health_deadline: args.upgrade_health_deadline,
             },
             identity,
+            operator_image: args.operator_image,
         };
         kubernetes::run(opts, termination())
             .await
             .context("kubernetes controller")
     })
+}
+
+/// `etcd-operator restore-fetch`: stage the snapshot for a restored member.
+fn restore_fetch(args: RestoreFetchArgs) -> anyhow::Result<()> {
+    let connection = etcd_operator::api::s3::S3Connection {
+        endpoint: args.endpoint,
+        region: args.region,
+        force_path_style: Some(args.force_path_style),
+        credentials_secret: None,
+    };
+    let paths = MemberRestorePaths {
+        data_dir: args.data_dir,
+        snapshot: args.out,
+        restored: args.restored,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let fetched = rt.block_on(async {
+        let s3 = etcd_operator::backup::client(&connection, None).await;
+        member_restore::fetch_for_member(
+            &s3,
+            &args.bucket,
+            &args.key,
+            args.sha256.as_deref(),
+            args.etcd_version.as_ref(),
+            &paths,
+        )
+        .await
+    });
+    let report = match &fetched {
+        Ok(fetched) => StepReport::fetched(fetched),
+        Err(e) => StepReport::failed(e),
+    };
+    // Best effort: the outcome is logged and in the exit code either way.
+    let _ = std::fs::write(&args.termination_log, report.to_message());
+    fetched.context("restore-fetch")?;
+    Ok(())
+}
+
+/// `etcd-operator restore-finish`: put a restored member's data dir in place.
+fn restore_finish(args: RestoreFinishArgs) -> anyhow::Result<()> {
+    let paths = MemberRestorePaths {
+        data_dir: args.data_dir,
+        snapshot: args.snapshot,
+        restored: args.restored,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let finished = rt.block_on(member_restore::finish_member_restore(&paths));
+    if let Err(e) = &finished {
+        let _ = std::fs::write(&args.termination_log, StepReport::failed(e).to_message());
+    }
+    finished.context("restore-finish")?;
+    Ok(())
 }
 
 /// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
@@ -166,6 +222,8 @@ fn main() -> anyhow::Result<()> {
             None => local_run(args)?,
         },
         Command::Run(args) => kubernetes_run(args)?,
+        Command::RestoreFetch(args) => restore_fetch(args)?,
+        Command::RestoreFinish(args) => restore_finish(args)?,
     }
     Ok(())
 }

@@ -526,6 +526,14 @@ fn deployment_is_hardened_probed_and_knows_its_namespace() {
         pod_namespace["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
+    // Restored members' init containers run the operator's own image.
+    let operator_image = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "OPERATOR_IMAGE")
+        .expect("OPERATOR_IMAGE");
+    assert_eq!(operator_image["value"], container["image"]);
 }
 
 #[test]

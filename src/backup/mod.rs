@@ -12,6 +12,7 @@
 //! - [`retention`] (pure) and [`prune`] (I/O): which old backups to delete, and deleting them.
 //! - [`schedule`] (pure): the next run of a cron schedule.
 //! - [`restore`]: download, verify, check, and restore data dirs with etcd's own tools.
+//! - [`member_restore`]: what a restored member Pod's init containers run around etcd's tool.
 //! - [`reconcile`] (pure): when a backup is due, what a restore does next, and the statuses
 //!   both runtimes write after each outcome.
 //!
@@ -19,6 +20,7 @@
 //! [`Error::is_retryable`] says whether trying again later may help.
 
 pub mod key;
+pub mod member_restore;
 pub mod metadata;
 pub mod prune;
 pub mod reconcile;
@@ -358,6 +360,11 @@ pub enum Error {
     #[error("data dir {path} already exists")]
     DataDirExists { path: PathBuf },
 
+    /// Neither the member's data dir nor the restore tool's output exists: the tool did not
+    /// run, and etcd must not start without data.
+    #[error("no restored data dir at {path}")]
+    RestoredDataMissing { path: PathBuf },
+
     #[error("restoring member {member} with {tool} failed ({status}): {stderr}")]
     Restore {
         member: String,
@@ -417,6 +424,7 @@ impl Error {
             Error::SpawnTool { .. } => "SpawnTool",
             Error::ToolOutput { .. } => "ToolOutput",
             Error::DataDirExists { .. } => "DataDirExists",
+            Error::RestoredDataMissing { .. } => "RestoredDataMissing",
             Error::Restore { .. } => "Restore",
             Error::CredentialsSecret { .. } => "CredentialsSecret",
             Error::InvalidSchedule { .. } => "InvalidSchedule",

@@ -1,7 +1,9 @@
 //! The Kubernetes driver: a kube-runtime [`Controller`] on `EtcdCluster` that runs one
 //! [`reconcile_once`] pass per trigger on a [`PodRuntime`], writes the status with
 //! server-side apply and reports what it did as Events. What a pass decides is the
-//! planner's job; how members become Pods is the runtime's.
+//! planner's job; how members become Pods is the runtime's. [`run`] starts the EtcdBackup
+//! and EtcdRestore controllers ([`super::kubernetes_backup`], [`super::kubernetes_restore`])
+//! next to it, under the same leader election.
 //!
 //! # Flow
 //! 1. EtcdClusters (one namespace or all) are watched, and so are the Pods, PVCs, Services
@@ -112,6 +114,8 @@ pub struct Context {
     pub policy: Policy,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// The operator's image, for the init containers of restored members.
+    pub operator_image: Option<String>,
     /// Per cluster; taken out for a pass and put back (one pass per cluster at a time).
     trackers: Mutex<HashMap<ClusterRef, HealthTracker>>,
     /// Consecutive failures per cluster, for the backoff.
@@ -125,6 +129,7 @@ impl Context {
             client,
             policy,
             metrics,
+            operator_image: None,
             trackers: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -150,8 +155,9 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         lock(&ctx.trackers).remove(&key);
         return Ok(Action::await_change());
     }
-    let runtime =
-        PodRuntime::for_cluster(ctx.client.clone(), &cluster).map_err(Error::PodRuntime)?;
+    let runtime = PodRuntime::for_cluster(ctx.client.clone(), &cluster)
+        .map_err(Error::PodRuntime)?
+        .with_operator_image(ctx.operator_image.clone());
     let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
     let pass = reconcile_once(&runtime, &cluster, &ctx.policy, &mut tracker).await;
     lock(&ctx.trackers).insert(key.clone(), tracker);
@@ -304,6 +310,8 @@ pub struct Options {
     pub policy: Policy,
     /// This replica, in Events and the Lease.
     pub identity: String,
+    /// The operator's own image (restored members run it in init containers).
+    pub operator_image: Option<String>,
 }
 
 /// Why `run` stopped.
@@ -360,12 +368,12 @@ pub async fn run(
     result
 }
 
-/// The Controller, ready to run until `shutdown`.
+/// The EtcdCluster, EtcdBackup and EtcdRestore Controllers, ready to run until `shutdown`.
 fn controller(
     client: Client,
     opts: &Options,
     metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
     where
@@ -383,17 +391,38 @@ fn controller(
         controller: FIELD_MANAGER.to_string(),
         instance: Some(opts.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         opts.policy.clone(),
-        metrics,
-        reporter,
-    ));
+        metrics.clone(),
+        reporter.clone(),
+    );
+    ctx.operator_image = opts.operator_image.clone();
+    let ctx = Arc::new(ctx);
+    let backups = super::kubernetes_backup::controller(
+        api(&client, ns),
+        Arc::new(super::kubernetes_backup::Context::new(
+            client.clone(),
+            metrics.clone(),
+            reporter.clone(),
+        )),
+        shutdown.clone(),
+    );
+    let restores = super::kubernetes_restore::controller(
+        api(&client, ns),
+        api(&client, ns),
+        Arc::new(super::kubernetes_restore::Context::new(
+            client.clone(),
+            metrics,
+            reporter,
+        )),
+        shutdown.clone(),
+    );
     info!(
         namespace = ns.unwrap_or("<all>"),
-        "starting the EtcdCluster controller"
+        "starting the EtcdCluster, EtcdBackup and EtcdRestore controllers"
     );
-    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+    let clusters = Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
         .owns(api::<Pod>(&client, ns), owned.clone())
         .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
@@ -411,7 +440,10 @@ fn controller(
                 // Watches failing (RBAC, API server): retried with backoff, but visible.
                 Err(e) => warn!(error = %error_chain(&e), "controller watch failed"),
             }
-        })
+        });
+    async move {
+        futures::join!(clusters, backups, restores);
+    }
 }
 
 /// A poisoned lock only means a reconcile panicked mid-update of a plain map.

@@ -5,6 +5,8 @@
 
 pub mod execute;
 pub mod kubernetes;
+pub mod kubernetes_backup;
+pub mod kubernetes_restore;
 pub mod observe;
 pub mod status;
 

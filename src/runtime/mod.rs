@@ -266,6 +266,16 @@ pub enum Error {
         name: String,
         label: &'static str,
     },
+    #[error("parse the restore source annotation of cluster {cluster}")]
+    ParseRestoreSource {
+        cluster: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "cluster {cluster} is restored from a snapshot, but the operator image is unknown (set OPERATOR_IMAGE)"
+    )]
+    MissingOperatorImage { cluster: ClusterRef },
     #[error("restarting member {name} would lose its data: it has no PVC")]
     RestartLosesData { name: String },
     #[error("pod {name} still exists {waited:?} after its deletion")]

@@ -16,6 +16,8 @@
 //!   annotation of the Pod and of the PVC, so a Pod lost with its node is recreated from the
 //!   PVC as the same member. The rest of the Pod (repository, resources, overrides) follows
 //!   the current spec.
+//! - **Restore**: the bootstrap members of a cluster created by an EtcdRestore get init
+//!   containers that put the snapshot into their data dir before etcd starts (`restore.rs`).
 //! - **Cleanup**: every object has the `EtcdCluster` as controller owner, so deleting the
 //!   cluster garbage-collects all of them; no finalizer is needed.
 //!
@@ -24,6 +26,7 @@
 //! methods never race on one member.
 
 mod objects;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -72,7 +75,8 @@ impl PodRuntime {
     ///
     /// # Errors
     /// [`Error::MissingClusterField`] when the cluster has no namespace, name or uid (it
-    /// was not read from the API server).
+    /// was not read from the API server); [`Error::ParseRestoreSource`] when its restore
+    /// annotation is not one.
     pub fn for_cluster(client: Client, cluster: &EtcdCluster) -> Result<Self, Error> {
         let meta = &cluster.metadata;
         let missing = |field| Error::MissingClusterField { field };
@@ -82,16 +86,26 @@ impl PodRuntime {
         let owner = cluster
             .controller_owner_ref(&())
             .ok_or_else(|| missing("uid"))?;
+        let restore = restore::source_of(meta)?;
         Ok(Self {
             client,
             objects: Objects {
                 cluster: ClusterRef::new(namespace, name),
                 owner,
                 spec: cluster.spec.clone(),
+                restore,
+                operator_image: None,
             },
             delete_timeout: DEFAULT_DELETE_TIMEOUT,
             applied: Arc::default(),
         })
+    }
+
+    /// Run the restore init containers of a restored cluster's members on `image` (the
+    /// operator's own).
+    pub fn with_operator_image(mut self, image: Option<String>) -> Self {
+        self.objects.operator_image = image;
+        self
     }
 
     /// Wait `timeout` for a deleted Pod to go instead of [`DEFAULT_DELETE_TIMEOUT`].

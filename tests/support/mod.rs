@@ -1,5 +1,6 @@
-//! Shared by `tests/backup.rs` and `benches/backup.rs`: deterministic data to write into
-//! etcd and read back as digests, and a new cluster started on restored data dirs.
+//! Shared by `tests/backup.rs`, `tests/member_restore.rs` and `benches/backup.rs`:
+//! deterministic data to write into etcd and read back as digests, and a new cluster started
+//! on restored data dirs.
 
 #![allow(dead_code)]
 
@@ -171,6 +172,16 @@ impl RestoredCluster {
             .unwrap_or_else(|e| panic!("restore {}: {e}", m.name));
             data_dirs.push(data_dir);
         }
+        Self {
+            members,
+            data_dirs,
+            children: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    /// Members whose data dirs someone else restored (with cluster token `restored`).
+    pub fn from_data_dirs(members: Vec<MemberAddr>, data_dirs: Vec<PathBuf>) -> Self {
         Self {
             members,
             data_dirs,

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
+use super::restore::{RestoreContainers, SnapshotSource};
 use crate::api::cluster::{EtcdClusterSpec, EtcdOptions};
 use crate::runtime::local::flags::option_flags;
 use crate::runtime::{ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch};
@@ -61,6 +62,10 @@ pub struct Objects {
     pub cluster: ClusterRef,
     pub owner: OwnerReference,
     pub spec: EtcdClusterSpec,
+    /// The snapshot a restored cluster's bootstrap members start from.
+    pub restore: Option<SnapshotSource>,
+    /// The operator's own image, which runs two of the restore init containers.
+    pub operator_image: Option<String>,
 }
 
 impl Objects {
@@ -175,11 +180,13 @@ impl Objects {
     /// The member's Pod for `launch`, its data on `volume`.
     ///
     /// The launch (etcd flags and version) is frozen in the Pod's annotation; the rest
-    /// (repository, resources, pod overrides) follows the current spec.
+    /// (repository, resources, pod overrides) follows the current spec. A bootstrap member
+    /// of a restored cluster gets the restore init containers (see `restore.rs`).
     ///
     /// # Errors
     /// [`Error::ReservedFlag`] when `extraArgs` sets a flag the runtime owns;
-    /// [`Error::EncodeLaunch`].
+    /// [`Error::EncodeLaunch`]; [`Error::MissingOperatorImage`] for a restored member when
+    /// the operator does not know its image.
     pub fn pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<Pod, Error> {
         let name = launch.name.as_str();
         let policy = self.spec.pod.clone().unwrap_or_default();
@@ -193,6 +200,31 @@ impl Objects {
         );
         let mut meta = self.meta(name, labels);
         meta.annotations = Some(annotations);
+        let data_mount = VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_MOUNT.into(),
+            ..Default::default()
+        };
+        let init_containers = match (&self.restore, launch.state) {
+            (Some(source), InitialClusterState::New) => {
+                let operator_image =
+                    self.operator_image
+                        .as_deref()
+                        .ok_or_else(|| Error::MissingOperatorImage {
+                            cluster: self.cluster.clone(),
+                        })?;
+                let containers = RestoreContainers {
+                    source,
+                    operator_image,
+                    etcd_image: self.image(&launch.version),
+                    data_mount: data_mount.clone(),
+                    security_context: container_security(),
+                    resources: self.spec.resources.clone(),
+                };
+                Some(containers.for_member(launch, DATA_DIR))
+            }
+            _ => None,
+        };
         let container = Container {
             name: CONTAINER.into(),
             image: Some(self.image(&launch.version)),
@@ -202,23 +234,10 @@ impl Objects {
                 container_port("client", CLIENT_PORT),
                 container_port("peer", PEER_PORT),
             ]),
-            volume_mounts: Some(vec![VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_MOUNT.into(),
-                ..Default::default()
-            }]),
+            volume_mounts: Some(vec![data_mount]),
             resources: self.spec.resources.clone(),
             readiness_probe: Some(readiness_probe()),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(container_security()),
             ..Default::default()
         };
         let volume = match volume {
@@ -252,6 +271,7 @@ impl Objects {
             spec: Some(PodSpec {
                 hostname: Some(name.to_string()),
                 subdomain: Some(self.cluster.name.clone()),
+                init_containers,
                 containers: vec![container],
                 volumes: Some(vec![volume]),
                 security_context: Some(PodSecurityContext {
@@ -373,6 +393,20 @@ impl Objects {
 /// `<cluster>-client`.
 pub fn client_service_name(cluster: &ClusterRef) -> String {
     format!("{}-client", cluster.name)
+}
+
+/// Every container of a member Pod: no privileges, read-only root, non-root.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// `GET /health` on the client port, which every supported version (3.4–3.6) serves. It

@@ -888,3 +888,227 @@ fn the_launch_annotation_round_trips() {
     assert_eq!(LaunchAnnotation::decode("pod", &meta).unwrap(), l);
     assert!(DATA_DIR.starts_with(objects::DATA_MOUNT));
 }
+
+/// A cluster created by an EtcdRestore of `bucket/key`, with a credentials Secret.
+fn restored_cluster(spec: EtcdClusterSpec) -> EtcdCluster {
+    let source = restore::SnapshotSource {
+        object: crate::api::restore::S3Object {
+            bucket: "backups".into(),
+            key: "prod/example/20250610T120000Z-rev42.db".into(),
+            connection: crate::api::s3::S3Connection {
+                endpoint: Some("http://garage.storage.svc:3900".into()),
+                region: Some("garage".into()),
+                force_path_style: Some(true),
+                credentials_secret: Some("s3-creds".into()),
+            },
+        },
+        sha256: Some("ab".repeat(32)),
+    };
+    let mut c = cluster(spec);
+    c.metadata.annotations = Some(BTreeMap::from([
+        (
+            restore::ANNOTATION_RESTORE_FROM.to_string(),
+            "db/from-prod".to_string(),
+        ),
+        (
+            restore::ANNOTATION_RESTORE_SOURCE.to_string(),
+            source.to_annotation(),
+        ),
+    ]));
+    c
+}
+
+fn restored_runtime(spec: EtcdClusterSpec) -> PodRuntime {
+    let (client, _server) = ApiServer::client(NS);
+    PodRuntime::for_cluster(client, &restored_cluster(spec))
+        .unwrap()
+        .with_operator_image(Some("ghcr.io/etcd-operator/etcd-operator:0.1.0".into()))
+}
+
+fn hardened() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] },
+    })
+}
+
+#[tokio::test]
+async fn a_restored_bootstrap_member_fetches_restores_and_finishes_before_etcd_starts() {
+    let mut spec = pvc_spec();
+    spec.resources =
+        Some(serde_json::from_value(json!({ "requests": { "cpu": "500m" } })).unwrap());
+    let rt = restored_runtime(spec);
+    let pod = rt
+        .objects
+        .pod(
+            &launch(1, InitialClusterState::New, &[0, 1, 2]),
+            DataVolume::Pvc,
+        )
+        .unwrap();
+    let pod = serde_json::to_value(pod).unwrap();
+    let mount = json!([{ "name": "data", "mountPath": "/var/lib/etcd" }]);
+    let secret = |name: &str, key: &str, optional: bool| {
+        let mut selector = json!({ "name": "s3-creds", "key": key });
+        if optional {
+            selector["optional"] = json!(true);
+        }
+        json!({ "name": name, "valueFrom": { "secretKeyRef": selector } })
+    };
+    assert_eq!(
+        pod["spec"]["initContainers"],
+        json!([
+            {
+                "name": "restore-fetch",
+                "image": "ghcr.io/etcd-operator/etcd-operator:0.1.0",
+                "args": [
+                    "restore-fetch",
+                    "--bucket=backups",
+                    "--key=prod/example/20250610T120000Z-rev42.db",
+                    "--endpoint=http://garage.storage.svc:3900",
+                    "--region=garage",
+                    "--force-path-style",
+                    format!("--sha256={}", "ab".repeat(32)),
+                    "--etcd-version=3.5.16",
+                    "--out=/var/lib/etcd/restore/snapshot.db",
+                    "--restored=/var/lib/etcd/restore/data",
+                    "--data-dir=/var/lib/etcd/data",
+                ],
+                "env": [
+                    secret("AWS_ACCESS_KEY_ID", "accessKeyId", false),
+                    secret("AWS_SECRET_ACCESS_KEY", "secretAccessKey", false),
+                    secret("AWS_SESSION_TOKEN", "sessionToken", true),
+                ],
+                "volumeMounts": mount,
+                "resources": { "requests": { "cpu": "500m" } },
+                "securityContext": hardened(),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            },
+            {
+                "name": "restore",
+                "image": "gcr.io/etcd-development/etcd:v3.5.16",
+                "command": ["etcdutl"],
+                "args": [
+                    "snapshot",
+                    "restore",
+                    "/var/lib/etcd/restore/snapshot.db",
+                    "--name=example-1",
+                    "--initial-cluster=example-0=http://example-0.example.db.svc:2380,example-1=http://example-1.example.db.svc:2380,example-2=http://example-2.example.db.svc:2380",
+                    "--initial-cluster-token=example-uid-1",
+                    "--initial-advertise-peer-urls=http://example-1.example.db.svc:2380",
+                    "--data-dir=/var/lib/etcd/restore/data",
+                ],
+                "volumeMounts": mount,
+                "resources": { "requests": { "cpu": "500m" } },
+                "securityContext": hardened(),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            },
+            {
+                "name": "restore-finish",
+                "image": "ghcr.io/etcd-operator/etcd-operator:0.1.0",
+                "args": [
+                    "restore-finish",
+                    "--snapshot=/var/lib/etcd/restore/snapshot.db",
+                    "--restored=/var/lib/etcd/restore/data",
+                    "--data-dir=/var/lib/etcd/data",
+                ],
+                "volumeMounts": mount,
+                "resources": { "requests": { "cpu": "500m" } },
+                "securityContext": hardened(),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            },
+        ])
+    );
+    // etcd itself starts as any bootstrap member: the restored data dir makes it ignore
+    // the initial-cluster flags.
+    let args = pod["spec"]["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&json!("--data-dir=/var/lib/etcd/data")));
+    assert!(args.contains(&json!("--initial-cluster-token=example-uid-1")));
+}
+
+#[tokio::test]
+async fn a_restored_3_4_member_restores_with_etcdctl_and_without_credentials_uses_the_default_chain()
+ {
+    let mut c = restored_cluster(EtcdClusterSpec::new(1, "3.4.23"));
+    let annotations = c.metadata.annotations.as_mut().unwrap();
+    let mut source: restore::SnapshotSource =
+        serde_json::from_str(&annotations[restore::ANNOTATION_RESTORE_SOURCE]).unwrap();
+    source.object.connection = Default::default();
+    source.sha256 = None;
+    annotations.insert(
+        restore::ANNOTATION_RESTORE_SOURCE.to_string(),
+        source.to_annotation(),
+    );
+    let (client, _server) = ApiServer::client(NS);
+    let rt = PodRuntime::for_cluster(client, &c)
+        .unwrap()
+        .with_operator_image(Some("op:dev".into()));
+    let mut l = launch(0, InitialClusterState::New, &[0]);
+    l.version = semver::Version::new(3, 4, 23);
+    let pod = serde_json::to_value(rt.objects.pod(&l, DataVolume::EmptyDir).unwrap()).unwrap();
+    let init = &pod["spec"]["initContainers"];
+    assert_eq!(
+        init[0]["args"],
+        json!([
+            "restore-fetch",
+            "--bucket=backups",
+            "--key=prod/example/20250610T120000Z-rev42.db",
+            "--etcd-version=3.4.23",
+            "--out=/var/lib/etcd/restore/snapshot.db",
+            "--restored=/var/lib/etcd/restore/data",
+            "--data-dir=/var/lib/etcd/data",
+        ])
+    );
+    assert!(init[0]["env"].is_null());
+    assert_eq!(init[1]["command"], json!(["etcdctl"]));
+    assert_eq!(
+        init[1]["env"],
+        json!([{ "name": "ETCDCTL_API", "value": "3" }])
+    );
+    assert_eq!(init[1]["image"], "gcr.io/etcd-development/etcd:v3.4.23");
+}
+
+#[tokio::test]
+async fn members_that_join_later_and_plain_clusters_get_no_restore_containers() {
+    let rt = restored_runtime(pvc_spec());
+    let joining = rt
+        .objects
+        .pod(
+            &launch(3, InitialClusterState::Existing, &[0, 1, 2, 3]),
+            DataVolume::Pvc,
+        )
+        .unwrap();
+    assert!(joining.spec.unwrap().init_containers.is_none());
+    let (plain, _server) = runtime(pvc_spec());
+    let bootstrap = plain
+        .objects
+        .pod(&launch(0, InitialClusterState::New, &[0]), DataVolume::Pvc)
+        .unwrap();
+    assert!(bootstrap.spec.unwrap().init_containers.is_none());
+}
+
+#[tokio::test]
+async fn a_restored_member_without_the_operator_image_is_not_created() {
+    let (client, _server) = ApiServer::client(NS);
+    let rt = PodRuntime::for_cluster(client, &restored_cluster(pvc_spec())).unwrap();
+    assert!(matches!(
+        rt.objects
+            .pod(&launch(0, InitialClusterState::New, &[0]), DataVolume::Pvc),
+        Err(Error::MissingOperatorImage { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_garbled_restore_annotation_is_refused() {
+    let (client, _server) = ApiServer::client(NS);
+    let mut c = cluster(pvc_spec());
+    c.metadata.annotations = Some(BTreeMap::from([(
+        restore::ANNOTATION_RESTORE_SOURCE.to_string(),
+        "{".to_string(),
+    )]));
+    assert!(matches!(
+        PodRuntime::for_cluster(client, &c),
+        Err(Error::ParseRestoreSource { .. })
+    ));
+}

@@ -1,0 +1,493 @@
+//! The Kubernetes driver of `EtcdBackup`: a kube-runtime [`Controller`] that takes each
+//! backup when it is due, prunes old ones, writes the status with server-side apply and
+//! reports every outcome as an Event. When a backup is due and what its status says are
+//! [`crate::backup::reconcile`]'s decisions; taking and pruning are the engine's
+//! ([`take_backup`], [`apply_retention`]).
+//!
+//! # Flow ([`reconcile`])
+//! 1. An invalid spec: `SpecValid=False` and a Warning Event; nothing else until it changes.
+//! 2. [`backup_due`]: a one-shot that succeeded for this generation waits for a change; a
+//!    scheduled backup records `nextScheduleTime` and comes back then.
+//! 3. Due: read the EtcdCluster `clusterName` (same namespace) for its members' client URLs,
+//!    and the credentials Secret when one is named; take the backup through those URLs.
+//! 4. After a success, apply retention (deleted backups leave `history`); a failed prune is
+//!    noted on `Ready`, the backup still counts.
+//! 5. Write the status, publish an Event (the failure's [`Failure::reason`], or
+//!    `BackupSucceeded`), count `backups{namespace,backup,result}` and set
+//!    `last_backup_bytes`.
+//! 6. Come back at the next scheduled run; a failure retries after [`retry_delay`] (the
+//!    missed run stays due); a one-shot that succeeded does not come back.
+//!
+//! # Guarantees
+//! One reconcile per EtcdBackup at a time (the Controller's), so two backups of one
+//! resource never overlap. Credentials are handed to the S3 client and never logged.
+//!
+//! # Assumptions
+//! The operator reaches members by their client URLs as the cluster's status lists them
+//! (Pod DNS names, in-cluster); cluster TLS is not implemented yet, so the URLs are plain.
+//!
+//! # Tests
+//! The mocked API server covers every path that needs no etcd: invalid specs, a missing
+//! cluster or Secret, schedules. A successful backup needs a real etcd and S3, which a
+//! mocked client cannot provide; the engine itself is tested against real etcd and Garage
+//! in `tests/backup.rs`.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+use tracing::{debug, info, instrument, warn};
+
+use crate::api::backup::{BackupRecord, EtcdBackupStatus};
+use crate::api::{EtcdBackup, EtcdCluster, validate};
+use crate::backup::reconcile::{
+    BackupDue, Failure, Idle, Precondition, backup_due, error_chain, forget_deleted, next_schedule,
+    note_retention_failure, retry_delay, status_after_failure, status_after_success,
+    status_invalid, status_scheduled,
+};
+use crate::backup::{self, StaticCredentials, apply_retention, take_backup};
+use crate::etcd::EtcdAdmin;
+use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
+use crate::runtime::pods::FIELD_MANAGER;
+
+/// What a reconcile failed at: only the API server's calls; a failed backup is an outcome
+/// written into the status, not an error.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("reading EtcdCluster {name}")]
+    GetCluster {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading Secret {name}")]
+    GetSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying the status")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A static label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::GetCluster { .. } => "GetCluster",
+            Error::GetSecret { .. } => "GetSecret",
+            Error::PatchStatus(_) => "PatchStatus",
+        }
+    }
+}
+
+/// Why one attempt at a backup failed: a missing input, or the engine.
+#[derive(Debug)]
+enum Attempt {
+    Blocked(Precondition),
+    Engine(backup::Error),
+}
+
+impl Failure for Attempt {
+    fn reason(&self) -> &'static str {
+        match self {
+            Attempt::Blocked(p) => p.reason(),
+            Attempt::Engine(e) => Failure::reason(e),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Attempt::Blocked(p) => p.message(),
+            Attempt::Engine(e) => Failure::message(e),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Attempt::Blocked(p) => p.is_retryable(),
+            Attempt::Engine(e) => Failure::is_retryable(e),
+        }
+    }
+}
+
+/// What every backup reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Consecutive failed attempts per backup, for the retry delay.
+    failures: Mutex<HashMap<ObjectRef<EtcdBackup>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, reporter: Reporter) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// One pass over `backup`: decide, take it if due, write the status, publish an Event.
+///
+/// # Errors
+/// Only API server failures ([`enum@Error`]); a failed backup is written into the status and
+/// retried through the returned [`Action`].
+#[instrument(skip_all, fields(backup = %backup.name_any(), ns = backup.namespace().unwrap_or_default()))]
+pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    if backup.meta().deletion_timestamp.is_some() {
+        // Backups in the bucket outlive the resource on purpose.
+        return Ok(Action::await_change());
+    }
+    let name = backup.name_any();
+    let generation = backup.metadata.generation.unwrap_or_default();
+    let status = backup.status.as_ref();
+    let now = Timestamp::now();
+
+    let report = validate::backup(&name, &backup.spec);
+    if !report.is_valid() {
+        let new = status_invalid(status, &report, generation, now);
+        if status != Some(&new) {
+            apply_status(&ctx.client, &backup, &new).await?;
+            let note = report.errors_message();
+            publish(&ctx, &backup, EventType::Warning, "InvalidSpec", note).await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    match backup_due(&backup.spec, generation, status, now) {
+        BackupDue::Never(Idle::OneShotDone { .. }) => Ok(Action::await_change()),
+        BackupDue::Never(Idle::NoNextRun { expr, after }) => {
+            let failure = Attempt::Engine(backup::Error::NoNextRun { expr, after });
+            let new = status_after_failure(status, &failure, generation, None, now);
+            if status != Some(&new) {
+                apply_status(&ctx.client, &backup, &new).await?;
+                publish_failure(&ctx, &backup, &failure).await;
+            }
+            Ok(Action::await_change())
+        }
+        // Validation parsed the schedule already.
+        BackupDue::Never(Idle::InvalidSchedule { .. }) => Ok(Action::await_change()),
+        BackupDue::At(at) => {
+            let new = status_scheduled(status, generation, Some(at), now);
+            if status != Some(&new) {
+                apply_status(&ctx.client, &backup, &new).await?;
+            }
+            debug!(next = %at, "backup not due yet");
+            Ok(Action::requeue(until(at, now)))
+        }
+        BackupDue::Now => run(&backup, &ctx, generation, now).await,
+    }
+}
+
+/// Takes the backup and records the outcome.
+async fn run(
+    backup: &EtcdBackup,
+    ctx: &Context,
+    generation: i64,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let namespace = backup.namespace().unwrap_or_default();
+    let status = backup.status.as_ref();
+    let labels = |result: &str| BackupLabels {
+        namespace: namespace.clone(),
+        backup: backup.name_any(),
+        result: result.to_string(),
+    };
+    match attempt(backup, ctx).await? {
+        Ok((record, s3)) => {
+            ctx.metrics.backups.get_or_create(&labels("success")).inc();
+            ctx.metrics
+                .backup_bytes
+                .get_or_create(&ClusterLabels {
+                    namespace: namespace.clone(),
+                    cluster: backup.spec.cluster_name.clone(),
+                })
+                .set(record.size);
+            lock(&ctx.failures).remove(&ObjectRef::from_obj(backup));
+            let done = Timestamp::now();
+            // Validation parsed the schedule; a schedule without a next run stops here.
+            let next = next_schedule(&backup.spec, done).ok().flatten();
+            let note = format!(
+                "backed up revision {} to {} ({} bytes)",
+                record.revision, record.key, record.size
+            );
+            let mut new = status_after_success(status, record.clone(), generation, next, done);
+            match prune(backup, &s3, &record, done).await {
+                Ok(deleted) => forget_deleted(&mut new, &deleted),
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "deleting expired backups failed");
+                    note_retention_failure(&mut new, &e);
+                    publish_failure(ctx, backup, &Attempt::Engine(e)).await;
+                }
+            }
+            apply_status(&ctx.client, backup, &new).await?;
+            publish(ctx, backup, EventType::Normal, "BackupSucceeded", note).await;
+            Ok(match next {
+                Some(at) => Action::requeue(until(at, Timestamp::now())),
+                None => Action::await_change(),
+            })
+        }
+        Err(failure) => {
+            ctx.metrics.backups.get_or_create(&labels("failure")).inc();
+            warn!(reason = failure.reason(), error = %failure.message(), "backup failed");
+            // The missed run stays due: the next attempt is a retry, not the next slot.
+            let next = status
+                .and_then(|s| s.next_schedule_time.as_ref())
+                .map(|t| t.0)
+                .filter(|_| backup.spec.schedule.is_some());
+            let new = status_after_failure(status, &failure, generation, next, now);
+            if status != Some(&new) {
+                apply_status(&ctx.client, backup, &new).await?;
+            }
+            publish_failure(ctx, backup, &failure).await;
+            let failures = {
+                let mut failures = lock(&ctx.failures);
+                let n = failures.entry(ObjectRef::from_obj(backup)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            };
+            Ok(Action::requeue(retry_delay(
+                failures,
+                failure.is_retryable(),
+            )))
+        }
+    }
+}
+
+/// Reads the cluster and the credentials, then takes the backup; returns it with the S3
+/// client that wrote it. The outer error is the API server failing; the inner one is this
+/// attempt's outcome.
+async fn attempt(
+    backup: &EtcdBackup,
+    ctx: &Context,
+) -> Result<Result<(BackupRecord, aws_sdk_s3::Client), Attempt>, Error> {
+    let namespace = backup.namespace().unwrap_or_default();
+    let cluster_name = &backup.spec.cluster_name;
+    let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(cluster) =
+        clusters
+            .get_opt(cluster_name)
+            .await
+            .map_err(|source| Error::GetCluster {
+                name: cluster_name.clone(),
+                source,
+            })?
+    else {
+        return Ok(Err(Attempt::Blocked(Precondition::ClusterNotFound {
+            namespace,
+            cluster: cluster_name.clone(),
+        })));
+    };
+    let urls = client_urls(&cluster);
+    if urls.is_empty() {
+        return Ok(Err(Attempt::Blocked(Precondition::ClusterNotReady {
+            cluster: cluster_name.clone(),
+        })));
+    }
+    let destination = &backup.spec.destination.s3;
+    let credentials = match read_credentials(
+        &ctx.client,
+        &namespace,
+        destination.connection.credentials_secret.as_deref(),
+    )
+    .await?
+    {
+        Ok(credentials) => credentials,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let s3 = backup::client(&destination.connection, credentials).await;
+    let admin = match EtcdAdmin::connect(urls, None).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            return Ok(Err(Attempt::Engine(backup::Error::NoHealthyMember {
+                last: Some(e),
+            })));
+        }
+    };
+    info!(cluster = %cluster_name, bucket = %destination.bucket, "taking backup");
+    Ok(take_backup(&admin, None, &s3, destination, cluster_name)
+        .await
+        .map(|record| (record, s3))
+        .map_err(Attempt::Engine))
+}
+
+/// Deletes the backups the retention policy lets go, if there is one; returns their keys.
+async fn prune(
+    backup: &EtcdBackup,
+    s3: &aws_sdk_s3::Client,
+    record: &BackupRecord,
+    now: Timestamp,
+) -> Result<Vec<String>, backup::Error> {
+    let Some(retention) = &backup.spec.retention else {
+        return Ok(Vec::new());
+    };
+    let destination = &backup.spec.destination.s3;
+    let deleted = apply_retention(
+        s3,
+        &destination.bucket,
+        destination.prefix.as_deref(),
+        &backup.spec.cluster_name,
+        retention,
+        &record.key,
+        now,
+    )
+    .await?;
+    if !deleted.is_empty() {
+        info!(count = deleted.len(), "deleted expired backups");
+    }
+    Ok(deleted)
+}
+
+/// The members' client URLs as the cluster's status lists them.
+fn client_urls(cluster: &EtcdCluster) -> Vec<String> {
+    cluster
+        .status
+        .iter()
+        .flat_map(|s| &s.members)
+        .filter_map(|m| m.client_url.clone())
+        .collect()
+}
+
+/// The Secret's credentials; `None` when no Secret is named (the default AWS chain).
+/// The outer error is the API server failing.
+async fn read_credentials(
+    client: &Client,
+    namespace: &str,
+    secret: Option<&str>,
+) -> Result<Result<Option<StaticCredentials>, Attempt>, Error> {
+    let Some(secret) = secret else {
+        return Ok(Ok(None));
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let found = secrets
+        .get_opt(secret)
+        .await
+        .map_err(|source| Error::GetSecret {
+            name: secret.to_string(),
+            source,
+        })?;
+    let Some(found) = found else {
+        return Ok(Err(Attempt::Blocked(
+            Precondition::CredentialsSecretMissing {
+                namespace: namespace.to_string(),
+                secret: secret.to_string(),
+            },
+        )));
+    };
+    Ok(
+        StaticCredentials::from_secret_data(&found.data.unwrap_or_default())
+            .map(Some)
+            .map_err(Attempt::Engine),
+    )
+}
+
+/// How long from `now` until `at`, at least a second (a requeue of zero spins).
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let secs = at.as_second().saturating_sub(now.as_second()).max(1);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(1))
+}
+
+async fn publish_failure(ctx: &Context, backup: &EtcdBackup, failure: &impl Failure) {
+    publish(
+        ctx,
+        backup,
+        EventType::Warning,
+        failure.reason(),
+        failure.message(),
+    )
+    .await;
+}
+
+/// Publishes an Event about `backup`; failing to is logged, never fatal.
+async fn publish(ctx: &Context, backup: &EtcdBackup, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Backup".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &backup.object_ref(&())).await {
+        warn!(error = %e, reason, "publishing event failed");
+    }
+}
+
+/// Server-side applies `status` on the status subresource, as the only field manager.
+async fn apply_status(
+    client: &Client,
+    backup: &EtcdBackup,
+    status: &EtcdBackupStatus,
+) -> Result<(), Error> {
+    let api: Api<EtcdBackup> =
+        Api::namespaced(client.clone(), &backup.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "EtcdBackup",
+        "status": status,
+    });
+    api.patch_status(
+        &backup.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Failing to talk to the API server: try again in 5 s.
+pub fn error_policy(backup: Arc<EtcdBackup>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            error: error.label().to_string(),
+        })
+        .inc();
+    warn!(backup = %backup.name_any(), error = %error_chain(error), "backup reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The EtcdBackup Controller (one namespace or all), ready to run until `shutdown`.
+pub fn controller(
+    api: Api<EtcdBackup>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                Ok((object, action)) => debug!(backup = %object, ?action, "reconciled"),
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                Err(e @ ControllerError::ObjectNotFound(_)) => debug!(error = %e, "skipped"),
+                Err(e) => warn!(error = %error_chain(&e), "backup controller watch failed"),
+            }
+        })
+}
+
+/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,329 @@
+//! [`reconcile`] against a mocked API server: every path that needs no etcd or S3 (the
+//! engine is tested against real ones in `tests/backup.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::EtcdClusterSpec;
+use crate::api::backup::{BackupDestination, EtcdBackupSpec, S3Destination};
+use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
+use crate::api::s3::S3Connection;
+use crate::fixtures::{ApiServer, within_1s};
+
+const NS: &str = "db";
+const STATUS: &str = "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdbackups/nightly/status";
+const CLUSTER: &str = "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/main";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/db/events";
+
+fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
+    EtcdBackupSpec {
+        cluster_name: "main".into(),
+        destination: BackupDestination {
+            s3: S3Destination {
+                bucket: "backups".into(),
+                prefix: Some("prod".into()),
+                connection: S3Connection {
+                    endpoint: Some("http://garage.storage.svc:3900".into()),
+                    region: None,
+                    force_path_style: Some(true),
+                    credentials_secret: Some("s3-creds".into()),
+                },
+                part_size_mib: None,
+            },
+        },
+        schedule: schedule.map(str::to_owned),
+        retention: None,
+    }
+}
+
+/// An EtcdBackup as read from the API server.
+fn backup(spec: EtcdBackupSpec) -> EtcdBackup {
+    let mut b = EtcdBackup::new("nightly", spec);
+    b.metadata.namespace = Some(NS.into());
+    b.metadata.uid = Some("uid-b".into());
+    b.metadata.generation = Some(1);
+    b
+}
+
+/// The EtcdCluster `main`, its three members listed with client URLs.
+fn cluster() -> Value {
+    let mut c = EtcdCluster::new("main", EtcdClusterSpec::new(3, "3.5.16"));
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("uid-c".into());
+    c.status = Some(EtcdClusterStatus {
+        members: (0..3)
+            .map(|i| MemberStatus {
+                name: format!("main-{i}"),
+                client_url: Some(format!("http://main-{i}.main.db.svc:2379")),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    serde_json::to_value(c).unwrap()
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        Metrics::new(),
+        Reporter {
+            controller: "etcd-operator".into(),
+            instance: Some("etcd-operator-0".into()),
+        },
+    ))
+}
+
+/// The backup the API server returns after a status apply of `patch`.
+fn stored(patch: &Value, spec: EtcdBackupSpec) -> Value {
+    let mut b = serde_json::to_value(backup(spec)).unwrap();
+    b["status"] = patch["status"].clone();
+    b
+}
+
+/// Conditions without their timestamps, which come from the clock.
+fn without_times(mut status: Value) -> Value {
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for c in conditions {
+            c.as_object_mut().unwrap().remove("lastTransitionTime");
+        }
+    }
+    status
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": 1,
+    })
+}
+
+/// Expects the status apply and answers it; returns the applied status.
+async fn expect_status(s: &mut ApiServer, spec: EtcdBackupSpec) -> Value {
+    let call = s.expect(Method::PATCH, STATUS).await;
+    call.assert_apply();
+    assert_eq!(call.body["apiVersion"], "etcd.operator.dev/v1alpha1");
+    assert_eq!(call.body["kind"], "EtcdBackup");
+    let status = call.body["status"].clone();
+    let body = stored(&call.body, spec);
+    call.reply(&body);
+    status
+}
+
+/// Expects one Event about the backup and answers it; returns it.
+async fn expect_event(s: &mut ApiServer) -> Value {
+    let event = s.expect(Method::POST, EVENTS).await;
+    assert_eq!(event.body["regarding"]["kind"], "EtcdBackup");
+    assert_eq!(event.body["regarding"]["name"], "nightly");
+    assert_eq!(event.body["reportingController"], "etcd-operator");
+    let body = event.body.clone();
+    event.echo();
+    body
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_fails_the_backup_with_an_event_and_retries() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER).await.reply(&cluster());
+        s.expect(Method::GET, "/api/v1/namespaces/db/secrets/s3-creds")
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        let status = expect_status(&mut s, spec(None)).await;
+        let message =
+            "Secret s3-creds (credentialsSecret) does not exist in namespace db (will retry)";
+        assert_eq!(
+            without_times(status),
+            json!({
+                "observedGeneration": 1,
+                "conditions": [
+                    condition("SpecValid", "True", "Valid", ""),
+                    condition("Failed", "True", "CredentialsSecretMissing", message),
+                    condition("Ready", "False", "CredentialsSecretMissing", message),
+                ],
+            })
+        );
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "CredentialsSecretMissing");
+        assert_eq!(event["action"], "Backup");
+        assert_eq!(event["note"], message.trim_end_matches(" (will retry)"));
+    });
+    let action = reconcile(Arc::new(backup(spec(None))), ctx.clone())
+        .await
+        .unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(ctx.metrics.encode().contains(
+        "etcd_operator_backups_total{namespace=\"db\",backup=\"nightly\",result=\"failure\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn a_missing_cluster_fails_the_backup_without_reading_the_secret() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        let status = expect_status(&mut s, spec(None)).await;
+        let message = "EtcdCluster main does not exist in namespace db (will retry)";
+        assert_eq!(
+            without_times(status)["conditions"][1],
+            condition("Failed", "True", "ClusterNotFound", message)
+        );
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "ClusterNotFound");
+    });
+    let action = reconcile(Arc::new(backup(spec(None))), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_cluster_without_listed_members_is_not_ready() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        let mut c = cluster();
+        c["status"]["members"] = json!([]);
+        s.expect(Method::GET, CLUSTER).await.reply(&c);
+        let status = expect_status(&mut s, spec(None)).await;
+        assert_eq!(status["conditions"][1]["reason"], "ClusterNotReady");
+        assert_eq!(expect_event(&mut s).await["reason"], "ClusterNotReady");
+    });
+    reconcile(Arc::new(backup(spec(None))), ctx).await.unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn consecutive_failures_back_off() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        expect_status(&mut s, spec(None)).await;
+        expect_event(&mut s).await;
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        expect_status(&mut s, spec(None)).await;
+        // The same Event again: the recorder counts it on the first one.
+        s.expect_under(Method::PATCH, &format!("{EVENTS}/nightly."))
+            .await
+            .echo();
+    });
+    let b = Arc::new(backup(spec(None)));
+    let first = reconcile(b.clone(), ctx.clone()).await.unwrap();
+    let second = reconcile(b, ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(
+        (first, second),
+        (
+            Action::requeue(Duration::from_secs(5)),
+            Action::requeue(Duration::from_secs(10))
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_schedule_sets_spec_valid_false_and_waits_for_a_change() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let invalid = spec(Some("every day"));
+    let server = server.run(|mut s| async move {
+        // Nothing is read: straight to the status.
+        let status = expect_status(&mut s, spec(Some("every day"))).await;
+        let status = without_times(status);
+        assert_eq!(status["observedGeneration"], 1);
+        let valid = &status["conditions"][0];
+        assert_eq!(
+            (&valid["type"], &valid["status"], &valid["reason"]),
+            (&json!("SpecValid"), &json!("False"), &json!("Invalid"))
+        );
+        assert!(
+            valid["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("spec.schedule: \"every day\" is not a cron expression"),
+            "{valid}"
+        );
+        assert_eq!(status["conditions"].as_array().unwrap().len(), 1);
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "InvalidSpec");
+    });
+    let action = reconcile(Arc::new(backup(invalid)), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_scheduled_backup_records_its_next_run_and_comes_back_then() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let hourly = spec(Some("0 * * * *"));
+    let server = server.run(|mut s| async move {
+        let status = expect_status(&mut s, spec(Some("0 * * * *"))).await;
+        let next: Timestamp = status["nextScheduleTime"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(next.as_second() % 3600, 0, "{next}");
+        assert_eq!(status["conditions"][0]["reason"], "Valid");
+    });
+    let action = reconcile(Arc::new(backup(hourly)), ctx).await.unwrap();
+    within_1s(server).await;
+    let in_an_hour = (1..=3600).map(|s| Action::requeue(Duration::from_secs(s)));
+    assert!(in_an_hour.into_iter().any(|a| a == action), "{action:?}");
+}
+
+#[tokio::test]
+async fn a_one_shot_that_succeeded_sends_nothing() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|_| async {});
+    let mut b = backup(spec(None));
+    let record = BackupRecord {
+        key: "prod/main/20250610T073000Z-rev42.db".into(),
+        size: 1000,
+        sha256: "ab".repeat(32),
+        revision: 42,
+        etcd_version: "3.5.16".into(),
+        cluster_id: "cdf818194e3a8c32".into(),
+        duration_seconds: 0.5,
+        mb_per_second: 2.0,
+        time: crate::api::condition::now(),
+    };
+    b.status = Some(status_after_success(
+        None,
+        record,
+        1,
+        None,
+        Timestamp::now(),
+    ));
+    let action = reconcile(Arc::new(b), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[test]
+fn requeues_are_at_least_a_second() {
+    let now: Timestamp = "2025-06-10T07:30:00Z".parse().unwrap();
+    assert_eq!(until(now, now), Duration::from_secs(1));
+    let later: Timestamp = "2025-06-10T08:00:00Z".parse().unwrap();
+    assert_eq!(until(later, now), Duration::from_secs(1800));
+}
