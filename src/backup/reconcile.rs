@@ -132,6 +132,39 @@ impl Failure for Precondition {
     }
 }
 
+/// Why one attempt at a backup or restore failed: an input was missing before the engine
+/// ran, or the engine failed. Both runtimes report it through [`Failure`].
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Precondition(#[from] Precondition),
+    #[error(transparent)]
+    Backup(#[from] Error),
+}
+
+impl Failure for AttemptError {
+    fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::Precondition(p) => p.reason(),
+            AttemptError::Backup(e) => Failure::reason(e),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            AttemptError::Precondition(p) => p.message(),
+            AttemptError::Backup(e) => Failure::message(e),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Precondition(p) => p.is_retryable(),
+            AttemptError::Backup(e) => Failure::is_retryable(e),
+        }
+    }
+}
+
 /// `e: cause: cause...`, skipping a cause that repeats the text before it.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -56,8 +56,8 @@ use tracing::{debug, info, instrument, warn};
 use crate::api::backup::{BackupRecord, EtcdBackupStatus};
 use crate::api::{EtcdBackup, EtcdCluster, validate};
 use crate::backup::reconcile::{
-    BackupDue, Failure, Idle, Precondition, backup_due, error_chain, forget_deleted, next_schedule,
-    note_retention_failure, retry_delay, status_after_failure, status_after_success,
+    AttemptError, BackupDue, Failure, Idle, Precondition, backup_due, error_chain, forget_deleted,
+    next_schedule, note_retention_failure, retry_delay, status_after_failure, status_after_success,
     status_invalid, status_scheduled,
 };
 use crate::backup::{self, StaticCredentials, apply_retention, take_backup};
@@ -92,36 +92,6 @@ impl Error {
             Error::GetCluster { .. } => "GetCluster",
             Error::GetSecret { .. } => "GetSecret",
             Error::PatchStatus(_) => "PatchStatus",
-        }
-    }
-}
-
-/// Why one attempt at a backup failed: a missing input, or the engine.
-#[derive(Debug)]
-enum Attempt {
-    Blocked(Precondition),
-    Engine(backup::Error),
-}
-
-impl Failure for Attempt {
-    fn reason(&self) -> &'static str {
-        match self {
-            Attempt::Blocked(p) => p.reason(),
-            Attempt::Engine(e) => Failure::reason(e),
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            Attempt::Blocked(p) => p.message(),
-            Attempt::Engine(e) => Failure::message(e),
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            Attempt::Blocked(p) => p.is_retryable(),
-            Attempt::Engine(e) => Failure::is_retryable(e),
         }
     }
 }
@@ -177,7 +147,7 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
     match backup_due(&backup.spec, generation, status, now) {
         BackupDue::Never(Idle::OneShotDone { .. }) => Ok(Action::await_change()),
         BackupDue::Never(Idle::NoNextRun { expr, after }) => {
-            let failure = Attempt::Engine(backup::Error::NoNextRun { expr, after });
+            let failure = AttemptError::Backup(backup::Error::NoNextRun { expr, after });
             let new = status_after_failure(status, &failure, generation, None, now);
             if status != Some(&new) {
                 apply_status(&ctx.client, &backup, &new).await?;
@@ -237,7 +207,7 @@ async fn run(
                 Err(e) => {
                     warn!(error = %error_chain(&e), "deleting expired backups failed");
                     note_retention_failure(&mut new, &e);
-                    publish_failure(ctx, backup, &Attempt::Engine(e)).await;
+                    publish_failure(ctx, backup, &AttemptError::Backup(e)).await;
                 }
             }
             apply_status(&ctx.client, backup, &new).await?;
@@ -280,7 +250,7 @@ async fn run(
 async fn attempt(
     backup: &EtcdBackup,
     ctx: &Context,
-) -> Result<Result<(BackupRecord, aws_sdk_s3::Client), Attempt>, Error> {
+) -> Result<Result<(BackupRecord, aws_sdk_s3::Client), AttemptError>, Error> {
     let namespace = backup.namespace().unwrap_or_default();
     let cluster_name = &backup.spec.cluster_name;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -293,16 +263,20 @@ async fn attempt(
                 source,
             })?
     else {
-        return Ok(Err(Attempt::Blocked(Precondition::ClusterNotFound {
-            namespace,
-            cluster: cluster_name.clone(),
-        })));
+        return Ok(Err(AttemptError::Precondition(
+            Precondition::ClusterNotFound {
+                namespace,
+                cluster: cluster_name.clone(),
+            },
+        )));
     };
     let urls = client_urls(&cluster);
     if urls.is_empty() {
-        return Ok(Err(Attempt::Blocked(Precondition::ClusterNotReady {
-            cluster: cluster_name.clone(),
-        })));
+        return Ok(Err(AttemptError::Precondition(
+            Precondition::ClusterNotReady {
+                cluster: cluster_name.clone(),
+            },
+        )));
     }
     let destination = &backup.spec.destination.s3;
     let credentials = match read_credentials(
@@ -319,7 +293,7 @@ async fn attempt(
     let admin = match EtcdAdmin::connect(urls, None).await {
         Ok(admin) => admin,
         Err(e) => {
-            return Ok(Err(Attempt::Engine(backup::Error::NoHealthyMember {
+            return Ok(Err(AttemptError::Backup(backup::Error::NoHealthyMember {
                 last: Some(e),
             })));
         }
@@ -328,7 +302,7 @@ async fn attempt(
     Ok(take_backup(&admin, None, &s3, destination, cluster_name)
         .await
         .map(|record| (record, s3))
-        .map_err(Attempt::Engine))
+        .map_err(AttemptError::Backup))
 }
 
 /// Deletes the backups the retention policy lets go, if there is one; returns their keys.
@@ -374,7 +348,7 @@ async fn read_credentials(
     client: &Client,
     namespace: &str,
     secret: Option<&str>,
-) -> Result<Result<Option<StaticCredentials>, Attempt>, Error> {
+) -> Result<Result<Option<StaticCredentials>, AttemptError>, Error> {
     let Some(secret) = secret else {
         return Ok(Ok(None));
     };
@@ -387,7 +361,7 @@ async fn read_credentials(
             source,
         })?;
     let Some(found) = found else {
-        return Ok(Err(Attempt::Blocked(
+        return Ok(Err(AttemptError::Precondition(
             Precondition::CredentialsSecretMissing {
                 namespace: namespace.to_string(),
                 secret: secret.to_string(),
@@ -397,7 +371,7 @@ async fn read_credentials(
     Ok(
         StaticCredentials::from_secret_data(&found.data.unwrap_or_default())
             .map(Some)
-            .map_err(Attempt::Engine),
+            .map_err(AttemptError::Backup),
     )
 }
 

@@ -63,11 +63,11 @@ use crate::api::restore::{EtcdRestoreStatus, S3Object};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, validate};
 use crate::backup::member_restore::StepReport;
 use crate::backup::reconcile::{
-    Failure, Precondition, RestoreFrom, RestoreNext, error_chain, restore_next, restore_source,
-    restore_status_completed, restore_status_downloading, restore_status_failed,
+    AttemptError, Failure, Precondition, RestoreFrom, RestoreNext, error_chain, restore_next,
+    restore_source, restore_status_completed, restore_status_downloading, restore_status_failed,
     restore_status_invalid, restore_status_restoring, restore_status_with_cluster_id, retry_delay,
 };
-use crate::backup::{self, StaticCredentials, check_version};
+use crate::backup::{StaticCredentials, check_version};
 use crate::metrics::Metrics;
 use crate::runtime::pods::restore::{
     ANNOTATION_RESTORE_FROM, ANNOTATION_RESTORE_SOURCE, FETCH_CONTAINER, FINISH_CONTAINER,
@@ -277,7 +277,7 @@ impl Pass<'_> {
         if let (Some(snapshot), Some(target)) = (recorded, target)
             && let Err(e) = check_version(&snapshot, &target)
         {
-            return self.fail(&Blocked::Engine(e)).await;
+            return self.fail(&AttemptError::Backup(e)).await;
         }
 
         let cluster = new_cluster(self.restore, &from);
@@ -315,7 +315,7 @@ impl Pass<'_> {
 
     /// The credentials Secret must exist and hold a key pair before members are created
     /// that would wait for it forever.
-    async fn check_credentials(&self, from: &RestoreFrom) -> Result<Option<Blocked>, Error> {
+    async fn check_credentials(&self, from: &RestoreFrom) -> Result<Option<AttemptError>, Error> {
         let Some(name) = &from.connection.credentials_secret else {
             return Ok(None);
         };
@@ -328,7 +328,7 @@ impl Pass<'_> {
                     source,
                 })?;
         Ok(match secret {
-            None => Some(Blocked::Precondition(
+            None => Some(AttemptError::Precondition(
                 Precondition::CredentialsSecretMissing {
                     namespace: self.namespace.clone(),
                     secret: name.clone(),
@@ -336,7 +336,7 @@ impl Pass<'_> {
             )),
             Some(secret) => StaticCredentials::from_secret_data(&secret.data.unwrap_or_default())
                 .err()
-                .map(Blocked::Engine),
+                .map(AttemptError::Backup),
         })
     }
 
@@ -484,36 +484,6 @@ impl Pass<'_> {
         let regarding = self.restore.object_ref(&());
         if let Err(e) = self.ctx.recorder.publish(&event, &regarding).await {
             warn!(error = %e, reason, "publishing event failed");
-        }
-    }
-}
-
-/// A restore that cannot start: a missing input, or the engine's check.
-#[derive(Debug)]
-enum Blocked {
-    Precondition(Precondition),
-    Engine(backup::Error),
-}
-
-impl Failure for Blocked {
-    fn reason(&self) -> &'static str {
-        match self {
-            Blocked::Precondition(p) => p.reason(),
-            Blocked::Engine(e) => Failure::reason(e),
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            Blocked::Precondition(p) => p.message(),
-            Blocked::Engine(e) => Failure::message(e),
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            Blocked::Precondition(p) => p.is_retryable(),
-            Blocked::Engine(e) => Failure::is_retryable(e),
         }
     }
 }

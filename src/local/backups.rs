@@ -34,36 +34,7 @@ use crate::manifest::{DEFAULT_NAMESPACE, Documents};
 use super::status_files::{self, StatusFiles};
 
 /// Why a backup could not be taken: before the engine ran, or in it.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Precondition(#[from] Precondition),
-    #[error(transparent)]
-    Backup(#[from] backup::Error),
-}
-
-impl Failure for Error {
-    fn reason(&self) -> &'static str {
-        match self {
-            Error::Precondition(p) => p.reason(),
-            Error::Backup(e) => e.reason(),
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            Error::Precondition(p) => p.message(),
-            Error::Backup(e) => Failure::message(e),
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            Error::Precondition(p) => p.is_retryable(),
-            Error::Backup(e) => e.is_retryable(),
-        }
-    }
-}
+pub use crate::backup::reconcile::AttemptError as Error;
 
 /// `namespace/name`, the key of a namespaced document.
 pub(super) fn doc_key(meta: &kube::api::ObjectMeta) -> String {
