@@ -8,7 +8,7 @@ mod cli;
 use cli::{
     Cli, Command, LocalAction, LocalArgs, LogFormat, RestoreFetchArgs, RestoreFinishArgs, RunArgs,
 };
-use etcd_operator::api::{EtcdCluster, crd};
+use etcd_operator::api::{EtcdBackup, EtcdCluster, EtcdRestore, crd};
 use etcd_operator::backup::member_restore::{self, MemberRestorePaths, StepReport};
 use etcd_operator::local::driver;
 use etcd_operator::local::status_files::{self, StatusFiles};
@@ -29,14 +29,20 @@ fn init_logging(format: LogFormat) {
 /// `etcd-operator local status`: the table from the status files.
 fn local_status(args: &LocalArgs) -> anyhow::Result<()> {
     let files = StatusFiles::new(&args.state_dir);
+    let now = k8s_openapi::jiff::Timestamp::now();
     let clusters: Vec<EtcdCluster> = files.read_all()?;
+    let backups: Vec<EtcdBackup> = files.read_all()?;
+    let restores: Vec<EtcdRestore> = files.read_all()?;
     if clusters.is_empty() {
         println!("No EtcdClusters in {}", args.state_dir.display());
     } else {
-        print!(
-            "{}",
-            status_files::cluster_table(&clusters, k8s_openapi::jiff::Timestamp::now())
-        );
+        print!("{}", status_files::cluster_table(&clusters, now));
+    }
+    if !backups.is_empty() {
+        print!("\n{}", status_files::backup_table(&backups, now));
+    }
+    if !restores.is_empty() {
+        print!("\n{}", status_files::restore_table(&restores, now));
     }
     Ok(())
 }

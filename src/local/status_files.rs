@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use crate::api::EtcdCluster;
+use crate::api::condition;
+use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore};
 
 /// Why a status file could not be written or read.
 #[derive(Debug, Error)]
@@ -143,34 +144,10 @@ pub fn short_age(secs: i64) -> String {
     }
 }
 
-/// The `kubectl get etcd` table: NAME SIZE READY VERSION PHASE AGE.
-pub fn cluster_table(clusters: &[EtcdCluster], now: Timestamp) -> String {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "SIZE".into(),
-        "READY".into(),
-        "VERSION".into(),
-        "PHASE".into(),
-        "AGE".into(),
-    ]];
-    for c in clusters {
-        let st = c.status.clone().unwrap_or_default();
-        let age = c
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| short_age(now.as_second() - t.0.as_second()))
-            .unwrap_or_else(|| "<unknown>".into());
-        rows.push([
-            c.metadata.name.clone().unwrap_or_default(),
-            c.spec.size.to_string(),
-            st.ready_members.to_string(),
-            st.current_version.unwrap_or_default(),
-            st.phase.to_string(),
-            age,
-        ]);
-    }
-    let widths: Vec<usize> = (0..6)
+/// Lays out rows (the first is the header) in columns separated by three spaces.
+fn render(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     rows.iter()
@@ -183,6 +160,93 @@ pub fn cluster_table(clusters: &[EtcdCluster], now: Timestamp) -> String {
             line.join("   ").trim_end().to_string() + "\n"
         })
         .collect()
+}
+
+fn age(meta: &kube::api::ObjectMeta, now: Timestamp) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| short_age(now.as_second() - t.0.as_second()))
+        .unwrap_or_else(|| "<unknown>".into())
+}
+
+fn since(
+    t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: Timestamp,
+) -> String {
+    t.map(|t| format!("{} ago", short_age(now.as_second() - t.0.as_second())))
+        .unwrap_or_else(|| "<none>".into())
+}
+
+/// The `kubectl get etcd` table: NAME SIZE READY VERSION PHASE AGE.
+pub fn cluster_table(clusters: &[EtcdCluster], now: Timestamp) -> String {
+    let mut rows = vec![
+        ["NAME", "SIZE", "READY", "VERSION", "PHASE", "AGE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for c in clusters {
+        let st = c.status.clone().unwrap_or_default();
+        rows.push(vec![
+            c.metadata.name.clone().unwrap_or_default(),
+            c.spec.size.to_string(),
+            st.ready_members.to_string(),
+            st.current_version.unwrap_or_default(),
+            st.phase.to_string(),
+            age(&c.metadata, now),
+        ]);
+    }
+    render(&rows)
+}
+
+/// The `kubectl get etcdbackup` table: NAME CLUSTER SCHEDULE LAST-SUCCESS LAST-ERROR AGE.
+pub fn backup_table(backups: &[EtcdBackup], now: Timestamp) -> String {
+    let mut rows = vec![
+        [
+            "NAME",
+            "CLUSTER",
+            "SCHEDULE",
+            "LAST SUCCESS",
+            "FAILING",
+            "AGE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for b in backups {
+        let st = b.status.clone().unwrap_or_default();
+        let failing = condition::find(&st.conditions, condition::types::FAILED)
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            b.metadata.name.clone().unwrap_or_default(),
+            b.spec.cluster_name.clone(),
+            b.spec.schedule.clone().unwrap_or_else(|| "once".into()),
+            since(st.last_successful_time.as_ref(), now),
+            failing,
+            age(&b.metadata, now),
+        ]);
+    }
+    render(&rows)
+}
+
+/// The `kubectl get etcdrestore` table: NAME CLUSTER PHASE AGE.
+pub fn restore_table(restores: &[EtcdRestore], now: Timestamp) -> String {
+    let mut rows = vec![
+        ["NAME", "CLUSTER", "PHASE", "AGE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in restores {
+        let st = r.status.clone().unwrap_or_default();
+        rows.push(vec![
+            r.metadata.name.clone().unwrap_or_default(),
+            r.spec.cluster.name.clone(),
+            format!("{:?}", st.phase),
+            age(&r.metadata, now),
+        ]);
+    }
+    render(&rows)
 }
 
 #[cfg(test)]
@@ -230,6 +294,50 @@ mod tests {
         assert_eq!(
             t,
             "NAME      SIZE   READY   VERSION   PHASE     AGE\nexample   3      3       3.5.16    Running   2m\n"
+        );
+    }
+
+    #[test]
+    fn backup_table_shows_schedule_last_success_and_failure_reason() {
+        use crate::api::backup::{
+            BackupDestination, EtcdBackupSpec, EtcdBackupStatus, S3Destination,
+        };
+        use crate::api::condition::{Status, set, types};
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let mut b = EtcdBackup::new(
+            "nightly",
+            EtcdBackupSpec {
+                cluster_name: "example".into(),
+                destination: BackupDestination {
+                    s3: S3Destination {
+                        bucket: "etcd-backups".into(),
+                        prefix: None,
+                        connection: Default::default(),
+                        part_size_mib: None,
+                    },
+                },
+                schedule: Some("0 */6 * * *".into()),
+                retention: None,
+            },
+        );
+        let mut st = EtcdBackupStatus {
+            last_successful_time: Some(Time(Timestamp::from_second(1_000_000 - 3_700).unwrap())),
+            ..Default::default()
+        };
+        set(
+            &mut st.conditions,
+            types::FAILED,
+            Status::True,
+            "Credentials",
+            "denied",
+            None,
+            Time(now),
+        );
+        b.status = Some(st);
+        let t = backup_table(&[b], now);
+        assert_eq!(
+            t,
+            "NAME      CLUSTER   SCHEDULE      LAST SUCCESS   FAILING       AGE\nnightly   example   0 */6 * * *   1h ago         Credentials   <unknown>\n"
         );
     }
 }
