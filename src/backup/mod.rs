@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 pub use metadata::SnapshotMetadata;
-pub use prune::{abort_stale_uploads, apply_retention, list_backups};
+pub use prune::{STALE_UPLOAD_AGE, abort_stale_uploads, apply_retention, list_backups};
 pub use restore::{
     SnapshotStatus, VerifiedSnapshot, check_version, download, fetch_snapshot, restore_data_dir,
     snapshot_status,

@@ -114,6 +114,11 @@ pub async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(
     Ok(())
 }
 
+/// Multipart uploads older than this under a cluster's folder were left by an operator that
+/// crashed mid-backup (every other failure aborts its own upload); a later success cleans
+/// them up.
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Aborts multipart uploads under `cluster`'s folder started more than `older_than` before
 /// `now`: uploads whose process died before it could abort them. Returns their keys.
 ///

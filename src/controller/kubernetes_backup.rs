@@ -329,6 +329,19 @@ async fn prune(
     if !deleted.is_empty() {
         info!(count = deleted.len(), "deleted expired backups");
     }
+    // Best effort: uploads an earlier, crashed operator left behind.
+    if let Err(e) = backup::abort_stale_uploads(
+        s3,
+        &destination.bucket,
+        destination.prefix.as_deref(),
+        &backup.spec.cluster_name,
+        backup::STALE_UPLOAD_AGE,
+        now,
+    )
+    .await
+    {
+        warn!(error = %e, "could not clean up stale multipart uploads");
+    }
     Ok(deleted)
 }
 

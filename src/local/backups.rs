@@ -459,6 +459,19 @@ async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
         ),
         None => None,
     };
+    // Best effort: uploads an earlier, crashed operator left behind.
+    if let Err(e) = backup::abort_stale_uploads(
+        &s3,
+        &job.destination.bucket,
+        job.destination.prefix.as_deref(),
+        &job.cluster,
+        backup::STALE_UPLOAD_AGE,
+        Timestamp::now(),
+    )
+    .await
+    {
+        warn!(backup = name, error = %e, "could not clean up stale multipart uploads");
+    }
     Ok(Outcome { record, pruned })
 }
 
