@@ -546,21 +546,33 @@ pub fn restore_status_restoring(
     status: Option<&EtcdRestoreStatus>,
     generation: i64,
     key: &str,
-    sha256: &str,
-    revision: i64,
+    sha256: Option<&str>,
+    revision: Option<i64>,
     now: Timestamp,
 ) -> EtcdRestoreStatus {
     let mut st = restore_base(status, generation, RestorePhase::Restoring, now);
     st.source_key = Some(key.to_owned());
-    st.sha256 = Some(sha256.to_owned());
-    st.restored_revision = Some(revision);
+    st.sha256 = sha256.map(str::to_owned);
+    st.restored_revision = revision;
     set_progress(
         &mut st,
         generation,
-        format!("restoring revision {revision} into new members"),
+        format!(
+            "restoring {} into new members",
+            what_is_restored(key, revision)
+        ),
         now,
     );
     st
+}
+
+/// `revision N of KEY`, or just the key when the revision is unknown (a foreign object
+/// without our metadata or key layout).
+fn what_is_restored(key: &str, revision: Option<i64>) -> String {
+    match revision {
+        Some(r) => format!("revision {r} of {key}"),
+        None => key.to_owned(),
+    }
 }
 
 /// The members run on the restored data: `Completed`, `Ready=True`, `Failed=False`.
@@ -569,22 +581,25 @@ pub fn restore_status_completed(
     status: Option<&EtcdRestoreStatus>,
     generation: i64,
     key: &str,
-    sha256: &str,
-    revision: i64,
+    sha256: Option<&str>,
+    revision: Option<i64>,
     cluster_id: Option<String>,
     now: Timestamp,
 ) -> EtcdRestoreStatus {
     let mut st = restore_base(status, generation, RestorePhase::Completed, now);
     st.source_key = Some(key.to_owned());
-    st.sha256 = Some(sha256.to_owned());
-    st.restored_revision = Some(revision);
+    st.sha256 = sha256.map(str::to_owned);
+    st.restored_revision = revision;
     st.cluster_id = cluster_id.or(st.cluster_id);
     condition::set(
         &mut st.conditions,
         types::READY,
         Status::True,
         reasons::RESTORED,
-        format!("restored revision {revision} from {key}"),
+        match revision {
+            Some(r) => format!("restored revision {r} from {key}"),
+            None => format!("restored {key} (revision unknown)"),
+        },
         Some(generation),
         time(now),
     );
@@ -979,10 +994,18 @@ mod tests {
         assert_eq!(st.source_key.as_deref(), Some("p/main/x.db"));
         assert_eq!(restore_next(1, Some(&st)), RestoreNext::Run, "resumed");
         let sha = "ab".repeat(32);
-        let st = restore_status_restoring(Some(&st), 1, "p/main/x.db", &sha, 42, now());
+        let st = restore_status_restoring(Some(&st), 1, "p/main/x.db", Some(&sha), Some(42), now());
         assert_eq!(st.phase, RestorePhase::Restoring);
         assert_eq!(cond(&st.conditions, types::READY).status, "False");
-        let st = restore_status_completed(Some(&st), 1, "p/main/x.db", &sha, 42, None, now());
+        let st = restore_status_completed(
+            Some(&st),
+            1,
+            "p/main/x.db",
+            Some(&sha),
+            Some(42),
+            None,
+            now(),
+        );
         assert_eq!(st.phase, RestorePhase::Completed);
         assert_eq!(st.restored_revision, Some(42));
         assert_eq!(cond(&st.conditions, types::READY).status, "True");

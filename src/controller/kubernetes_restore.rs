@@ -373,16 +373,15 @@ impl Pass<'_> {
             cluster_status.is_some_and(|s| condition::is_true(&s.conditions, types::AVAILABLE));
         if available {
             let cluster_id = cluster_status.and_then(|s| s.cluster_id.clone());
-            let mut new = restore_status_completed(
+            let new = restore_status_completed(
                 self.status(),
                 self.generation,
                 &key,
-                sha256.as_deref().unwrap_or_default(),
-                revision.unwrap_or_default(),
+                sha256.as_deref(),
+                revision,
                 cluster_id,
                 self.now,
             );
-            keep_unknown_absent(&mut new, sha256, revision);
             if self.apply_if_changed(&new).await? {
                 let note = format!("EtcdCluster {} serves the data of {key}", self.target());
                 self.publish(EventType::Normal, "Restored", note).await;
@@ -394,18 +393,14 @@ impl Pass<'_> {
             return self.fail(failure).await;
         }
         let new = match &progress {
-            Progress::Fetched { .. } => {
-                let mut new = restore_status_restoring(
-                    self.status(),
-                    self.generation,
-                    &key,
-                    sha256.as_deref().unwrap_or_default(),
-                    revision.unwrap_or_default(),
-                    self.now,
-                );
-                keep_unknown_absent(&mut new, sha256, revision);
-                new
-            }
+            Progress::Fetched { .. } => restore_status_restoring(
+                self.status(),
+                self.generation,
+                &key,
+                sha256.as_deref(),
+                revision,
+                self.now,
+            ),
             _ => restore_status_downloading(self.status(), self.generation, &key, self.now),
         };
         self.apply_if_changed(&new).await?;
@@ -692,17 +687,6 @@ fn revision_in_key(key: &str) -> Option<i64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// The restore statuses take a digest and revision; what nobody knows (a foreign object
-/// without our metadata) stays absent rather than empty or zero.
-fn keep_unknown_absent(
-    status: &mut EtcdRestoreStatus,
-    sha256: Option<String>,
-    revision: Option<i64>,
-) {
-    status.sha256 = sha256;
-    status.restored_revision = revision;
 }
 
 /// Failing to talk to the API server: try again in 5 s.

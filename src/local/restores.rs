@@ -478,7 +478,12 @@ impl Restores {
                             sha256,
                             revision,
                         } => restore_status_restoring(
-                            status, generation, &key, &sha256, revision, now,
+                            status,
+                            generation,
+                            &key,
+                            Some(&sha256),
+                            Some(revision),
+                            now,
                         ),
                     });
                     return None;
@@ -492,8 +497,8 @@ impl Restores {
                         status,
                         generation,
                         &done.key,
-                        &done.sha256,
-                        done.revision,
+                        Some(&done.sha256),
+                        Some(done.revision),
                         None,
                         now,
                     ));
