@@ -305,30 +305,15 @@ async fn attempt(
         .map_err(AttemptError::Backup))
 }
 
-/// Deletes the backups the retention policy lets go, if there is one; returns their keys.
+/// After a success: aborts uploads a crashed operator left (best effort), then deletes the
+/// backups the retention policy lets go, if there is one; returns their keys.
 async fn prune(
     backup: &EtcdBackup,
     s3: &aws_sdk_s3::Client,
     record: &BackupRecord,
     now: Timestamp,
 ) -> Result<Vec<String>, backup::Error> {
-    let Some(retention) = &backup.spec.retention else {
-        return Ok(Vec::new());
-    };
     let destination = &backup.spec.destination.s3;
-    let deleted = apply_retention(
-        s3,
-        &destination.bucket,
-        destination.prefix.as_deref(),
-        &backup.spec.cluster_name,
-        retention,
-        &record.key,
-        now,
-    )
-    .await?;
-    if !deleted.is_empty() {
-        info!(count = deleted.len(), "deleted expired backups");
-    }
     // Best effort: uploads an earlier, crashed operator left behind.
     if let Err(e) = backup::abort_stale_uploads(
         s3,
@@ -341,6 +326,22 @@ async fn prune(
     .await
     {
         warn!(error = %e, "could not clean up stale multipart uploads");
+    }
+    let Some(retention) = &backup.spec.retention else {
+        return Ok(Vec::new());
+    };
+    let deleted = apply_retention(
+        s3,
+        &destination.bucket,
+        destination.prefix.as_deref(),
+        &backup.spec.cluster_name,
+        retention,
+        &record.key,
+        now,
+    )
+    .await?;
+    if !deleted.is_empty() {
+        info!(count = deleted.len(), "deleted expired backups");
     }
     Ok(deleted)
 }
