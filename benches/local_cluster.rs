@@ -200,13 +200,9 @@ async fn rss_with_ten_clusters() {
     let ready_in = t.elapsed();
     // Keep managing them for a while (health checks every resync) and sample RSS.
     let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     for _ in 0..10 {
-        let t = Instant::now();
-        // Sampling cadence, not a wait for a condition.
-        while t.elapsed() < Duration::from_millis(500) {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tick.tick().await;
         samples.push(rss_kib(pid, "VmRSS:"));
     }
     let hwm = rss_kib(pid, "VmHWM:");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::api::EtcdClusterSpec;
+use crate::api::{EtcdCluster, EtcdClusterSpec};
 use crate::etcd::{self, EtcdAdmin, Member, MemberId, Timeouts};
 use crate::plan::{Observed, Step};
 use crate::runtime::{ClusterRef, InitialClusterState, MemberLaunch, MemberRuntime};
@@ -35,14 +35,46 @@ fn admin_timeouts() -> Timeouts {
     }
 }
 
-/// The token new members of `cluster` bootstrap with: unique per bootstrap so a member of
-/// an older incarnation of the same name can never join the new cluster.
+/// The token a cluster bootstraps with: the same on every pass (a bootstrap repeated after
+/// a partial failure must hand every member the same token), and different for a later
+/// cluster of the same name (uid on Kubernetes, creation time locally), so a member of an
+/// older incarnation can never join.
+pub fn bootstrap_token(cluster: &EtcdCluster) -> String {
+    let meta = &cluster.metadata;
+    let incarnation = meta
+        .uid
+        .clone()
+        .or_else(|| {
+            meta.creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{incarnation}",
+        meta.namespace
+            .as_deref()
+            .unwrap_or(crate::manifest::DEFAULT_NAMESPACE),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A fresh, unique token, for a cluster made from a snapshot (each restore gets its own).
 pub fn cluster_token(cluster: &ClusterRef) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{}-{}-{:x}", cluster.namespace, cluster.name, nanos)
+}
+
+/// The version a joining member starts at: the lowest the cluster runs (an upgrade moves it
+/// later, as the planner does for AddLearner), else the spec's.
+fn join_version(spec: &EtcdClusterSpec, observed: &Observed) -> Result<semver::Version, Error> {
+    if let Some(v) = observed.min_version() {
+        return Ok(v.clone());
+    }
+    version_of(spec)
 }
 
 fn version_of(spec: &EtcdClusterSpec) -> Result<semver::Version, Error> {
@@ -99,6 +131,7 @@ fn is_not_yet(e: &etcd::Error) -> bool {
 pub async fn execute<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
+    token: &str,
     spec: &EtcdClusterSpec,
     observed: &Observed,
     step: &Step,
@@ -113,14 +146,13 @@ pub async fn execute<R: MemberRuntime>(
                     .map_err(|source| Error::Bootstrap { source })?;
                 initial.push((addr.name.clone(), addr.peer_url.clone()));
             }
-            let token = cluster_token(cluster);
             for name in members {
                 let launch = MemberLaunch {
                     name: name.to_string(),
                     version: version.clone(),
                     initial_cluster: initial.clone(),
                     state: InitialClusterState::New,
-                    cluster_token: token.clone(),
+                    cluster_token: token.to_string(),
                     options: spec.etcd.clone(),
                 };
                 runtime
@@ -161,7 +193,7 @@ pub async fn execute<R: MemberRuntime>(
             Ok(Executed::Applied)
         }
         Step::StartMember { name, id } => {
-            let version = version_of(spec)?;
+            let version = join_version(spec, observed)?;
             let admin = admin(observed).await?;
             let info = admin
                 .member_list()
@@ -243,5 +275,38 @@ pub async fn execute<R: MemberRuntime>(
         Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {
             Ok(Executed::Nothing)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn cluster(uid: Option<&str>, created: i64) -> EtcdCluster {
+        let mut c = EtcdCluster::new("example", EtcdClusterSpec::new(3, "3.5.16"));
+        c.metadata.namespace = Some("prod".into());
+        c.metadata.uid = uid.map(String::from);
+        c.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
+        c
+    }
+
+    #[test]
+    fn bootstrap_token_is_stable_per_cluster_and_new_per_incarnation() {
+        let a = bootstrap_token(&cluster(Some("uid-1"), 10));
+        assert_eq!(
+            a,
+            bootstrap_token(&cluster(Some("uid-1"), 10)),
+            "same on every pass"
+        );
+        assert_eq!(a, "prod-example-uid-1");
+        assert_ne!(a, bootstrap_token(&cluster(Some("uid-2"), 10)));
+        // Locally there is no uid: the creation time tells incarnations apart.
+        assert_ne!(
+            bootstrap_token(&cluster(None, 10)),
+            bootstrap_token(&cluster(None, 11))
+        );
     }
 }

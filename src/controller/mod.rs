@@ -181,7 +181,15 @@ pub async fn reconcile_once<R: MemberRuntime>(
     ) {
         info!(cluster = %name, %step, "executing step");
     }
-    let executed = execute::execute(runtime, &cref, &cluster.spec, &observed, &step).await;
+    let executed = execute::execute(
+        runtime,
+        &cref,
+        &execute::bootstrap_token(cluster),
+        &cluster.spec,
+        &observed,
+        &step,
+    )
+    .await;
     if let Err(e) = &executed {
         warn!(cluster = %name, %step, error = %e, "step failed");
     }
