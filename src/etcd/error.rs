@@ -369,6 +369,17 @@ fn caused_by_io(status: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether the client's transport made this status itself (a local cause is attached,
+/// e.g. hyper's "connection closed before message completed" when the member dies
+/// mid-request) rather than decoding one the server sent, which never carries a source.
+fn made_by_transport(code: i32, message: &str, has_local_cause: bool) -> bool {
+    const CANCELLED: i32 = 1;
+    const UNKNOWN: i32 = 2;
+    has_local_cause
+        && matches!(code, CANCELLED | UNKNOWN | GRPC_UNAVAILABLE)
+        && !message.starts_with("etcdserver:")
+}
+
 /// Attaches a call's context to what etcd-client returned.
 pub(crate) fn from_client(
     op: Op,
@@ -380,7 +391,16 @@ pub(crate) fn from_client(
     let endpoint = endpoint.to_owned();
     let cause = match &err {
         // tonic wraps a broken connection (e.g. the member was killed) as status UNKNOWN.
-        etcd_client::Error::GRpcStatus(s) if caused_by_io(s) => Cause::Unreachable,
+        etcd_client::Error::GRpcStatus(s)
+            if caused_by_io(s)
+                || made_by_transport(
+                    i32::from(s.code()),
+                    s.message(),
+                    std::error::Error::source(s).is_some(),
+                ) =>
+        {
+            Cause::Unreachable
+        }
         etcd_client::Error::GRpcStatus(s) => classify(i32::from(s.code()), s.message()),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             Cause::Unreachable
@@ -426,6 +446,17 @@ pub(crate) fn from_client(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn statuses_the_transport_made_mean_unreachable_but_server_statuses_do_not() {
+        assert!(made_by_transport(2, "transport error", true));
+        assert!(made_by_transport(1, "operation was canceled", true));
+        // Decoded from the wire: no local cause, whatever the code.
+        assert!(!made_by_transport(2, "transport error", false));
+        // etcd's own refusals keep their meaning.
+        assert!(!made_by_transport(14, "etcdserver: leader changed", true));
+        assert!(!made_by_transport(4, "deadline exceeded", true));
+    }
     use super::*;
 
     #[test]
