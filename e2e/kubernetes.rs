@@ -38,6 +38,7 @@ async fn kubernetes_scenarios() {
         println!("skipped: KUBECONFIG is not set");
         return;
     }
+    etcd_operator::tls_provider::install();
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG is set but the cluster cannot be reached");

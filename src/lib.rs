@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod testing;
+pub mod tls_provider;

@@ -206,11 +206,7 @@ async fn termination() {
 }
 
 fn main() -> anyhow::Result<()> {
-    // kube brings rustls with `ring`, the AWS SDK with `aws-lc-rs`: with both in the tree
-    // rustls cannot choose a process-level provider and the first TLS client panics.
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    etcd_operator::tls_provider::install();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
