@@ -128,13 +128,18 @@ impl Objects {
         }
     }
 
-    /// The PodDisruptionBudget `<cluster>`: voluntary evictions one member at a time, and
-    /// none while a member is not ready.
+    /// The PodDisruptionBudget `<cluster>`: an integer `minAvailable` equal to the quorum of
+    /// `spec.size`, so exactly the evictions that keep quorum are allowed (one at a time for
+    /// 3 members, none while a member is not ready). `maxUnavailable` would need a scale
+    /// subresource on EtcdCluster to count the expected pods: without one the disruption
+    /// controller allows no eviction at all and `kubectl drain` hangs (issue 9, item 1).
     pub fn pod_disruption_budget(&self) -> PodDisruptionBudget {
+        let size = usize::try_from(self.spec.size).unwrap_or(0);
+        let min_available = i32::try_from(crate::plan::rules::quorum(size)).unwrap_or(i32::MAX);
         PodDisruptionBudget {
             metadata: self.meta(&self.cluster.name, self.cluster_labels()),
             spec: Some(PodDisruptionBudgetSpec {
-                max_unavailable: Some(IntOrString::Int(1)),
+                min_available: Some(IntOrString::Int(min_available)),
                 selector: Some(LabelSelector {
                     match_labels: Some(self.selector_labels()),
                     ..Default::default()

@@ -180,7 +180,7 @@ async fn expect_cluster_objects(server: &mut ApiServer) {
                 "ownerReferences": owner(),
             },
             "spec": {
-                "maxUnavailable": 1,
+                "minAvailable": 2,
                 "selector": { "matchLabels": { "etcd.operator.dev/cluster": "example" } },
             },
         })
