@@ -249,15 +249,22 @@ pub async fn put_keys(st: &EtcdClusterStatus, prefix: &str, n: usize) {
 }
 
 /// Asserts the keys [`put_keys`] wrote are all there.
+///
+/// A status file can say "all healthy" from the pass before a member was killed while its
+/// restarted process is not listening yet, so the read is retried (with a deadline) until a
+/// member answers; what it answers is then asserted exactly.
 pub async fn assert_keys(st: &EtcdClusterStatus, prefix: &str, n: usize) {
-    let mut c = kv(st).await;
-    let resp = c
-        .get(
-            format!("{prefix}/"),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .unwrap();
+    let c = kv(st).await;
+    let resp = wait_for(Duration::from_secs(20), "a member answers the read", || {
+        let mut c = c.clone();
+        let key = format!("{prefix}/");
+        async move {
+            c.get(key, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(resp.kvs().len(), n, "keys under {prefix}");
     for (i, kv) in resp.kvs().iter().enumerate() {
         assert_eq!(kv.value_str().unwrap(), format!("v{i}"));
