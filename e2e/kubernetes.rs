@@ -1,6 +1,6 @@
 //! The operator on a real Kubernetes cluster: install it from this repository's packaging,
-//! then create a cluster of 3, scale it to 5 and back, delete a member Pod, upgrade it and
-//! pause it, each in its own namespace, waiting on conditions with deadlines.
+//! then create a cluster of 3, evict members through the PDB, scale it to 5 and back, delete
+//! a member Pod, upgrade it (3.4 -> 3.5) and pause it, each in its own namespace, waiting on conditions with deadlines.
 //!
 //! Without `KUBECONFIG` it prints `skipped: KUBECONFIG is not set` and passes, so CI needs
 //! no cluster. `OPERATOR_IMAGE` is the operator image to deploy (and checked to be the one
@@ -20,14 +20,16 @@ use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, cluster::ClusterPhase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 const OPERATOR_NS: &str = "etcd-operator";
 const CLUSTER: &str = "e2e";
-const FROM: &str = "3.5.16";
-const TO: &str = "3.5.17";
+/// The versions Debian packages (bookworm 3.4.23, trixie 3.5.16), so images of both can be
+/// made on a machine without a registry; the upgrade crosses one minor version.
+const FROM: &str = "3.4.23";
+const TO: &str = "3.5.16";
 /// Long enough to pull an etcd image and bootstrap on a slow CI node.
 const DEADLINE: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_secs(2);
@@ -44,8 +46,9 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 5] = [
+    let scenarios: [(&str, ScenarioFn); 6] = [
         ("create-three", create_three),
+        ("evict", one_eviction_at_a_time),
         ("scale", scale_to_five_and_back),
         ("delete-pod", deleted_pod_is_replaced),
         ("upgrade", upgrade_patches_images_in_place),
@@ -97,6 +100,63 @@ fn create_three(client: Client, ns: String) -> Scenario {
         etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
         let other = pods[2].name_any();
         assert!(etcdctl(&ns, &other, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+/// The PDB allows exactly the evictions that keep quorum: with 3 healthy members one
+/// eviction succeeds, and a second one while the first member is down is refused (429).
+fn one_eviction_at_a_time(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+        wait_for("the PDB to allow one disruption", || async {
+            pdbs.get_opt(CLUSTER)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.status)
+                .is_some_and(|s| s.disruptions_allowed == 1 && s.current_healthy == 3)
+        })
+        .await;
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        // kube's default client retries 429s until they pass: the refusal must be seen as is.
+        let mut config = kube::Config::infer().await.expect("kubeconfig");
+        config.default_retry = false;
+        let no_retry = Client::try_from(config).expect("client without retries");
+        let api = Api::<Pod>::namespaced(no_retry, &ns);
+        let started = Instant::now();
+        api.evict(&pods[1].name_any(), &EvictParams::default())
+            .await
+            .expect("the first eviction of a healthy 3-member cluster is allowed");
+        match api
+            .evict(&pods[2].name_any(), &EvictParams::default())
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 429 => {}
+            other => panic!(
+                "a second eviction while one member is down must be refused with 429, got {other:?}"
+            ),
+        }
+        // emptyDir: the evicted member's data went with it, so it is replaced under a new name.
+        let victim = pods[1].name_any();
+        wait_for("the evicted member to be replaced", || async {
+            let names: Vec<String> = member_pods(&client, &ns)
+                .await
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
+            names.len() == 3 && !names.contains(&victim)
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "evict: healthy again {:.1}s after the eviction",
+            started.elapsed().as_secs_f64()
+        );
+        let any = member_pods(&client, &ns).await[0].name_any();
+        assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
     })
 }
 
@@ -289,6 +349,12 @@ fn uninstall() {
 
 async fn create_namespace(client: &Client, ns: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
+    // A namespace left by an earlier run may still be terminating: creates in it would be
+    // refused, so wait until it is gone.
+    wait_for(&format!("namespace {ns} from an earlier run to finish terminating"), || async {
+        !matches!(namespaces.get_opt(ns).await, Ok(Some(n)) if n.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     let object: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
     match namespaces.create(&PostParams::default(), &object).await {
         Ok(_) => {}
