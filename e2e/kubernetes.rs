@@ -58,13 +58,15 @@ async fn kubernetes_scenarios() {
         let ns = format!("e2e-{name}");
         println!("scenario {name} in namespace {ns}");
         create_namespace(&client, &ns).await;
+        let started = Instant::now();
         scenario(client.clone(), ns.clone()).await;
+        let took = started.elapsed().as_secs_f64();
         if !keep {
             let _ = Api::<Namespace>::all(client.clone())
                 .delete(&ns, &DeleteParams::default())
                 .await;
         }
-        println!("scenario {name}: ok");
+        println!("scenario {name}: ok in {took:.1}s");
     }
     if !keep {
         uninstall();
