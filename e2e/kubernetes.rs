@@ -142,16 +142,7 @@ fn one_eviction_at_a_time(client: Client, ns: String) -> Scenario {
             ),
         }
         // emptyDir: the evicted member's data went with it, so it is replaced under a new name.
-        let victim = pods[1].name_any();
-        wait_for("the evicted member to be replaced", || async {
-            let names: Vec<String> = member_pods(&client, &ns)
-                .await
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
-            names.len() == 3 && !names.contains(&victim)
-        })
-        .await;
+        wait_replaced(&client, &ns, &pods[1].name_any(), 3).await;
         wait_running(&clusters, 3, FROM).await;
         println!(
             "evict: healthy again {:.1}s after the eviction",
@@ -193,15 +184,7 @@ fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
             .await
             .unwrap();
         // emptyDir: the member's data went with its Pod, so it is removed and replaced.
-        wait_for("the deleted member to be replaced", || async {
-            let names: Vec<String> = member_pods(&client, &ns)
-                .await
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
-            names.len() == 3 && !names.contains(&victim)
-        })
-        .await;
+        wait_replaced(&client, &ns, &victim, 3).await;
         wait_running(&clusters, 3, FROM).await;
         let any = member_pods(&client, &ns).await[0].name_any();
         assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
@@ -401,6 +384,20 @@ async fn wait_running(clusters: &Api<EtcdCluster>, size: i32, version: &str) {
                 && s.current_version.as_deref() == Some(version)
         },
     )
+    .await;
+}
+
+/// Waits until `size` member Pods exist and `victim` is not among them: an emptyDir member
+/// whose Pod went away is replaced under a new name.
+async fn wait_replaced(client: &Client, ns: &str, victim: &str, size: usize) {
+    wait_for(&format!("member {victim} to be replaced"), || async {
+        let names: Vec<String> = member_pods(client, ns)
+            .await
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        names.len() == size && !names.iter().any(|n| n == victim)
+    })
     .await;
 }
 
