@@ -178,7 +178,7 @@ async fn rss_with_ten_clusters() {
         .unwrap();
     let pid = child.id().unwrap();
     let t = Instant::now();
-    let files = etcd_operator::local::status_files::StatusFiles::new(&state);
+    let files = etcd_operator::drivers::local::store::StatusFiles::new(&state);
     let all_running = wait_for(Duration::from_secs(240), "10 clusters running", || async {
         let cs: Vec<etcd_operator::api::EtcdCluster> =
             files.read_all().map_err(|e| e.to_string())?;

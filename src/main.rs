@@ -10,8 +10,8 @@ use cli::{
 };
 use etcd_operator::api::{EtcdBackup, EtcdCluster, EtcdRestore, crd};
 use etcd_operator::backup::member_restore::{self, MemberRestorePaths, StepReport};
-use etcd_operator::local::driver;
-use etcd_operator::local::status_files::{self, StatusFiles};
+use etcd_operator::drivers::local;
+use etcd_operator::drivers::local::store::{self, StatusFiles};
 use etcd_operator::plan::Policy;
 
 fn init_logging(format: LogFormat) {
@@ -36,13 +36,13 @@ fn local_status(args: &LocalArgs) -> anyhow::Result<()> {
     if clusters.is_empty() {
         println!("No EtcdClusters in {}", args.state_dir.display());
     } else {
-        print!("{}", status_files::cluster_table(&clusters, now));
+        print!("{}", store::cluster_table(&clusters, now));
     }
     if !backups.is_empty() {
-        print!("\n{}", status_files::backup_table(&backups, now));
+        print!("\n{}", store::backup_table(&backups, now));
     }
     if !restores.is_empty() {
-        print!("\n{}", status_files::restore_table(&restores, now));
+        print!("\n{}", store::restore_table(&restores, now));
     }
     Ok(())
 }
@@ -60,7 +60,7 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--metrics-addr {a:?} is not host:port"))?,
         ),
     };
-    let opts = driver::Options {
+    let opts = local::Options {
         metrics: metrics.clone(),
         files: args.files,
         state_dir: args.state_dir,
@@ -88,7 +88,7 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("Ctrl-C: shutting down");
         };
-        driver::run(opts, shutdown).await
+        local::run(opts, shutdown).await
     })
     .context("local runtime")?;
     Ok(())
@@ -96,7 +96,7 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
 
 /// `etcd-operator run`: the Kubernetes controller until SIGTERM or Ctrl-C.
 fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
-    use etcd_operator::controller::kubernetes::{self, leader::LeaseOptions};
+    use etcd_operator::drivers::kubernetes::{self, leader::LeaseOptions};
     let identity = args
         .leader_election_identity
         .or_else(|| std::env::var("HOSTNAME").ok())

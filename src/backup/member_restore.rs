@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::Error;
-use super::reconcile::error_chain;
 use super::restore::{Downloaded, check_version, download};
+use crate::error_chain::error_chain;
 
 /// A snapshot of a new, empty etcd 3.5.16 cluster (with its integrity hash), which every
 /// supported restore tool accepts: the input of step 2 when there is nothing to restore.

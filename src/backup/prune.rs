@@ -7,10 +7,11 @@ use aws_sdk_s3::Client;
 use jiff::Timestamp;
 use tracing::info;
 
+use super::error::Call;
 use super::key::{BackupKey, cluster_folder, parse_key};
 use super::retention::expired;
 use super::upload::abort_upload;
-use super::{Call, Error, S3Op};
+use super::{Error, S3Op};
 use crate::api::backup::Retention;
 
 /// Every key under `folder` (a key prefix), in the order S3 lists them.

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
+use super::error::Call;
 use super::metadata::SnapshotMetadata;
-use super::{Call, Error, S3Failure, S3Op};
+use super::{Error, S3Failure, S3Op};
 
 /// A downloaded object.
 #[derive(Clone, Debug, PartialEq, Eq)]

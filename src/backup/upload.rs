@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio::task::{JoinError, JoinSet};
 use tracing::{info, warn};
 
+use super::error::Call;
 use super::metadata::SnapshotMetadata;
-use super::{Call, Error, S3Op};
+use super::{Error, S3Op};
 
 /// S3's limit on parts per upload.
 pub const MAX_PARTS: i32 = 10_000;

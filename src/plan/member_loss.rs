@@ -22,15 +22,16 @@
 //!    `RemoveMember(Replace(Unhealthy))`.
 //!
 //! Removing an unhealthy member never costs quorum (see [`super::rules`]); every removal
-//! still goes through [`rules::removal_keeps_quorum`]. Several candidates: acting beats
+//! still goes through [`quorum::removal_keeps_quorum`]. Several candidates: acting beats
 //! waiting, then lowest ordinal, then lowest id.
 
 use std::time::Duration;
 
 use super::Ctx;
 use super::observed::ObservedMember;
-use super::rules;
+use super::quorum;
 use super::step::{BlockReason, RemovalReason, ReplaceReason, Step, WaitReason};
+use super::upgrade;
 
 /// Rules 1 and 2: bring back members that only need their process (and version) back.
 pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
@@ -41,7 +42,7 @@ pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
     // Rule 1.
     let guard_ok = o
         .min_version()
-        .is_some_and(|current| rules::version_change(current, &ctx.target).is_ok());
+        .is_some_and(|current| upgrade::version_change(current, &ctx.target).is_ok());
     if guard_ok {
         let others_at_target = |m: &ObservedMember| {
             o.etcd_members()
@@ -66,7 +67,7 @@ pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
     }
 
     // Rule 2.
-    let quorum = rules::has_quorum(o);
+    let quorum = quorum::has_quorum(o);
     started
         .iter()
         .find(|m| m.is_stopped_with_data() && (!is_overdue(ctx, m) || !quorum))
@@ -79,7 +80,7 @@ pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
 pub(super) fn replace(ctx: &Ctx) -> Option<Step> {
     let o = ctx.observed;
     // Rule 3.
-    if !rules::has_quorum(o) {
+    if !quorum::has_quorum(o) {
         return Some(quorum_lost(ctx));
     }
     let mut down: Vec<&ObservedMember> = o.etcd_members().filter(|m| !m.is_healthy()).collect();
@@ -139,7 +140,7 @@ pub(super) fn wait_for(ctx: &Ctx, m: &ObservedMember, starting: bool) -> Step {
 /// `RemoveMember`, unless the removal would not keep quorum: then `Blocked(QuorumLost)`.
 pub(super) fn remove_or_blocked(ctx: &Ctx, m: &ObservedMember, reason: RemovalReason) -> Step {
     match m.id() {
-        Some(id) if rules::removal_keeps_quorum(ctx.observed, id) => Step::RemoveMember {
+        Some(id) if quorum::removal_keeps_quorum(ctx.observed, id) => Step::RemoveMember {
             name: m.name.clone(),
             id,
             reason,

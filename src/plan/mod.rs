@@ -23,15 +23,20 @@
 //! 9. [`Step::Done`].
 //!
 //! # Guarantees
-//! Every step satisfies every check in [`rules`] (the property tests hold the planner to
+//! Every step satisfies every check in `invariants` (test-only: the property tests hold the planner to
 //! them): at most one membership change in flight, no removal that loses quorum, scale-down
 //! spares the leader, upgrades one minor at a time.
 
+pub mod backup;
 mod bootstrap;
+pub mod failure;
+#[cfg(test)]
+pub mod invariants;
 mod member_loss;
 pub mod observed;
 mod pending;
-pub mod rules;
+pub mod quorum;
+pub mod restore;
 mod scale;
 pub mod step;
 mod upgrade;

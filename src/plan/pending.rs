@@ -15,7 +15,7 @@
 //! 3. Learners: one no longer needed (spec.size voters already) is removed (`ScaleDown`),
 //!    a second one too (`Orphan`); a failed one is replaced like any member
 //!    ([`super::member_loss`] rules 4-6); a healthy one is promoted once
-//!    [`rules::is_caught_up`], else waited for.
+//!    [`quorum::is_caught_up`], else waited for.
 //! 4. A reservation (runtime member, never run, no data, not in etcd): `AddLearner` it
 //!    again when a member is still wanted, else `DeleteRuntimeMember`. Extra reservations
 //!    are deleted, highest ordinal first.
@@ -26,8 +26,9 @@
 use super::Ctx;
 use super::member_loss::{is_overdue, quorum_lost, remove_or_blocked, wait_for, when_overdue};
 use super::observed::ObservedMember;
-use super::rules;
+use super::quorum;
 use super::step::{RemovalReason, ReplaceReason, Step, WaitReason};
+use super::upgrade;
 
 pub(super) fn finish(ctx: &Ctx) -> Option<Step> {
     leftover(ctx)
@@ -64,7 +65,7 @@ fn unstarted(ctx: &Ctx) -> Option<Step> {
     let members = sorted(ctx, ObservedMember::is_unstarted);
     // Past the grace a stopped one is replaced instead, unless quorum is lost (then
     // starting it may be the way back, as for a partly started bootstrap).
-    let quorum = rules::has_quorum(ctx.observed);
+    let quorum = quorum::has_quorum(ctx.observed);
     if let Some(m) = members.iter().find(|m| {
         m.runtime.as_ref().is_some_and(|r| !r.running) && (!is_overdue(ctx, m) || !quorum)
     }) && let Some(id) = m.id()
@@ -120,7 +121,7 @@ fn learner(ctx: &Ctx) -> Option<Step> {
     }
     let raft_index = m.etcd.as_ref().and_then(|e| e.raft_index);
     let leader_raft_index = o.etcd.as_ref().map_or(0, |v| v.leader_raft_index);
-    if !rules::is_caught_up(raft_index, leader_raft_index) {
+    if !quorum::is_caught_up(raft_index, leader_raft_index) {
         return Some(Step::Wait {
             reason: WaitReason::LearnerCatchingUp {
                 name: m.name.clone(),
@@ -130,7 +131,7 @@ fn learner(ctx: &Ctx) -> Option<Step> {
         });
     }
     match m.id() {
-        Some(id) if rules::has_quorum(o) => Some(Step::PromoteLearner {
+        Some(id) if quorum::has_quorum(o) => Some(Step::PromoteLearner {
             name: m.name.clone(),
             id,
         }),
@@ -155,11 +156,11 @@ fn reservation(ctx: &Ctx) -> Option<Step> {
         return Some(delete(m));
     };
     // A reservation made for another version than the cluster can take now is made anew.
-    let version_ok = current.is_none_or(|c| rules::version_change(c, version).is_ok());
+    let version_ok = current.is_none_or(|c| upgrade::version_change(c, version).is_ok());
     if !wanted || !version_ok {
         return Some(delete(m));
     }
-    if !rules::has_quorum(o) {
+    if !quorum::has_quorum(o) {
         return Some(quorum_lost(ctx));
     }
     Some(Step::AddLearner {

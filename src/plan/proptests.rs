@@ -13,10 +13,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use semver::Version;
 
+use super::invariants::broken_rules;
 use super::observed::{
     EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, Policy, RuntimeState,
 };
-use super::rules::{broken_rules, is_caught_up, quorum};
+use super::quorum::{is_caught_up, quorum};
 use super::{BlockReason, Step, next_step};
 use crate::api::EtcdClusterSpec;
 use crate::etcd::{ClusterId, MemberId};

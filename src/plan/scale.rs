@@ -8,20 +8,22 @@
 //!   seen or recorded, so names are never reused), at the lowest version the members run
 //!   (a new member never runs below the cluster version; upgrades move it later with the
 //!   rest). [`super::pending`] promotes it once it caught up.
-//! - More voters: `RemoveMember(ScaleDown)` of [`rules::scale_down_candidate`]: never the
+//! - More voters: `RemoveMember(ScaleDown)` of [`scale_down_candidate`]: never the
 //!   leader, highest ordinal first, ties by lowest member id.
 
 use super::Ctx;
 use super::member_loss::{quorum_lost, remove_or_blocked};
+use super::observed::Observed;
 use super::observed::{MemberName, ObservedMember};
-use super::rules;
+use super::quorum;
 use super::step::{RemovalReason, Step, WaitReason};
+use crate::etcd::MemberId;
 
 pub(super) fn resize(ctx: &Ctx) -> Option<Step> {
     let o = ctx.observed;
     let voters = o.voter_count();
     if voters < ctx.size {
-        if !rules::has_quorum(o) {
+        if !quorum::has_quorum(o) {
             return Some(quorum_lost(ctx));
         }
         let version = o
@@ -41,10 +43,28 @@ pub(super) fn resize(ctx: &Ctx) -> Option<Step> {
                 reason: WaitReason::NoLeader,
             });
         };
-        let candidate = rules::scale_down_candidate(o, leader)?;
+        let candidate = scale_down_candidate(o, leader)?;
         return Some(remove_or_blocked(ctx, candidate, RemovalReason::ScaleDown));
     }
     None
+}
+
+/// The voter scale-down removes first: not the leader, highest ordinal (names without an
+/// ordinal first, as they are not ours), ties by lowest member id.
+pub(crate) fn scale_down_candidate(
+    observed: &Observed,
+    leader: MemberId,
+) -> Option<&ObservedMember> {
+    observed
+        .voters()
+        .filter(|m| m.id() != Some(leader))
+        .min_by_key(|m| {
+            (
+                std::cmp::Reverse(m.name.ordinal().unwrap_or(u32::MAX)),
+                m.id(),
+                m.name.as_str(),
+            )
+        })
 }
 
 #[cfg(test)]

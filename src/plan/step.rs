@@ -262,7 +262,7 @@ impl fmt::Display for BlockReason {
             BlockReason::QuorumLost { healthy, voters } => write!(
                 f,
                 "quorum lost: {healthy} of {voters} voters healthy, {} needed",
-                super::rules::quorum(*voters)
+                super::quorum::quorum(*voters)
             ),
             BlockReason::UpgradeStalled { member } => write!(
                 f,

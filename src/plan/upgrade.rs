@@ -12,12 +12,14 @@
 
 use super::Ctx;
 use super::observed::ObservedMember;
-use super::rules;
+use semver::Version;
+
+use super::step::BlockReason;
 use super::step::{Step, WaitReason};
 
 pub(super) fn guard(ctx: &Ctx) -> Option<Step> {
     let current = ctx.observed.min_version()?;
-    rules::version_change(current, &ctx.target)
+    version_change(current, &ctx.target)
         .err()
         .map(|reason| Step::Blocked { reason })
 }
@@ -64,8 +66,29 @@ pub(super) fn roll(ctx: &Ctx) -> Option<Step> {
     }
 }
 
+/// Whether a cluster whose lowest member version is `current` may move to `target`: at most
+/// one minor up, never a minor down; patch changes either way are fine.
+pub fn version_change(current: &Version, target: &Version) -> Result<(), BlockReason> {
+    let skip = || BlockReason::VersionSkip {
+        from: current.clone(),
+        to: target.clone(),
+    };
+    let down = || BlockReason::MinorDowngrade {
+        from: current.clone(),
+        to: target.clone(),
+    };
+    match target.major.cmp(&current.major) {
+        std::cmp::Ordering::Greater => Err(skip()),
+        std::cmp::Ordering::Less => Err(down()),
+        std::cmp::Ordering::Equal if target.minor > current.minor.saturating_add(1) => Err(skip()),
+        std::cmp::Ordering::Equal if target.minor < current.minor => Err(down()),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::version_change;
     use crate::plan::fixtures::*;
     use crate::plan::{BlockReason, Step, next_step};
 
@@ -182,5 +205,34 @@ mod tests {
     #[test]
     fn upgraded_cluster_is_done() {
         assert_eq!(plan("3.6.0", &observed(3).all_at("3.6.0")), Step::Done);
+    }
+
+    #[test]
+    fn version_change_table() {
+        let ok = [
+            ("3.5.16", "3.5.16"),
+            ("3.5.16", "3.5.2"),
+            ("3.5.16", "3.6.0"),
+            ("3.4.23", "3.5.0"),
+        ];
+        for (from, to) in ok {
+            assert_eq!(version_change(&v(from), &v(to)), Ok(()), "{from} -> {to}");
+        }
+        assert!(matches!(
+            version_change(&v("3.4.23"), &v("3.6.0")),
+            Err(BlockReason::VersionSkip { .. })
+        ));
+        assert!(matches!(
+            version_change(&v("3.5.16"), &v("3.4.23")),
+            Err(BlockReason::MinorDowngrade { .. })
+        ));
+        assert!(matches!(
+            version_change(&v("3.6.0"), &v("4.0.0")),
+            Err(BlockReason::VersionSkip { .. })
+        ));
+        assert!(matches!(
+            version_change(&v("3.6.0"), &v("2.9.0")),
+            Err(BlockReason::MinorDowngrade { .. })
+        ));
     }
 }

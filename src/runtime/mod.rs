@@ -1,9 +1,12 @@
 //! Where members run: the [`MemberRuntime`] trait, the values it speaks in, and its errors.
 //!
 //! A runtime starts, restarts, stops and deletes member processes and says which exist;
-//! it never talks to etcd (membership is the admin layer's job) and never decides
-//! anything (that is the planner's). [`local`] runs members as processes on this machine,
-//! [`pods`] as Pods of a Kubernetes cluster.
+//! it never talks to etcd (membership is the admin layer's job) and never decides which
+//! member to add, remove, restart or upgrade (that is the planner's). It only decides how a
+//! step is carried out on its kind of member: a Pod restart, for one, patches the image of a
+//! live Pod in place or recreates the Pod on its PVC. [`local`] runs members as processes on
+//! this machine, [`pods`] as Pods of a Kubernetes cluster; [`flags`] is the etcd command
+//! line both build.
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::cluster::EtcdOptions;
 
+pub mod flags;
 pub mod local;
 pub mod pods;
 

@@ -10,6 +10,8 @@
 //! - [`certs`]: throwaway TLS certificates.
 //! - [`garage`]: a single-node Garage, the S3-compatible server backup tests write to.
 
+#[cfg(test)]
+pub(crate) mod api_server;
 pub mod certs;
 pub mod cluster;
 pub mod etcd_bin;

@@ -9,9 +9,9 @@ use crate::api::cluster::ClusterPhase;
 use crate::api::{
     EtcdBackup, EtcdBackupStatus, EtcdCluster, EtcdClusterStatus, EtcdRestore, EtcdRestoreStatus,
 };
+use crate::drivers::local::store::StatusFiles;
+use crate::drivers::local::{self, Options};
 use crate::etcd::{ClusterInfo, EtcdAdmin};
-use crate::local::driver::{self, Options};
-use crate::local::status_files::StatusFiles;
 use crate::plan::Policy;
 use crate::testing::etcd_bin;
 use crate::testing::wait::wait_for;
@@ -43,7 +43,7 @@ pub fn kill_processes_under(dir: &Path) {
 
 struct Operator {
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), driver::Error>>,
+    task: JoinHandle<Result<(), local::Error>>,
 }
 
 /// One scenario: a state dir, a YAML file, an operator loop, and cleanup on drop.
@@ -107,7 +107,7 @@ impl Scenario {
             policy: self.policy.clone(),
             metrics: self.metrics.clone(),
         };
-        let task = tokio::spawn(driver::run(opts, async move {
+        let task = tokio::spawn(local::run(opts, async move {
             let _ = rx.await;
         }));
         self.op = Some(Operator {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::restore::{RestoreContainers, SnapshotSource};
 use crate::api::cluster::{EtcdClusterSpec, EtcdOptions};
-use crate::runtime::local::flags::option_flags;
+use crate::runtime::flags::option_flags;
 use crate::runtime::{ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch};
 
 /// The field manager of every object this runtime writes.
@@ -135,7 +135,7 @@ impl Objects {
     /// controller allows no eviction at all and `kubectl drain` hangs (issue 9, item 1).
     pub fn pod_disruption_budget(&self) -> PodDisruptionBudget {
         let size = usize::try_from(self.spec.size).unwrap_or(0);
-        let min_available = i32::try_from(crate::plan::rules::quorum(size)).unwrap_or(i32::MAX);
+        let min_available = i32::try_from(crate::plan::quorum::quorum(size)).unwrap_or(i32::MAX);
         PodDisruptionBudget {
             metadata: self.meta(&self.cluster.name, self.cluster_labels()),
             spec: Some(PodDisruptionBudgetSpec {

@@ -13,8 +13,8 @@ use super::objects::{DATA_DIR, LaunchAnnotation};
 use super::*;
 use crate::api::EtcdClusterSpec;
 use crate::api::cluster::{EmptyDirStorage, PodPolicy, PvcStorage, StorageSpec};
-use crate::fixtures::{ApiServer, within_1s};
 use crate::runtime::InitialClusterState;
+use crate::testing::api_server::{ApiServer, within_1s};
 
 const NS: &str = "db";
 const CLUSTER: &str = "example";

@@ -1,5 +1,5 @@
 //! The local driver's EtcdBackups: on each pass, decide (through
-//! [`crate::backup::reconcile`]) which backups are due, run each as a task of its own (one
+//! [`crate::plan::backup`] and [`crate::plan::restore`]) which backups are due, run each as a task of its own (one
 //! in flight per EtcdBackup, so the cluster loop never waits on an upload), collect finished
 //! ones, apply retention after a success, and keep `status/etcdbackup/<name>.yaml` current.
 //!
@@ -23,18 +23,19 @@ use crate::api::backup::{
 };
 use crate::api::s3::S3Connection;
 use crate::api::{EtcdBackup, EtcdCluster, condition, validate};
-use crate::backup::reconcile::{
-    self as decide, BackupDue, Failure, Precondition, backup_due, next_schedule,
-    status_after_failure, status_after_success, status_invalid, status_scheduled,
-};
 use crate::backup::{self, StaticCredentials};
+use crate::drivers::local::manifest::{DEFAULT_NAMESPACE, Documents};
 use crate::etcd::EtcdAdmin;
-use crate::manifest::{DEFAULT_NAMESPACE, Documents};
+use crate::plan::backup::{
+    BackupDue, backup_due, next_schedule, status_after_failure, status_after_success,
+    status_invalid, status_scheduled,
+};
+use crate::plan::failure::{Failure, Precondition};
 
-use super::status_files::{self, StatusFiles};
+use super::store::{self, StatusFiles};
 
 /// Why a backup could not be taken: before the engine ran, or in it.
-pub use crate::backup::reconcile::AttemptError as Error;
+pub use crate::plan::failure::AttemptError as Error;
 
 /// `namespace/name`, the key of a namespaced document.
 pub(super) fn doc_key(meta: &kube::api::ObjectMeta) -> String {
@@ -157,7 +158,7 @@ impl Backups {
         docs: &Documents,
         clusters: &[EtcdCluster],
         now: Timestamp,
-    ) -> Result<Option<Timestamp>, status_files::Error> {
+    ) -> Result<Option<Timestamp>, store::Error> {
         self.forget_gone(docs);
         let mut wake_at: Option<Timestamp> = None;
         for doc in &docs.backups {
@@ -187,7 +188,7 @@ impl Backups {
         Ok(wake_at)
     }
 
-    fn first_sight(&self, doc: &EtcdBackup) -> Result<BackupState, status_files::Error> {
+    fn first_sight(&self, doc: &EtcdBackup) -> Result<BackupState, store::Error> {
         let name = doc.metadata.name.clone().unwrap_or_default();
         let previous: Option<EtcdBackup> = self.status_files.read(&name)?;
         let (generation, created, spec, status) = match previous {
@@ -255,7 +256,7 @@ fn step(
             Err(oneshot::error::TryRecvError::Closed) => {
                 state.running = None;
                 state.failures += 1;
-                let delay = decide::retry_delay(state.failures, true);
+                let delay = crate::plan::failure::retry_delay(state.failures, true);
                 state.retry_at = Some(retry_time(now, delay));
                 warn!(backup = %name, retry_in = ?delay, "backup task ended without a result; will retry");
             }
@@ -339,12 +340,12 @@ fn collect(
             let mut st = status_after_success(status, outcome.record, generation, next, now);
             match outcome.pruned {
                 Some(Err(e)) => {
-                    warn!(backup = %name, error = %decide::error_chain(&e), "deleting expired backups failed; will try after the next backup");
-                    decide::note_retention_failure(&mut st, &e);
+                    warn!(backup = %name, error = %crate::error_chain::error_chain(&e), "deleting expired backups failed; will try after the next backup");
+                    crate::plan::backup::note_retention_failure(&mut st, &e);
                 }
                 Some(Ok(gone)) if !gone.is_empty() => {
                     info!(backup = %name, deleted = gone.len(), "deleted expired backups");
-                    decide::forget_deleted(&mut st, &gone);
+                    crate::plan::backup::forget_deleted(&mut st, &gone);
                 }
                 _ => {}
             }
@@ -352,7 +353,7 @@ fn collect(
         }
         Err(e) => {
             state.failures += 1;
-            let delay = decide::retry_delay(state.failures, e.is_retryable());
+            let delay = crate::plan::failure::retry_delay(state.failures, e.is_retryable());
             state.retry_at = Some(retry_time(now, delay));
             warn!(backup = %name, reason = e.reason(), error = %Failure::message(&e), retry_in = ?delay, "backup failed; nothing was deleted");
             let next = status

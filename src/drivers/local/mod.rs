@@ -1,11 +1,16 @@
 //! The `etcd-operator local` loop: read the YAML files, reconcile every EtcdCluster in them
 //! (and every cluster an EtcdRestore made) against etcd processes on this machine, move the
-//! EtcdBackups and EtcdRestores on ([`super::backups`], [`super::restores`]: their work runs
+//! EtcdBackups and EtcdRestores on ([`backups`], [`restores`]: their work runs
 //! in tasks, off this loop), write each status file, and run again when a file changes, a
 //! member process exits, a backup or restore task reports, a backup is due, or the resync
 //! interval passes (the health check for hung members). Ctrl-C stops the loop and leaves the
 //! members running unless asked; backups and restores under way are cancelled (a restore
 //! resumes on the next start).
+
+pub mod backups;
+pub mod manifest;
+pub mod restores;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,17 +26,17 @@ use tracing::{error, info, warn};
 
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
 use crate::api::{EtcdCluster, EtcdClusterSpec, condition};
-use crate::controller::status::step_reason;
-use crate::controller::{self, HealthTracker};
-use crate::manifest::{self, Documents};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::{Policy, Step};
+use crate::reconcile::status::step_reason;
+use crate::reconcile::{self, HealthTracker};
 use crate::runtime::local::LocalRuntime;
 use crate::runtime::{ClusterRef, MemberRuntime};
 
-use super::backups::Backups;
-use super::restores::Restores;
-use super::status_files::{self, StatusFiles};
+use self::backups::Backups;
+use self::manifest::Documents;
+use self::restores::Restores;
+use self::store::StatusFiles;
 
 /// How many steps one cluster may take in a row before the others get their turn.
 const MAX_STEPS_PER_TURN: usize = 16;
@@ -59,7 +64,7 @@ pub enum Error {
     #[error("stopping members on exit")]
     StopMembers(#[source] crate::runtime::Error),
     #[error("writing status")]
-    Status(#[from] status_files::Error),
+    Status(#[from] store::Error),
     #[error("two {kind}s are named {name:?}; names must be unique")]
     DuplicateName { kind: &'static str, name: String },
 }
@@ -356,7 +361,7 @@ async fn reconcile_cluster(
         cluster.metadata.creation_timestamp = Some(state.created.clone());
         cluster.status = state.status.clone();
         metrics.reconciles.inc();
-        let pass = match controller::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
+        let pass = match reconcile::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
             .await
         {
             Ok(p) => p,
@@ -395,16 +400,16 @@ async fn reconcile_cluster(
             i64::from(healthy),
         );
         match &pass.executed {
-            Ok(controller::Executed::Applied) => {
+            Ok(reconcile::Executed::Applied) => {
                 info!(cluster = %name, step = %line, took_ms = pass.took.as_millis() as u64, "step done");
             }
-            Ok(controller::Executed::NotYet(why)) => {
+            Ok(reconcile::Executed::NotYet(why)) => {
                 info!(cluster = %name, step = %line, why = %why, "etcd refused for now; will retry");
             }
-            Ok(controller::Executed::Nothing) if line != state.last_step => {
+            Ok(reconcile::Executed::Nothing) if line != state.last_step => {
                 info!(cluster = %name, step = %line, "state");
             }
-            Ok(controller::Executed::Nothing) => {}
+            Ok(reconcile::Executed::Nothing) => {}
             Err(e) => {
                 warn!(cluster = %name, step = %line, error = %e, source = ?std::error::Error::source(e), "step failed; will retry");
             }

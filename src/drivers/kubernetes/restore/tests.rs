@@ -11,7 +11,7 @@ use super::*;
 use crate::api::EtcdClusterSpec;
 use crate::api::restore::{EtcdRestoreSpec, RestoreSource, RestoreTarget};
 use crate::api::s3::S3Connection;
-use crate::fixtures::{ApiServer, within_1s};
+use crate::testing::api_server::{ApiServer, within_1s};
 
 const NS: &str = "db";
 const KEY: &str = "prod/main/20250610T073000Z-rev42.db";
@@ -335,7 +335,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
         mb_per_second: 2.0,
         time: condition::now(),
     };
-    b.status = Some(crate::backup::reconcile::status_after_success(
+    b.status = Some(crate::plan::backup::status_after_success(
         None,
         record,
         1,

@@ -7,7 +7,6 @@
 //! admin layer's job; the on-disk format is [`record`]'s, the command line [`flags`]'.
 
 // The pod runtime shares `option_flags`.
-pub(super) mod flags;
 mod process;
 mod record;
 
@@ -25,6 +24,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use self::record::{LaunchRecord, MemberPaths, MemberRecord};
+use super::flags;
 use super::{
     ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch, MemberRuntime, RuntimeMember,
 };

@@ -1,7 +1,7 @@
 //! The Kubernetes driver of `EtcdBackup`: a kube-runtime [`Controller`] that takes each
 //! backup when it is due, prunes old ones, writes the status with server-side apply and
 //! reports every outcome as an Event. When a backup is due and what its status says are
-//! [`crate::backup::reconcile`]'s decisions; taking and pruning are the engine's
+//! [`crate::plan::backup`] and [`crate::plan::restore`]'s decisions; taking and pruning are the engine's
 //! ([`take_backup`], [`apply_retention`]).
 //!
 //! # Flow ([`reconcile`])
@@ -37,33 +37,33 @@ mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
 use tracing::{debug, info, instrument, warn};
 
-use crate::api::backup::{BackupRecord, EtcdBackupStatus};
+use crate::api::backup::BackupRecord;
 use crate::api::{EtcdBackup, EtcdCluster, validate};
-use crate::backup::reconcile::{
-    AttemptError, BackupDue, Failure, Idle, Precondition, backup_due, error_chain, forget_deleted,
-    next_schedule, note_retention_failure, retry_delay, status_after_failure, status_after_success,
-    status_invalid, status_scheduled,
-};
 use crate::backup::{self, StaticCredentials, apply_retention, take_backup};
+use crate::error_chain::error_chain;
 use crate::etcd::EtcdAdmin;
 use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
-use crate::runtime::pods::FIELD_MANAGER;
+use crate::plan::backup::{
+    BackupDue, Idle, backup_due, forget_deleted, next_schedule, note_retention_failure,
+    status_after_failure, status_after_success, status_invalid, status_scheduled,
+};
+use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
+
+use super::{apply_status, lock, log_result};
 
 /// What a reconcile failed at: only the API server's calls; a failed backup is an outcome
 /// written into the status, not an error.
@@ -137,7 +137,9 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
     if !report.is_valid() {
         let new = status_invalid(status, &report, generation, now);
         if status != Some(&new) {
-            apply_status(&ctx.client, &backup, &new).await?;
+            apply_status(&ctx.client, &*backup, &new)
+                .await
+                .map_err(Error::PatchStatus)?;
             let note = report.errors_message();
             publish(&ctx, &backup, EventType::Warning, "InvalidSpec", note).await;
         }
@@ -150,7 +152,9 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
             let failure = AttemptError::Backup(backup::Error::NoNextRun { expr, after });
             let new = status_after_failure(status, &failure, generation, None, now);
             if status != Some(&new) {
-                apply_status(&ctx.client, &backup, &new).await?;
+                apply_status(&ctx.client, &*backup, &new)
+                    .await
+                    .map_err(Error::PatchStatus)?;
                 publish_failure(&ctx, &backup, &failure).await;
             }
             Ok(Action::await_change())
@@ -160,7 +164,9 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
         BackupDue::At(at) => {
             let new = status_scheduled(status, generation, Some(at), now);
             if status != Some(&new) {
-                apply_status(&ctx.client, &backup, &new).await?;
+                apply_status(&ctx.client, &*backup, &new)
+                    .await
+                    .map_err(Error::PatchStatus)?;
             }
             debug!(next = %at, "backup not due yet");
             Ok(Action::requeue(until(at, now)))
@@ -210,7 +216,9 @@ async fn run(
                     publish_failure(ctx, backup, &AttemptError::Backup(e)).await;
                 }
             }
-            apply_status(&ctx.client, backup, &new).await?;
+            apply_status(&ctx.client, backup, &new)
+                .await
+                .map_err(Error::PatchStatus)?;
             publish(ctx, backup, EventType::Normal, "BackupSucceeded", note).await;
             Ok(match next {
                 Some(at) => Action::requeue(until(at, Timestamp::now())),
@@ -227,7 +235,9 @@ async fn run(
                 .filter(|_| backup.spec.schedule.is_some());
             let new = status_after_failure(status, &failure, generation, next, now);
             if status != Some(&new) {
-                apply_status(&ctx.client, backup, &new).await?;
+                apply_status(&ctx.client, backup, &new)
+                    .await
+                    .map_err(Error::PatchStatus)?;
             }
             publish_failure(ctx, backup, &failure).await;
             let failures = {
@@ -420,29 +430,6 @@ async fn publish(ctx: &Context, backup: &EtcdBackup, type_: EventType, reason: &
     }
 }
 
-/// Server-side applies `status` on the status subresource, as the only field manager.
-async fn apply_status(
-    client: &Client,
-    backup: &EtcdBackup,
-    status: &EtcdBackupStatus,
-) -> Result<(), Error> {
-    let api: Api<EtcdBackup> =
-        Api::namespaced(client.clone(), &backup.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": crate::api::API_VERSION,
-        "kind": "EtcdBackup",
-        "status": status,
-    });
-    api.patch_status(
-        &backup.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
-}
-
 /// Failing to talk to the API server: try again in 5 s.
 pub fn error_policy(backup: Arc<EtcdBackup>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
@@ -464,18 +451,5 @@ pub fn controller(
     Controller::new(api, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                Ok((object, action)) => debug!(backup = %object, ?action, "reconciled"),
-                Err(ControllerError::ReconcilerFailed(..)) => {}
-                Err(e @ ControllerError::ObjectNotFound(_)) => debug!(error = %e, "skipped"),
-                Err(e) => warn!(error = %error_chain(&e), "backup controller watch failed"),
-            }
-        })
-}
-
-/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+        .for_each(|result| log_result("EtcdBackup", result))
 }

@@ -1,12 +1,9 @@
 //! One reconcile pass, shared by both runtimes: observe (I/O) -> plan (pure) -> execute
 //! (I/O) -> status (pure; the caller writes it). Each runtime's driver calls
 //! [`reconcile_once`] and decides how to persist the status and when to run again:
-//! [`kubernetes`] is the in-cluster driver, `crate::local::driver` the local one.
+//! [`kubernetes`] is the in-cluster driver, `crate::drivers::local` the local one.
 
 pub mod execute;
-pub mod kubernetes;
-pub mod kubernetes_backup;
-pub mod kubernetes_restore;
 pub mod observe;
 pub mod status;
 
@@ -153,7 +150,7 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .metadata
             .namespace
             .clone()
-            .unwrap_or_else(|| crate::manifest::DEFAULT_NAMESPACE.to_string()),
+            .unwrap_or_else(|| crate::drivers::local::manifest::DEFAULT_NAMESPACE.to_string()),
         name: name.clone(),
     };
     let report = validate::cluster(&name, &cluster.spec);

@@ -1,5 +1,5 @@
 //! The local driver's EtcdRestores: turn a snapshot into a new local cluster, once, and hand
-//! it to the cluster loop. Decisions and statuses come from [`crate::backup::reconcile`];
+//! it to the cluster loop. Decisions and statuses come from [`crate::plan::backup`] and [`crate::plan::restore`];
 //! downloading and restoring data dirs from the engine ([`crate::backup`]); starting members
 //! from [`LocalRuntime`]. Reconciling the new cluster afterwards is the driver's.
 //!
@@ -47,21 +47,21 @@ use tracing::{info, warn};
 use crate::api::cluster::EtcdClusterSpec;
 use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, condition, validate};
-use crate::backup::reconcile::{
-    self as decide, Failure, Precondition, RestoreFrom, RestoreNext, restore_next, restore_source,
-    restore_status_completed, restore_status_downloading, restore_status_failed,
-    restore_status_invalid, restore_status_pending, restore_status_restoring,
-    restore_status_with_cluster_id,
-};
 use crate::backup::{self, StaticCredentials};
-use crate::controller::execute::cluster_token;
 use crate::plan::MemberName;
+use crate::plan::failure::{Failure, Precondition};
+use crate::plan::restore::{
+    RestoreFrom, RestoreNext, restore_next, restore_source, restore_status_completed,
+    restore_status_downloading, restore_status_failed, restore_status_invalid,
+    restore_status_pending, restore_status_restoring, restore_status_with_cluster_id,
+};
+use crate::reconcile::execute::cluster_token;
 use crate::runtime::{
     self, ClusterRef, InitialClusterState, LocalRuntime, MemberLaunch, MemberRuntime,
 };
 
 use super::backups::{self, doc_key, namespace_of, retry_time};
-use super::status_files::{self, StatusFiles};
+use super::store::{self, StatusFiles};
 
 /// Annotation on a restored cluster's status file naming the EtcdRestore that made it.
 pub const RESTORED_BY: &str = "etcd.operator.dev/restored-by";
@@ -138,7 +138,7 @@ impl Failure for Error {
     }
 
     fn message(&self) -> String {
-        decide::error_chain(self)
+        crate::error_chain::error_chain(self)
     }
 
     /// Runtime and journal failures (ports, disk) may pass; a missing binary installed or a
@@ -314,7 +314,7 @@ impl Restores {
     pub fn restored_clusters(
         &mut self,
         docs: &[EtcdRestore],
-    ) -> Result<Vec<EtcdCluster>, status_files::Error> {
+    ) -> Result<Vec<EtcdCluster>, store::Error> {
         self.sync(docs)?;
         let mut out = Vec::new();
         for doc in docs {
@@ -347,10 +347,10 @@ impl Restores {
     /// Writing or reading a status file.
     pub fn pass(
         &mut self,
-        docs: &crate::manifest::Documents,
+        docs: &crate::drivers::local::manifest::Documents,
         clusters: &[EtcdCluster],
         now: Timestamp,
-    ) -> Result<Option<Timestamp>, status_files::Error> {
+    ) -> Result<Option<Timestamp>, store::Error> {
         self.sync(&docs.restores)?;
         let mut wake_at: Option<Timestamp> = None;
         for doc in &docs.restores {
@@ -372,7 +372,7 @@ impl Restores {
 
     /// Tracks the documents: state from earlier status files and journals for new ones, a
     /// new generation for changed specs, aborted tasks for removed ones.
-    fn sync(&mut self, docs: &[EtcdRestore]) -> Result<(), status_files::Error> {
+    fn sync(&mut self, docs: &[EtcdRestore]) -> Result<(), store::Error> {
         let keys: Vec<String> = docs.iter().map(|d| doc_key(&d.metadata)).collect();
         self.states.retain(|key, state| {
             let keep = keys.contains(key);
@@ -412,7 +412,7 @@ impl Restores {
             };
             let journal = match self.journal_path(&namespace, &name) {
                 Ok(path) => Journal::read(&path).unwrap_or_else(|e| {
-                    warn!(restore = %key, error = %decide::error_chain(&e), "cannot read the restore journal");
+                    warn!(restore = %key, error = %crate::error_chain::error_chain(&e), "cannot read the restore journal");
                     None
                 }),
                 Err(_) => None,
@@ -456,7 +456,7 @@ impl Restores {
         &mut self,
         key: &str,
         doc: &EtcdRestore,
-        docs: &crate::manifest::Documents,
+        docs: &crate::drivers::local::manifest::Documents,
         clusters: &[EtcdCluster],
         now: Timestamp,
     ) -> Option<Timestamp> {
@@ -508,7 +508,7 @@ impl Restores {
                 Ok(Err(e)) => {
                     state.running = None;
                     state.failures += 1;
-                    let delay = decide::retry_delay(state.failures, e.is_retryable());
+                    let delay = crate::plan::failure::retry_delay(state.failures, e.is_retryable());
                     if e.is_retryable() {
                         state.retry_at = Some(retry_time(now, delay));
                     }
@@ -518,7 +518,7 @@ impl Restores {
                 Err(oneshot::error::TryRecvError::Closed) => {
                     state.running = None;
                     state.failures += 1;
-                    let delay = decide::retry_delay(state.failures, true);
+                    let delay = crate::plan::failure::retry_delay(state.failures, true);
                     state.retry_at = Some(retry_time(now, delay));
                     warn!(restore = %name, retry_in = ?delay, "restore task ended without a result; will resume");
                 }
@@ -576,7 +576,7 @@ impl Restores {
                 // Preconditions are cheap to check again: every pass does. Others back off.
                 if !matches!(e, Error::Precondition(_)) && e.is_retryable() {
                     state.failures += 1;
-                    let delay = decide::retry_delay(state.failures, true);
+                    let delay = crate::plan::failure::retry_delay(state.failures, true);
                     state.retry_at = Some(retry_time(now, delay));
                 }
                 let status = restore_status_failed(state.status.as_ref(), &e, generation, now);
@@ -594,7 +594,7 @@ impl Restores {
         &self,
         key: &str,
         doc: &EtcdRestore,
-        docs: &crate::manifest::Documents,
+        docs: &crate::drivers::local::manifest::Documents,
     ) -> Result<Job, Error> {
         let state = self.states.get(key).ok_or(Error::InvalidNamespace {
             namespace: key.to_owned(),
@@ -697,7 +697,7 @@ impl Restores {
         &self,
         key: &str,
         cluster: &ClusterRef,
-        docs: &crate::manifest::Documents,
+        docs: &crate::drivers::local::manifest::Documents,
         owned: bool,
     ) -> Result<Option<String>, Error> {
         if docs.clusters.iter().any(|c| {

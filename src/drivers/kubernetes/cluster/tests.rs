@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::api::EtcdClusterSpec;
-use crate::fixtures::{ApiServer, within_1s};
 use crate::plan::WaitReason;
+use crate::testing::api_server::{ApiServer, within_1s};
 
 const NS: &str = "db";
 
@@ -230,7 +230,7 @@ async fn failures_back_off_by_kind_and_double_until_a_success() {
         delays,
         [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s)))
     );
-    let invalid = Error::Step(crate::controller::Error::InvalidVersion {
+    let invalid = Error::Step(crate::reconcile::Error::InvalidVersion {
         version: "x".into(),
         source: semver::Version::parse("x").unwrap_err(),
     });
@@ -265,7 +265,7 @@ fn only_executed_failed_and_refused_steps_make_events() {
     assert!(event_for(&Step::Paused, &Ok(Executed::Nothing)).is_none());
     let failed = event_for(
         &Step::Done,
-        &Err(crate::controller::Error::InvalidVersion {
+        &Err(crate::reconcile::Error::InvalidVersion {
             version: "x".into(),
             source: semver::Version::parse("x").unwrap_err(),
         }),

@@ -1,9 +1,8 @@
-//! The Kubernetes driver: a kube-runtime [`Controller`] on `EtcdCluster` that runs one
-//! [`reconcile_once`] pass per trigger on a [`PodRuntime`], writes the status with
-//! server-side apply and reports what it did as Events. What a pass decides is the
-//! planner's job; how members become Pods is the runtime's. [`run`] starts the EtcdBackup
-//! and EtcdRestore controllers ([`super::kubernetes_backup`], [`super::kubernetes_restore`])
-//! next to it, under the same leader election.
+//! The `EtcdCluster` Controller: runs one [`reconcile_once`] pass per trigger on a
+//! [`PodRuntime`], writes the status with server-side apply and reports what it did as
+//! Events. What a pass decides is the planner's job; how members become Pods is the
+//! runtime's. [`super::run`] starts it next to the EtcdBackup and EtcdRestore controllers
+//! ([`super::backup`], [`super::restore`]), under the same leader election.
 //!
 //! # Flow
 //! 1. EtcdClusters (one namespace or all) are watched, and so are the Pods, PVCs, Services
@@ -29,34 +28,31 @@
 //! # Assumptions
 //! The operator runs inside the cluster: members are reached by their Pod DNS names.
 
-pub mod leader;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, instrument, warn};
 
-use super::status::{block_reason, step_reason};
-use super::{Executed, HealthTracker, reconcile_once};
+use super::{api, apply_status, lock, log_result};
 use crate::api::EtcdCluster;
-use crate::metrics::{self, ErrorLabels, Metrics};
+use crate::error_chain::error_chain;
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::{BlockReason, Policy, Step};
-use crate::runtime::pods::FIELD_MANAGER;
+use crate::reconcile::status::{block_reason, step_reason};
+use crate::reconcile::{self, Executed, HealthTracker, reconcile_once};
 use crate::runtime::{self, ClusterRef, PodRuntime};
 
 /// The next pass after an executed step.
@@ -77,9 +73,9 @@ pub enum Error {
     #[error("building the pod runtime")]
     PodRuntime(#[source] runtime::Error),
     #[error("observing the cluster")]
-    Observe(#[source] super::Error),
+    Observe(#[source] reconcile::Error),
     #[error("executing the step")]
-    Step(#[source] super::Error),
+    Step(#[source] reconcile::Error),
     #[error("applying the status")]
     PatchStatus(#[source] kube::Error),
 }
@@ -99,10 +95,10 @@ impl Error {
         match self {
             // A cluster without namespace or uid never comes from the API server.
             Error::PodRuntime(runtime::Error::MissingClusterField { .. }) => None,
-            Error::Step(super::Error::InvalidVersion { .. }) => None,
+            Error::Step(reconcile::Error::InvalidVersion { .. }) => None,
             // The API server (conflict, throttling) or etcd: usually gone in seconds.
             Error::PatchStatus(_) | Error::Observe(_) => Some(Duration::from_secs(5)),
-            Error::Step(super::Error::Connect { .. }) => Some(Duration::from_secs(5)),
+            Error::Step(reconcile::Error::Connect { .. }) => Some(Duration::from_secs(5)),
             Error::PodRuntime(_) | Error::Step(_) => Some(Duration::from_secs(10)),
         }
     }
@@ -164,7 +160,9 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     let pass = pass.map_err(Error::Observe)?;
 
     if cluster.status.as_ref() != Some(&pass.status) {
-        apply_status(&ctx.client, &cluster, &pass.status).await?;
+        apply_status(&ctx.client, &*cluster, &pass.status)
+            .await
+            .map_err(Error::PatchStatus)?;
     }
     ctx.metrics.observe_cluster(
         &key.namespace,
@@ -208,7 +206,7 @@ fn next_pass(step: &Step) -> Action {
 }
 
 /// The Event a pass deserves: executed and failed steps, and refusals.
-fn event_for(step: &Step, executed: &Result<Executed, super::Error>) -> Option<Event> {
+fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Option<Event> {
     let event = |type_, reason: String, note: String| Event {
         type_,
         reason,
@@ -234,41 +232,6 @@ fn event_for(step: &Step, executed: &Result<Executed, super::Error>) -> Option<E
         )),
         (Ok(_), _) => None,
     }
-}
-
-/// `e: cause: cause...`, for an Event's note (Events have no source chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Server-side applies `status` on the status subresource, as the only field manager.
-async fn apply_status(
-    client: &Client,
-    cluster: &EtcdCluster,
-    status: &crate::api::EtcdClusterStatus,
-) -> Result<(), Error> {
-    let api: Api<EtcdCluster> =
-        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": crate::api::API_VERSION,
-        "kind": "EtcdCluster",
-        "status": status,
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
 }
 
 /// Retries by error kind, doubling per consecutive failure of the cluster up to
@@ -299,154 +262,21 @@ fn backoff(base: Duration, failures: u32) -> Duration {
     base.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 
-/// How `run` is set up.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Watch one namespace; all when `None`.
-    pub namespace: Option<String>,
-    pub metrics_addr: SocketAddr,
-    /// Run the controller only while holding this Lease.
-    pub leader_election: Option<leader::LeaseOptions>,
-    pub policy: Policy,
-    /// This replica, in Events and the Lease.
-    pub identity: String,
-    /// The operator's own image (restored members run it in init containers).
-    pub operator_image: Option<String>,
-}
-
-/// Why `run` stopped.
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error("connecting to the Kubernetes API")]
-    Client(#[source] kube::Error),
-    #[error("serving metrics")]
-    Metrics(#[from] metrics::Error),
-    #[error("leader election")]
-    Leader(#[from] leader::Error),
-}
-
-/// Serves metrics and runs the controller (while leading, with leader election) until
-/// `shutdown` resolves; in-flight reconciles finish first.
-///
-/// # Errors
-/// [`RunError::Leader`] also when leadership is lost: the caller should exit, so a
-/// restarted process stands by again instead of racing the new leader.
-pub async fn run(
-    opts: Options,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(RunError::Client)?;
-    let metrics = Metrics::new();
-    let (addr, server) = metrics::serve(metrics.clone(), opts.metrics_addr).await?;
-    info!(%addr, "serving metrics");
-    let shutdown = shutdown.boxed().shared();
-    let controller = controller(client.clone(), &opts, metrics.clone(), shutdown.clone());
-    let result = match &opts.leader_election {
-        None => {
-            metrics.set_ready(true);
-            controller.await;
-            Ok(())
-        }
-        Some(lease) => {
-            // A standby is ready too: with one replica, a rolling update waits for the new
-            // Pod to be ready before the old one lets go of the Lease.
-            let on_standby = || metrics.set_ready(true);
-            leader::while_leading(
-                client,
-                lease,
-                &opts.identity,
-                shutdown,
-                on_standby,
-                controller,
-            )
-            .await
-            .map_err(RunError::from)
-        }
-    };
-    server.abort();
-    info!("operator stopped");
-    result
-}
-
-/// The EtcdCluster, EtcdBackup and EtcdRestore Controllers, ready to run until `shutdown`.
-fn controller(
+/// The EtcdCluster Controller (one namespace or all), also triggered by changes of the Pods,
+/// PVCs, Services and PDBs it owns; ready to run until `shutdown`.
+pub fn controller(
     client: Client,
-    opts: &Options,
-    metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+    ns: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
-    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-    let ns = opts.namespace.as_deref();
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.to_string(),
-        instance: Some(opts.identity.clone()),
-    };
-    let mut ctx = Context::new(
-        client.clone(),
-        opts.policy.clone(),
-        metrics.clone(),
-        reporter.clone(),
-    );
-    ctx.operator_image = opts.operator_image.clone();
-    let ctx = Arc::new(ctx);
-    let backups = super::kubernetes_backup::controller(
-        api(&client, ns),
-        Arc::new(super::kubernetes_backup::Context::new(
-            client.clone(),
-            metrics.clone(),
-            reporter.clone(),
-        )),
-        shutdown.clone(),
-    );
-    let restores = super::kubernetes_restore::controller(
-        api(&client, ns),
-        api(&client, ns),
-        Arc::new(super::kubernetes_restore::Context::new(
-            client.clone(),
-            metrics,
-            reporter,
-        )),
-        shutdown.clone(),
-    );
-    info!(
-        namespace = ns.unwrap_or("<all>"),
-        "starting the EtcdCluster, EtcdBackup and EtcdRestore controllers"
-    );
-    let clusters = Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
         .owns(api::<Pod>(&client, ns), owned.clone())
         .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                Ok((object, action)) => debug!(cluster = %object, ?action, "reconciled"),
-                // Logged by error_policy already.
-                Err(ControllerError::ReconcilerFailed(..)) => {}
-                // A trigger for a cluster deleted meanwhile.
-                Err(e @ ControllerError::ObjectNotFound(_)) => debug!(error = %e, "skipped"),
-                // Watches failing (RBAC, API server): retried with backoff, but visible.
-                Err(e) => warn!(error = %error_chain(&e), "controller watch failed"),
-            }
-        });
-    async move {
-        futures::join!(clusters, backups, restores);
-    }
-}
-
-/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+        .for_each(|result| log_result("EtcdCluster", result))
 }

@@ -12,7 +12,7 @@ use crate::api::EtcdClusterSpec;
 use crate::api::backup::{BackupDestination, EtcdBackupSpec, S3Destination};
 use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
 use crate::api::s3::S3Connection;
-use crate::fixtures::{ApiServer, within_1s};
+use crate::testing::api_server::{ApiServer, within_1s};
 
 const NS: &str = "db";
 const STATUS: &str = "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdbackups/nightly/status";

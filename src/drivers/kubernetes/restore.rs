@@ -1,6 +1,6 @@
 //! The Kubernetes driver of `EtcdRestore`: a kube-runtime [`Controller`] that creates the
 //! new EtcdCluster a restore asks for and follows it until it serves the restored data.
-//! What a restore does next and what its status says are [`crate::backup::reconcile`]'s
+//! What a restore does next and what its status says are [`crate::plan::backup`] and [`crate::plan::restore`]'s
 //! decisions; putting the snapshot into the members' data dirs is the pod runtime's init
 //! containers' job ([`crate::runtime::pods::restore`]), so no snapshot data passes through
 //! the operator or the API server.
@@ -41,34 +41,36 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
 use thiserror::Error;
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument, warn};
 
+use super::{apply_status, lock, log_result};
 use crate::api::condition::{self, types};
 use crate::api::restore::{EtcdRestoreStatus, S3Object};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, validate};
 use crate::backup::member_restore::StepReport;
-use crate::backup::reconcile::{
-    AttemptError, Failure, Precondition, RestoreFrom, RestoreNext, error_chain, restore_next,
-    restore_source, restore_status_completed, restore_status_downloading, restore_status_failed,
-    restore_status_invalid, restore_status_restoring, restore_status_with_cluster_id, retry_delay,
-};
 use crate::backup::{StaticCredentials, check_version};
+use crate::error_chain::error_chain;
 use crate::metrics::Metrics;
+use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
+use crate::plan::restore::{
+    RestoreFrom, RestoreNext, restore_next, restore_source, restore_status_completed,
+    restore_status_downloading, restore_status_failed, restore_status_invalid,
+    restore_status_restoring, restore_status_with_cluster_id,
+};
 use crate::runtime::pods::restore::{
     ANNOTATION_RESTORE_FROM, ANNOTATION_RESTORE_SOURCE, FETCH_CONTAINER, FINISH_CONTAINER,
     RESTORE_CONTAINER, SnapshotSource, source_of,
@@ -451,17 +453,7 @@ impl Pass<'_> {
         if self.status() == Some(status) {
             return Ok(false);
         }
-        let patch = json!({
-            "apiVersion": crate::api::API_VERSION,
-            "kind": "EtcdRestore",
-            "status": status,
-        });
-        self.api::<EtcdRestore>()
-            .patch_status(
-                &self.restore.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        apply_status(&self.ctx.client, self.restore, status)
             .await
             .map_err(Error::PatchStatus)?;
         Ok(true)
@@ -720,18 +712,5 @@ pub fn controller(
         .watches(clusters, watcher::Config::default(), restore_of)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                Ok((object, action)) => debug!(restore = %object, ?action, "reconciled"),
-                Err(ControllerError::ReconcilerFailed(..)) => {}
-                Err(e @ ControllerError::ObjectNotFound(_)) => debug!(error = %e, "skipped"),
-                Err(e) => warn!(error = %error_chain(&e), "restore controller watch failed"),
-            }
-        })
-}
-
-/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+        .for_each(|result| log_result("EtcdRestore", result))
 }

@@ -1,5 +1,8 @@
 //! Carries out one planner [`Step`] through the etcd admin layer and a member runtime, in
-//! the order etcd needs (etcd membership first on the way in and out, runtime second).
+//! the order etcd needs. On the way in the runtime reserves the new member's address first
+//! (so etcd is told the peer URL the member will really have), then etcd adds it as a
+//! learner, then the runtime starts it; on the way out etcd removes the member first, then
+//! the runtime deletes it.
 //! Transient refusals etcd is known to give (unhealthy cluster right after bootstrap,
 //! learner not yet in sync) come back as [`Executed::NotYet`], not as errors.
 
@@ -54,7 +57,7 @@ pub fn bootstrap_token(cluster: &EtcdCluster) -> String {
         "{}-{}-{incarnation}",
         meta.namespace
             .as_deref()
-            .unwrap_or(crate::manifest::DEFAULT_NAMESPACE),
+            .unwrap_or(crate::drivers::local::manifest::DEFAULT_NAMESPACE),
         meta.name.as_deref().unwrap_or_default()
     )
 }

@@ -1,5 +1,7 @@
-//! The etcd command line of a local member, built once at creation and reused verbatim by
-//! every restart. Only flags that etcd 3.4 and 3.5 both accept with the same meaning.
+//! The etcd command line, shared by both runtimes: a local member's whole command line
+//! (built once at creation and reused verbatim by every restart) and the option flags the
+//! pod builder puts on a member container. Only flags that etcd 3.4 and 3.5 both accept with
+//! the same meaning.
 
 use crate::api::cluster::{AutoCompactionMode, EtcdOptions};
 use crate::api::validate::RESERVED_FLAGS;

@@ -1,0 +1,215 @@
+//! The Kubernetes driver: `etcd-operator run`. Three kube-runtime Controllers, one per kind
+//! ([`cluster`], [`backup`], [`restore`]), run side by side under one leader election
+//! ([`leader`]) and share what every Kubernetes controller here needs: one status apply,
+//! one way to log a Controller's results, and the lock helper.
+
+pub mod backup;
+pub mod cluster;
+pub mod leader;
+pub mod restore;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::FutureExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Error as ControllerError};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{Lookup, ObjectRef};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::error_chain::error_chain;
+use crate::metrics::{self, Metrics};
+use crate::plan::Policy;
+use crate::runtime::pods::FIELD_MANAGER;
+
+/// How `run` is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch one namespace; all when `None`.
+    pub namespace: Option<String>,
+    pub metrics_addr: SocketAddr,
+    /// Run the controllers only while holding this Lease.
+    pub leader_election: Option<leader::LeaseOptions>,
+    pub policy: Policy,
+    /// This replica, in Events and the Lease.
+    pub identity: String,
+    /// The operator's own image (restored members run it in init containers).
+    pub operator_image: Option<String>,
+}
+
+/// Why `run` stopped.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("connecting to the Kubernetes API")]
+    Client(#[source] kube::Error),
+    #[error("serving metrics")]
+    Metrics(#[from] metrics::Error),
+    #[error("leader election")]
+    Leader(#[from] leader::Error),
+}
+
+/// Serves metrics and runs the controllers (while leading, with leader election) until
+/// `shutdown` resolves; in-flight reconciles finish first.
+///
+/// # Errors
+/// [`RunError::Leader`] also when leadership is lost: the caller should exit, so a
+/// restarted process stands by again instead of racing the new leader.
+pub async fn run(
+    opts: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Metrics::new();
+    let (addr, server) = metrics::serve(metrics.clone(), opts.metrics_addr).await?;
+    info!(%addr, "serving metrics");
+    let shutdown = shutdown.boxed().shared();
+    let controllers = controllers(client.clone(), &opts, metrics.clone(), shutdown.clone());
+    let result = match &opts.leader_election {
+        None => {
+            metrics.set_ready(true);
+            controllers.await;
+            Ok(())
+        }
+        Some(lease) => {
+            // A standby is ready too: with one replica, a rolling update waits for the new
+            // Pod to be ready before the old one lets go of the Lease.
+            let on_standby = || metrics.set_ready(true);
+            leader::while_leading(
+                client,
+                lease,
+                &opts.identity,
+                shutdown,
+                on_standby,
+                controllers,
+            )
+            .await
+            .map_err(RunError::from)
+        }
+    };
+    server.abort();
+    info!("operator stopped");
+    result
+}
+
+/// The EtcdCluster, EtcdBackup and EtcdRestore Controllers, ready to run until `shutdown`.
+fn controllers(
+    client: Client,
+    opts: &Options,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    let ns = opts.namespace.as_deref();
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance: Some(opts.identity.clone()),
+    };
+    let mut ctx = cluster::Context::new(
+        client.clone(),
+        opts.policy.clone(),
+        metrics.clone(),
+        reporter.clone(),
+    );
+    ctx.operator_image = opts.operator_image.clone();
+    let clusters = cluster::controller(client.clone(), ns, Arc::new(ctx), shutdown.clone());
+    let backups = backup::controller(
+        api(&client, ns),
+        Arc::new(backup::Context::new(
+            client.clone(),
+            metrics.clone(),
+            reporter.clone(),
+        )),
+        shutdown.clone(),
+    );
+    let restores = restore::controller(
+        api(&client, ns),
+        api(&client, ns),
+        Arc::new(restore::Context::new(client.clone(), metrics, reporter)),
+        shutdown,
+    );
+    info!(
+        namespace = ns.unwrap_or("<all>"),
+        "starting the EtcdCluster, EtcdBackup and EtcdRestore controllers"
+    );
+    async move {
+        futures::join!(clusters, backups, restores);
+    }
+}
+
+/// An API of namespaced `K` in one namespace, or in all.
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Server-side applies `status` on `object`'s status subresource, as the only field manager.
+///
+/// # Errors
+/// The API server's refusal (conflict, throttling, RBAC, validation).
+pub(crate) async fn apply_status<K>(
+    client: &Client,
+    object: &K,
+    status: &impl Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        &ResourceExt::namespace(object).unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Logs one result of a Controller of `kind`: reconciler failures are logged by the error
+/// policies already, a trigger for an object deleted meanwhile is skipped, and a failing
+/// watch (RBAC, API server) is retried by kube with backoff but made visible here.
+pub(crate) fn log_result<K, E>(
+    kind: &'static str,
+    result: Result<(ObjectRef<K>, Action), ControllerError<E, watcher::Error>>,
+) -> futures::future::Ready<()>
+where
+    K: Lookup,
+    E: std::error::Error + 'static,
+{
+    match result {
+        Ok((object, action)) => debug!(kind, object = %object, ?action, "reconciled"),
+        Err(ControllerError::ReconcilerFailed(..)) => {}
+        Err(e @ ControllerError::ObjectNotFound(_)) => debug!(kind, error = %e, "skipped"),
+        Err(e) => warn!(kind, error = %error_chain(&e), "controller watch failed"),
+    }
+    futures::future::ready(())
+}
+
+/// A poisoned lock only means a reconcile panicked mid-update of a plain map.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
