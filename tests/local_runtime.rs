@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 use etcd_operator::api::cluster::{AutoCompactionMode, EtcdOptions};
+use etcd_operator::runtime::local::Seed;
 use etcd_operator::runtime::{
     ClusterRef, Error, InitialClusterState, LocalRuntime, MemberAddress, MemberExited,
     MemberLaunch, MemberRuntime, RuntimeMember,
@@ -439,4 +440,69 @@ async fn frozen_member_restarts_without_waiting_for_the_kill_deadline() {
     assert_ne!(pid_of(rt, &c, "frozen-0"), pid);
     wait_healthy(&addresses[0].client_url).await;
     rt.stop_all(&c).await.unwrap();
+}
+
+/// `etcdctl snapshot save` of the member at `url` into `path`.
+fn save_snapshot(url: &str, path: &Path) {
+    let out = std::process::Command::new(bin_dir().join(V35.to_string()).join("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", url, "snapshot", "save"])
+        .arg(path)
+        .output()
+        .expect("run etcdctl");
+    assert!(out.status.success(), "snapshot save: {out:?}");
+}
+
+#[tokio::test]
+async fn bootstrap_members_of_a_seeded_cluster_start_from_its_snapshot() {
+    let sb = Sandbox::new();
+    let rt = &sb.runtime;
+    let origin = cluster("origin");
+    let addresses = create_cluster(rt, &origin, &["origin-0"], &V35, None).await;
+    let mut client = wait_healthy(&addresses[0].client_url).await;
+    client.put("kept", "from the snapshot", None).await.unwrap();
+    let snapshot = sb.dir.path().join("snapshot.db");
+    save_snapshot(&addresses[0].client_url, &snapshot);
+
+    let restored = cluster("restored");
+    let seed = Seed {
+        snapshot: snapshot.clone(),
+    };
+    rt.set_seed(&restored, Some(&seed)).unwrap();
+    // The seed is on disk: a restarted operator's runtime sees it too.
+    assert_eq!(
+        runtime_on(sb.dir.path()).seed(&restored).unwrap(),
+        Some(seed)
+    );
+    let names = ["restored-0", "restored-1", "restored-2"];
+    let members = create_cluster(rt, &restored, &names, &V35, None).await;
+    for m in &members {
+        let mut client = wait_healthy(&m.client_url).await;
+        assert_eq!(
+            get(&mut client, "kept").await.as_deref(),
+            Some("from the snapshot"),
+            "{}",
+            m.name
+        );
+    }
+    let mut client = wait_healthy(&members[0].client_url).await;
+    let ids: std::collections::BTreeSet<u64> = client
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "one cluster of three, not three clusters of one"
+    );
+
+    // Cleared: a later bootstrap member would start empty. The origin never had a seed.
+    rt.set_seed(&restored, None).unwrap();
+    assert_eq!(rt.seed(&restored).unwrap(), None);
+    assert_eq!(rt.seed(&origin).unwrap(), None);
+    rt.set_seed(&restored, None).unwrap();
 }

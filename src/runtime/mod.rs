@@ -184,6 +184,13 @@ pub enum Error {
     PortsExhausted { range: Range<u16> },
     #[error("member {name} of cluster {cluster} was never created")]
     MemberNotFound { cluster: ClusterRef, name: String },
+    #[error("restore member {name}'s data dir from the snapshot {}", snapshot.display())]
+    RestoreFromSeed {
+        name: String,
+        snapshot: PathBuf,
+        #[source]
+        source: Box<crate::backup::Error>,
+    },
     #[error("extraArgs may not set --{flag}, the runtime sets it")]
     ReservedFlag { flag: String },
     #[error("create directory {}", path.display())]

@@ -1,7 +1,11 @@
-//! The local driver's EtcdRestores: turn a snapshot into a new local cluster, once, and hand
-//! it to the cluster loop. Decisions and statuses come from [`crate::plan::backup`] and [`crate::plan::restore`];
-//! downloading and restoring data dirs from the engine ([`crate::backup`]); starting members
-//! from [`LocalRuntime`]. Reconciling the new cluster afterwards is the driver's.
+//! The local driver's EtcdRestores: turn a snapshot into a new local cluster, once. A restore
+//! here is what it is on Kubernetes, a bootstrap variant: the restore resolves and verifies
+//! the snapshot, then hands the cluster to the loop, where the planner's ordinary
+//! `Bootstrap` step creates its members and the runtime restores each bootstrap member's data
+//! dir from the snapshot before its first start ([`LocalRuntime::set_seed`], the local
+//! counterpart of the pod runtime's restore init containers). Decisions and statuses come
+//! from [`crate::plan::restore`]; downloading and verifying from the engine
+//! ([`crate::backup`]).
 //!
 //! # Flow (one task per EtcdRestore, off the cluster loop)
 //! 1. Refuse (`Failed`, `ClusterExists`) when the target cluster exists: an EtcdCluster
@@ -12,10 +16,12 @@
 //! 3. Write the journal `<state>/restores/<namespace>/<name>/restore.json`: target cluster,
 //!    member names, cluster token, then the snapshot's digest and revision once verified.
 //! 4. `Downloading`: fetch and verify the snapshot to `snapshot.db` next to the journal.
-//! 5. `Restoring`: reserve `<cluster>-0 .. <cluster>-<size-1>`, restore each missing data
-//!    dir with the journal's token and the full initial cluster, then create each member
-//!    (`--initial-cluster-state new`, same token).
-//! 6. `Completed`, with the revision; `clusterID` once the new cluster answers.
+//! 5. `Restoring`: the snapshot becomes the cluster's seed and the cluster joins the loop
+//!    (annotated [`RESTORED_BY`], its incarnation the journal's token). The planner
+//!    bootstraps `<cluster>-0 .. <cluster>-<size-1>`; the runtime restores each one's data dir
+//!    from the seed with the bootstrap's initial cluster and token before starting it.
+//! 6. `Completed` once the cluster is `Available`, with the revision and cluster id; the seed
+//!    is cleared and the downloaded snapshot removed.
 //!
 //! # Guarantees
 //! - A `Completed` restore is never run again.
@@ -27,7 +33,7 @@
 //! - A failure deletes no data and creates no member before the snapshot is verified.
 //!
 //! # The restored cluster
-//! Once `Completed`, the cluster (named in the journal, spec from `spec.cluster.spec`) is
+//! From `Restoring` on, the cluster (named in the journal, spec from `spec.cluster.spec`) is
 //! reconciled like any EtcdCluster document, with status `status/etcdcluster/<name>.yaml`,
 //! for as long as the EtcdRestore document is in the files; a restarted operator finds it
 //! through the restore's `Completed` status file and journal. An EtcdCluster document of the
@@ -44,7 +50,6 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api::cluster::EtcdClusterSpec;
 use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, condition, validate};
 use crate::backup::{self, StaticCredentials};
@@ -56,12 +61,25 @@ use crate::plan::restore::{
     restore_status_pending, restore_status_restoring, restore_status_with_cluster_id,
 };
 use crate::reconcile::execute::cluster_token;
-use crate::runtime::{
-    self, ClusterRef, InitialClusterState, LocalRuntime, MemberLaunch, MemberRuntime,
-};
+use crate::runtime::local::Seed;
+use crate::runtime::{self, ClusterRef, LocalRuntime};
 
 use super::backups::{self, doc_key, namespace_of, retry_time};
 use super::store::{self, StatusFiles};
+
+/// The downloaded snapshot, next to the journal; removed once the restore completed.
+const SNAPSHOT_FILE: &str = "snapshot.db";
+
+/// How often a restore whose cluster is bootstrapping looks at the cluster's status.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The bootstrap members of the cluster `spec` restores into.
+fn member_names(spec: &EtcdRestoreSpec) -> Vec<String> {
+    (0u32..)
+        .take(usize::try_from(spec.cluster.spec.size).unwrap_or(0))
+        .map(|i| MemberName::new(&spec.cluster.name, i).to_string())
+        .collect()
+}
 
 /// Annotation on a restored cluster's status file naming the EtcdRestore that made it.
 pub const RESTORED_BY: &str = "etcd.operator.dev/restored-by";
@@ -91,18 +109,8 @@ pub enum Error {
     // Boxed: runtime errors are large and would bloat every `Result<_, Error>`.
     #[error("no etcd binary for the restored cluster")]
     BinaryMissing(#[source] Box<runtime::Error>),
-    #[error("reserving member {member}")]
-    ReserveMember {
-        member: String,
-        #[source]
-        source: Box<runtime::Error>,
-    },
-    #[error("creating member {member}")]
-    CreateMember {
-        member: String,
-        #[source]
-        source: Box<runtime::Error>,
-    },
+    #[error("handing the verified snapshot to the runtime")]
+    Seed(#[source] Box<runtime::Error>),
     #[error("writing the restore journal {path}")]
     Journal {
         path: PathBuf,
@@ -130,8 +138,7 @@ impl Failure for Error {
             Error::PartialRestore { .. } => "PartialRestore",
             Error::InvalidVersion { .. } => "InvalidVersion",
             Error::BinaryMissing(_) => "BinaryMissing",
-            Error::ReserveMember { .. } => "ReserveMember",
-            Error::CreateMember { .. } => "CreateMember",
+            Error::Seed(_) => "Seed",
             Error::Journal { .. } => "Journal",
             Error::InvalidNamespace { .. } => "InvalidNamespace",
         }
@@ -150,8 +157,7 @@ impl Failure for Error {
             Error::InvalidNamespace { .. } | Error::InvalidVersion { .. } => false,
             Error::PartialRestore { .. }
             | Error::BinaryMissing(_)
-            | Error::ReserveMember { .. }
-            | Error::CreateMember { .. }
+            | Error::Seed(_)
             | Error::Journal { .. } => true,
         }
     }
@@ -211,14 +217,7 @@ fn journal_err(path: &Path, source: std::io::Error) -> Error {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Progress {
     Starting,
-    Downloading {
-        key: String,
-    },
-    Restoring {
-        key: String,
-        sha256: String,
-        revision: i64,
-    },
+    Downloading { key: String },
 }
 
 /// A finished restore.
@@ -238,6 +237,7 @@ struct Running {
 /// What the driver remembers about one EtcdRestore between passes.
 struct RestoreState {
     namespace: String,
+    name: String,
     generation: i64,
     created: Time,
     spec: EtcdRestoreSpec,
@@ -249,6 +249,19 @@ struct RestoreState {
 }
 
 impl RestoreState {
+    /// The snapshot is verified and is the seed of the cluster this spec targets: the
+    /// cluster bootstraps from it through the planner, and the restore follows it.
+    fn is_handed(&self, spec: &EtcdRestoreSpec) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.phase == RestorePhase::Restoring)
+            && self.journal.as_ref().is_some_and(|j| {
+                j.sha256.is_some()
+                    && j.revision.is_some()
+                    && j.targets(&spec.cluster.name, &member_names(spec))
+            })
+    }
+
     fn is_completed(&self) -> bool {
         self.status
             .as_ref()
@@ -321,11 +334,14 @@ impl Restores {
             let Some(state) = self.states.get(&doc_key(&doc.metadata)) else {
                 continue;
             };
-            if !state.is_completed() {
+            if !state.is_completed() && !state.is_handed(&doc.spec) {
                 continue;
             }
             let mut cluster = EtcdCluster::new(state.target(), doc.spec.cluster.spec.clone());
             cluster.metadata.namespace = Some(state.namespace.clone());
+            // The journal's token, unique to this restore, is the cluster's incarnation: every
+            // bootstrap member gets the same token, also across operator restarts.
+            cluster.metadata.uid = state.journal.as_ref().map(|j| j.token.clone());
             cluster.metadata.annotations = Some(
                 [(
                     RESTORED_BY.to_owned(),
@@ -419,6 +435,7 @@ impl Restores {
             };
             let mut state = RestoreState {
                 namespace,
+                name: name.clone(),
                 generation,
                 created,
                 spec,
@@ -473,18 +490,6 @@ impl Restores {
                         Progress::Downloading { key } => {
                             restore_status_downloading(status, generation, &key, now)
                         }
-                        Progress::Restoring {
-                            key,
-                            sha256,
-                            revision,
-                        } => restore_status_restoring(
-                            status,
-                            generation,
-                            &key,
-                            Some(&sha256),
-                            Some(revision),
-                            now,
-                        ),
                     });
                     return None;
                 }
@@ -492,14 +497,13 @@ impl Restores {
                     state.running = None;
                     state.failures = 0;
                     state.retry_at = None;
-                    info!(restore = %name, cluster = state.target(), revision = done.revision, "restore completed; the cluster is managed from now on");
-                    state.status = Some(restore_status_completed(
+                    info!(restore = %name, cluster = state.target(), revision = done.revision, "snapshot verified; the cluster bootstraps from it");
+                    state.status = Some(restore_status_restoring(
                         status,
                         generation,
                         &done.key,
                         Some(&done.sha256),
                         Some(done.revision),
-                        None,
                         now,
                     ));
                     // The new cluster joins the loop on the next pass: make it now.
@@ -555,6 +559,9 @@ impl Restores {
             }
             RestoreNext::Run => {}
         }
+        if state.is_handed(&doc.spec) {
+            return self.follow(key, clusters, now);
+        }
         if let Some(at) = state.retry_at.filter(|at| *at > now) {
             return Some(at);
         }
@@ -589,6 +596,54 @@ impl Restores {
         None
     }
 
+    /// Step 6: the cluster bootstraps from the snapshot through the planner like any other;
+    /// once it is `Available`, the restore is `Completed` with its cluster id, the runtime
+    /// forgets the seed and the downloaded snapshot is removed. Returns when to look again.
+    fn follow(&mut self, key: &str, clusters: &[EtcdCluster], now: Timestamp) -> Option<Timestamp> {
+        let state = self.states.get(key)?;
+        let journal = state.journal.clone()?;
+        let cluster = ClusterRef::new(&state.namespace, &journal.cluster);
+        let snapshot = self
+            .restore_dir(&state.namespace, &state.name)
+            .map(|d| d.join(SNAPSHOT_FILE));
+        let status = clusters
+            .iter()
+            .find(|c| {
+                c.metadata.name.as_deref() == Some(cluster.name.as_str())
+                    && namespace_of(&c.metadata) == cluster.namespace
+            })
+            .and_then(|c| c.status.as_ref());
+        let available = status.is_some_and(|s| {
+            condition::is_true(&s.conditions, crate::api::condition::types::AVAILABLE)
+        });
+        if !available {
+            return Some(retry_time(now, FOLLOW_INTERVAL));
+        }
+        if let Err(e) = self.runtime.set_seed(&cluster, None) {
+            warn!(restore = %key, error = %crate::error_chain::error_chain(&e), "could not clear the restored cluster's seed; will try again");
+            return Some(retry_time(now, FOLLOW_INTERVAL));
+        }
+        if let Ok(snapshot) = snapshot
+            && let Err(e) = std::fs::remove_file(&snapshot)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %snapshot.display(), error = %e, "could not remove the downloaded snapshot");
+        }
+        let cluster_id = status.and_then(|s| s.cluster_id.clone());
+        let state = self.states.get_mut(key)?;
+        info!(restore = %key, cluster = %cluster, cluster_id = cluster_id.as_deref().unwrap_or(""), "restore completed; the cluster is managed from now on");
+        state.status = Some(restore_status_completed(
+            state.status.as_ref(),
+            state.generation,
+            &journal.key,
+            journal.sha256.as_deref(),
+            journal.revision,
+            cluster_id,
+            now,
+        ));
+        None
+    }
+
     /// Everything the task needs, or why the restore cannot start (steps 1 to 3).
     fn prepare(
         &self,
@@ -603,10 +658,7 @@ impl Restores {
         let name = doc.metadata.name.clone().unwrap_or_default();
         let spec = &doc.spec;
         let cluster = ClusterRef::new(namespace, &spec.cluster.name);
-        let members: Vec<String> = (0u32..)
-            .take(usize::try_from(spec.cluster.spec.size).unwrap_or(0))
-            .map(|i| MemberName::new(&spec.cluster.name, i).to_string())
-            .collect();
+        let members = member_names(spec);
         let journal_path = self.journal_path(namespace, &name)?;
         let journal = Journal::read(&journal_path)?;
         let owned = journal
@@ -681,14 +733,13 @@ impl Restores {
         Ok(Job {
             runtime: self.runtime.clone(),
             cluster,
-            spec: spec.cluster.spec.clone(),
             version,
             tool_dir: binary.parent().map(Path::to_path_buf).unwrap_or_default(),
             from,
             credentials,
             journal,
             journal_path: journal_path.clone(),
-            snapshot: journal_path.with_file_name("snapshot.db"),
+            snapshot: journal_path.with_file_name(SNAPSHOT_FILE),
         })
     }
 
@@ -715,8 +766,9 @@ impl Restores {
                 return Ok(Some(format!("EtcdRestore {other} restores it")));
             }
         }
+        // This restore's own cluster has a status file once it joined the loop.
         let status_file = self.status_files.path::<EtcdCluster>(&cluster.name);
-        if status_file.exists() {
+        if !owned && status_file.exists() {
             return Ok(Some(format!(
                 "its status file {} exists",
                 status_file.display()
@@ -738,9 +790,8 @@ fn cluster_dir(runtime: &LocalRuntime, cluster: &ClusterRef) -> Result<PathBuf, 
     // The runtime exposes member directories only; any valid member name gives the parent.
     let member = runtime
         .member_dir(cluster, "member")
-        .map_err(|source| Error::ReserveMember {
-            member: cluster.to_string(),
-            source: Box::new(source),
+        .map_err(|_| Error::InvalidNamespace {
+            namespace: cluster.to_string(),
         })?;
     Ok(member.parent().map(Path::to_path_buf).unwrap_or(member))
 }
@@ -762,7 +813,6 @@ fn document(doc: &EtcdRestore, state: &RestoreState) -> EtcdRestore {
 struct Job {
     runtime: LocalRuntime,
     cluster: ClusterRef,
-    spec: EtcdClusterSpec,
     version: semver::Version,
     tool_dir: PathBuf,
     from: RestoreFrom,
@@ -788,38 +838,21 @@ fn spawn(job: Job, name: String, generation: i64, wake: Arc<Notify>) -> Running 
     }
 }
 
-/// Steps 4 and 5 of the flow.
+/// Steps 4 and 5 of the flow: the verified snapshot (downloaded unless an earlier attempt
+/// verified it already) becomes the seed of the cluster's bootstrap members.
 async fn restore(
     mut job: Job,
     name: &str,
     progress: &watch::Sender<Progress>,
     wake: &Notify,
 ) -> Result<Restored, Error> {
-    let report = |p: Progress| {
-        progress.send_replace(p);
-        wake.notify_one();
-    };
-    let data_dir = |member: &str| -> Result<PathBuf, Error> {
-        job.runtime
-            .member_dir(&job.cluster, member)
-            .map(|d| d.join("data"))
-            .map_err(|source| Error::ReserveMember {
-                member: member.to_owned(),
-                source: Box::new(source),
-            })
-    };
-    let mut missing = Vec::new();
-    for member in &job.journal.members {
-        if !data_dir(member)?.exists() {
-            missing.push(member.clone());
-        }
-    }
-    let (sha256, revision) = match (&job.journal.sha256, job.journal.revision) {
-        (Some(sha), Some(rev)) if missing.is_empty() => (sha.clone(), rev),
+    let verified = match (&job.journal.sha256, job.journal.revision) {
+        (Some(sha), Some(rev)) if job.snapshot.is_file() => (sha.clone(), rev),
         _ => {
-            report(Progress::Downloading {
+            progress.send_replace(Progress::Downloading {
                 key: job.from.key.clone(),
             });
+            wake.notify_one();
             let s3 = backup::client(&job.from.connection, job.credentials.clone()).await;
             let verified = backup::fetch_snapshot(
                 &s3,
@@ -838,63 +871,16 @@ async fn restore(
             (verified.sha256, verified.revision)
         }
     };
-    report(Progress::Restoring {
-        key: job.from.key.clone(),
-        sha256: sha256.clone(),
-        revision,
-    });
-    let mut initial = Vec::new();
-    for member in &job.journal.members {
-        let address = job
-            .runtime
-            .reserve(&job.cluster, member)
-            .await
-            .map_err(|source| Error::ReserveMember {
-                member: member.clone(),
-                source: Box::new(source),
-            })?;
-        initial.push((address.name, address.peer_url));
-    }
-    for (member, peer_url) in &initial {
-        if missing.contains(member) {
-            backup::restore_data_dir(
-                &job.tool_dir,
-                &job.snapshot,
-                member,
-                &initial,
-                peer_url,
-                &job.journal.token,
-                &data_dir(member)?,
-            )
-            .await?;
-        }
-    }
-    for (member, _) in &initial {
-        let launch = MemberLaunch {
-            name: member.clone(),
-            version: job.version.clone(),
-            initial_cluster: initial.clone(),
-            state: InitialClusterState::New,
-            cluster_token: job.journal.token.clone(),
-            options: job.spec.etcd.clone(),
-        };
-        job.runtime
-            .create(&job.cluster, &launch)
-            .await
-            .map_err(|source| Error::CreateMember {
-                member: member.clone(),
-                source: Box::new(source),
-            })?;
-    }
-    if let Err(e) = tokio::fs::remove_file(&job.snapshot).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        warn!(path = %job.snapshot.display(), error = %e, "could not remove the downloaded snapshot");
-    }
+    let seed = Seed {
+        snapshot: job.snapshot.clone(),
+    };
+    job.runtime
+        .set_seed(&job.cluster, Some(&seed))
+        .map_err(|e| Error::Seed(Box::new(e)))?;
     Ok(Restored {
         key: job.from.key,
-        sha256,
-        revision,
+        sha256: verified.0,
+        revision: verified.1,
     })
 }
 

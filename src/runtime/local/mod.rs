@@ -24,10 +24,18 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use self::record::{LaunchRecord, MemberPaths, MemberRecord};
+use super::InitialClusterState;
 use super::flags;
 use super::{
     ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch, MemberRuntime, RuntimeMember,
 };
+
+/// The snapshot a restored cluster's bootstrap members start from ([`LocalRuntime::set_seed`]):
+/// downloaded and verified by the local restore driver before it is named here.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seed {
+    pub snapshot: PathBuf,
+}
 
 /// Ports members listen on unless [`LocalRuntime::with_port_range`] says otherwise: below
 /// Linux's default ephemeral range (32768–60999), so an outgoing connection never takes
@@ -149,6 +157,81 @@ impl LocalRuntime {
         let paths = self.paths(cluster, name)?;
         let flag = self.data_dir_flag(&paths)?;
         live_pid(&paths, &flag)
+    }
+
+    /// Makes `cluster` a restored cluster: a bootstrap member created from now on
+    /// (`--initial-cluster-state new`) without a data dir gets one restored from `seed`'s
+    /// snapshot first, with its launch's name, initial cluster and token, as the pod runtime's
+    /// init containers do on Kubernetes. `None` ends that (the restore completed). Kept on
+    /// disk, so a restarted operator resumes a restore half-way through its bootstrap.
+    ///
+    /// # Errors
+    /// An invalid cluster name; writing or removing the seed file.
+    pub fn set_seed(&self, cluster: &ClusterRef, seed: Option<&Seed>) -> Result<(), Error> {
+        let path = record::seed_path(&self.state_dir, cluster)?;
+        match seed {
+            Some(seed) => {
+                // Paths and strings only: serializing cannot fail.
+                let json = serde_json::to_vec_pretty(seed).unwrap_or_default();
+                record::write_file(&path, &json)
+            }
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(Error::RemoveMember { path, source }),
+            },
+        }
+    }
+
+    /// The seed [`Self::set_seed`] recorded for `cluster`, if any.
+    ///
+    /// # Errors
+    /// An invalid cluster name; reading or parsing the seed file.
+    pub fn seed(&self, cluster: &ClusterRef) -> Result<Option<Seed>, Error> {
+        let path = record::seed_path(&self.state_dir, cluster)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::ParseRecord { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::ReadRecord { path, source }),
+        }
+    }
+
+    /// Restores `launch`'s data dir from the cluster's seed when `launch` bootstraps a
+    /// restored cluster and the member has no data dir yet; otherwise does nothing.
+    async fn restore_from_seed(
+        &self,
+        cluster: &ClusterRef,
+        launch: &MemberLaunch,
+        address: &MemberAddress,
+        paths: &MemberPaths,
+        binary: &Path,
+    ) -> Result<(), Error> {
+        if launch.state != InitialClusterState::New || paths.data().exists() {
+            return Ok(());
+        }
+        let Some(seed) = self.seed(cluster)? else {
+            return Ok(());
+        };
+        let tools = binary.parent().unwrap_or(Path::new("."));
+        crate::backup::restore_data_dir(
+            tools,
+            &seed.snapshot,
+            &launch.name,
+            &launch.initial_cluster,
+            &address.peer_url,
+            &launch.cluster_token,
+            &paths.data(),
+        )
+        .await
+        .map_err(|source| Error::RestoreFromSeed {
+            name: launch.name.clone(),
+            snapshot: seed.snapshot.clone(),
+            source: Box::new(source),
+        })?;
+        info!(%cluster, member = %launch.name, snapshot = %seed.snapshot.display(), "data dir restored from the snapshot");
+        Ok(())
     }
 
     /// The member's directory (data, record, log), whether or not it exists.
@@ -368,6 +451,8 @@ impl MemberRuntime for LocalRuntime {
             self.adopt(cluster, name, pid, flag);
             return Ok(());
         }
+        self.restore_from_seed(cluster, launch, &record.address, &paths, &binary)
+            .await?;
         let data = paths.data();
         let data = data.to_str().ok_or_else(|| Error::NonUtf8StateDir {
             path: self.state_dir.clone(),

@@ -122,6 +122,24 @@ pub fn cluster_dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Er
         .join(path_component("cluster", &cluster.name)?))
 }
 
+/// `<state>/seeds/<namespace>/<cluster>.json`: the snapshot a restored cluster's bootstrap
+/// members start from ([`super::Seed`]), while it is being restored.
+pub fn seed_path(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {
+    Ok(state_dir
+        .join("seeds")
+        .join(path_component("namespace", &cluster.namespace)?)
+        .join(format!(
+            "{}.json",
+            path_component("cluster", &cluster.name)?
+        )))
+}
+
+/// Writes `contents` to `path` atomically, creating its directory.
+pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic(dir, path, contents)
+}
+
 pub fn clusters_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("clusters")
 }
