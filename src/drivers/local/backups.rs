@@ -13,14 +13,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api::backup::{
-    BackupRecord, EtcdBackupSpec, EtcdBackupStatus, Retention, S3Destination,
-};
+use crate::api::backup::{BackupRecord, Retention, S3Destination};
 use crate::api::s3::S3Connection;
 use crate::api::{EtcdBackup, EtcdCluster, condition, validate};
 use crate::backup::{self, StaticCredentials};
@@ -32,7 +29,7 @@ use crate::plan::backup::{
 };
 use crate::plan::failure::{Failure, Precondition};
 
-use super::store::{self, StatusFiles};
+use super::store::{self, StatusFiles, Tracked};
 
 /// Why a backup could not be taken: before the engine ran, or in it.
 pub use crate::plan::failure::AttemptError as Error;
@@ -103,10 +100,7 @@ struct Running {
 
 /// What the driver remembers about one EtcdBackup between passes.
 struct BackupState {
-    generation: i64,
-    created: Time,
-    spec: EtcdBackupSpec,
-    status: Option<EtcdBackupStatus>,
+    doc: Tracked<EtcdBackup>,
     running: Option<Running>,
     /// Engine failures in a row, for the backoff.
     failures: u32,
@@ -164,51 +158,32 @@ impl Backups {
         for doc in &docs.backups {
             let key = doc_key(&doc.metadata);
             if !self.states.contains_key(&key) {
-                let state = self.first_sight(doc)?;
+                let name = doc.metadata.name.clone().unwrap_or_default();
+                let state = BackupState {
+                    doc: Tracked::load(&self.status_files, &name, doc)?,
+                    running: None,
+                    failures: 0,
+                    retry_at: None,
+                };
                 self.states.insert(key.clone(), state);
             }
             let Some(state) = self.states.get_mut(&key) else {
                 continue;
             };
-            if state.spec != doc.spec {
-                state.generation += 1;
-                state.spec = doc.spec.clone();
+            if state.doc.observe(doc) {
                 state.failures = 0;
                 state.retry_at = None;
             }
-            let before = state.status.clone();
+            let before = state.doc.status.clone();
             let at = step(state, doc, docs, clusters, &self.wake, now);
             if let Some(at) = at {
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
-            if state.status != before {
-                self.status_files.write(&document(doc, state))?;
+            if state.doc.status != before {
+                self.status_files.write(&state.doc.document(doc))?;
             }
         }
         Ok(wake_at)
-    }
-
-    fn first_sight(&self, doc: &EtcdBackup) -> Result<BackupState, store::Error> {
-        let name = doc.metadata.name.clone().unwrap_or_default();
-        let previous: Option<EtcdBackup> = self.status_files.read(&name)?;
-        let (generation, created, spec, status) = match previous {
-            Some(p) => (
-                p.metadata.generation.unwrap_or(1),
-                p.metadata.creation_timestamp.unwrap_or_else(condition::now),
-                p.spec,
-                p.status,
-            ),
-            None => (1, condition::now(), doc.spec.clone(), None),
-        };
-        Ok(BackupState {
-            generation,
-            created,
-            spec,
-            status,
-            running: None,
-            failures: 0,
-            retry_at: None,
-        })
     }
 
     fn forget_gone(&mut self, docs: &Documents) {
@@ -224,15 +199,6 @@ impl Backups {
             keep
         });
     }
-}
-
-/// The document to write as the status file.
-fn document(doc: &EtcdBackup, state: &BackupState) -> EtcdBackup {
-    let mut out = doc.clone();
-    out.metadata.generation = Some(state.generation);
-    out.metadata.creation_timestamp = Some(state.created.clone());
-    out.status = state.status.clone();
-    out
 }
 
 /// Moves one backup on; returns when to look again (besides the resync and task wake-ups).
@@ -264,16 +230,16 @@ fn step(
     }
     let report = validate::backup(&name, &doc.spec);
     if !report.is_valid() {
-        state.status = Some(status_invalid(
-            state.status.as_ref(),
+        state.doc.status = Some(status_invalid(
+            state.doc.status.as_ref(),
             &report,
-            state.generation,
+            state.doc.generation,
             now,
         ));
         return None;
     }
-    let status = state.status.as_ref();
-    match backup_due(&doc.spec, state.generation, status, now) {
+    let status = state.doc.status.as_ref();
+    match backup_due(&doc.spec, state.doc.generation, status, now) {
         BackupDue::Never(idle) => {
             let next = status
                 .and_then(|s| s.next_schedule_time.as_ref())
@@ -281,11 +247,16 @@ fn step(
             if next.is_some() || status.is_none() {
                 info!(backup = %name, why = %idle, "no backup due until the spec changes");
             }
-            state.status = Some(status_scheduled(status, state.generation, None, now));
+            state.doc.status = Some(status_scheduled(status, state.doc.generation, None, now));
             None
         }
         BackupDue::At(at) => {
-            state.status = Some(status_scheduled(status, state.generation, Some(at), now));
+            state.doc.status = Some(status_scheduled(
+                status,
+                state.doc.generation,
+                Some(at),
+                now,
+            ));
             Some(at)
         }
         BackupDue::Now => {
@@ -299,17 +270,18 @@ fn step(
             match prepare(doc, namespace, docs, clusters) {
                 Ok(job) => {
                     info!(backup = %name, cluster = %doc.spec.cluster_name, "starting backup");
-                    state.running = Some(spawn(job, name, state.generation, wake.clone()));
+                    state.running = Some(spawn(job, name, state.doc.generation, wake.clone()));
                     // The first backup's status says it is under way only once it is done.
-                    state.status = Some(status_scheduled(status, state.generation, next, now));
+                    state.doc.status =
+                        Some(status_scheduled(status, state.doc.generation, next, now));
                 }
                 Err(e) => {
                     // Preconditions are cheap to check again: every pass does, no backoff.
-                    let failed = status_after_failure(status, &e, state.generation, next, now);
+                    let failed = status_after_failure(status, &e, state.doc.generation, next, now);
                     if status != Some(&failed) {
                         warn!(backup = %name, reason = e.reason(), error = %Failure::message(&e), "backup cannot start");
                     }
-                    state.status = Some(failed);
+                    state.doc.status = Some(failed);
                 }
             }
             None
@@ -325,12 +297,12 @@ fn collect(
     result: Result<Outcome, Error>,
     now: Timestamp,
 ) {
-    let status = state.status.as_ref();
+    let status = state.doc.status.as_ref();
     match result {
         Ok(outcome) => {
             state.failures = 0;
             state.retry_at = None;
-            let next = match next_schedule(&state.spec, now) {
+            let next = match next_schedule(state.doc.spec(), now) {
                 Ok(next) => next,
                 Err(e) => {
                     warn!(backup = %name, error = %e, "no next run");
@@ -349,7 +321,7 @@ fn collect(
                 }
                 _ => {}
             }
-            state.status = Some(st);
+            state.doc.status = Some(st);
         }
         Err(e) => {
             state.failures += 1;
@@ -359,7 +331,7 @@ fn collect(
             let next = status
                 .and_then(|s| s.next_schedule_time.as_ref())
                 .map(|t| t.0);
-            state.status = Some(status_after_failure(status, &e, generation, next, now));
+            state.doc.status = Some(status_after_failure(status, &e, generation, next, now));
         }
     }
 }

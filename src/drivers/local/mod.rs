@@ -18,14 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::Watcher;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 
+use crate::api::EtcdCluster;
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
-use crate::api::{EtcdCluster, EtcdClusterSpec, condition};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::{Policy, Step};
 use crate::reconcile::status::step_reason;
@@ -36,7 +35,7 @@ use crate::runtime::{ClusterRef, MemberRuntime};
 use self::backups::Backups;
 use self::manifest::Documents;
 use self::restores::Restores;
-use self::store::StatusFiles;
+use self::store::{StatusFiles, Tracked};
 
 /// How many steps one cluster may take in a row before the others get their turn.
 const MAX_STEPS_PER_TURN: usize = 16;
@@ -72,10 +71,7 @@ pub enum Error {
 /// What the loop remembers about one cluster between passes.
 struct ClusterState {
     tracker: HealthTracker,
-    generation: i64,
-    created: Time,
-    spec: EtcdClusterSpec,
-    status: Option<EtcdClusterStatus>,
+    doc: Tracked<EtcdCluster>,
     last_step: String,
     announced_ready: bool,
 }
@@ -156,7 +152,7 @@ fn with_status(
         .iter()
         .map(|c| {
             let mut c = c.clone();
-            c.status = states.get(&key(&c)).and_then(|s| s.status.clone());
+            c.status = states.get(&key(&c)).and_then(|s| s.doc.status.clone());
             c
         })
         .collect()
@@ -324,25 +320,11 @@ async fn reconcile_cluster(
 ) -> Result<(), Error> {
     let name = key(doc);
     if !states.contains_key(&name) {
-        // Pick up creation time, generation and status from an earlier run.
-        let previous: Option<EtcdCluster> = status_files.read(&name)?;
-        let (generation, created, spec, status) = match previous {
-            Some(p) => (
-                p.metadata.generation.unwrap_or(1),
-                p.metadata.creation_timestamp.unwrap_or_else(condition::now),
-                p.spec,
-                p.status,
-            ),
-            None => (1, condition::now(), doc.spec.clone(), None),
-        };
         states.insert(
             name.clone(),
             ClusterState {
                 tracker: HealthTracker::default(),
-                generation,
-                created,
-                spec,
-                status,
+                doc: Tracked::load(status_files, &name, doc)?,
                 last_step: String::new(),
                 announced_ready: false,
             },
@@ -351,15 +333,9 @@ async fn reconcile_cluster(
     let Some(state) = states.get_mut(&name) else {
         return Ok(());
     };
-    if state.spec != doc.spec {
-        state.generation += 1;
-        state.spec = doc.spec.clone();
-    }
+    state.doc.observe(doc);
     for _ in 0..MAX_STEPS_PER_TURN {
-        let mut cluster = doc.clone();
-        cluster.metadata.generation = Some(state.generation);
-        cluster.metadata.creation_timestamp = Some(state.created.clone());
-        cluster.status = state.status.clone();
+        let mut cluster = state.doc.document(doc);
         metrics.reconciles.inc();
         let pass = match reconcile::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
             .await
@@ -416,15 +392,16 @@ async fn reconcile_cluster(
         }
         state.last_step = line;
         cluster.status = Some(pass.status.clone());
-        state.status = Some(pass.status);
+        state.doc.status = Some(pass.status);
         status_files.write(&cluster)?;
         if matches!(pass.step, Step::Done) && !state.announced_ready {
-            announce_ready(&name, state.status.as_ref());
+            announce_ready(&name, state.doc.status.as_ref());
             state.announced_ready = true;
         }
         if !matches!(pass.step, Step::Done) {
             state.announced_ready = state.announced_ready
                 && state
+                    .doc
                     .status
                     .as_ref()
                     .is_some_and(|s| s.phase == ClusterPhase::Running);

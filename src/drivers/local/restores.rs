@@ -44,13 +44,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase};
+use crate::api::restore::{EtcdRestoreSpec, RestorePhase};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, condition, validate};
 use crate::backup::{self, StaticCredentials};
 use crate::plan::MemberName;
@@ -65,7 +64,7 @@ use crate::runtime::local::Seed;
 use crate::runtime::{self, ClusterRef, LocalRuntime};
 
 use super::backups::{self, doc_key, namespace_of, retry_time};
-use super::store::{self, StatusFiles};
+use super::store::{self, StatusFiles, Tracked};
 
 /// The downloaded snapshot, next to the journal; removed once the restore completed.
 const SNAPSHOT_FILE: &str = "snapshot.db";
@@ -238,10 +237,7 @@ struct Running {
 struct RestoreState {
     namespace: String,
     name: String,
-    generation: i64,
-    created: Time,
-    spec: EtcdRestoreSpec,
-    status: Option<EtcdRestoreStatus>,
+    doc: Tracked<EtcdRestore>,
     journal: Option<Journal>,
     running: Option<Running>,
     failures: u32,
@@ -252,7 +248,8 @@ impl RestoreState {
     /// The snapshot is verified and is the seed of the cluster this spec targets: the
     /// cluster bootstraps from it through the planner, and the restore follows it.
     fn is_handed(&self, spec: &EtcdRestoreSpec) -> bool {
-        self.status
+        self.doc
+            .status
             .as_ref()
             .is_some_and(|s| s.phase == RestorePhase::Restoring)
             && self.journal.as_ref().is_some_and(|j| {
@@ -263,7 +260,8 @@ impl RestoreState {
     }
 
     fn is_completed(&self) -> bool {
-        self.status
+        self.doc
+            .status
             .as_ref()
             .is_some_and(|s| s.phase == RestorePhase::Completed)
     }
@@ -272,7 +270,9 @@ impl RestoreState {
     fn target(&self) -> &str {
         self.journal
             .as_ref()
-            .map_or(self.spec.cluster.name.as_str(), |j| j.cluster.as_str())
+            .map_or(self.doc.spec().cluster.name.as_str(), |j| {
+                j.cluster.as_str()
+            })
     }
 }
 
@@ -371,7 +371,7 @@ impl Restores {
         let mut wake_at: Option<Timestamp> = None;
         for doc in &docs.restores {
             let key = doc_key(&doc.metadata);
-            let before = self.states.get(&key).and_then(|s| s.status.clone());
+            let before = self.states.get(&key).and_then(|s| s.doc.status.clone());
             let at = self.step(&key, doc, docs, clusters, now);
             if let Some(at) = at {
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
@@ -379,8 +379,8 @@ impl Restores {
             let Some(state) = self.states.get(&key) else {
                 continue;
             };
-            if state.status != before {
-                self.status_files.write(&document(doc, state))?;
+            if state.doc.status != before {
+                self.status_files.write(&state.doc.document(doc))?;
             }
         }
         Ok(wake_at)
@@ -406,9 +406,7 @@ impl Restores {
         for doc in docs {
             let key = doc_key(&doc.metadata);
             if let Some(state) = self.states.get_mut(&key) {
-                if state.spec != doc.spec {
-                    state.generation += 1;
-                    state.spec = doc.spec.clone();
+                if state.doc.observe(doc) {
                     state.failures = 0;
                     state.retry_at = None;
                 }
@@ -416,16 +414,7 @@ impl Restores {
             }
             let name = doc.metadata.name.clone().unwrap_or_default();
             let namespace = namespace_of(&doc.metadata).to_owned();
-            let previous: Option<EtcdRestore> = self.status_files.read(&name)?;
-            let (generation, created, spec, status) = match previous {
-                Some(p) => (
-                    p.metadata.generation.unwrap_or(1),
-                    p.metadata.creation_timestamp.unwrap_or_else(condition::now),
-                    p.spec,
-                    p.status,
-                ),
-                None => (1, condition::now(), doc.spec.clone(), None),
-            };
+            let tracked = Tracked::load(&self.status_files, &name, doc)?;
             let journal = match self.journal_path(&namespace, &name) {
                 Ok(path) => Journal::read(&path).unwrap_or_else(|e| {
                     warn!(restore = %key, error = %crate::error_chain::error_chain(&e), "cannot read the restore journal");
@@ -433,22 +422,15 @@ impl Restores {
                 }),
                 Err(_) => None,
             };
-            let mut state = RestoreState {
+            let state = RestoreState {
                 namespace,
                 name: name.clone(),
-                generation,
-                created,
-                spec,
-                status,
+                doc: tracked,
                 journal,
                 running: None,
                 failures: 0,
                 retry_at: None,
             };
-            if state.spec != doc.spec {
-                state.generation += 1;
-                state.spec = doc.spec.clone();
-            }
             self.states.insert(key, state);
         }
         Ok(())
@@ -482,10 +464,10 @@ impl Restores {
         if let Some(running) = &mut state.running {
             let progress = running.progress.borrow_and_update().clone();
             let generation = running.generation;
-            let status = state.status.as_ref();
+            let status = state.doc.status.as_ref();
             match running.done.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => {
-                    state.status = Some(match progress {
+                    state.doc.status = Some(match progress {
                         Progress::Starting => restore_status_pending(status, generation, now),
                         Progress::Downloading { key } => {
                             restore_status_downloading(status, generation, &key, now)
@@ -498,7 +480,7 @@ impl Restores {
                     state.failures = 0;
                     state.retry_at = None;
                     info!(restore = %name, cluster = state.target(), revision = done.revision, "snapshot verified; the cluster bootstraps from it");
-                    state.status = Some(restore_status_restoring(
+                    state.doc.status = Some(restore_status_restoring(
                         status,
                         generation,
                         &done.key,
@@ -517,7 +499,7 @@ impl Restores {
                         state.retry_at = Some(retry_time(now, delay));
                     }
                     warn!(restore = %name, reason = e.reason(), error = %e.message(), retryable = e.is_retryable(), "restore failed; nothing was deleted");
-                    state.status = Some(restore_status_failed(status, &e, generation, now));
+                    state.doc.status = Some(restore_status_failed(status, &e, generation, now));
                 }
                 Err(oneshot::error::TryRecvError::Closed) => {
                     state.running = None;
@@ -530,15 +512,15 @@ impl Restores {
         }
         let report = validate::restore(&name, &doc.spec);
         if !report.is_valid() {
-            state.status = Some(restore_status_invalid(
-                state.status.as_ref(),
+            state.doc.status = Some(restore_status_invalid(
+                state.doc.status.as_ref(),
                 &report,
-                state.generation,
+                state.doc.generation,
                 now,
             ));
             return None;
         }
-        match restore_next(state.generation, state.status.as_ref()) {
+        match restore_next(state.doc.generation, state.doc.status.as_ref()) {
             RestoreNext::GaveUp => return None,
             RestoreNext::Done => {
                 let target = state.target().to_owned();
@@ -550,10 +532,10 @@ impl Restores {
                     })
                     .and_then(|c| c.status.as_ref())
                     .and_then(|s| s.cluster_id.clone());
-                if let (Some(id), Some(st)) = (id, &state.status)
+                if let (Some(id), Some(st)) = (id, &state.doc.status)
                     && st.cluster_id.as_deref() != Some(id.as_str())
                 {
-                    state.status = Some(restore_status_with_cluster_id(st, &id));
+                    state.doc.status = Some(restore_status_with_cluster_id(st, &id));
                 }
                 return None;
             }
@@ -565,15 +547,15 @@ impl Restores {
         if let Some(at) = state.retry_at.filter(|at| *at > now) {
             return Some(at);
         }
-        let generation = state.generation;
+        let generation = state.doc.generation;
         match self.prepare(key, doc, docs) {
             Ok(job) => {
                 let state = self.states.get_mut(key)?;
                 info!(restore = %name, cluster = %job.cluster.name, source = %job.from.key, "starting restore");
                 state.journal = Some(job.journal.clone());
                 state.running = Some(spawn(job, name, generation, self.wake.clone()));
-                state.status = Some(restore_status_pending(
-                    state.status.as_ref(),
+                state.doc.status = Some(restore_status_pending(
+                    state.doc.status.as_ref(),
                     generation,
                     now,
                 ));
@@ -586,11 +568,11 @@ impl Restores {
                     let delay = crate::plan::failure::retry_delay(state.failures, true);
                     state.retry_at = Some(retry_time(now, delay));
                 }
-                let status = restore_status_failed(state.status.as_ref(), &e, generation, now);
-                if state.status.as_ref() != Some(&status) {
+                let status = restore_status_failed(state.doc.status.as_ref(), &e, generation, now);
+                if state.doc.status.as_ref() != Some(&status) {
                     warn!(restore = %name, reason = e.reason(), error = %e.message(), retryable = e.is_retryable(), "restore cannot start");
                 }
-                state.status = Some(status);
+                state.doc.status = Some(status);
             }
         }
         None
@@ -632,9 +614,9 @@ impl Restores {
         let cluster_id = status.and_then(|s| s.cluster_id.clone());
         let state = self.states.get_mut(key)?;
         info!(restore = %key, cluster = %cluster, cluster_id = cluster_id.as_deref().unwrap_or(""), "restore completed; the cluster is managed from now on");
-        state.status = Some(restore_status_completed(
-            state.status.as_ref(),
-            state.generation,
+        state.doc.status = Some(restore_status_completed(
+            state.doc.status.as_ref(),
+            state.doc.generation,
             &journal.key,
             journal.sha256.as_deref(),
             journal.revision,
@@ -798,15 +780,6 @@ fn cluster_dir(runtime: &LocalRuntime, cluster: &ClusterRef) -> Result<PathBuf, 
 
 fn has_entries(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
-}
-
-/// The document to write as the status file.
-fn document(doc: &EtcdRestore, state: &RestoreState) -> EtcdRestore {
-    let mut out = doc.clone();
-    out.metadata.generation = Some(state.generation);
-    out.metadata.creation_timestamp = Some(state.created.clone());
-    out.status = state.status.clone();
-    out
 }
 
 /// Everything a restore task needs.

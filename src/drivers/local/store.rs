@@ -1,11 +1,15 @@
-//! The local runtime's stand-in for the API server's status: each resource, with its
-//! status, as `<state dir>/status/<kind>/<name>.yaml` (the document `kubectl get -o yaml`
-//! would show), and the `etcd-operator local status` table read back from those files.
+//! The local runtime's stand-in for the API server: each resource, with its status, as
+//! `<state dir>/status/<kind>/<name>.yaml` (the document `kubectl get -o yaml` would show);
+//! what the API server would track for each document between passes ([`Tracked`]: its
+//! generation, creation time and status); and the `etcd-operator local status` table read
+//! back from those files.
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
+use kube::core::object::{HasSpec, HasStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -114,6 +118,76 @@ impl StatusFiles {
             }
         }
         Ok(out)
+    }
+}
+
+/// What the API server would keep for one document of `K` between passes: its generation
+/// (one more each time the spec changes), its creation time and its status. Picked up from
+/// the status file on first sight, so a restarted operator goes on where it stopped.
+#[derive(Debug, Clone)]
+pub struct Tracked<K: HasSpec + HasStatus> {
+    pub generation: i64,
+    pub created: Time,
+    pub status: Option<K::Status>,
+    spec: K::Spec,
+}
+
+impl<K> Tracked<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + HasSpec + HasStatus + Clone,
+    K::Spec: Clone + PartialEq,
+    K::Status: Clone,
+{
+    /// `doc` as first seen: from its status file `name` when there is one (a spec that
+    /// changed while the operator was away is a new generation), else generation 1 now.
+    ///
+    /// # Errors
+    /// Reading or parsing the status file.
+    pub fn load(files: &StatusFiles, name: &str, doc: &K) -> Result<Self, Error> {
+        let mut tracked = match files.read::<K>(name)? {
+            Some(mut previous) => Self {
+                generation: previous.meta().generation.unwrap_or(1),
+                created: previous
+                    .meta()
+                    .creation_timestamp
+                    .clone()
+                    .unwrap_or_else(condition::now),
+                status: previous.status_mut().take(),
+                spec: previous.spec().clone(),
+            },
+            None => Self {
+                generation: 1,
+                created: condition::now(),
+                status: None,
+                spec: doc.spec().clone(),
+            },
+        };
+        tracked.observe(doc);
+        Ok(tracked)
+    }
+
+    /// The spec of the current generation.
+    pub fn spec(&self) -> &K::Spec {
+        &self.spec
+    }
+
+    /// Takes in `doc`'s spec; true (and the next generation) when it changed.
+    pub fn observe(&mut self, doc: &K) -> bool {
+        if self.spec == *doc.spec() {
+            return false;
+        }
+        self.generation += 1;
+        self.spec = doc.spec().clone();
+        true
+    }
+
+    /// `doc` as the API server would return it: generation, creation time and status set.
+    pub fn document(&self, doc: &K) -> K {
+        let mut out = doc.clone();
+        out.meta_mut().generation = Some(self.generation);
+        out.meta_mut().creation_timestamp = Some(self.created.clone());
+        *out.status_mut() = self.status.clone();
+        out
     }
 }
 
@@ -255,6 +329,39 @@ mod tests {
     use crate::api::cluster::{ClusterPhase, EtcdClusterStatus};
     use crate::api::{EtcdCluster, EtcdClusterSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn tracked_generations_follow_spec_changes_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StatusFiles::new(dir.path());
+        let three = EtcdCluster::new("example", EtcdClusterSpec::new(3, "3.5.16"));
+        let five = EtcdCluster::new("example", EtcdClusterSpec::new(5, "3.5.16"));
+
+        let mut tracked = Tracked::load(&files, "example", &three).unwrap();
+        assert_eq!(tracked.generation, 1);
+        assert!(!tracked.observe(&three), "same spec, same generation");
+        assert!(tracked.observe(&five));
+        assert_eq!(tracked.generation, 2);
+        tracked.status = Some(EtcdClusterStatus {
+            phase: ClusterPhase::Running,
+            ..Default::default()
+        });
+        let written = tracked.document(&five);
+        assert_eq!(written.metadata.generation, Some(2));
+        assert_eq!(written.status, tracked.status);
+        files.write(&written).unwrap();
+
+        // A restarted operator: the file's generation, creation time and status come back.
+        let again = Tracked::load(&files, "example", &five).unwrap();
+        assert_eq!(again.generation, 2);
+        // Kept to the second, as the API server keeps it.
+        assert_eq!(again.created.0.as_second(), tracked.created.0.as_second());
+        assert_eq!(again.status, tracked.status);
+        // The spec changed while the operator was away: one generation more.
+        let away = Tracked::load(&files, "example", &three).unwrap();
+        assert_eq!(away.generation, 3);
+        assert_eq!(away.spec(), &three.spec);
+    }
 
     #[test]
     fn status_file_round_trips_as_a_kubectl_style_document() {
