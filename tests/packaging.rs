@@ -1,17 +1,17 @@
 //! Packaging stays in step with itself: the chart's CRDs are the generated ones, the chart
-//! renders exactly the objects in `manifests/` (default values, and `watchNamespace` against
-//! the namespaced flavour), the RBAC stays least privilege, the Deployment stays hardened, and
-//! `kubectl apply -R -f manifests/` creates the namespace before what lives in it.
+//! passes `helm lint --strict` and renders exactly the objects in `manifests/` (default values,
+//! and `watchNamespace` against the namespaced flavour), the RBAC stays least privilege, the
+//! Deployment stays hardened, and `kubectl apply -R -f manifests/` creates the namespace before
+//! what lives in it.
 //!
-//! No helm binary can be installed from the registries this project reaches, so the chart is
-//! rendered by `gotemplate`, a Go-template subset with Helm's functions that panics on any
-//! construct it does not know. Objects are compared as parsed YAML, not as text.
-
-#[path = "packaging/gotemplate.rs"]
-mod gotemplate;
+//! The chart is rendered and linted by the real Helm v4 engine: PyPI's `helm-python-sdk`
+//! (Helm's Go SDK as a shared library, no helm binary), which `scripts/install-test-deps`
+//! installs into a venv, driven by `packaging/helm_engine.py`. Without that venv these tests
+//! fail and say how to install it. Objects are compared as parsed YAML, not as text.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -126,51 +126,113 @@ fn namespaced_rbac(watch: &str) -> Objects {
     by_key(yaml_docs(&text, &path.display().to_string()))
 }
 
-/// Deep-merges `overrides` into `base`, as `--set`/`-f` do for values.
-fn merge(base: &mut Value, overrides: &Value) {
-    match (base, overrides) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k.clone()).or_insert(Value::Null), v);
-            }
+/// Overrides which Python runs the Helm engine.
+const HELM_PYTHON_ENV: &str = "HELM_PYTHON";
+
+/// The Python of the venv holding `helm-python-sdk`: `$HELM_PYTHON`, else
+/// `$ETCD_OPERATOR_CACHE/helm-venv/bin/python` (default cache `~/.cache/etcd-operator`), where
+/// `scripts/install-test-deps` creates it. Panics, naming the fix, when it is missing.
+fn helm_python() -> PathBuf {
+    let path = match std::env::var_os(HELM_PYTHON_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let cache = match std::env::var_os("ETCD_OPERATOR_CACHE") {
+                Some(c) if !c.is_empty() => PathBuf::from(c),
+                _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/etcd-operator"),
+            };
+            cache.join("helm-venv/bin/python")
         }
-        (b, o) => *b = o.clone(),
+    };
+    assert!(
+        path.is_file(),
+        "no Helm engine: {} is missing (set {HELM_PYTHON_ENV} or run scripts/install-test-deps)",
+        path.display()
+    );
+    path
+}
+
+/// Runs one `packaging/helm_engine.py` request: its JSON answer, or Helm's error message.
+/// Panics when the engine itself cannot run.
+fn helm(request: &Value) -> Result<Value, String> {
+    let python = helm_python();
+    let script = repo().join("tests/packaging/helm_engine.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(request.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", python.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.code() {
+        Some(0) => Ok(serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{}: unreadable answer: {e}", script.display()))),
+        Some(1) => Err(stderr),
+        _ => panic!(
+            "{} {} failed ({}): {stderr}",
+            python.display(),
+            script.display(),
+            output.status
+        ),
     }
 }
 
-/// `helm template <release> charts/etcd-operator -n etcd-operator` with `overrides` on top of
-/// values.yaml: the rendered objects of every template (CRDs excluded, as helm template does
-/// without --include-crds).
+/// `helm template <release> <chart> -n etcd-operator` with `overrides` on top of values.yaml:
+/// the rendered objects of every template (CRDs excluded, as helm template does without
+/// --include-crds), or Helm's error.
+fn try_render(chart: &Path, release: &str, overrides: Value) -> Result<Objects, String> {
+    let manifests = helm(&json!({
+        "command": "render",
+        "chart": chart,
+        "release": release,
+        "namespace": NAMESPACE,
+        "values": overrides,
+    }))?;
+    let mut objects = Vec::new();
+    for (template, manifest) in manifests.as_object().expect("{template: manifest}") {
+        objects.extend(yaml_docs(manifest.as_str().unwrap(), template));
+    }
+    Ok(by_key(objects))
+}
+
+/// [`try_render`] of charts/etcd-operator, which must render.
 fn render(release: &str, overrides: Value) -> Objects {
-    let chart_yaml: Value = serde_norway::from_str(&read(&chart().join("Chart.yaml"))).unwrap();
-    let mut values: Value = serde_norway::from_str(&read(&chart().join("values.yaml"))).unwrap();
-    merge(&mut values, &overrides);
-    let dot = json!({
-        "Values": values,
-        "Release": {"Name": release, "Namespace": NAMESPACE, "Service": "Helm", "IsInstall": true},
-        "Chart": {
-            "Name": chart_yaml["name"],
-            "Version": chart_yaml["version"],
-            "AppVersion": chart_yaml["appVersion"],
-        },
-    });
-    let dir = chart().join("templates");
-    let mut sources = Vec::new();
-    for path in files(&dir, "") {
+    for path in files(&chart().join("templates"), "") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             name.ends_with(".yaml") || name.ends_with(".tpl"),
             "{name}: templates/ holds only .yaml manifests and .tpl helpers"
         );
-        sources.push((name, read(&path)));
     }
-    let templates = gotemplate::Templates::parse(sources.iter().map(|(_, s)| s.as_str()));
-    by_key(
-        sources
-            .iter()
-            .filter(|(name, _)| !name.starts_with('_'))
-            .flat_map(|(name, src)| yaml_docs(&templates.render(src, &dot), name)),
-    )
+    try_render(&chart(), release, overrides).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `helm lint --strict <chart> -n etcd-operator` with `values` on top of values.yaml: the
+/// findings, `{"messages": [{"severity", "path", "error"}], "errors": [...]}`.
+fn lint(chart: &Path, values: Value) -> Value {
+    helm(&json!({
+        "command": "lint",
+        "chart": chart,
+        "namespace": NAMESPACE,
+        "values": values,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Helm's lint severities: 1 info, 2 warning, 3 error.
+const LINT_INFO: u64 = 1;
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 /// Asserts both sets hold the same objects, naming the first that differs.
@@ -300,6 +362,67 @@ fn chart_crds_are_byte_identical_to_manifests_crds() {
             "charts/etcd-operator/crds/{name} differs; run `cp manifests/crds/*.yaml charts/etcd-operator/crds/`"
         );
     }
+}
+
+#[test]
+fn chart_passes_helm_lint_strict_with_only_info_findings() {
+    for values in [
+        json!({}),
+        json!({"watchNamespace": "team-a"}),
+        json!({"leaderElection": {"enabled": false}}),
+        json!({"metrics": {"serviceMonitor": {"enabled": true}}}),
+        json!({"metrics": {"enabled": false}}),
+    ] {
+        let report = lint(&chart(), values.clone());
+        assert_eq!(report["errors"], json!([]), "values {values}: {report}");
+        let messages = report["messages"].as_array().expect("lint messages");
+        for message in messages {
+            // "icon is recommended": the project has no icon to point at.
+            assert!(
+                message["severity"].as_u64() == Some(LINT_INFO),
+                "values {values}: helm lint: {message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_broken_template_fails_helm_render_and_lint() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("etcd-operator");
+    copy_dir(&chart(), &broken);
+    // Go's text/template parser rejects an `if` without a pipeline; a renderer that only
+    // looked like Helm might not.
+    std::fs::write(
+        broken.join("templates/broken.yaml"),
+        "{{/* Deliberately broken. */}}\n{{ if }}kind: ConfigMap{{ end }}\n",
+    )
+    .unwrap();
+
+    let error = try_render(&broken, RELEASE, json!({})).expect_err("render must fail");
+    assert!(
+        error.contains("templates/broken.yaml") && error.contains("missing value for if"),
+        "{error}"
+    );
+    let report = lint(&broken, json!({}));
+    assert!(
+        report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["severity"].as_u64() > Some(LINT_INFO)
+                && m["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("missing value for if")),
+        "{report}"
+    );
+    // The intact copy renders, so the failure is the broken template's.
+    std::fs::remove_file(broken.join("templates/broken.yaml")).unwrap();
+    assert_eq!(
+        try_render(&broken, RELEASE, json!({})).unwrap(),
+        render(RELEASE, json!({}))
+    );
 }
 
 #[test]

@@ -1,0 +1,54 @@
+"""The real Helm v4 engine for tests/packaging.rs, through PyPI's helm-python-sdk.
+
+Reads one JSON request from argv[1] and prints one JSON answer on stdout:
+  {"command": "render", "chart": DIR, "release": NAME, "namespace": NS, "values": {...}}
+      -> {template path: rendered manifest}  (`helm template`, CRDs excluded)
+  {"command": "lint", "chart": DIR, "namespace": NS, "values": {...}}
+      -> {"messages": [{"severity", "path", "error"}], "errors": [...]}  (`helm lint --strict`)
+Exit status 1 with Helm's message on stderr when Helm fails; 2 when the engine is missing.
+Offline: nothing here reaches a cluster or the network.
+"""
+
+import json
+import sys
+
+try:
+    from helm_python.chart import Chart, lint
+    from helm_python.errors import HelmError
+except ImportError as e:
+    print(
+        f"helm-python-sdk is not importable by {sys.executable} ({e}): run scripts/install-test-deps",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+def main() -> None:
+    request = json.loads(sys.argv[1])
+    command = request["command"]
+    try:
+        if command == "render":
+            with Chart.load(request["chart"]) as chart:
+                answer = chart.render(
+                    request["values"],
+                    name=request["release"],
+                    namespace=request["namespace"],
+                    is_install=True,
+                )
+        elif command == "lint":
+            answer = lint(
+                request["chart"],
+                request["values"],
+                strict=True,
+                namespace=request["namespace"],
+            )
+        else:
+            sys.exit(f"unknown command {command!r}")
+    except HelmError as e:
+        print(f"helm {command} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    json.dump(answer, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
