@@ -1,7 +1,13 @@
 //! Throwaway TLS certificates for test clusters (a CA, one member certificate for peers and
-//! clients, one client certificate), made with the `openssl` command-line tool.
+//! clients, one client certificate), ECDSA P-256, made with rcgen.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 use super::Error;
 use crate::etcd::TlsConfig;
@@ -18,40 +24,43 @@ impl TestCerts {
     /// each other) and `client.pem`/`client.key` into `dir`.
     ///
     /// # Errors
-    /// [`Error::Spawn`] without `openssl`; [`Error::Tool`] when it fails.
+    /// [`Error::Io`] writing a file; [`Error::Certificate`] from rcgen.
     pub async fn generate(dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_owned(),
             source,
         })?;
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=etcd-test-ca",
-            ],
-        )
-        .await?;
-        leaf(dir, "member", "serverAuth,clientAuth").await?;
-        leaf(dir, "client", "clientAuth").await?;
-        let read = |name: &str| {
+        let write = |name: &str, contents: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| Error::Io { path, source })
+            std::fs::write(&path, contents).map_err(|source| Error::Io { path, source })
         };
-        let client = TlsConfig::new(read("ca.pem")?, read("client.pem")?, read("client.key")?);
+        let ca_key = KeyPair::generate().map_err(Error::Certificate)?;
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "etcd-test-ca");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).map_err(Error::Certificate)?;
+        write("ca.pem", &ca_cert.pem())?;
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let member = leaf(
+            &issuer,
+            "member",
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )?;
+        write("member.pem", &member.0)?;
+        write("member.key", &member.1)?;
+        let client = leaf(&issuer, "client", &[ExtendedKeyUsagePurpose::ClientAuth])?;
+        write("client.pem", &client.0)?;
+        write("client.key", &client.1)?;
+        let client = TlsConfig::new(
+            ca_cert.pem().into_bytes(),
+            client.0.into_bytes(),
+            client.1.into_bytes(),
+        );
         Ok(Self {
             dir: dir.to_owned(),
             client,
@@ -89,83 +98,23 @@ impl TestCerts {
     }
 }
 
-/// A key and a CA-signed certificate `<name>.pem` for 127.0.0.1/localhost.
-async fn leaf(dir: &Path, name: &str, usage: &str) -> Result<(), Error> {
-    let ext = format!(
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    );
-    let ext_file = dir.join(format!("{name}.ext"));
-    std::fs::write(&ext_file, ext).map_err(|source| Error::Io {
-        path: ext_file.clone(),
-        source,
-    })?;
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    let subject = format!("/CN=etcd-test-{name}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ],
-    )
-    .await?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    )
-    .await
-}
-
-async fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
-    let tool = PathBuf::from("openssl");
-    let output = tokio::process::Command::new(&tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .map_err(|source| Error::Spawn {
-            name: "openssl".into(),
-            source,
-        })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Tool {
-            tool,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
-    }
+/// A certificate (PEM) signed by `issuer` for 127.0.0.1 and localhost, and its key (PEM).
+fn leaf(
+    issuer: &Issuer<'_, &KeyPair>,
+    name: &str,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> Result<(String, String), Error> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("etcd-test-{name}"));
+    params.subject_alt_names = vec![
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        SanType::DnsName("localhost".try_into().map_err(Error::Certificate)?),
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = usages.to_vec();
+    let key = KeyPair::generate().map_err(Error::Certificate)?;
+    let cert = params.signed_by(&key, issuer).map_err(Error::Certificate)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

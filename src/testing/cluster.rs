@@ -81,7 +81,7 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Serve peers and clients over mutual TLS with throwaway certificates (needs `openssl`).
+    /// Serve peers and clients over mutual TLS with throwaway certificates.
     pub fn tls(mut self) -> Self {
         self.tls = true;
         self

@@ -45,6 +45,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("could not make a test certificate")]
+    Certificate(#[source] rcgen::Error),
+
     #[error("could not start {name}")]
     Spawn {
         name: String,
