@@ -20,7 +20,7 @@ pub mod types {
 }
 
 /// `status` of a condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum Status {
     True,
     False,
@@ -29,11 +29,7 @@ pub enum Status {
 
 impl Status {
     fn as_str(self) -> &'static str {
-        match self {
-            Status::True => "True",
-            Status::False => "False",
-            Status::Unknown => "Unknown",
-        }
+        self.into()
     }
 
     /// `True` when `b`, else `False`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 /// The S3 call that failed, for messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum S3Op {
     CreateMultipartUpload,
     UploadPart,
@@ -18,25 +18,14 @@ pub enum S3Op {
     CopyObject,
     GetObject,
     HeadObject,
+    #[strum(serialize = "ListObjectsV2")]
     ListObjects,
     DeleteObject,
 }
 
 impl S3Op {
     pub fn as_str(self) -> &'static str {
-        match self {
-            S3Op::CreateMultipartUpload => "CreateMultipartUpload",
-            S3Op::UploadPart => "UploadPart",
-            S3Op::CompleteMultipartUpload => "CompleteMultipartUpload",
-            S3Op::AbortMultipartUpload => "AbortMultipartUpload",
-            S3Op::ListMultipartUploads => "ListMultipartUploads",
-            S3Op::UploadPartCopy => "UploadPartCopy",
-            S3Op::CopyObject => "CopyObject",
-            S3Op::GetObject => "GetObject",
-            S3Op::HeadObject => "HeadObject",
-            S3Op::ListObjects => "ListObjectsV2",
-            S3Op::DeleteObject => "DeleteObject",
-        }
+        self.into()
     }
 }
 
@@ -144,7 +133,7 @@ impl std::error::Error for S3Failure {
 /// Variants name what failed. [`Error::reason`] is a static PascalCase label for conditions,
 /// Events and metrics; [`Error::is_retryable`] says whether the same call may succeed later
 /// with nobody acting.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 #[non_exhaustive]
 pub enum Error {
     // --- etcd side ---------------------------------------------------------------------
@@ -356,40 +345,7 @@ pub enum Error {
 impl Error {
     /// The variant's name: a static PascalCase label for conditions, Events and metrics.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Error::MemberList(_) => "MemberList",
-            Error::NoHealthyMember { .. } => "NoHealthyMember",
-            Error::Revision { .. } => "Revision",
-            Error::Snapshot { .. } => "Snapshot",
-            Error::Credentials { .. } => "Credentials",
-            Error::BucketMissing { .. } => "BucketMissing",
-            Error::ObjectMissing { .. } => "ObjectMissing",
-            Error::Unreachable { .. } => "Unreachable",
-            Error::CreateMultipart { .. } => "CreateMultipart",
-            Error::UploadPart { .. } => "UploadPart",
-            Error::TooManyParts { .. } => "TooManyParts",
-            Error::CompleteUpload { .. } => "CompleteUpload",
-            Error::AbortUpload { .. } => "AbortUpload",
-            Error::ListUploads { .. } => "ListUploads",
-            Error::WriteMetadata { .. } => "WriteMetadata",
-            Error::UnexpectedResponse { .. } => "UnexpectedResponse",
-            Error::Download { .. } => "Download",
-            Error::ListObjects { .. } => "ListObjects",
-            Error::DeleteObject { .. } => "DeleteObject",
-            Error::WriteFile { .. } => "WriteFile",
-            Error::ShaMismatch { .. } => "ShaMismatch",
-            Error::NotASnapshot { .. } => "NotASnapshot",
-            Error::SnapshotTooNew { .. } => "SnapshotTooNew",
-            Error::SpawnTool { .. } => "SpawnTool",
-            Error::ToolOutput { .. } => "ToolOutput",
-            Error::DataDirExists { .. } => "DataDirExists",
-            Error::RestoredDataMissing { .. } => "RestoredDataMissing",
-            Error::Restore { .. } => "Restore",
-            Error::CredentialsSecret { .. } => "CredentialsSecret",
-            Error::InvalidSchedule { .. } => "InvalidSchedule",
-            Error::NoNextRun { .. } => "NoNextRun",
-            Error::InvalidRetention(_) => "InvalidRetention",
-        }
+        self.into()
     }
 
     /// Whether the same call may succeed later with nobody acting: etcd or S3 unavailable or
@@ -562,6 +518,12 @@ mod tests {
             Cause::Other
         );
         assert_eq!(classify(Some(500), None, get), Cause::Other);
+    }
+
+    #[test]
+    fn s3_ops_are_named_as_the_s3_api_names_them() {
+        assert_eq!(S3Op::UploadPart.as_str(), "UploadPart");
+        assert_eq!(S3Op::ListObjects.as_str(), "ListObjectsV2");
     }
 
     #[test]

@@ -10,38 +10,33 @@ use std::time::Duration;
 use super::types::MemberId;
 
 /// The admin operation that failed; a static label fit for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Op {
     Connect,
+    #[strum(serialize = "member list")]
     MemberList,
+    #[strum(serialize = "member add")]
     MemberAdd,
+    #[strum(serialize = "member promote")]
     MemberPromote,
+    #[strum(serialize = "member remove")]
     MemberRemove,
     Status,
     Health,
     Snapshot,
     Defragment,
+    #[strum(serialize = "alarm list")]
     AlarmList,
+    #[strum(serialize = "alarm disarm")]
     AlarmDisarm,
+    #[strum(serialize = "move leader")]
     MoveLeader,
 }
 
 impl Op {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Connect => "connect",
-            Op::MemberList => "member list",
-            Op::MemberAdd => "member add",
-            Op::MemberPromote => "member promote",
-            Op::MemberRemove => "member remove",
-            Op::Status => "status",
-            Op::Health => "health",
-            Op::Snapshot => "snapshot",
-            Op::Defragment => "defragment",
-            Op::AlarmList => "alarm list",
-            Op::AlarmDisarm => "alarm disarm",
-            Op::MoveLeader => "move leader",
-        }
+        self.into()
     }
 
     /// Whether the call is pointless without a leader, so a leaderless member should refuse it
@@ -124,7 +119,7 @@ impl std::error::Error for ClientError {}
 /// Everything that can go wrong talking to etcd.
 ///
 /// [`Error::is_retryable`] says whether the same call may succeed later without anyone acting.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 #[non_exhaustive]
 pub enum Error {
     #[error("no etcd endpoints given")]
@@ -265,29 +260,7 @@ impl Error {
 
     /// The variant's name, a static label for metrics and events (never the message).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Error::NoEndpoints => "NoEndpoints",
-            Error::InvalidEndpoint { .. } => "InvalidEndpoint",
-            Error::InvalidTls { .. } => "InvalidTls",
-            Error::Unreachable { .. } => "Unreachable",
-            Error::Timeout { .. } => "Timeout",
-            Error::NotLeader { .. } => "NotLeader",
-            Error::NoLeader { .. } => "NoLeader",
-            Error::Unhealthy { .. } => "Unhealthy",
-            Error::TooManyLearners => "TooManyLearners",
-            Error::LearnerNotReady { .. } => "LearnerNotReady",
-            Error::NotLearner { .. } => "NotLearner",
-            Error::MemberNotFound { .. } => "MemberNotFound",
-            Error::BadLeaderTransferee { .. } => "BadLeaderTransferee",
-            Error::PeerUrlExists { .. } => "PeerUrlExists",
-            Error::RejectedByLearner { .. } => "RejectedByLearner",
-            Error::NoSpace { .. } => "NoSpace",
-            Error::PermissionDenied { .. } => "PermissionDenied",
-            Error::Rpc { .. } => "Rpc",
-            Error::UnexpectedResponse { .. } => "UnexpectedResponse",
-            Error::SnapshotTruncated { .. } => "SnapshotTruncated",
-            Error::WriteSnapshot { .. } => "WriteSnapshot",
-        }
+        self.into()
     }
 
     /// Whether another endpoint may answer where this one could not (the request did not apply).
@@ -458,6 +431,14 @@ mod tests {
         assert!(!made_by_transport(4, "deadline exceeded", true));
     }
     use super::*;
+
+    #[test]
+    fn op_labels_are_what_messages_and_metrics_always_said() {
+        assert_eq!(super::Op::Connect.as_str(), "connect");
+        assert_eq!(super::Op::MemberList.as_str(), "member list");
+        assert_eq!(super::Op::MoveLeader.as_str(), "move leader");
+        assert_eq!(super::Op::Defragment.as_str(), "defragment");
+    }
 
     #[test]
     fn etcd_refusals_map_to_what_the_caller_should_do() {

@@ -35,7 +35,7 @@ impl Failure for Error {
 }
 
 /// What a backup or restore is waiting for before the engine can run.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
 pub enum Precondition {
     #[error("EtcdCluster {cluster} does not exist in namespace {namespace}")]
     ClusterNotFound { namespace: String, cluster: String },
@@ -54,14 +54,7 @@ pub enum Precondition {
 
 impl Failure for Precondition {
     fn reason(&self) -> &'static str {
-        match self {
-            Precondition::ClusterNotFound { .. } => "ClusterNotFound",
-            Precondition::ClusterNotReady { .. } => "ClusterNotReady",
-            Precondition::CredentialsSecretMissing { .. } => "CredentialsSecretMissing",
-            Precondition::ClusterExists { .. } => "ClusterExists",
-            Precondition::BackupNotFound { .. } => "BackupNotFound",
-            Precondition::NoSuccessfulBackup { .. } => "NoSuccessfulBackup",
-        }
+        self.into()
     }
 
     fn message(&self) -> String {
@@ -117,8 +110,15 @@ pub fn retry_delay(failures: u32, retryable: bool) -> Duration {
     if !retryable {
         return MAX;
     }
+    backoff(FIRST, failures, MAX)
+}
+
+/// `base` doubled for every failure in a row after the first, at most `max`: the one
+/// backoff both runtimes' drivers use (a requeue delay computed from a failure count, which
+/// is what a Controller's error policy needs; no retry loop is hand-written around it).
+pub fn backoff(base: Duration, failures: u32, max: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
-    FIRST.saturating_mul(1 << doublings).min(MAX)
+    base.saturating_mul(1 << doublings).min(max)
 }
 
 /// Sets `Failed=True` and `Ready=False` with the failure's reason and message.

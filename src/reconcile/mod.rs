@@ -31,7 +31,7 @@ pub enum MembershipError {
 }
 
 /// A reconcile pass that failed; one variant per step, the cause in `source`.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, strum::IntoStaticStr)]
 pub enum Error {
     #[error("listing the runtime's members")]
     ListMembers {
@@ -99,20 +99,7 @@ pub enum Error {
 impl Error {
     /// A static label for metrics and Event reasons.
     pub fn label(&self) -> &'static str {
-        match self {
-            Error::ListMembers { .. } => "ListMembers",
-            Error::Connect { .. } => "Connect",
-            Error::InvalidVersion { .. } => "InvalidVersion",
-            Error::Bootstrap { .. } => "Bootstrap",
-            Error::AddLearner { .. } => "AddLearner",
-            Error::StartMember { .. } => "StartMember",
-            Error::PromoteLearner { .. } => "PromoteLearner",
-            Error::RemoveMember { .. } => "RemoveMember",
-            Error::DeleteRuntimeMember { .. } => "DeleteRuntimeMember",
-            Error::RestartMember { .. } => "RestartMember",
-            Error::MoveLeader { .. } => "MoveLeader",
-            Error::UpgradeMember { .. } => "UpgradeMember",
-        }
+        self.into()
     }
 }
 

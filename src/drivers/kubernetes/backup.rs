@@ -67,7 +67,7 @@ use super::{apply_status, lock, log_result};
 
 /// What a reconcile failed at: only the API server's calls; a failed backup is an outcome
 /// written into the status, not an error.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, strum::IntoStaticStr)]
 pub enum Error {
     #[error("reading EtcdCluster {name}")]
     GetCluster {
@@ -88,11 +88,7 @@ pub enum Error {
 impl Error {
     /// A static label for metrics.
     pub fn label(&self) -> &'static str {
-        match self {
-            Error::GetCluster { .. } => "GetCluster",
-            Error::GetSecret { .. } => "GetSecret",
-            Error::PatchStatus(_) => "PatchStatus",
-        }
+        self.into()
     }
 }
 

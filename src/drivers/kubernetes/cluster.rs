@@ -258,8 +258,7 @@ pub fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context>)
 
 /// `base` doubled for every failure after the first, at most [`MAX_BACKOFF`].
 fn backoff(base: Duration, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+    crate::plan::failure::backoff(base, failures, MAX_BACKOFF)
 }
 
 /// The EtcdCluster Controller (one namespace or all), also triggered by changes of the Pods,

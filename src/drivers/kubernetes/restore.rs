@@ -82,7 +82,7 @@ pub const WHILE_RESTORING: Duration = Duration::from_secs(10);
 
 /// What a reconcile failed at: the API server's calls. A failed restore is an outcome
 /// written into the status, not an error.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, strum::IntoStaticStr)]
 pub enum Error {
     #[error("reading EtcdCluster {name}")]
     GetCluster {
@@ -121,14 +121,7 @@ pub enum Error {
 impl Error {
     /// A static label for metrics.
     pub fn label(&self) -> &'static str {
-        match self {
-            Error::GetCluster { .. } => "GetCluster",
-            Error::GetBackup { .. } => "GetBackup",
-            Error::GetSecret { .. } => "GetSecret",
-            Error::CreateCluster { .. } => "CreateCluster",
-            Error::ListPods { .. } => "ListPods",
-            Error::PatchStatus(_) => "PatchStatus",
-        }
+        self.into()
     }
 }
 
