@@ -14,11 +14,13 @@
 //! - [`schedule`] (pure): the next run of a cron schedule.
 //! - [`restore`]: download, verify, check, and restore data dirs with etcd's own tools.
 //! - [`member_restore`]: what a restored member Pod's init containers run around etcd's tool.
+//! - [`attempt`]: one backup attempt as both runtimes run it: take, then clean up and retain.
 //! - [`error`]: every failure of the engine, classified.
 //!
 //! Every failure is an [`Error`]; [`Error::reason`] is its static label and
 //! [`Error::is_retryable`] says whether trying again later may help.
 
+pub mod attempt;
 pub mod error;
 pub mod key;
 pub mod member_restore;

@@ -18,8 +18,9 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::failure::{Failure, set_failed};
+use super::failure::{Failure, Precondition, set_failed};
 use crate::api::backup::{BackupRecord, EtcdBackupSpec, EtcdBackupStatus, HISTORY_LIMIT};
+use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition::{self, Status, types};
 use crate::api::validate::Report;
 use crate::backup::Error;
@@ -33,6 +34,32 @@ pub mod reasons {
     pub const SCHEDULED: &str = "Scheduled";
     pub const RESTORING: &str = "Restoring";
     pub const RESTORED: &str = "Restored";
+}
+
+/// The client URLs a backup of the cluster named `cluster` connects to: its healthy members'
+/// as its status lists them, once it is `Available`. Both runtimes use this rule.
+///
+/// # Errors
+/// [`Precondition::ClusterNotReady`] when the cluster is not `Available` or no member is
+/// healthy.
+pub fn backup_endpoints(
+    cluster: &str,
+    status: Option<&EtcdClusterStatus>,
+) -> Result<Vec<String>, Precondition> {
+    let not_ready = || Precondition::ClusterNotReady {
+        cluster: cluster.to_owned(),
+    };
+    let status = status.ok_or_else(not_ready)?;
+    let endpoints: Vec<String> = status
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .filter_map(|m| m.client_url.clone())
+        .collect();
+    if !condition::is_true(&status.conditions, types::AVAILABLE) || endpoints.is_empty() {
+        return Err(not_ready());
+    }
+    Ok(endpoints)
 }
 
 /// Whether a backup should run.
@@ -249,7 +276,6 @@ mod tests {
     use super::*;
     use crate::api::s3::S3Connection;
     use crate::backup::S3Op;
-    use crate::plan::failure::Precondition;
 
     use crate::api::backup::{BackupDestination, S3Destination};
 
@@ -307,6 +333,51 @@ mod tests {
             op: S3Op::CreateMultipartUpload,
             bucket: "backups".into(),
         }
+    }
+
+    #[test]
+    fn a_backup_connects_to_the_healthy_members_of_an_available_cluster_only() {
+        use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
+        let member = |i: u32, healthy: bool| MemberStatus {
+            name: format!("main-{i}"),
+            client_url: Some(format!("http://127.0.0.1:{}", 2379 + i)),
+            healthy,
+            ..Default::default()
+        };
+        let mut st = EtcdClusterStatus {
+            members: vec![member(0, true), member(1, false), member(2, true)],
+            ..Default::default()
+        };
+        let not_ready = Err(Precondition::ClusterNotReady {
+            cluster: "main".into(),
+        });
+        assert_eq!(backup_endpoints("main", None), not_ready);
+        assert_eq!(
+            backup_endpoints("main", Some(&st)),
+            not_ready,
+            "not Available"
+        );
+        condition::set(
+            &mut st.conditions,
+            types::AVAILABLE,
+            Status::True,
+            "MembersHealthy",
+            "",
+            Some(1),
+            Time(now()),
+        );
+        assert_eq!(
+            backup_endpoints("main", Some(&st)).unwrap(),
+            ["http://127.0.0.1:2379", "http://127.0.0.1:2381"]
+        );
+        for m in &mut st.members {
+            m.healthy = false;
+        }
+        assert_eq!(
+            backup_endpoints("main", Some(&st)),
+            not_ready,
+            "none healthy"
+        );
     }
 
     #[test]

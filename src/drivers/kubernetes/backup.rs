@@ -51,15 +51,15 @@ use kube::{Api, Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, info, instrument, warn};
 
-use crate::api::backup::BackupRecord;
 use crate::api::{EtcdBackup, EtcdCluster, validate};
-use crate::backup::{self, StaticCredentials, apply_retention, take_backup};
+use crate::backup::StaticCredentials;
+use crate::backup::attempt::{self, Attempt, Outcome};
 use crate::error_chain::error_chain;
-use crate::etcd::EtcdAdmin;
 use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
 use crate::plan::backup::{
-    BackupDue, Idle, backup_due, forget_deleted, next_schedule, note_retention_failure,
-    status_after_failure, status_after_success, status_invalid, status_scheduled,
+    BackupDue, Idle, backup_due, backup_endpoints, forget_deleted, next_schedule,
+    note_retention_failure, status_after_failure, status_after_success, status_invalid,
+    status_scheduled,
 };
 use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
 
@@ -145,7 +145,7 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
     match backup_due(&backup.spec, generation, status, now) {
         BackupDue::Never(Idle::OneShotDone { .. }) => Ok(Action::await_change()),
         BackupDue::Never(Idle::NoNextRun { expr, after }) => {
-            let failure = AttemptError::Backup(backup::Error::NoNextRun { expr, after });
+            let failure = AttemptError::Backup(crate::backup::Error::NoNextRun { expr, after });
             let new = status_after_failure(status, &failure, generation, None, now);
             if status != Some(&new) {
                 apply_status(&ctx.client, &*backup, &new)
@@ -186,7 +186,7 @@ async fn run(
         result: result.to_string(),
     };
     match attempt(backup, ctx).await? {
-        Ok((record, s3)) => {
+        Ok(Outcome { record, pruned }) => {
             ctx.metrics.backups.get_or_create(&labels("success")).inc();
             ctx.metrics
                 .backup_bytes
@@ -204,13 +204,14 @@ async fn run(
                 record.revision, record.key, record.size
             );
             let mut new = status_after_success(status, record.clone(), generation, next, done);
-            match prune(backup, &s3, &record, done).await {
-                Ok(deleted) => forget_deleted(&mut new, &deleted),
-                Err(e) => {
+            match pruned {
+                Some(Ok(deleted)) => forget_deleted(&mut new, &deleted),
+                Some(Err(e)) => {
                     warn!(error = %error_chain(&e), "deleting expired backups failed");
                     note_retention_failure(&mut new, &e);
                     publish_failure(ctx, backup, &AttemptError::Backup(e)).await;
                 }
+                None => {}
             }
             apply_status(&ctx.client, backup, &new)
                 .await
@@ -250,13 +251,12 @@ async fn run(
     }
 }
 
-/// Reads the cluster and the credentials, then takes the backup; returns it with the S3
-/// client that wrote it. The outer error is the API server failing; the inner one is this
-/// attempt's outcome.
+/// Reads the cluster and the credentials, then runs one attempt ([`attempt::run`]). The
+/// outer error is the API server failing; the inner one is this attempt's outcome.
 async fn attempt(
     backup: &EtcdBackup,
     ctx: &Context,
-) -> Result<Result<(BackupRecord, aws_sdk_s3::Client), AttemptError>, Error> {
+) -> Result<Result<Outcome, AttemptError>, Error> {
     let namespace = backup.namespace().unwrap_or_default();
     let cluster_name = &backup.spec.cluster_name;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -276,14 +276,10 @@ async fn attempt(
             },
         )));
     };
-    let urls = client_urls(&cluster);
-    if urls.is_empty() {
-        return Ok(Err(AttemptError::Precondition(
-            Precondition::ClusterNotReady {
-                cluster: cluster_name.clone(),
-            },
-        )));
-    }
+    let endpoints = match backup_endpoints(cluster_name, cluster.status.as_ref()) {
+        Ok(endpoints) => endpoints,
+        Err(p) => return Ok(Err(AttemptError::Precondition(p))),
+    };
     let destination = &backup.spec.destination.s3;
     let credentials = match read_credentials(
         &ctx.client,
@@ -295,71 +291,16 @@ async fn attempt(
         Ok(credentials) => credentials,
         Err(failure) => return Ok(Err(failure)),
     };
-    let s3 = backup::client(&destination.connection, credentials).await;
-    let admin = match EtcdAdmin::connect(urls, None).await {
-        Ok(admin) => admin,
-        Err(e) => {
-            return Ok(Err(AttemptError::Backup(backup::Error::NoHealthyMember {
-                last: Some(e),
-            })));
-        }
-    };
     info!(cluster = %cluster_name, bucket = %destination.bucket, "taking backup");
-    Ok(take_backup(&admin, None, &s3, destination, cluster_name)
-        .await
-        .map(|record| (record, s3))
-        .map_err(AttemptError::Backup))
-}
-
-/// After a success: aborts uploads a crashed operator left (best effort), then deletes the
-/// backups the retention policy lets go, if there is one; returns their keys.
-async fn prune(
-    backup: &EtcdBackup,
-    s3: &aws_sdk_s3::Client,
-    record: &BackupRecord,
-    now: Timestamp,
-) -> Result<Vec<String>, backup::Error> {
-    let destination = &backup.spec.destination.s3;
-    // Best effort: uploads an earlier, crashed operator left behind.
-    if let Err(e) = backup::abort_stale_uploads(
-        s3,
-        &destination.bucket,
-        destination.prefix.as_deref(),
-        &backup.spec.cluster_name,
-        backup::STALE_UPLOAD_AGE,
-        now,
-    )
+    Ok(attempt::run(Attempt {
+        endpoints,
+        destination,
+        credentials,
+        cluster: cluster_name,
+        retention: backup.spec.retention.as_ref(),
+    })
     .await
-    {
-        warn!(error = %e, "could not clean up stale multipart uploads");
-    }
-    let Some(retention) = &backup.spec.retention else {
-        return Ok(Vec::new());
-    };
-    let deleted = apply_retention(
-        s3,
-        &destination.bucket,
-        destination.prefix.as_deref(),
-        &backup.spec.cluster_name,
-        retention,
-        &record.key,
-        now,
-    )
-    .await?;
-    if !deleted.is_empty() {
-        info!(count = deleted.len(), "deleted expired backups");
-    }
-    Ok(deleted)
-}
-
-/// The members' client URLs as the cluster's status lists them.
-fn client_urls(cluster: &EtcdCluster) -> Vec<String> {
-    cluster
-        .status
-        .iter()
-        .flat_map(|s| &s.members)
-        .filter_map(|m| m.client_url.clone())
-        .collect()
+    .map_err(AttemptError::Backup))
 }
 
 /// The Secret's credentials; `None` when no Secret is named (the default AWS chain).

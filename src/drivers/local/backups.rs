@@ -17,15 +17,15 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::api::backup::{BackupRecord, Retention, S3Destination};
+use crate::api::backup::{Retention, S3Destination};
 use crate::api::s3::S3Connection;
-use crate::api::{EtcdBackup, EtcdCluster, condition, validate};
-use crate::backup::{self, StaticCredentials};
+use crate::api::{EtcdBackup, EtcdCluster, validate};
+use crate::backup::StaticCredentials;
+use crate::backup::attempt::{self, Attempt, Outcome};
 use crate::drivers::local::manifest::{DEFAULT_NAMESPACE, Documents};
-use crate::etcd::EtcdAdmin;
 use crate::plan::backup::{
-    BackupDue, backup_due, next_schedule, status_after_failure, status_after_success,
-    status_invalid, status_scheduled,
+    BackupDue, backup_due, backup_endpoints, next_schedule, status_after_failure,
+    status_after_success, status_invalid, status_scheduled,
 };
 use crate::plan::failure::{Failure, Precondition};
 
@@ -86,12 +86,6 @@ pub(super) fn credentials(
 }
 
 /// What a finished backup task hands back.
-struct Outcome {
-    record: BackupRecord,
-    /// `None` without a retention policy.
-    pruned: Option<Result<Vec<String>, backup::Error>>,
-}
-
 struct Running {
     generation: i64,
     done: oneshot::Receiver<Result<Outcome, Error>>,
@@ -363,20 +357,7 @@ fn prepare(
             namespace: namespace.to_owned(),
             cluster: cluster_name.clone(),
         })?;
-    let not_ready = || Precondition::ClusterNotReady {
-        cluster: cluster_name.clone(),
-    };
-    let status = cluster.status.as_ref().ok_or_else(not_ready)?;
-    let endpoints: Vec<String> = status
-        .members
-        .iter()
-        .filter(|m| m.healthy)
-        .filter_map(|m| m.client_url.clone())
-        .collect();
-    if !condition::is_true(&status.conditions, condition::types::AVAILABLE) || endpoints.is_empty()
-    {
-        return Err(not_ready().into());
-    }
+    let endpoints = backup_endpoints(cluster_name, cluster.status.as_ref())?;
     let destination = doc.spec.destination.s3.clone();
     let credentials = credentials(&destination.connection, namespace, &docs.secrets)?;
     Ok(Job {
@@ -402,50 +383,18 @@ fn spawn(job: Job, name: String, generation: i64, wake: Arc<Notify>) -> Running 
     }
 }
 
-/// Takes the backup, then applies retention (only after a success).
+/// One attempt ([`crate::backup::attempt`]), as on Kubernetes.
 async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
-    let admin = EtcdAdmin::connect(job.endpoints.clone(), None)
-        .await
-        .map_err(backup::Error::MemberList)?;
-    let s3 = backup::client(&job.destination.connection, job.credentials).await;
-    let record = backup::take_backup(&admin, None, &s3, &job.destination, &job.cluster).await?;
-    info!(
-        backup = name,
-        key = %record.key,
-        bytes = record.size,
-        mb_per_s = format!("{:.1}", record.mb_per_second),
-        seconds = format!("{:.2}", record.duration_seconds),
-        "backup stored"
-    );
-    let pruned = match &job.retention {
-        Some(retention) => Some(
-            backup::apply_retention(
-                &s3,
-                &job.destination.bucket,
-                job.destination.prefix.as_deref(),
-                &job.cluster,
-                retention,
-                &record.key,
-                Timestamp::now(),
-            )
-            .await,
-        ),
-        None => None,
-    };
-    // Best effort: uploads an earlier, crashed operator left behind.
-    if let Err(e) = backup::abort_stale_uploads(
-        &s3,
-        &job.destination.bucket,
-        job.destination.prefix.as_deref(),
-        &job.cluster,
-        backup::STALE_UPLOAD_AGE,
-        Timestamp::now(),
-    )
-    .await
-    {
-        warn!(backup = name, error = %e, "could not clean up stale multipart uploads");
-    }
-    Ok(Outcome { record, pruned })
+    info!(backup = name, cluster = %job.cluster, "taking backup");
+    let outcome = attempt::run(Attempt {
+        endpoints: job.endpoints,
+        destination: &job.destination,
+        credentials: job.credentials,
+        cluster: &job.cluster,
+        retention: job.retention.as_ref(),
+    })
+    .await?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

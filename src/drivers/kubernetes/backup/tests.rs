@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::api::EtcdClusterSpec;
-use crate::api::backup::{BackupDestination, EtcdBackupSpec, S3Destination};
+use crate::api::backup::{BackupDestination, BackupRecord, EtcdBackupSpec, S3Destination};
 use crate::api::cluster::{EtcdClusterStatus, MemberStatus};
 use crate::api::s3::S3Connection;
 use crate::testing::api_server::{ApiServer, within_1s};
@@ -59,11 +59,24 @@ fn cluster() -> Value {
             .map(|i| MemberStatus {
                 name: format!("main-{i}"),
                 client_url: Some(format!("http://main-{i}.main.db.svc:2379")),
+                healthy: true,
                 ..Default::default()
             })
             .collect(),
         ..Default::default()
     });
+    // Available with healthy members: a backup's precondition on both runtimes.
+    if let Some(status) = c.status.as_mut() {
+        crate::api::condition::set(
+            &mut status.conditions,
+            crate::api::condition::types::AVAILABLE,
+            crate::api::condition::Status::True,
+            "MembersHealthy",
+            "",
+            Some(1),
+            crate::api::condition::now(),
+        );
+    }
     serde_json::to_value(c).unwrap()
 }
 

@@ -1,0 +1,92 @@
+//! One backup attempt, the same for both runtimes: connect to the members the driver found
+//! serving ([`crate::plan::backup::backup_endpoints`]), take the snapshot ([`take_backup`]:
+//! a healthy follower first, verified by its digest as it streams), then, only after a
+//! success, abort the multipart uploads an earlier crashed attempt left and apply the
+//! retention policy. Which cluster, Secret and schedule apply is each driver's (the API
+//! server or the YAML files); everything from the connection on happens here, in this order.
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::{Error, StaticCredentials, abort_stale_uploads, apply_retention, take_backup};
+use crate::api::backup::{BackupRecord, Retention, S3Destination};
+use crate::error_chain::error_chain;
+use crate::etcd::EtcdAdmin;
+
+/// What one attempt needs.
+pub struct Attempt<'a> {
+    /// Client URLs of the cluster's healthy members.
+    pub endpoints: Vec<String>,
+    pub destination: &'a S3Destination,
+    /// From the named Secret; `None` uses the default AWS chain.
+    pub credentials: Option<StaticCredentials>,
+    /// The EtcdCluster's name, in the object key.
+    pub cluster: &'a str,
+    pub retention: Option<&'a Retention>,
+}
+
+/// A stored backup and what retention did after it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub record: BackupRecord,
+    /// `None` without a retention policy; the keys deleted, or why pruning failed (the
+    /// backup still counts, the next success tries again).
+    pub pruned: Option<Result<Vec<String>, Error>>,
+}
+
+/// Runs one attempt (see the module docs).
+///
+/// # Errors
+/// The backup's failure ([`take_backup`]'s, or no member to connect to); nothing was deleted.
+pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
+    let Attempt {
+        endpoints,
+        destination,
+        credentials,
+        cluster,
+        retention,
+    } = attempt;
+    let admin = EtcdAdmin::connect(endpoints, None)
+        .await
+        .map_err(|e| Error::NoHealthyMember { last: Some(e) })?;
+    let s3 = super::client(&destination.connection, credentials).await;
+    let record = take_backup(&admin, None, &s3, destination, cluster).await?;
+    info!(
+        cluster,
+        key = %record.key,
+        bytes = record.size,
+        mb_per_s = format!("{:.1}", record.mb_per_second),
+        seconds = format!("{:.2}", record.duration_seconds),
+        "backup stored"
+    );
+    let prefix = destination.prefix.as_deref();
+    // Best effort: uploads an earlier, crashed attempt left behind.
+    if let Err(e) = abort_stale_uploads(
+        &s3,
+        &destination.bucket,
+        prefix,
+        cluster,
+        super::STALE_UPLOAD_AGE,
+        Timestamp::now(),
+    )
+    .await
+    {
+        warn!(cluster, error = %error_chain(&e), "could not clean up stale multipart uploads");
+    }
+    let pruned = match retention {
+        Some(retention) => Some(
+            apply_retention(
+                &s3,
+                &destination.bucket,
+                prefix,
+                cluster,
+                retention,
+                &record.key,
+                Timestamp::now(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    Ok(Outcome { record, pruned })
+}
