@@ -272,7 +272,7 @@ pub fn status_invalid(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::s3::S3Connection;
     use crate::backup::S3Op;
@@ -281,17 +281,17 @@ mod tests {
 
     use crate::api::validate::Problem;
 
-    fn ts(s: &str) -> Timestamp {
+    pub(crate) fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    const NOW: &str = "2025-06-10T07:30:00Z";
+    pub(crate) const NOW: &str = "2025-06-10T07:30:00Z";
 
-    fn now() -> Timestamp {
+    pub(crate) fn now() -> Timestamp {
         ts(NOW)
     }
 
-    fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
+    pub(crate) fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
         EtcdBackupSpec {
             cluster_name: "main".into(),
             destination: BackupDestination {
@@ -307,7 +307,7 @@ mod tests {
         }
     }
 
-    fn record(key: &str) -> BackupRecord {
+    pub(crate) fn record(key: &str) -> BackupRecord {
         BackupRecord {
             key: key.into(),
             size: 1000,
@@ -321,14 +321,14 @@ mod tests {
         }
     }
 
-    fn cond<'a>(
+    pub(crate) fn cond<'a>(
         cs: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
         t: &str,
     ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         condition::find(cs, t).unwrap_or_else(|| panic!("no {t} condition in {cs:?}"))
     }
 
-    fn missing_bucket() -> Error {
+    pub(crate) fn missing_bucket() -> Error {
         Error::BucketMissing {
             op: S3Op::CreateMultipartUpload,
             bucket: "backups".into(),

@@ -278,66 +278,12 @@ pub fn restore_status_invalid(
 mod tests {
     use super::*;
     use crate::api::EtcdClusterSpec;
-    use crate::api::backup::{BackupDestination, S3Destination};
-    use crate::api::backup::{BackupRecord, EtcdBackupSpec};
+
     use crate::api::restore::{RestoreSource, RestoreTarget, S3Object};
     use crate::api::validate::Problem;
-    use crate::backup::{Error, S3Op};
+    use crate::backup::Error;
+    use crate::plan::backup::tests::{cond, missing_bucket, now, record, spec};
     use crate::plan::backup::{status_after_failure, status_after_success};
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    const NOW: &str = "2025-06-10T07:30:00Z";
-
-    fn now() -> Timestamp {
-        ts(NOW)
-    }
-
-    fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
-        EtcdBackupSpec {
-            cluster_name: "main".into(),
-            destination: BackupDestination {
-                s3: S3Destination {
-                    bucket: "backups".into(),
-                    prefix: Some("p".into()),
-                    connection: S3Connection::default(),
-                    part_size_mib: None,
-                },
-            },
-            schedule: schedule.map(str::to_owned),
-            retention: None,
-        }
-    }
-
-    fn record(key: &str) -> BackupRecord {
-        BackupRecord {
-            key: key.into(),
-            size: 1000,
-            sha256: "ab".repeat(32),
-            revision: 42,
-            etcd_version: "3.5.16".into(),
-            cluster_id: "cdf818194e3a8c32".into(),
-            duration_seconds: 0.5,
-            mb_per_second: 2.0,
-            time: Time(now()),
-        }
-    }
-
-    fn cond<'a>(
-        cs: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-        t: &str,
-    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        condition::find(cs, t).unwrap_or_else(|| panic!("no {t} condition in {cs:?}"))
-    }
-
-    fn missing_bucket() -> Error {
-        Error::BucketMissing {
-            op: S3Op::CreateMultipartUpload,
-            bucket: "backups".into(),
-        }
-    }
 
     fn restore_spec(source: RestoreSource) -> EtcdRestoreSpec {
         EtcdRestoreSpec {
