@@ -35,9 +35,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -63,7 +62,7 @@ use crate::plan::backup::{
 };
 use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
 
-use super::{apply_status, lock, log_result};
+use super::{Failures, apply_status, log_result};
 
 /// What a reconcile failed at: only the API server's calls; a failed backup is an outcome
 /// written into the status, not an error.
@@ -98,7 +97,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// Consecutive failed attempts per backup, for the retry delay.
-    failures: Mutex<HashMap<ObjectRef<EtcdBackup>, u32>>,
+    failures: Failures<ObjectRef<EtcdBackup>>,
 }
 
 impl Context {
@@ -107,7 +106,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            failures: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 }
@@ -195,7 +194,7 @@ async fn run(
                     cluster: backup.spec.cluster_name.clone(),
                 })
                 .set(record.size);
-            lock(&ctx.failures).remove(&ObjectRef::from_obj(backup));
+            ctx.failures.clear(&ObjectRef::from_obj(backup));
             let done = Timestamp::now();
             // Validation parsed the schedule; a schedule without a next run stops here.
             let next = next_schedule(&backup.spec, done).ok().flatten();
@@ -237,12 +236,7 @@ async fn run(
                     .map_err(Error::PatchStatus)?;
             }
             publish_failure(ctx, backup, &failure).await;
-            let failures = {
-                let mut failures = lock(&ctx.failures);
-                let n = failures.entry(ObjectRef::from_obj(backup)).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            };
+            let failures = ctx.failures.record(ObjectRef::from_obj(backup));
             Ok(Action::requeue(retry_delay(
                 failures,
                 failure.is_retryable(),

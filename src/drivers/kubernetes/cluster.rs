@@ -46,7 +46,7 @@ use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, instrument, warn};
 
-use super::{api, apply_status, lock, log_result};
+use super::{Failures, api, apply_status, lock, log_result};
 use crate::api::EtcdCluster;
 use crate::error_chain::error_chain;
 use crate::metrics::{ErrorLabels, Metrics};
@@ -115,7 +115,7 @@ pub struct Context {
     /// Per cluster; taken out for a pass and put back (one pass per cluster at a time).
     trackers: Mutex<HashMap<ClusterRef, HealthTracker>>,
     /// Consecutive failures per cluster, for the backoff.
-    failures: Mutex<HashMap<ClusterRef, u32>>,
+    failures: Failures<ClusterRef>,
 }
 
 impl Context {
@@ -127,7 +127,7 @@ impl Context {
             metrics,
             operator_image: None,
             trackers: Mutex::default(),
-            failures: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 }
@@ -180,7 +180,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         Ok(executed) => executed,
         Err(e) => return Err(Error::Step(e)),
     };
-    lock(&ctx.failures).remove(&key);
+    ctx.failures.clear(&key);
     Ok(match executed {
         Executed::Applied => {
             ctx.metrics.observe_step(step_reason(&pass.step), pass.took);
@@ -247,12 +247,7 @@ pub fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context>)
     let Some(base) = error.retry_after() else {
         return Action::await_change();
     };
-    let failures = {
-        let mut failures = lock(&ctx.failures);
-        let n = failures.entry(cluster_ref(&cluster)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let failures = ctx.failures.record(cluster_ref(&cluster));
     Action::requeue(backoff(base, failures))
 }
 

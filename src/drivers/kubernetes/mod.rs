@@ -209,6 +209,33 @@ where
     futures::future::ready(())
 }
 
+/// Consecutive failures per object, for a backoff: counted up by each failure, cleared by a
+/// success. Each Controller runs one reconcile per object at a time, so a count is never
+/// raced; the lock only guards the map.
+#[derive(Debug)]
+pub(crate) struct Failures<K: std::hash::Hash + Eq>(Mutex<std::collections::HashMap<K, u32>>);
+
+impl<K: std::hash::Hash + Eq> Default for Failures<K> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Failures<K> {
+    /// Counts one more failure of `key`; returns the failures in a row, this one included.
+    pub(crate) fn record(&self, key: K) -> u32 {
+        let mut failures = lock(&self.0);
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// `key` succeeded: the next failure is the first again.
+    pub(crate) fn clear(&self, key: &K) {
+        lock(&self.0).remove(key);
+    }
+}
+
 /// A poisoned lock only means a reconcile panicked mid-update of a plain map.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

@@ -39,9 +39,9 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -57,7 +57,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{info, instrument, warn};
 
-use super::{apply_status, lock, log_result};
+use super::{Failures, apply_status, log_result};
 use crate::api::condition::{self, types};
 use crate::api::restore::{EtcdRestoreStatus, S3Object};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, validate};
@@ -131,7 +131,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// Consecutive retryable failures per restore, for the retry delay.
-    failures: Mutex<HashMap<ObjectRef<EtcdRestore>, u32>>,
+    failures: Failures<ObjectRef<EtcdRestore>>,
 }
 
 impl Context {
@@ -140,7 +140,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            failures: Mutex::default(),
+            failures: Failures::default(),
         }
     }
 }
@@ -294,7 +294,7 @@ impl Pass<'_> {
             }
         }
         info!(cluster = self.target(), key = %from.key, "created cluster to restore into");
-        lock(&self.ctx.failures).remove(&ObjectRef::from_obj(self.restore));
+        self.ctx.failures.clear(&ObjectRef::from_obj(self.restore));
         let new = restore_status_downloading(self.status(), self.generation, &from.key, self.now);
         self.apply_if_changed(&new).await?;
         let note = format!(
@@ -381,7 +381,7 @@ impl Pass<'_> {
                 let note = format!("EtcdCluster {} serves the data of {key}", self.target());
                 self.publish(EventType::Normal, "Restored", note).await;
             }
-            lock(&self.ctx.failures).remove(&ObjectRef::from_obj(self.restore));
+            self.ctx.failures.clear(&ObjectRef::from_obj(self.restore));
             return Ok(Action::await_change());
         }
         if let Progress::Failed(failure) = &progress {
@@ -430,14 +430,7 @@ impl Pass<'_> {
         if !failure.is_retryable() {
             return Ok(Action::await_change());
         }
-        let failures = {
-            let mut failures = lock(&self.ctx.failures);
-            let n = failures
-                .entry(ObjectRef::from_obj(self.restore))
-                .or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
+        let failures = self.ctx.failures.record(ObjectRef::from_obj(self.restore));
         Ok(Action::requeue(retry_delay(failures, true)))
     }
 
