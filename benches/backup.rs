@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::backup::S3Destination;
-use etcd_operator::backup::{UploadOptions, fetch_snapshot, take_backup};
+use etcd_operator::backup::{Owner, UploadOptions, fetch_snapshot, take_backup};
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor};
 use support::{RestoredCluster, connect, fill_range};
@@ -91,7 +91,7 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
         reset_peak_rss();
         let rss_before_mib = rss_kib("VmRSS") as f64 / 1024.0;
         let started = Instant::now();
-        let record = take_backup(&admin, None, &s3, &destination, "bench")
+        let record = take_backup(&admin, None, &s3, &destination, &bench_owner())
             .await
             .unwrap_or_else(|e| panic!("backup: {e:?}"));
         let backup = started.elapsed();
@@ -203,5 +203,15 @@ fn print(rows: &[Row]) {
             r.rss_before_mib,
             r.rss_peak_mib,
         );
+    }
+}
+
+/// The EtcdBackup the benchmark's backups belong to.
+fn bench_owner() -> Owner<'static> {
+    Owner {
+        namespace: "default",
+        cluster: "bench",
+        backup: "bench",
+        cluster_uid: None,
     }
 }

@@ -12,9 +12,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
-use etcd_operator::backup::key::parse_key;
+use etcd_operator::backup::key::{Scope, parse_key};
 use etcd_operator::backup::{
-    Error, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
+    Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
     apply_retention, client, download, fetch_snapshot, list_backups, take_backup, upload_stream,
 };
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
@@ -40,6 +40,21 @@ async fn started(bin: &EtcdBin, members: usize) -> (TestCluster, TestGarage) {
     (cluster.unwrap(), garage.unwrap())
 }
 
+/// The EtcdBackup `nightly` in `default` of the EtcdCluster `cluster`.
+fn owner(cluster: &str) -> Owner<'_> {
+    Owner {
+        namespace: "default",
+        cluster,
+        backup: "nightly",
+        cluster_uid: Some("uid-1"),
+    }
+}
+
+/// `owner(cluster)`'s folder under `prefix`.
+fn scope<'a>(prefix: Option<&'a str>, cluster: &'a str) -> Scope<'a> {
+    owner(cluster).scope(prefix)
+}
+
 async fn backup(
     cluster: &TestCluster,
     s3: &Client,
@@ -47,7 +62,7 @@ async fn backup(
     name: &str,
 ) -> BackupRecord {
     let admin = cluster.admin().await.unwrap();
-    take_backup(&admin, None, s3, dest, name)
+    take_backup(&admin, None, s3, dest, &owner(name))
         .await
         .unwrap_or_else(|e| panic!("backup: {e:?}"))
 }
@@ -146,7 +161,8 @@ async fn backup_of_three_members_restores_every_key_into_a_new_cluster() {
 
     let record = backup(&cluster, &s3, &destination(&garage, "nightly"), "main").await;
 
-    let parsed = parse_key(Some("nightly"), "main", &record.key).expect("key in our layout");
+    let parsed =
+        parse_key(&scope(Some("nightly"), "main"), &record.key).expect("key in our layout");
     assert_eq!(parsed.revision, record.revision);
     assert!(record.revision > 3000, "revision {}", record.revision);
     assert!(record.size > 0 && record.duration_seconds > 0.0 && record.mb_per_second > 0.0);
@@ -175,6 +191,10 @@ async fn backup_of_three_members_restores_every_key_into_a_new_cluster() {
             revision: Some(record.revision),
             etcd_version: Some(bin.version.clone()),
             cluster_id: Some(cluster_id.to_string()),
+            namespace: Some("default".into()),
+            cluster: Some("main".into()),
+            backup: Some("nightly".into()),
+            cluster_uid: Some("uid-1".into()),
         }
     );
     assert_eq!(record.cluster_id, cluster_id.to_string());
@@ -280,7 +300,7 @@ async fn wrong_or_unknown_credentials_are_a_credentials_error() {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
-        let err = list_backups(&s3, BUCKET, Some("p"), "main")
+        let err = list_backups(&s3, BUCKET, &scope(Some("p"), "main"))
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "Credentials");
@@ -295,9 +315,15 @@ async fn a_backup_with_wrong_credentials_fails_typed_and_leaves_nothing() {
     let wrong = StaticCredentials::new(garage.credentials().access_key_id, "0".repeat(64), None);
     let s3 = client(&garage.connection(), Some(wrong)).await;
     let admin = cluster.admin().await.unwrap();
-    let err = take_backup(&admin, None, &s3, &destination(&garage, "p"), "main")
-        .await
-        .unwrap_err();
+    let err = take_backup(
+        &admin,
+        None,
+        &s3,
+        &destination(&garage, "p"),
+        &owner("main"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.reason(), "Credentials", "{err:?}");
     let good = garage.client().await;
     assert!(object_keys(&good).await.is_empty());
@@ -325,7 +351,7 @@ async fn a_missing_bucket_is_bucket_missing() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
-    let err = list_backups(&s3, "no-such-bucket", None, "main")
+    let err = list_backups(&s3, "no-such-bucket", &scope(None, "main"))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "BucketMissing");
@@ -580,12 +606,18 @@ async fn retention_keeps_the_newest_two_of_ours_and_nothing_else() {
     let (cluster, garage) = started(&bin, 1).await;
     let s3 = garage.client().await;
     let dest = destination(&garage, "keep");
+    // Never deleted, however old: other files, the earlier layout's backups, another
+    // EtcdBackup's, another namespace's, and one in our folder whose metadata does not name
+    // this EtcdBackup.
+    let impostor = "keep/default/main/nightly/20000101T000000Z-rev1.db";
     let foreign = [
-        "keep/main/notes.txt",
-        "keep/main/20000101T000000Z-rev1.db.bak",
-        "keep/main/manual/20000101T000000Z-rev1.db",
-        "keep/other/20000101T000000Z-rev1.db",
+        "keep/default/main/nightly/notes.txt",
+        "keep/default/main/nightly/20000101T000000Z-rev1.db.bak",
+        "keep/main/20000101T000000Z-rev1.db",
+        "keep/default/main/weekly/20000101T000000Z-rev1.db",
+        "keep/other/main/nightly/20000101T000000Z-rev1.db",
         "keep/20000101T000000Z-rev1.db",
+        impostor,
     ];
     for key in foreign {
         put(&s3, key, b"not ours".to_vec(), &SnapshotMetadata::default()).await;
@@ -601,8 +633,7 @@ async fn retention_keeps_the_newest_two_of_ours_and_nothing_else() {
         apply_retention(
             &s3,
             BUCKET,
-            Some("keep"),
-            "main",
+            &scope(Some("keep"), "main"),
             &retention,
             &record.key,
             jiff::Timestamp::now(),
@@ -611,11 +642,12 @@ async fn retention_keeps_the_newest_two_of_ours_and_nothing_else() {
         .unwrap();
         records.push(record);
     }
-    let left: Vec<String> = list_backups(&s3, BUCKET, Some("keep"), "main")
+    let left: Vec<String> = list_backups(&s3, BUCKET, &scope(Some("keep"), "main"))
         .await
         .unwrap()
         .into_iter()
         .map(|b| b.key)
+        .filter(|k| k != impostor)
         .collect();
     assert_eq!(left, [records[3].key.clone(), records[2].key.clone()]);
     let all = object_keys(&s3).await;
@@ -629,7 +661,11 @@ async fn retention_keeps_the_newest_two_of_ours_and_nothing_else() {
 async fn stale_multipart_uploads_under_the_cluster_folder_are_aborted() {
     let garage = TestGarage::start().await.unwrap();
     let s3 = garage.client().await;
-    for key in ["p/main/crashed.db", "p/other/running.db"] {
+    for key in [
+        "p/default/main/nightly/crashed.db",
+        "p/default/main/weekly/running.db",
+        "p/main/legacy.db",
+    ] {
         s3.create_multipart_upload()
             .bucket(BUCKET)
             .key(key)
@@ -641,8 +677,7 @@ async fn stale_multipart_uploads_under_the_cluster_folder_are_aborted() {
     let recent = abort_stale_uploads(
         &s3,
         BUCKET,
-        Some("p"),
-        "main",
+        &scope(Some("p"), "main"),
         Duration::from_secs(3 * 3600),
         now,
     )
@@ -652,15 +687,27 @@ async fn stale_multipart_uploads_under_the_cluster_folder_are_aborted() {
     let aborted = abort_stale_uploads(
         &s3,
         BUCKET,
-        Some("p"),
-        "main",
+        &scope(Some("p"), "main"),
         Duration::from_secs(3600),
         now,
     )
     .await
     .unwrap();
-    assert_eq!(aborted, ["p/main/crashed.db"]);
-    assert_eq!(multipart_uploads(&s3).await, ["p/other/running.db"]);
+    assert_eq!(aborted, ["p/default/main/nightly/crashed.db"]);
+    // Another EtcdBackup's uploads and the earlier layout's are not ours to abort. An abort
+    // may take a moment to leave the listing.
+    let want = ["p/default/main/weekly/running.db", "p/main/legacy.db"];
+    etcd_operator::testing::wait_for(
+        Duration::from_secs(10),
+        "the aborted upload to leave the listing",
+        || async {
+            let mut left = multipart_uploads(&s3).await;
+            left.sort();
+            if left == want { Ok(()) } else { Err(left) }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// ≥ 200 MB of 100 KiB values through backup and restore, compared value by value (hashed).

@@ -9,6 +9,7 @@ use etcd_operator::api::EtcdCluster;
 use etcd_operator::api::backup::EtcdBackupStatus;
 use etcd_operator::api::condition::{self, types};
 use etcd_operator::api::restore::{EtcdRestoreStatus, RestorePhase};
+use etcd_operator::backup::key::Scope;
 use etcd_operator::backup::{SnapshotMetadata, StaticCredentials, list_backups};
 use etcd_operator::drivers::local::restores::RESTORED_BY;
 use etcd_operator::drivers::local::store::StatusFiles;
@@ -203,13 +204,25 @@ async fn scheduled_backups_keep_only_the_newest_two_of_ours() {
     let (s, garage, v) = running_with_keys("sched", 10).await;
     let s3 = garage.client().await;
     let foreign = "keep/sched/notes.txt";
-    put(
-        &s3,
-        foreign,
-        b"not ours".to_vec(),
-        &SnapshotMetadata::default(),
-    )
-    .await;
+    // Objects retention must never delete, however old: the earlier key layout's, another
+    // EtcdBackup's of the same cluster, and one in our folder whose metadata does not name us.
+    let legacy = "keep/sched/20200101T000000Z-rev1.db";
+    let other_backup = "keep/default/sched/weekly/20200101T000000Z-rev1.db";
+    let impostor = "keep/default/sched/every-second/20200101T000000Z-rev1.db";
+    let weekly = SnapshotMetadata {
+        namespace: Some("default".into()),
+        cluster: Some("sched".into()),
+        backup: Some("weekly".into()),
+        ..SnapshotMetadata::default()
+    };
+    for (key, meta) in [
+        (foreign, SnapshotMetadata::default()),
+        (legacy, SnapshotMetadata::default()),
+        (other_backup, weekly),
+        (impostor, SnapshotMetadata::default()),
+    ] {
+        put(&s3, key, b"not ours".to_vec(), &meta).await;
+    }
     // Every second (croner takes an optional seconds field), so the test stays short.
     let extra = "  schedule: \"* * * * * *\"\n  retention:\n    keepLast: 2\n";
     s.write(&docs(&[
@@ -236,12 +249,24 @@ async fn scheduled_backups_keep_only_the_newest_two_of_ours() {
         .await;
     assert!(st.next_schedule_time.is_some());
     let seen: Vec<String> = seen.into_inner().unwrap().into_iter().collect();
+    let scope = Scope {
+        prefix: Some("keep"),
+        namespace: "default",
+        cluster: "sched",
+        backup: "every-second",
+    };
+    assert!(
+        seen.iter()
+            .all(|k| k.starts_with("keep/default/sched/every-second/")),
+        "one folder per EtcdBackup: {seen:?}"
+    );
     let left = etcd_operator::testing::wait_for(LONG, "retention down to two", || async {
-        let left: Vec<String> = list_backups(&s3, BUCKET, Some("keep"), "sched")
+        let left: Vec<String> = list_backups(&s3, BUCKET, &scope)
             .await
             .unwrap()
             .into_iter()
             .map(|b| b.key)
+            .filter(|k| k != impostor)
             .collect();
         if left.len() == 2 { Ok(left) } else { Err(left) }
     })
@@ -259,7 +284,13 @@ async fn scheduled_backups_keep_only_the_newest_two_of_ours() {
         "only existing backups: {:?}",
         st.history
     );
-    assert!(object_keys(&s3, BUCKET).await.contains(&foreign.to_owned()));
+    let all = object_keys(&s3, BUCKET).await;
+    for kept in [foreign, legacy, other_backup, impostor] {
+        assert!(
+            all.contains(&kept.to_owned()),
+            "{kept} was deleted: {all:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use etcd_operator::api::restore::S3Object;
 use etcd_operator::backup::member_restore::StepReport;
-use etcd_operator::backup::take_backup;
+use etcd_operator::backup::{Owner, take_backup};
 use etcd_operator::runtime::pods::restore::{RestoreContainers, SnapshotSource};
 use etcd_operator::runtime::{InitialClusterState, MemberLaunch};
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
@@ -79,9 +79,20 @@ async fn init_containers_restore_every_member_and_a_rerun_keeps_its_data() {
     };
     let s3 = garage.client().await;
     let admin = source.admin().await.unwrap();
-    let record = take_backup(&admin, None, &s3, &destination, "main")
-        .await
-        .unwrap();
+    let record = take_backup(
+        &admin,
+        None,
+        &s3,
+        &destination,
+        &Owner {
+            namespace: "default",
+            cluster: "main",
+            backup: "nightly",
+            cluster_uid: None,
+        },
+    )
+    .await
+    .unwrap();
     drop(source);
 
     let port = || free_port().expect("free port");

@@ -8,6 +8,7 @@
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use super::take::Owner;
 use super::{Error, StaticCredentials, abort_stale_uploads, apply_retention, take_backup};
 use crate::api::backup::{BackupRecord, Retention, S3Destination};
 use crate::error_chain::error_chain;
@@ -20,8 +21,8 @@ pub struct Attempt<'a> {
     pub destination: &'a S3Destination,
     /// From the named Secret; `None` uses the default AWS chain.
     pub credentials: Option<StaticCredentials>,
-    /// The EtcdCluster's name, in the object key.
-    pub cluster: &'a str,
+    /// Whose backup it is: its folder and its objects' metadata.
+    pub owner: Owner<'a>,
     pub retention: Option<&'a Retention>,
 }
 
@@ -43,14 +44,16 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
         endpoints,
         destination,
         credentials,
-        cluster,
+        owner,
         retention,
     } = attempt;
+    let cluster = owner.cluster;
+    let scope = owner.scope(destination.prefix.as_deref());
     let admin = EtcdAdmin::connect(endpoints, None)
         .await
         .map_err(|e| Error::NoHealthyMember { last: Some(e) })?;
     let s3 = super::client(&destination.connection, credentials).await;
-    let record = take_backup(&admin, None, &s3, destination, cluster).await?;
+    let record = take_backup(&admin, None, &s3, destination, &owner).await?;
     info!(
         cluster,
         key = %record.key,
@@ -59,13 +62,11 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
         seconds = format!("{:.2}", record.duration_seconds),
         "backup stored"
     );
-    let prefix = destination.prefix.as_deref();
     // Best effort: uploads an earlier, crashed attempt left behind.
     if let Err(e) = abort_stale_uploads(
         &s3,
         &destination.bucket,
-        prefix,
-        cluster,
+        &scope,
         super::STALE_UPLOAD_AGE,
         Timestamp::now(),
     )
@@ -78,8 +79,7 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
             apply_retention(
                 &s3,
                 &destination.bucket,
-                prefix,
-                cluster,
+                &scope,
                 retention,
                 &record.key,
                 Timestamp::now(),

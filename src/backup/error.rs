@@ -269,6 +269,13 @@ pub enum Error {
         source: S3Failure,
     },
 
+    #[error("reading the metadata of s3 object {key}")]
+    HeadObject {
+        key: String,
+        #[source]
+        source: S3Failure,
+    },
+
     // --- the snapshot file -----------------------------------------------------------------
     #[error("could not write {path}")]
     WriteFile {
@@ -365,7 +372,8 @@ impl Error {
             | Error::WriteMetadata { source, .. }
             | Error::Download { source, .. }
             | Error::ListObjects { source, .. }
-            | Error::DeleteObject { source, .. } => source.is_transient(),
+            | Error::DeleteObject { source, .. }
+            | Error::HeadObject { source, .. } => source.is_transient(),
             Error::WriteFile { .. } => true,
             _ => false,
         }

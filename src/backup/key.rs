@@ -1,5 +1,11 @@
-//! The object key layout of backups, `<prefix>/<cluster>/<UTC %Y%m%dT%H%M%SZ>-rev<revision>.db`:
-//! building keys and recognising ours among what a bucket lists. Pure.
+//! The object key layout of backups,
+//! `<prefix>/<namespace>/<cluster>/<backup>/<UTC %Y%m%dT%H%M%SZ>-rev<revision>.db`: one folder
+//! per EtcdBackup, so retention and cleanup of one never reach another's objects (another
+//! EtcdBackup of the same cluster, a cluster of the same name in another namespace).
+//! Building keys and recognising ours among what a bucket lists. Pure.
+//!
+//! Keys of the earlier layout `<prefix>/<cluster>/<time>-rev<revision>.db` stay readable:
+//! they are listed in statuses and restorable, and never deleted by retention.
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -7,22 +13,50 @@ use jiff::tz::TimeZone;
 
 const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
-/// The folder holding `cluster`'s backups: `<prefix>/<cluster>/`, or `<cluster>/` without a
-/// prefix. Slashes around `prefix` are ignored.
-pub fn cluster_folder(prefix: Option<&str>, cluster: &str) -> String {
+/// Whose backups: one EtcdBackup (`backup`, in `namespace`) of the EtcdCluster `cluster`,
+/// under the destination's `prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub prefix: Option<&'a str>,
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub backup: &'a str,
+}
+
+impl Scope<'_> {
+    /// The folder holding this EtcdBackup's objects: `<prefix>/<namespace>/<cluster>/<backup>/`
+    /// (no leading segment without a prefix; slashes around `prefix` are ignored).
+    pub fn folder(&self) -> String {
+        format!(
+            "{}{}/{}/{}/",
+            prefix_folder(self.prefix),
+            self.namespace,
+            self.cluster,
+            self.backup
+        )
+    }
+
+    /// The folder of the earlier layout, `<prefix>/<cluster>/`, shared by every EtcdBackup of
+    /// the cluster (and by same-named clusters of other namespaces): read, never pruned.
+    pub fn legacy_folder(&self) -> String {
+        format!("{}{}/", prefix_folder(self.prefix), self.cluster)
+    }
+}
+
+fn prefix_folder(prefix: Option<&str>) -> String {
     match prefix
         .map(|p| p.trim_matches('/'))
         .filter(|p| !p.is_empty())
     {
-        Some(prefix) => format!("{prefix}/{cluster}/"),
-        None => format!("{cluster}/"),
+        Some(prefix) => format!("{prefix}/"),
+        None => String::new(),
     }
 }
 
-/// The key of a backup of `cluster` taken at `at` (second precision) at `revision`.
-pub fn backup_key(prefix: Option<&str>, cluster: &str, at: Timestamp, revision: i64) -> String {
+/// The key of a backup in `scope` taken at `at` (second precision) at `revision`.
+pub fn backup_key(scope: &Scope<'_>, at: Timestamp, revision: i64) -> String {
     let time = at.to_zoned(TimeZone::UTC).strftime(TIME_FORMAT);
-    format!("{}{time}-rev{revision}.db", cluster_folder(prefix, cluster))
+    format!("{}{time}-rev{revision}.db", scope.folder())
 }
 
 /// A key in our layout, read back.
@@ -40,10 +74,19 @@ impl BackupKey {
     }
 }
 
-/// `key` read back if it is a backup of `cluster` under `prefix` in our layout; `None` for
-/// anything else (other clusters, deeper folders, files someone else put there).
-pub fn parse_key(prefix: Option<&str>, cluster: &str, key: &str) -> Option<BackupKey> {
-    let name = key.strip_prefix(&cluster_folder(prefix, cluster))?;
+/// `key` read back if it is a backup in `scope` in our layout; `None` for anything else
+/// (other EtcdBackups, other clusters, deeper folders, files someone else put there).
+pub fn parse_key(scope: &Scope<'_>, key: &str) -> Option<BackupKey> {
+    parse_in(&scope.folder(), key)
+}
+
+/// `key` read back if it is a backup of the scope's cluster in the earlier layout.
+pub fn parse_legacy_key(scope: &Scope<'_>, key: &str) -> Option<BackupKey> {
+    parse_in(&scope.legacy_folder(), key)
+}
+
+fn parse_in(folder: &str, key: &str) -> Option<BackupKey> {
+    let name = key.strip_prefix(folder)?;
     let (time, rest) = name.split_once("-rev")?;
     let revision = rest.strip_suffix(".db")?;
     if revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
@@ -70,29 +113,38 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn scope(prefix: Option<&'static str>) -> Scope<'static> {
+        Scope {
+            prefix,
+            namespace: "db",
+            cluster: "main",
+            backup: "nightly",
+        }
+    }
+
     #[test]
-    fn key_has_prefix_cluster_utc_time_and_revision() {
+    fn key_has_prefix_namespace_cluster_backup_utc_time_and_revision() {
         let at = ts("2025-03-04T05:06:07.890Z");
         assert_eq!(
-            backup_key(Some("/backups/"), "main", at, 42),
-            "backups/main/20250304T050607Z-rev42.db"
+            backup_key(&scope(Some("/backups/")), at, 42),
+            "backups/db/main/nightly/20250304T050607Z-rev42.db"
         );
         assert_eq!(
-            backup_key(None, "main", at, 42),
-            "main/20250304T050607Z-rev42.db"
+            backup_key(&scope(None), at, 42),
+            "db/main/nightly/20250304T050607Z-rev42.db"
         );
         assert_eq!(
-            backup_key(Some(""), "c", at, 1),
-            "c/20250304T050607Z-rev1.db"
+            backup_key(&scope(Some("")), at, 1),
+            "db/main/nightly/20250304T050607Z-rev1.db"
         );
     }
 
     #[test]
     fn our_keys_parse_back() {
         let at = ts("2025-03-04T05:06:07Z");
-        let key = backup_key(Some("p/q"), "main", at, 7);
+        let key = backup_key(&scope(Some("p/q")), at, 7);
         assert_eq!(
-            parse_key(Some("p/q"), "main", &key),
+            parse_key(&scope(Some("p/q")), &key),
             Some(BackupKey {
                 key,
                 taken_at: at,
@@ -102,20 +154,32 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_the_earlier_layout_parse_as_legacy_only() {
+        let key = "p/main/20250304T050607Z-rev7.db";
+        assert_eq!(parse_key(&scope(Some("p")), key), None);
+        assert_eq!(
+            parse_legacy_key(&scope(Some("p")), key).map(|k| k.revision),
+            Some(7)
+        );
+    }
+
+    #[test]
     fn other_keys_are_not_ours() {
-        let p = Some("p");
+        let p = scope(Some("p"));
         for key in [
-            "p/other/20250304T050607Z-rev7.db",
-            "p/main/x/20250304T050607Z-rev7.db",
-            "p/main/20250304T050607Z-rev7.db.bak",
-            "p/main/20250304T050607Z-rev.db",
-            "p/main/20250304T050607Z-rev-1.db",
-            "p/main/2025-03-04-rev7.db",
-            "p/main/notes.txt",
-            "q/main/20250304T050607Z-rev7.db",
-            "main/20250304T050607Z-rev7.db",
+            "p/db/main/weekly/20250304T050607Z-rev7.db",
+            "p/other/main/nightly/20250304T050607Z-rev7.db",
+            "p/db/other/nightly/20250304T050607Z-rev7.db",
+            "p/db/main/nightly/x/20250304T050607Z-rev7.db",
+            "p/db/main/nightly/20250304T050607Z-rev7.db.bak",
+            "p/db/main/nightly/20250304T050607Z-rev.db",
+            "p/db/main/nightly/20250304T050607Z-rev-1.db",
+            "p/db/main/nightly/2025-03-04-rev7.db",
+            "p/db/main/nightly/notes.txt",
+            "q/db/main/nightly/20250304T050607Z-rev7.db",
+            "p/main/20250304T050607Z-rev7.db",
         ] {
-            assert_eq!(parse_key(p, "main", key), None, "{key}");
+            assert_eq!(parse_key(&p, key), None, "{key}");
         }
     }
 }

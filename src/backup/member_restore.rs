@@ -54,7 +54,7 @@ pub struct MemberRestorePaths {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fetched {
     /// The snapshot was downloaded and verified.
-    Downloaded(Downloaded),
+    Downloaded(Box<Downloaded>),
     /// The member has data already; the empty snapshot was staged instead.
     AlreadyRestored,
 }
@@ -112,7 +112,7 @@ pub async fn fetch_for_member(
         remove_file(&paths.snapshot).await?;
         return Err(e);
     }
-    Ok(Fetched::Downloaded(downloaded))
+    Ok(Fetched::Downloaded(Box::new(downloaded)))
 }
 
 /// Step 3: moves the restored data dir into place when the member has none, then removes

@@ -13,6 +13,14 @@ pub const REVISION: &str = "revision";
 pub const ETCD_VERSION: &str = "etcd-version";
 /// `x-amz-meta-cluster-id`: the etcd cluster id, 16 hex digits.
 pub const CLUSTER_ID: &str = "cluster-id";
+/// `x-amz-meta-namespace`, `-cluster`, `-backup`: the EtcdBackup that wrote the object and
+/// its EtcdCluster; retention deletes only objects whose metadata names its own EtcdBackup.
+pub const NAMESPACE: &str = "namespace";
+pub const CLUSTER: &str = "cluster";
+pub const BACKUP: &str = "backup";
+/// `x-amz-meta-cluster-uid`: the EtcdCluster's uid (locally, its incarnation), telling
+/// backups of an earlier cluster of the same name from the current one's.
+pub const CLUSTER_UID: &str = "cluster-uid";
 
 /// What we record about a snapshot object. Every field is optional when read back: absent
 /// or unparseable values are `None`.
@@ -23,6 +31,10 @@ pub struct SnapshotMetadata {
     pub revision: Option<i64>,
     pub etcd_version: Option<semver::Version>,
     pub cluster_id: Option<String>,
+    pub namespace: Option<String>,
+    pub cluster: Option<String>,
+    pub backup: Option<String>,
+    pub cluster_uid: Option<String>,
 }
 
 impl SnapshotMetadata {
@@ -42,6 +54,10 @@ impl SnapshotMetadata {
             self.etcd_version.as_ref().map(|v| v.to_string()),
         );
         put(CLUSTER_ID, self.cluster_id.clone());
+        put(NAMESPACE, self.namespace.clone());
+        put(CLUSTER, self.cluster.clone());
+        put(BACKUP, self.backup.clone());
+        put(CLUSTER_UID, self.cluster_uid.clone());
         map
     }
 
@@ -61,7 +77,19 @@ impl SnapshotMetadata {
             etcd_version: get(ETCD_VERSION)
                 .and_then(|s| semver::Version::parse(s.trim_start_matches('v')).ok()),
             cluster_id: get(CLUSTER_ID).map(str::to_owned),
+            namespace: get(NAMESPACE).map(str::to_owned),
+            cluster: get(CLUSTER).map(str::to_owned),
+            backup: get(BACKUP).map(str::to_owned),
+            cluster_uid: get(CLUSTER_UID).map(str::to_owned),
         }
+    }
+
+    /// Whether the object was written by the EtcdBackup of `scope` (its namespace, cluster
+    /// and name are all recorded and all match): what retention requires before deleting.
+    pub fn proves(&self, scope: &super::key::Scope<'_>) -> bool {
+        self.namespace.as_deref() == Some(scope.namespace)
+            && self.cluster.as_deref() == Some(scope.cluster)
+            && self.backup.as_deref() == Some(scope.backup)
     }
 }
 
@@ -77,8 +105,27 @@ mod tests {
             revision: Some(9),
             etcd_version: Some(semver::Version::new(3, 5, 16)),
             cluster_id: Some("cdf818194e3a8c32".into()),
+            namespace: Some("db".into()),
+            cluster: Some("main".into()),
+            backup: Some("nightly".into()),
+            cluster_uid: Some("0b7c".into()),
         };
         assert_eq!(SnapshotMetadata::from_map(&meta.to_map()), meta);
+        let scope = super::super::key::Scope {
+            prefix: None,
+            namespace: "db",
+            cluster: "main",
+            backup: "nightly",
+        };
+        assert!(meta.proves(&scope));
+        assert!(!meta.proves(&super::super::key::Scope {
+            backup: "weekly",
+            ..scope
+        }));
+        assert!(
+            !SnapshotMetadata::default().proves(&scope),
+            "no metadata proves nothing"
+        );
     }
 
     #[test]

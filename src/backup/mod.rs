@@ -7,7 +7,8 @@
 //!
 //! - [`s3`]: an S3 client from an [`S3Connection`](crate::api::s3::S3Connection).
 //! - [`upload`]: a stream of chunks into a multipart upload, hashed on the fly, aborted on failure.
-//! - [`take`]: pick a healthy member, stream its snapshot to `<prefix>/<cluster>/<time>-rev<n>.db`.
+//! - [`take`]: pick a healthy member, stream its snapshot to
+//!   `<prefix>/<namespace>/<cluster>/<backup>/<time>-rev<n>.db`.
 //! - [`key`]: that key layout, built and parsed.
 //! - [`metadata`]: the user metadata on every snapshot object.
 //! - [`retention`] (pure) and [`prune`] (I/O): which old backups to delete, and deleting them.
@@ -43,5 +44,5 @@ pub use restore::{
 pub use retention::expired;
 pub use s3::{StaticCredentials, client};
 pub use schedule::Schedule;
-pub use take::take_backup;
+pub use take::{Owner, take_backup};
 pub use upload::{UploadOptions, Uploaded, upload_stream};

@@ -1,14 +1,16 @@
-//! Listing a cluster's backups in a bucket, deleting those a retention policy lets go, and
-//! aborting multipart uploads a crash left behind. The decisions are [`super::retention`]'s.
+//! Listing one EtcdBackup's backups in a bucket, deleting those a retention policy lets go
+//! (only objects whose metadata names that EtcdBackup), and aborting multipart uploads a
+//! crash left behind in its folder. The decisions are [`super::retention`]'s.
 
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use jiff::Timestamp;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::error::Call;
-use super::key::{BackupKey, cluster_folder, parse_key};
+use super::key::{BackupKey, Scope, parse_key};
+use super::metadata::SnapshotMetadata;
 use super::retention::expired;
 use super::upload::abort_upload;
 use super::{Error, S3Op};
@@ -49,48 +51,88 @@ pub async fn list_keys(client: &Client, bucket: &str, folder: &str) -> Result<Ve
     }
 }
 
-/// The backups of `cluster` under `prefix` in our key layout, newest first.
+/// The backups of `scope`'s EtcdBackup in our key layout, newest first.
 pub async fn list_backups(
     client: &Client,
     bucket: &str,
-    prefix: Option<&str>,
-    cluster: &str,
+    scope: &Scope<'_>,
 ) -> Result<Vec<BackupKey>, Error> {
-    let folder = cluster_folder(prefix, cluster);
-    let mut ours: Vec<BackupKey> = list_keys(client, bucket, &folder)
+    let mut ours: Vec<BackupKey> = list_keys(client, bucket, &scope.folder())
         .await?
         .iter()
-        .filter_map(|key| parse_key(prefix, cluster, key))
+        .filter_map(|key| parse_key(scope, key))
         .collect();
     ours.sort_by(BackupKey::newest_first);
     Ok(ours)
 }
 
-/// Deletes the backups of `cluster` that `retention` lets go now that `just_succeeded` was
-/// written (see [`super::retention`] for the rules); returns the deleted keys, oldest first.
+/// Deletes the backups of `scope`'s EtcdBackup that `retention` lets go now that
+/// `just_succeeded` was written (see [`super::retention`] for the rules); returns the deleted
+/// keys, oldest first. An expired key whose object's metadata does not name this EtcdBackup
+/// ([`SnapshotMetadata::proves`]) is left alone and logged: a copy someone put there, or an
+/// object of a tool that did not record its owner.
 ///
-/// Stops at the first failed delete; what is left is deleted on the next call.
+/// Stops at the first failed call; what is left is deleted on the next call.
 ///
 /// # Errors
-/// [`Error::InvalidRetention`], [`Error::ListObjects`], [`Error::DeleteObject`], or the
-/// cause-specific S3 variants.
+/// [`Error::InvalidRetention`], [`Error::ListObjects`], [`Error::HeadObject`],
+/// [`Error::DeleteObject`], or the cause-specific S3 variants.
 pub async fn apply_retention(
     client: &Client,
     bucket: &str,
-    prefix: Option<&str>,
-    cluster: &str,
+    scope: &Scope<'_>,
     retention: &Retention,
     just_succeeded: &str,
     now: Timestamp,
 ) -> Result<Vec<String>, Error> {
-    let folder = cluster_folder(prefix, cluster);
-    let listed = list_keys(client, bucket, &folder).await?;
-    let gone = expired(&listed, prefix, cluster, retention, just_succeeded, now)?;
-    for key in &gone {
-        delete_object(client, bucket, key).await?;
+    let listed = list_keys(client, bucket, &scope.folder()).await?;
+    let mut gone = Vec::new();
+    for key in expired(&listed, scope, retention, just_succeeded, now)? {
+        let metadata = head_metadata(client, bucket, &key).await?;
+        if !metadata.proves(scope) {
+            warn!(
+                key,
+                "expired by the policy, but its metadata does not name this EtcdBackup: kept"
+            );
+            continue;
+        }
+        delete_object(client, bucket, &key).await?;
         info!(key, "deleted expired backup");
+        gone.push(key);
     }
     Ok(gone)
+}
+
+/// The user metadata of object `key` (HEAD).
+///
+/// # Errors
+/// [`Error::HeadObject`] or the cause-specific S3 variants.
+pub async fn head_metadata(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<SnapshotMetadata, Error> {
+    let call = Call {
+        op: S3Op::HeadObject,
+        bucket,
+        key,
+    };
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| {
+            call.error(e, |source| Error::HeadObject {
+                key: key.to_owned(),
+                source,
+            })
+        })?;
+    Ok(head
+        .metadata()
+        .map(SnapshotMetadata::from_map)
+        .unwrap_or_default())
 }
 
 /// Deletes one object (S3 answers success for a missing key too).
@@ -120,19 +162,19 @@ pub async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(
 /// them up.
 pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Aborts multipart uploads under `cluster`'s folder started more than `older_than` before
+/// Aborts multipart uploads under `scope`'s folder (this EtcdBackup's own) started more
+/// than `older_than` before
 /// `now`: uploads whose process died before it could abort them. Returns their keys.
 ///
 /// Use an `older_than` well above the longest backup, so a running upload is never hit.
 pub async fn abort_stale_uploads(
     client: &Client,
     bucket: &str,
-    prefix: Option<&str>,
-    cluster: &str,
+    scope: &Scope<'_>,
     older_than: Duration,
     now: Timestamp,
 ) -> Result<Vec<String>, Error> {
-    let folder = cluster_folder(prefix, cluster);
+    let folder = scope.folder();
     let call = Call {
         op: S3Op::ListMultipartUploads,
         bucket,

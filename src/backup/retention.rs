@@ -2,8 +2,10 @@
 //! [`super::prune`]'s.
 //!
 //! # Rules
-//! 1. Only keys in our layout for this prefix and cluster count ([`super::key::parse_key`]);
-//!    anything else in the bucket is never deleted, whatever its name or age.
+//! 1. Only keys in our layout in this EtcdBackup's folder count ([`super::key::parse_key`]);
+//!    anything else in the bucket (another EtcdBackup's, the earlier layout's, anyone
+//!    else's) is never deleted, whatever its name or age. [`super::prune`] also requires the
+//!    object's metadata to name this EtcdBackup before it deletes.
 //! 2. Backups are ordered by the time and revision in their key, newest first.
 //! 3. A backup is kept if any rule keeps it (as restic's `--keep-last`/`--keep-within`):
 //!    it is among the newest `keepLast`, or younger than `maxAge`.
@@ -14,19 +16,18 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::Error;
-use super::key::{BackupKey, parse_key};
+use super::key::{BackupKey, Scope, parse_key};
 use crate::api::backup::Retention;
 use crate::api::quantity::parse_duration;
 
-/// The keys among `listed` (as the bucket listed them under `prefix`/`cluster`) that
+/// The keys among `listed` (as the bucket listed them under `scope`'s folder) that
 /// `retention` lets go once `just_succeeded` has been written, as of `now`; oldest first.
 ///
 /// # Errors
 /// [`Error::InvalidRetention`] when `maxAge` is not a duration such as `7d`.
 pub fn expired(
     listed: &[String],
-    prefix: Option<&str>,
-    cluster: &str,
+    scope: &Scope<'_>,
     retention: &Retention,
     just_succeeded: &str,
     now: Timestamp,
@@ -46,7 +47,7 @@ pub fn expired(
     }
     let mut ours: Vec<BackupKey> = listed
         .iter()
-        .filter_map(|key| parse_key(prefix, cluster, key))
+        .filter_map(|key| parse_key(scope, key))
         .collect();
     ours.sort_by(BackupKey::newest_first);
     ours.dedup_by(|a, b| a.key == b.key);
@@ -70,6 +71,13 @@ mod tests {
     use super::*;
     use crate::backup::key::backup_key;
 
+    const SCOPE: Scope<'static> = Scope {
+        prefix: Some("backups"),
+        namespace: "db",
+        cluster: "main",
+        backup: "nightly",
+    };
+
     const NOW: &str = "2025-06-10T12:00:00Z";
 
     fn now() -> Timestamp {
@@ -79,7 +87,7 @@ mod tests {
     /// A key of ours `hours_ago` before NOW.
     fn ours(hours_ago: i64) -> String {
         let at = now() - SignedDuration::from_hours(hours_ago);
-        backup_key(Some("backups"), "main", at, 10_000 - hours_ago)
+        backup_key(&SCOPE, at, 10_000 - hours_ago)
     }
 
     fn policy(keep_last: Option<i32>, max_age: Option<&str>) -> Retention {
@@ -90,7 +98,7 @@ mod tests {
     }
 
     fn run(listed: &[String], retention: &Retention, just: &str) -> Vec<String> {
-        expired(listed, Some("backups"), "main", retention, just, now()).unwrap()
+        expired(listed, &SCOPE, retention, just, now()).unwrap()
     }
 
     #[test]
@@ -141,11 +149,13 @@ mod tests {
         let mut listed: Vec<String> = [1, 2, 3].map(ours).to_vec();
         listed.extend(
             [
-                "backups/main/notes.txt",
-                "backups/main/20200101T000000Z-rev1.db.bak",
-                "backups/main/manual/20200101T000000Z-rev1.db",
-                "backups/other/20200101T000000Z-rev1.db",
-                "elsewhere/main/20200101T000000Z-rev1.db",
+                "backups/db/main/nightly/notes.txt",
+                "backups/db/main/nightly/20200101T000000Z-rev1.db.bak",
+                "backups/db/main/nightly/manual/20200101T000000Z-rev1.db",
+                "backups/db/main/weekly/20200101T000000Z-rev1.db",
+                "backups/other/main/nightly/20200101T000000Z-rev1.db",
+                "backups/main/20200101T000000Z-rev1.db",
+                "elsewhere/db/main/nightly/20200101T000000Z-rev1.db",
             ]
             .map(str::to_owned),
         );
@@ -158,8 +168,8 @@ mod tests {
     #[test]
     fn same_second_backups_order_by_revision() {
         let at = now();
-        let older = backup_key(Some("backups"), "main", at, 5);
-        let newer = backup_key(Some("backups"), "main", at, 6);
+        let older = backup_key(&SCOPE, at, 5);
+        let newer = backup_key(&SCOPE, at, 6);
         let listed = vec![newer.clone(), older.clone()];
         assert_eq!(run(&listed, &policy(Some(1), None), &newer), [older]);
     }
@@ -172,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_bad_max_age_is_an_error() {
-        let err = expired(&[], None, "main", &policy(None, Some("7 days")), "", now()).unwrap_err();
+        let err = expired(&[], &SCOPE, &policy(None, Some("7 days")), "", now()).unwrap_err();
         assert_eq!(err.reason(), "InvalidRetention");
     }
 }

@@ -13,14 +13,36 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{debug, info, instrument, warn};
 
 use super::Error;
-use super::key::backup_key;
+use super::key::{Scope, backup_key};
 use super::metadata::SnapshotMetadata;
 use super::upload::{UploadOptions, upload_stream};
 use crate::api::backup::{BackupRecord, S3Destination};
 use crate::etcd::{ClientError, ClusterId, EndpointStatus, EtcdAdmin, TlsConfig};
 
-/// Takes a backup of the cluster `admin` talks to and uploads it to `destination` under
-/// `cluster` (the EtcdCluster's name). `tls` is the client TLS `admin` was built with: the
+/// Who a backup belongs to: the EtcdBackup `backup` in `namespace`, of the EtcdCluster
+/// `cluster` whose uid (locally, its incarnation) is `cluster_uid`.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub backup: &'a str,
+    pub cluster_uid: Option<&'a str>,
+}
+
+impl<'a> Owner<'a> {
+    /// The owner's folder under `prefix`.
+    pub fn scope(&self, prefix: Option<&'a str>) -> Scope<'a> {
+        Scope {
+            prefix,
+            namespace: self.namespace,
+            cluster: self.cluster,
+            backup: self.backup,
+        }
+    }
+}
+
+/// Takes a backup of the cluster `admin` talks to and uploads it to `destination` in
+/// `owner`'s folder, with `owner` recorded in the object's metadata. `tls` is the client TLS `admin` was built with: the
 /// snapshot is read through a connection to the chosen member alone.
 ///
 /// # Flow
@@ -49,14 +71,15 @@ pub async fn take_backup(
     tls: Option<&TlsConfig>,
     s3: &Client,
     destination: &S3Destination,
-    cluster: &str,
+    owner: &Owner<'_>,
 ) -> Result<BackupRecord, Error> {
+    let cluster = owner.cluster;
     let started = Instant::now();
     let at = jiff::Timestamp::now();
     let (member, cluster_id) = pick_member(admin).await?;
     let endpoint = member.endpoint.clone();
     let revision = read_revision(&endpoint, tls, admin.timeouts()).await?;
-    let key = backup_key(destination.prefix.as_deref(), cluster, at, revision);
+    let key = backup_key(&owner.scope(destination.prefix.as_deref()), at, revision);
     info!(cluster, member = %endpoint, key, revision, "taking backup");
 
     let snapshot_err = |source| Error::Snapshot {
@@ -75,6 +98,10 @@ pub async fn take_backup(
         revision: Some(revision),
         etcd_version: Some(member.version.clone()),
         cluster_id: Some(cluster_id.to_string()),
+        namespace: Some(owner.namespace.to_owned()),
+        cluster: Some(owner.cluster.to_owned()),
+        backup: Some(owner.backup.to_owned()),
+        cluster_uid: owner.cluster_uid.map(str::to_owned),
         ..SnapshotMetadata::default()
     };
     let options = UploadOptions::with_part_size_mib(destination.part_size_mib);

@@ -51,8 +51,8 @@ use thiserror::Error;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{EtcdBackup, EtcdCluster, validate};
-use crate::backup::StaticCredentials;
 use crate::backup::attempt::{self, Attempt, Outcome};
+use crate::backup::{Owner, StaticCredentials};
 use crate::error_chain::error_chain;
 use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
 use crate::plan::backup::{
@@ -286,11 +286,17 @@ async fn attempt(
         Err(failure) => return Ok(Err(failure)),
     };
     info!(cluster = %cluster_name, bucket = %destination.bucket, "taking backup");
+    let backup_name = backup.name_any();
     Ok(attempt::run(Attempt {
         endpoints,
         destination,
         credentials,
-        cluster: cluster_name,
+        owner: Owner {
+            namespace: &namespace,
+            cluster: cluster_name,
+            backup: &backup_name,
+            cluster_uid: cluster.metadata.uid.as_deref(),
+        },
         retention: backup.spec.retention.as_ref(),
     })
     .await

@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use crate::api::backup::{Retention, S3Destination};
 use crate::api::s3::S3Connection;
 use crate::api::{EtcdBackup, EtcdCluster, validate};
-use crate::backup::StaticCredentials;
 use crate::backup::attempt::{self, Attempt, Outcome};
+use crate::backup::{Owner, StaticCredentials};
 use crate::drivers::local::manifest::{DEFAULT_NAMESPACE, Documents};
 use crate::plan::backup::{
     BackupDue, backup_due, backup_endpoints, next_schedule, status_after_failure,
@@ -335,7 +335,11 @@ struct Job {
     endpoints: Vec<String>,
     destination: S3Destination,
     credentials: Option<StaticCredentials>,
+    namespace: String,
     cluster: String,
+    backup: String,
+    /// The cluster's incarnation: a restored cluster's uid, else its creation time.
+    cluster_uid: Option<String>,
     retention: Option<Retention>,
 }
 
@@ -364,7 +368,16 @@ fn prepare(
         endpoints,
         destination,
         credentials,
+        namespace: namespace.to_owned(),
         cluster: cluster_name.clone(),
+        backup: doc.metadata.name.clone().unwrap_or_default(),
+        cluster_uid: cluster.metadata.uid.clone().or_else(|| {
+            cluster
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second().to_string())
+        }),
         retention: doc.spec.retention.clone(),
     })
 }
@@ -390,7 +403,12 @@ async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
         endpoints: job.endpoints,
         destination: &job.destination,
         credentials: job.credentials,
-        cluster: &job.cluster,
+        owner: Owner {
+            namespace: &job.namespace,
+            cluster: &job.cluster,
+            backup: &job.backup,
+            cluster_uid: job.cluster_uid.as_deref(),
+        },
         retention: job.retention.as_ref(),
     })
     .await?;

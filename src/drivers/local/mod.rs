@@ -152,7 +152,9 @@ fn with_status(
         .iter()
         .map(|c| {
             let mut c = c.clone();
-            c.status = states.get(&key(&c)).and_then(|s| s.doc.status.clone());
+            if let Some(state) = states.get(&key(&c)) {
+                c = state.doc.document(&c);
+            }
             c
         })
         .collect()
