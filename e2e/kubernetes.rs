@@ -16,9 +16,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, cluster::ClusterPhase};
+use etcd_operator::api::cluster::{ClusterPhase, PvcStorage, StorageSpec};
+use etcd_operator::api::{EtcdCluster, EtcdClusterSpec};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -46,15 +47,22 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 6] = [
+    let scenarios: [(&str, ScenarioFn); 7] = [
         ("create-three", create_three),
+        ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
         ("scale", scale_to_five_and_back),
         ("delete-pod", deleted_pod_is_replaced),
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
     ];
-    for (name, scenario) in scenarios {
+    // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
+    let only = std::env::var("E2E_SCENARIOS").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == name))
+    };
+    for (name, scenario) in scenarios.into_iter().filter(|(n, _)| wanted(n)) {
         let ns = format!("e2e-{name}");
         println!("scenario {name} in namespace {ns}");
         create_namespace(&client, &ns).await;
@@ -102,6 +110,66 @@ fn create_three(client: Client, ns: String) -> Scenario {
         etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
         let other = pods[2].name_any();
         assert!(etcdctl(&ns, &other, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+/// With the default `retentionPolicy` (Retain), deleting the EtcdCluster keeps its PVCs,
+/// unowned and labelled; a new cluster of the same name refuses them (RetainedVolumesFound)
+/// and starts no member until they are deleted.
+fn deleting_the_cluster_keeps_its_pvcs(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let old_uid = clusters.get(CLUSTER).await.unwrap().uid().unwrap();
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        clusters
+            .delete(CLUSTER, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for("the cluster and its pods to be gone", || async {
+            clusters.get_opt(CLUSTER).await.ok().flatten().is_none()
+                && member_pods(&client, &ns).await.is_empty()
+        })
+        .await;
+        let pvcs = member_pvcs(&client, &ns).await;
+        assert_eq!(pvcs.len(), 3, "the PVCs outlive their cluster");
+        for pvc in &pvcs {
+            assert!(pvc.metadata.deletion_timestamp.is_none());
+            assert!(pvc.owner_references().is_empty(), "{pvc:?}");
+            assert_eq!(
+                pvc.labels().get("etcd.operator.dev/cluster-uid"),
+                Some(&old_uid)
+            );
+        }
+        // A new cluster of the same name: refused, visibly, and nothing started.
+        apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_for("Degraded with RetainedVolumesFound", || async {
+            clusters
+                .get_opt(CLUSTER)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Degraded" && c.reason == "RetainedVolumesFound")
+                })
+        })
+        .await;
+        assert!(
+            member_pods(&client, &ns).await.is_empty(),
+            "a member started"
+        );
+        // Deleting them (the user's explicit action) lets the new cluster start afresh.
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        for pvc in &pvcs {
+            api.delete(&pvc.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_running(&clusters, 3, FROM).await;
     })
 }
 
@@ -430,6 +498,32 @@ async fn member_pods(client: &Client, ns: &str) -> Vec<Pod> {
         .collect();
     list.sort_by_key(ResourceExt::name_any);
     list
+}
+
+/// The cluster's PVCs, by name.
+async fn member_pvcs(client: &Client, ns: &str) -> Vec<PersistentVolumeClaim> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let mut list = api
+        .list(&ListParams::default().labels(&format!("etcd.operator.dev/cluster={CLUSTER}")))
+        .await
+        .expect("listing member pvcs")
+        .items;
+    list.sort_by_key(ResourceExt::name_any);
+    list
+}
+
+/// `size` members at `version`, each on a 1Gi PVC of the default StorageClass.
+fn pvc_spec(size: i32, version: &str) -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(size, version);
+    spec.storage = Some(StorageSpec {
+        empty_dir: None,
+        pvc: Some(PvcStorage {
+            storage_class_name: None,
+            size: "1Gi".into(),
+            retention_policy: None,
+        }),
+    });
+    spec
 }
 
 fn image_of(pod: &Pod) -> String {

@@ -108,6 +108,40 @@ pub struct PvcStorage {
     pub storage_class_name: Option<String>,
     /// Requested size, e.g. `10Gi`.
     pub size: String,
+    /// What happens to the PVCs when the EtcdCluster is deleted; `Retain` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<PvcRetentionPolicy>,
+}
+
+impl PvcStorage {
+    /// `retentionPolicy.whenDeleted`, `Retain` when unset.
+    pub fn when_deleted(&self) -> RetentionPolicyType {
+        self.retention_policy
+            .as_ref()
+            .map(|p| p.when_deleted)
+            .unwrap_or_default()
+    }
+}
+
+/// The PVCs' fate when their EtcdCluster is deleted, in the shape of a StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy`. Removing a member (scale-down, replacement)
+/// always deletes its PVC: that is the operation asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// `Retain` (default): the PVCs stay, labelled with the cluster's name and uid, and
+    /// are never adopted by a later cluster of the same name. `Delete`: they are
+    /// garbage-collected with the cluster.
+    #[serde(default)]
+    pub when_deleted: RetentionPolicyType,
+}
+
+/// `Retain` or `Delete`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionPolicyType {
+    #[default]
+    Retain,
+    Delete,
 }
 
 /// Overrides applied to every member pod.

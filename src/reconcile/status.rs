@@ -196,6 +196,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::QuorumLost { .. } => "QuorumLost",
         BlockReason::UpgradeStalled { .. } => "UpgradeStalled",
         BlockReason::InvalidSpec { .. } => "InvalidSpec",
+        BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
     }
 }
 

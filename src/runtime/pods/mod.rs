@@ -18,8 +18,11 @@
 //!   the current spec.
 //! - **Restore**: the bootstrap members of a cluster created by an EtcdRestore get init
 //!   containers that put the snapshot into their data dir before etcd starts (`restore.rs`).
-//! - **Cleanup**: every object has the `EtcdCluster` as controller owner, so deleting the
-//!   cluster garbage-collects all of them; no finalizer is needed.
+//! - **Cleanup**: Pods, Services and the PDB have the `EtcdCluster` as controller owner, so
+//!   deleting the cluster garbage-collects them; no finalizer is needed. PVCs are owned only
+//!   with `retentionPolicy.whenDeleted: Delete`; by default they outlive the cluster,
+//!   labelled with its uid, and a later cluster of the same name lists them as
+//!   [`Error::RetainedClaims`] instead of adopting them. Removing a member deletes its PVC.
 //!
 //! # Assumptions
 //! One reconcile of a cluster at a time (kube-runtime's Controller guarantees it), so two
@@ -44,8 +47,8 @@ use serde_json::json;
 use tracing::{debug, info};
 
 pub use self::objects::{
-    ANNOTATION_LAUNCH, CLIENT_PORT, DataVolume, FIELD_MANAGER, LABEL_CLUSTER, LABEL_MEMBER,
-    LABEL_VERSION, PEER_PORT,
+    ANNOTATION_LAUNCH, CLIENT_PORT, DataVolume, FIELD_MANAGER, LABEL_CLUSTER, LABEL_CLUSTER_UID,
+    LABEL_MEMBER, LABEL_VERSION, PEER_PORT,
 };
 use self::objects::{LaunchAnnotation, Objects};
 use super::{ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime, RuntimeMember};
@@ -182,17 +185,62 @@ impl PodRuntime {
         }
     }
 
+    /// Creates the member's PVC. One of this cluster that exists is left alone.
+    ///
+    /// # Errors
+    /// [`Error::RetainedClaims`] when the existing PVC was made by an earlier cluster of the
+    /// same name: its data is never mounted by this one.
+    async fn create_pvc(&self, pvc: &PersistentVolumeClaim) -> Result<(), Error> {
+        let name = pvc.name_any();
+        let api = self.api::<PersistentVolumeClaim>();
+        match api.create(&post_params(), pvc).await {
+            Ok(_) => {
+                info!(cluster = %self.objects.cluster, member = name, "created pvc");
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(source) => return Err(Error::CreatePvc { name, source }),
+        }
+        match self.get_pvc(&name).await? {
+            Some(existing) if !self.objects.is_own_pvc(&existing) => Err(Error::RetainedClaims {
+                cluster: self.objects.cluster.clone(),
+                claims: vec![name],
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes `pod` and waits until it is gone, so its name is free again.
     async fn delete_pod_and_wait(&self, pod: &Pod) -> Result<(), Error> {
         let name = pod.name_any();
-        self.delete_pod(&name).await?;
-        let uid = pod.uid().unwrap_or_default();
-        let gone = await_condition(self.api::<Pod>(), &name, conditions::is_deleted(&uid));
+        if !is_terminating(pod) {
+            self.delete_pod(&name).await?;
+        }
+        self.wait_deleted::<Pod>("pod", &name, pod).await
+    }
+
+    /// Waits up to the delete timeout until `object` (this uid) is gone.
+    async fn wait_deleted<K>(&self, kind: &'static str, name: &str, object: &K) -> Result<(), Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+    {
+        let uid = object.uid().unwrap_or_default();
+        let gone = await_condition(self.api::<K>(), name, conditions::is_deleted(&uid));
         match tokio::time::timeout(self.delete_timeout, gone).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(Error::AwaitPodDeleted { name, source }),
-            Err(_) => Err(Error::PodNotDeleted {
-                name,
+            Ok(Err(source)) => Err(Error::AwaitDeleted {
+                kind,
+                name: name.to_string(),
+                source,
+            }),
+            Err(_) => Err(Error::StillTerminating {
+                kind,
+                name: name.to_string(),
                 waited: self.delete_timeout,
             }),
         }
@@ -275,23 +323,14 @@ impl MemberRuntime for PodRuntime {
     }
 
     /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
-    /// A PVC or Pod that exists is left alone.
+    /// A PVC of this cluster or a Pod that exists is left alone.
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
         self.check(cluster)?;
         // Before any write: a bad flag must not leave a PVC behind.
         self.objects.flags(launch)?;
         self.apply_cluster_objects().await?;
         if let Some(pvc) = self.objects.pvc(launch)? {
-            let name = launch.name.clone();
-            match self
-                .api::<PersistentVolumeClaim>()
-                .create(&post_params(), &pvc)
-                .await
-            {
-                Ok(_) => info!(cluster = %self.objects.cluster, member = name, "created pvc"),
-                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                Err(source) => return Err(Error::CreatePvc { name, source }),
-            }
+            self.create_pvc(&pvc).await?;
         }
         self.create_pod(launch, self.objects.spec_volume()).await
     }
@@ -380,6 +419,10 @@ impl MemberRuntime for PodRuntime {
 
     /// Members from the cluster's Pods and PVCs, by name. A live Pod is running; a PVC, or
     /// a live Pod on an emptyDir, holds data; a PVC without a Pod is a stopped member.
+    ///
+    /// # Errors
+    /// [`Error::RetainedClaims`] when PVCs of an earlier cluster of the same name exist:
+    /// this cluster would otherwise start on their data or bootstrap over their names.
     async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
         self.check(cluster)?;
         let params = ListParams::default().labels(&self.objects.selector());
@@ -399,13 +442,23 @@ impl MemberRuntime for PodRuntime {
                 cluster: cluster.clone(),
                 source,
             })?;
+        let (own, retained): (Vec<_>, Vec<_>) = pvcs
+            .into_iter()
+            .filter(|p| !is_terminating(p))
+            .partition(|p| self.objects.is_own_pvc(p));
+        if !retained.is_empty() {
+            return Err(Error::RetainedClaims {
+                cluster: cluster.clone(),
+                claims: retained.iter().map(ResourceExt::name_any).collect(),
+            });
+        }
         let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
             BTreeMap::new();
         for pod in pods {
             let name = member_name(&pod);
             by_name.entry(name).or_default().0 = Some(pod);
         }
-        for pvc in pvcs.into_iter().filter(|p| !is_terminating(p)) {
+        for pvc in own {
             let name = member_name(&pvc);
             by_name.entry(name).or_default().1 = Some(pvc);
         }
@@ -468,8 +521,11 @@ fn launch_patch(launch: &MemberLaunch) -> Result<serde_json::Value, Error> {
 
 /// Exists, is not being deleted and has not ended (a Pod without a phase was just created).
 fn is_alive(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !is_terminating(pod) && matches!(phase, None | Some("Pending" | "Running"))
+    !is_terminating(pod) && matches!(phase(pod), None | Some("Pending" | "Running"))
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
 fn is_terminating<K: Resource>(object: &K) -> bool {
