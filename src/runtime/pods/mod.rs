@@ -23,6 +23,8 @@
 //!   with `retentionPolicy.whenDeleted: Delete`; by default they outlive the cluster,
 //!   labelled with its uid, and a later cluster of the same name lists them as
 //!   [`Error::RetainedClaims`] instead of adopting them. Removing a member deletes its PVC.
+//! - **Ended Pods**: a Pod in phase `Failed` or `Succeeded` (evicted, its node shut down)
+//!   is deleted and created again (on its PVC when it has one), never taken for running.
 //!
 //! # Assumptions
 //! One reconcile of a cluster at a time (kube-runtime's Controller guarantees it), so two
@@ -168,21 +170,54 @@ impl PodRuntime {
         Ok(())
     }
 
-    /// Creates the member's Pod; one that already exists is left alone.
+    /// Creates the member's Pod. A live one that exists is left alone; one that ended
+    /// (phase `Failed` or `Succeeded`: evicted, or its node shut down) is deleted and
+    /// created again, and one being deleted is waited for first (issue 9, items 3 and 4).
     async fn create_pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<(), Error> {
         let pod = self.objects.pod(launch, volume)?;
         let name = launch.name.clone();
-        match self.api::<Pod>().create(&post_params(), &pod).await {
-            Ok(_) => {
-                info!(cluster = %self.objects.cluster, member = name, version = %launch.version, "created pod");
-                Ok(())
+        let create = || async {
+            match self.api::<Pod>().create(&post_params(), &pod).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
+                Err(source) => Err(Error::CreatePod {
+                    name: name.clone(),
+                    source,
+                }),
             }
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
-                Ok(())
+        };
+        if !create().await? {
+            let existing =
+                self.api::<Pod>()
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::GetPod {
+                        name: name.clone(),
+                        source,
+                    })?;
+            match existing {
+                Some(existing) if is_alive(&existing) => {
+                    debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
+                    return Ok(());
+                }
+                Some(existing) => {
+                    info!(cluster = %self.objects.cluster, member = name, phase = phase(&existing).unwrap_or_default(), "replacing a pod that ended or is being deleted");
+                    self.delete_pod_and_wait(&existing).await?;
+                }
+                // Deleted in between.
+                None => {}
             }
-            Err(source) => Err(Error::CreatePod { name, source }),
+            if !create().await? {
+                // Created again by someone else in between: a later pass looks again.
+                return Err(Error::StillTerminating {
+                    kind: "pod",
+                    name,
+                    waited: self.delete_timeout,
+                });
+            }
         }
+        info!(cluster = %self.objects.cluster, member = name, version = %launch.version, "created pod");
+        Ok(())
     }
 
     /// Creates the member's PVC. One of this cluster that exists is left alone.
@@ -323,7 +358,8 @@ impl MemberRuntime for PodRuntime {
     }
 
     /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
-    /// A PVC of this cluster or a Pod that exists is left alone.
+    /// A PVC of this cluster or a live Pod that exists is left alone; a Pod that ended is
+    /// replaced.
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
         self.check(cluster)?;
         // Before any write: a bad flag must not leave a PVC behind.

@@ -417,6 +417,7 @@ async fn join_starts_an_existing_state_pod_on_an_empty_dir() {
 #[tokio::test]
 async fn existing_pvc_and_pod_are_left_alone() {
     let (rt, server) = runtime(pvc_spec());
+    let running = serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), "Running")).unwrap();
     let pvc = serde_json::to_value(
         rt.objects
             .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
@@ -439,6 +440,10 @@ async fn existing_pvc_and_pod_are_left_alone() {
         s.expect(Method::POST, "/api/v1/namespaces/db/pods")
             .await
             .fail(StatusCode::CONFLICT, "AlreadyExists");
+        // Live: left alone.
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
     });
     rt.create(
         &cluster_ref(),
@@ -447,6 +452,73 @@ async fn existing_pvc_and_pod_are_left_alone() {
     .await
     .unwrap();
     within_1s(server).await;
+}
+
+/// A pod that ended (evicted, or its node shut down) is deleted and created again on its
+/// PVC, instead of its create counting as done while it stays failed (issue 9, item 3).
+async fn an_ended_pod_is_deleted_and_created_again(phase: &'static str) {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = serde_json::to_value(
+        rt.objects
+            .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let ended = serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), phase)).unwrap();
+    let expected = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&pvc);
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&ended);
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&ended);
+        let gone = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0"),
+            "{}",
+            gone.query
+        );
+        gone.reply(&json!({
+            "apiVersion": "v1", "kind": "PodList",
+            "metadata": { "resourceVersion": "7" }, "items": [],
+        }));
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(pod.body, expected);
+        pod.echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_failed_pod_is_deleted_and_created_again() {
+    an_ended_pod_is_deleted_and_created_again("Failed").await;
+}
+
+#[tokio::test]
+async fn a_succeeded_pod_is_deleted_and_created_again() {
+    an_ended_pod_is_deleted_and_created_again("Succeeded").await;
 }
 
 #[tokio::test]
