@@ -23,6 +23,8 @@
 //!   with `retentionPolicy.whenDeleted: Delete`; by default they outlive the cluster,
 //!   labelled with its uid, and a later cluster of the same name lists them as
 //!   [`Error::RetainedClaims`] instead of adopting them. Removing a member deletes its PVC.
+//! - **Going away**: a Pod or PVC with a deletion timestamp is no member, and no
+//!   reservation: creating one of the same name waits for it to go.
 //! - **Ended Pods**: a Pod in phase `Failed` or `Succeeded` (evicted, its node shut down)
 //!   is deleted and created again (on its PVC when it has one), never taken for running.
 //!
@@ -220,7 +222,8 @@ impl PodRuntime {
         Ok(())
     }
 
-    /// Creates the member's PVC. One of this cluster that exists is left alone.
+    /// Creates the member's PVC. One of this cluster that exists is left alone; one being
+    /// deleted is waited for and created again.
     ///
     /// # Errors
     /// [`Error::RetainedClaims`] when the existing PVC was made by an earlier cluster of the
@@ -228,21 +231,38 @@ impl PodRuntime {
     async fn create_pvc(&self, pvc: &PersistentVolumeClaim) -> Result<(), Error> {
         let name = pvc.name_any();
         let api = self.api::<PersistentVolumeClaim>();
-        match api.create(&post_params(), pvc).await {
-            Ok(_) => {
-                info!(cluster = %self.objects.cluster, member = name, "created pvc");
-                return Ok(());
+        for _ in 0..2 {
+            match api.create(&post_params(), pvc).await {
+                Ok(_) => {
+                    info!(cluster = %self.objects.cluster, member = name, "created pvc");
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                Err(source) => return Err(Error::CreatePvc { name, source }),
             }
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-            Err(source) => return Err(Error::CreatePvc { name, source }),
+            let Some(existing) = self.get_pvc(&name).await? else {
+                continue;
+            };
+            if is_terminating(&existing) {
+                // Ours or an earlier cluster's: it is going away either way (issue 9, item 4).
+                info!(cluster = %self.objects.cluster, member = name, "waiting for the pvc being deleted");
+                self.wait_deleted::<PersistentVolumeClaim>("pvc", &name, &existing)
+                    .await?;
+                continue;
+            }
+            if !self.objects.is_own_pvc(&existing) {
+                return Err(Error::RetainedClaims {
+                    cluster: self.objects.cluster.clone(),
+                    claims: vec![name],
+                });
+            }
+            return Ok(());
         }
-        match self.get_pvc(&name).await? {
-            Some(existing) if !self.objects.is_own_pvc(&existing) => Err(Error::RetainedClaims {
-                cluster: self.objects.cluster.clone(),
-                claims: vec![name],
-            }),
-            _ => Ok(()),
-        }
+        Err(Error::StillTerminating {
+            kind: "pvc",
+            name,
+            waited: self.delete_timeout,
+        })
     }
 
     /// Deletes `pod` and waits until it is gone, so its name is free again.
@@ -359,7 +379,7 @@ impl MemberRuntime for PodRuntime {
 
     /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
     /// A PVC of this cluster or a live Pod that exists is left alone; a Pod that ended is
-    /// replaced.
+    /// replaced; objects being deleted are waited for.
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
         self.check(cluster)?;
         // Before any write: a bad flag must not leave a PVC behind.
@@ -455,6 +475,9 @@ impl MemberRuntime for PodRuntime {
 
     /// Members from the cluster's Pods and PVCs, by name. A live Pod is running; a PVC, or
     /// a live Pod on an emptyDir, holds data; a PVC without a Pod is a stopped member.
+    /// Objects being deleted are going away, not members: a Pod being deleted counts only
+    /// through its PVC (a stopped member), so a removed member's name is never taken for a
+    /// reservation and added again (issue 9, item 4).
     ///
     /// # Errors
     /// [`Error::RetainedClaims`] when PVCs of an earlier cluster of the same name exist:
@@ -490,7 +513,7 @@ impl MemberRuntime for PodRuntime {
         }
         let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
             BTreeMap::new();
-        for pod in pods {
+        for pod in pods.into_iter().filter(|p| !is_terminating(p)) {
             let name = member_name(&pod);
             by_name.entry(name).or_default().0 = Some(pod);
         }

@@ -964,6 +964,120 @@ async fn a_member_is_never_created_on_a_pvc_of_an_earlier_cluster() {
 }
 
 #[tokio::test]
+async fn objects_being_deleted_are_going_away_not_members() {
+    let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    let terminating = |mut pod: Pod| {
+        pod.metadata.deletion_timestamp = Some(crate::api::condition::now());
+        pod
+    };
+    // 0: removed a moment ago, Pod still terminating, PVC gone (deleted first by the API
+    // server once unused). 1: its Pod is being deleted but its PVC stays: a stopped member.
+    let pod0 = terminating(with_uid_and_phase(
+        rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(),
+        "Running",
+    ));
+    let pod1 = terminating(with_uid_and_phase(
+        rt.objects.pod(&new(1), DataVolume::Pvc).unwrap(),
+        "Running",
+    ));
+    let mut pvc0 = rt.objects.pvc(&new(0)).unwrap().unwrap();
+    pvc0.metadata.deletion_timestamp = Some(crate::api::condition::now());
+    let pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                "items": [pod0, pod1],
+            }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pvc0, pvc1],
+            }));
+    });
+    let members = rt.list(&cluster_ref()).await.unwrap();
+    within_1s(server).await;
+    let summary: Vec<(&str, bool, bool)> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.running, m.has_data))
+        .collect();
+    // example-0 is no reservation to be added again under its name.
+    assert_eq!(summary, [("example-1", false, true)]);
+}
+
+#[tokio::test]
+async fn a_member_is_created_only_once_its_objects_being_deleted_are_gone() {
+    let (rt, server) = runtime(pvc_spec());
+    // Left by an earlier cluster of the name, and being deleted: waited for, not refused.
+    let mut old_pvc = retained_pvc(&rt);
+    old_pvc["metadata"]["uid"] = json!("old-pvc");
+    old_pvc["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let mut old_pod =
+        serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), "Running")).unwrap();
+    old_pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let empty = |kind: &str| {
+        json!({
+            "apiVersion": "v1", "kind": kind,
+            "metadata": { "resourceVersion": "7" }, "items": [],
+        })
+    };
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&old_pvc);
+        let gone = s
+            .expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0")
+        );
+        gone.reply(&empty("PersistentVolumeClaimList"));
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert_eq!(
+            pvc.body["metadata"]["labels"]["etcd.operator.dev/cluster-uid"],
+            "uid-1"
+        );
+        pvc.echo();
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&old_pod);
+        // Already being deleted: no second DELETE, only the wait.
+        let gone = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0")
+        );
+        gone.reply(&empty("PodList"));
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
 async fn stop_all_deletes_the_pods_and_keeps_the_pvcs() {
     let (rt, server) = runtime(pvc_spec());
     let new = |o| launch(o, InitialClusterState::New, &[0, 1]);
