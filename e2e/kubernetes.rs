@@ -1,6 +1,9 @@
 //! The operator on a real Kubernetes cluster: install it from this repository's packaging,
-//! then create a cluster of 3, evict members through the PDB, scale it to 5 and back, delete
-//! a member Pod, upgrade it (3.4 -> 3.5) and pause it, each in its own namespace, waiting on conditions with deadlines.
+//! then create a cluster of 3 (on the default storage, a PVC per member), delete it and see
+//! its PVCs kept and not adopted, evict members through the PDB, scale it to 5 and back,
+//! delete a member Pod (emptyDir: replaced; PVC: back as the same member), upgrade it
+//! (3.4 -> 3.5) and pause it, each in its own namespace, waiting on conditions with
+//! deadlines.
 //!
 //! Without `KUBECONFIG` it prints `skipped: KUBECONFIG is not set` and passes, so CI needs
 //! no cluster. `OPERATOR_IMAGE` is the operator image to deploy (and checked to be the one
@@ -16,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_operator::api::cluster::{ClusterPhase, PvcStorage, StorageSpec};
+use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, StorageSpec};
 use etcd_operator::api::{EtcdCluster, EtcdClusterSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
@@ -47,12 +50,13 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 7] = [
+    let scenarios: [(&str, ScenarioFn); 8] = [
         ("create-three", create_three),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
         ("scale", scale_to_five_and_back),
         ("delete-pod", deleted_pod_is_replaced),
+        ("delete-pod-pvc", deleted_pod_comes_back_on_its_pvc),
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
     ];
@@ -177,7 +181,7 @@ fn deleting_the_cluster_keeps_its_pvcs(client: Client, ns: String) -> Scenario {
 /// eviction succeeds, and a second one while the first member is down is refused (429).
 fn one_eviction_at_a_time(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
-        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
         wait_for("the PDB to allow one disruption", || async {
@@ -242,7 +246,7 @@ fn scale_to_five_and_back(client: Client, ns: String) -> Scenario {
 
 fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
-        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         let pods = member_pods(&client, &ns).await;
         etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
@@ -259,6 +263,54 @@ fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
     })
 }
 
+/// The default storage (a PVC per member): a deleted member Pod is recreated on its PVC as
+/// the same member (same name and etcd id) with its keys.
+fn deleted_pod_comes_back_on_its_pvc(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        assert_eq!(
+            member_pvcs(&client, &ns).await.len(),
+            3,
+            "one PVC per member"
+        );
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let victim = pods[1].clone();
+        let id_before = member_id(&clusters, &victim.name_any()).await;
+        let started = Instant::now();
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(&victim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for(&format!("a new pod {}", victim.name_any()), || async {
+            member_pods(&client, &ns)
+                .await
+                .iter()
+                .any(|p| p.name_any() == victim.name_any() && p.uid() != victim.uid())
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "delete-pod-pvc: healthy again {:.1}s after the deletion",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            member_id(&clusters, &victim.name_any()).await,
+            id_before,
+            "the same member came back"
+        );
+        assert!(
+            etcdctl(
+                &ns,
+                &victim.name_any(),
+                &["get", "e2e", "--print-value-only"]
+            )
+            .contains("kept")
+        );
+    })
+}
+
 fn upgrade_patches_images_in_place(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
         let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
@@ -271,7 +323,7 @@ fn upgrade_patches_images_in_place(client: Client, ns: String) -> Scenario {
         for pod in &after {
             assert_eq!(image_of(pod), format!("gcr.io/etcd-development/etcd:v{TO}"));
         }
-        // The same Pods (same uids): the image was patched, the emptyDir data kept.
+        // The same Pods (same uids): the image was patched in place, the data kept.
         let uids = |pods: &[Pod]| {
             let mut u: Vec<String> = pods.iter().filter_map(|p| p.uid()).collect();
             u.sort();
@@ -510,6 +562,22 @@ async fn member_pvcs(client: &Client, ns: &str) -> Vec<PersistentVolumeClaim> {
         .items;
     list.sort_by_key(ResourceExt::name_any);
     list
+}
+
+/// `size` members at `version` on emptyDir: a lost Pod is a lost member.
+fn empty_dir_spec(size: i32, version: &str) -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(size, version);
+    spec.storage = Some(StorageSpec {
+        empty_dir: Some(EmptyDirStorage::default()),
+        pvc: None,
+    });
+    spec
+}
+
+/// The etcd id the status gives member `name`.
+async fn member_id(clusters: &Api<EtcdCluster>, name: &str) -> Option<String> {
+    let c = clusters.get(CLUSTER).await.ok()?;
+    c.status?.members.into_iter().find(|m| m.name == name)?.id
 }
 
 /// `size` members at `version`, each on a 1Gi PVC of the default StorageClass.

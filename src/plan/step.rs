@@ -139,6 +139,9 @@ pub enum BlockReason {
     /// hold the member names this one would use; their data is never adopted or
     /// bootstrapped over. Not a planner decision: the runtime finds them while observing.
     RetainedVolumes { claims: Vec<String> },
+    /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
+    /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
+    NoStorageClass { claims: Vec<String> },
 }
 
 impl Step {
@@ -276,6 +279,11 @@ impl fmt::Display for BlockReason {
             BlockReason::RetainedVolumes { claims } => write!(
                 f,
                 "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",
+                claims.join(", ")
+            ),
+            BlockReason::NoStorageClass { claims } => write!(
+                f,
+                "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",
                 claims.join(", ")
             ),
         }

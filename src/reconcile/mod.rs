@@ -176,6 +176,13 @@ pub async fn reconcile_once<R: MemberRuntime>(
                 refusal = Some(BlockReason::RetainedVolumes { claims });
                 nothing()
             }
+            // Only the user can give the PVCs a class.
+            Err(Error::ListMembers {
+                source: runtime::Error::NoStorageClass { claims, .. },
+            }) => {
+                refusal = Some(BlockReason::NoStorageClass { claims });
+                nothing()
+            }
             Err(e) => return Err(e),
         }
     } else {

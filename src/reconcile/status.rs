@@ -197,6 +197,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::UpgradeStalled { .. } => "UpgradeStalled",
         BlockReason::InvalidSpec { .. } => "InvalidSpec",
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
+        BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
     }
 }
 

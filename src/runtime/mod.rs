@@ -287,6 +287,13 @@ pub enum Error {
         cluster: ClusterRef,
         claims: Vec<String>,
     },
+    #[error(
+        "pvcs {claims:?} of cluster {cluster} have no StorageClass and stay pending: the Kubernetes cluster has no default StorageClass"
+    )]
+    NoStorageClass {
+        cluster: ClusterRef,
+        claims: Vec<String>,
+    },
     #[error("{kind} {name} is still being deleted {waited:?} later")]
     StillTerminating {
         kind: &'static str,

@@ -1,6 +1,6 @@
 //! [`PodRuntime`]: the members of one `EtcdCluster` as Pods, with a headless Service for
-//! their DNS names, a client Service, a PodDisruptionBudget and, with `storage.pvc`, one
-//! PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
+//! their DNS names, a client Service, a PodDisruptionBudget and, unless the spec asks for
+//! `storage.emptyDir`, one PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
 //! deciding what to do are the admin layer's and the planner's jobs.
 //!
 //! # Decisions
@@ -377,7 +377,8 @@ impl MemberRuntime for PodRuntime {
         Ok(self.objects.address(name))
     }
 
-    /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
+    /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the
+    /// Pod.
     /// A PVC of this cluster or a live Pod that exists is left alone; a Pod that ended is
     /// replaced; objects being deleted are waited for.
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
@@ -482,6 +483,8 @@ impl MemberRuntime for PodRuntime {
     /// # Errors
     /// [`Error::RetainedClaims`] when PVCs of an earlier cluster of the same name exist:
     /// this cluster would otherwise start on their data or bootstrap over their names.
+    /// [`Error::NoStorageClass`] when a PVC created without a class is pending and still
+    /// has none: the Kubernetes cluster has no default StorageClass.
     async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
         self.check(cluster)?;
         let params = ListParams::default().labels(&self.objects.selector());
@@ -509,6 +512,19 @@ impl MemberRuntime for PodRuntime {
             return Err(Error::RetainedClaims {
                 cluster: cluster.clone(),
                 claims: retained.iter().map(ResourceExt::name_any).collect(),
+            });
+        }
+        // The DefaultStorageClass admission plugin fills in the class of a PVC created
+        // without one; a pending PVC still without one will never be provisioned.
+        let classless: Vec<String> = own
+            .iter()
+            .filter(|p| is_classless_and_pending(p))
+            .map(ResourceExt::name_any)
+            .collect();
+        if !classless.is_empty() {
+            return Err(Error::NoStorageClass {
+                cluster: cluster.clone(),
+                claims: classless,
             });
         }
         let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
@@ -585,6 +601,16 @@ fn is_alive(pod: &Pod) -> bool {
 
 fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// Pending without a StorageClass: no default class was there to fill it in.
+fn is_classless_and_pending(pvc: &PersistentVolumeClaim) -> bool {
+    let class = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    class.is_none() && phase == Some("Pending")
 }
 
 fn is_terminating<K: Resource>(object: &K) -> bool {

@@ -86,9 +86,9 @@ impl Objects {
         }
     }
 
-    /// Where new members keep their data, as the spec says (emptyDir when unset).
+    /// Where new members keep their data, as the spec says (a PVC when unset).
     pub fn spec_volume(&self) -> DataVolume {
-        match self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) {
+        match self.spec.pvc_storage() {
             Some(_) => DataVolume::Pvc,
             None => DataVolume::EmptyDir,
         }
@@ -154,7 +154,7 @@ impl Objects {
     }
 
     /// The member's data PVC, carrying its launch so a lost Pod can be recreated; `None`
-    /// unless the spec asks for `storage.pvc`.
+    /// when the spec asks for `storage.emptyDir`.
     ///
     /// It is labelled with the cluster's uid ([`LABEL_CLUSTER_UID`]). The cluster owns it
     /// only with `retentionPolicy.whenDeleted: Delete`: an owner reference is what makes the
@@ -163,7 +163,7 @@ impl Objects {
     /// # Errors
     /// [`Error::EncodeLaunch`].
     pub fn pvc(&self, launch: &MemberLaunch) -> Result<Option<PersistentVolumeClaim>, Error> {
-        let Some(pvc) = self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) else {
+        let Some(pvc) = self.spec.pvc_storage() else {
             return Ok(None);
         };
         let mut labels = self.member_labels(launch);

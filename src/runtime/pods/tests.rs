@@ -368,6 +368,72 @@ async fn bootstrap_applies_services_and_pdb_then_creates_pvc_and_pod() {
 }
 
 #[tokio::test]
+async fn without_storage_each_member_gets_an_8gi_pvc_of_the_default_class() {
+    let (rt, server) = runtime(EtcdClusterSpec::new(3, "3.5.16"));
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        // No storageClassName: the cluster's default class fills it in.
+        assert_eq!(
+            pvc.body["spec"],
+            json!({
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": "8Gi" } },
+            })
+        );
+        assert_eq!(pvc.body["metadata"]["ownerReferences"], json!(null));
+        pvc.echo();
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            pod.body["spec"]["volumes"],
+            json!([{ "name": "data", "persistentVolumeClaim": { "claimName": "example-0" } }])
+        );
+        pod.echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_pending_pvc_without_a_class_means_no_default_storage_class() {
+    let (rt, server) = runtime(EtcdClusterSpec::new(3, "3.5.16"));
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    let mut pending = rt.objects.pvc(&new(0)).unwrap().unwrap();
+    pending.status = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimStatus {
+        phase: Some("Pending".into()),
+        ..Default::default()
+    });
+    // Filled in by the DefaultStorageClass admission plugin: fine, even while pending.
+    let mut classed = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    classed.spec.as_mut().unwrap().storage_class_name = Some("standard".into());
+    classed.status = pending.status.clone();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [] }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pending, classed],
+            }));
+    });
+    let err = rt.list(&cluster_ref()).await.unwrap_err();
+    within_1s(server).await;
+    assert!(
+        matches!(&err, Error::NoStorageClass { claims, .. } if claims == &["example-0"]),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn join_starts_an_existing_state_pod_on_an_empty_dir() {
     let mut spec = memory_spec();
     spec.etcd = Some(crate::api::cluster::EtcdOptions {

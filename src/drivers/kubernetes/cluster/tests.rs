@@ -66,7 +66,8 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
             .await
             .reply(&empty_list("PersistentVolumeClaimList"));
-        // Services and PDB once per pass, then one Pod per member, all with one token.
+        // Services and PDB once per pass, then one PVC (the default storage) and one Pod
+        // per member, all with one token.
         for path in [
             "/api/v1/namespaces/db/services/example",
             "/api/v1/namespaces/db/services/example-client",
@@ -78,6 +79,15 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         }
         let mut tokens = Vec::new();
         for ordinal in 0..3 {
+            let pvc = s
+                .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+                .await;
+            assert_eq!(pvc.body["metadata"]["name"], format!("example-{ordinal}"));
+            assert_eq!(
+                pvc.body["spec"]["resources"]["requests"]["storage"],
+                "8Gi"
+            );
+            pvc.echo();
             let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
             assert_eq!(pod.body["metadata"]["name"], format!("example-{ordinal}"));
             let args: Vec<String> =
