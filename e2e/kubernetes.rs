@@ -20,9 +20,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, StorageSpec};
-use etcd_operator::api::{EtcdCluster, EtcdClusterSpec};
+use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -50,7 +50,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 8] = [
+    let scenarios: [(&str, ScenarioFn); 9] = [
         ("create-three", create_three),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -59,6 +59,7 @@ async fn kubernetes_scenarios() {
         ("delete-pod-pvc", deleted_pod_comes_back_on_its_pvc),
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
+        ("restore-image", restore_runs_the_operators_own_image),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -364,6 +365,90 @@ fn paused_cluster_takes_no_step(client: Client, ns: String) -> Scenario {
         }
         apply_cluster(&client, &ns, EtcdClusterSpec::new(5, FROM)).await;
         wait_running(&clusters, 5, FROM).await;
+    })
+}
+
+/// The operator was installed and then moved to `OPERATOR_IMAGE` with `kubectl set image`
+/// (the documented way): a restore's init containers run that image, read from the
+/// operator's own Pod, not a stale one. The snapshot's S3 server does not exist, so the
+/// restore then reports why it cannot download instead of "Downloading" for ever.
+fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let Ok(image) = std::env::var("OPERATOR_IMAGE") else {
+            println!("restore-image: skipped, OPERATOR_IMAGE is not set");
+            return;
+        };
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "s3" },
+            "stringData": { "accessKeyId": "e2e", "secretAccessKey": "e2e-secret" },
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": "from-nowhere" },
+            "spec": {
+                "source": { "s3": {
+                    "bucket": "none",
+                    "key": "snapshots/e2e-rev1.db",
+                    "endpoint": "http://10.244.0.1:1",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+                "cluster": { "name": CLUSTER, "spec": { "size": 1, "version": TO } },
+            },
+        }))
+        .unwrap();
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        wait_for("the restored member pod", || async {
+            !member_pods(&client, &ns).await.is_empty()
+        })
+        .await;
+        let pod = &member_pods(&client, &ns).await[0];
+        let fetch = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == "restore-fetch"))
+            .and_then(|c| c.image.clone());
+        assert_eq!(
+            fetch.as_deref(),
+            Some(image.as_str()),
+            "restore-fetch image"
+        );
+        wait_for("the restore to say why it cannot download", || async {
+            restores
+                .get_opt("from-nowhere")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Failed" && c.status == "True")
+                })
+        })
+        .await;
+        let status = restores.get("from-nowhere").await.unwrap().status.unwrap();
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .unwrap();
+        println!(
+            "restore-image: {:?}, Failed: {} ({})",
+            status.phase, failed.reason, failed.message
+        );
     })
 }
 

@@ -277,7 +277,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error(
-        "cluster {cluster} is restored from a snapshot, but the operator image is unknown (set OPERATOR_IMAGE)"
+        "cluster {cluster} is restored from a snapshot, but the operator image is unknown (its own pod could not be read: set OPERATOR_IMAGE)"
     )]
     MissingOperatorImage { cluster: ClusterRef },
     #[error(
