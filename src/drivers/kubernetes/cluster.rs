@@ -5,7 +5,8 @@
 //! ([`super::backup`], [`super::restore`]), under the same leader election.
 //!
 //! # Flow
-//! 1. EtcdClusters (one namespace or all) are watched, and so are the Pods, PVCs, Services
+//! 1. EtcdClusters (one namespace or all) are watched for new generations only (so the
+//!    controller's own status writes do not trigger it), and so are the Pods, PVCs, Services
 //!    and PDBs of their members (PVCs by label, the rest by owner) (only those labelled `app.kubernetes.io/managed-by=etcd-operator`),
 //!    so a member Pod's death reconciles its cluster at once.
 //! 2. [`reconcile`]: observe → plan → execute → status ([`reconcile_once`]), then the
@@ -44,8 +45,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, instrument, warn};
@@ -282,7 +283,15 @@ pub fn controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
-    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+    // Only spec changes (a new generation) of the EtcdClusters themselves: our own status
+    // writes must not wake the controller (issue 9, item 2); waits come back by requeue.
+    let (reader, writer) = reflector::store();
+    let clusters = watcher(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(clusters, reader)
         .owns(api::<Pod>(&client, ns), owned.clone())
         // Retained PVCs have no owner: they are mapped to their cluster by label.
         .watches(
