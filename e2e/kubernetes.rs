@@ -1,6 +1,9 @@
 //! The operator on a real Kubernetes cluster: install it from this repository's packaging,
-//! then create a cluster of 3, evict members through the PDB, scale it to 5 and back, delete
-//! a member Pod, upgrade it (3.4 -> 3.5) and pause it, each in its own namespace, waiting on conditions with deadlines.
+//! then create a cluster of 3 (on the default storage, a PVC per member), delete it and see
+//! its PVCs kept and not adopted, evict members through the PDB, scale it to 5 and back,
+//! delete a member Pod (emptyDir: replaced; PVC: back as the same member), upgrade it
+//! (3.4 -> 3.5) and pause it, each in its own namespace, waiting on conditions with
+//! deadlines.
 //!
 //! Without `KUBECONFIG` it prints `skipped: KUBECONFIG is not set` and passes, so CI needs
 //! no cluster. `OPERATOR_IMAGE` is the operator image to deploy (and checked to be the one
@@ -16,9 +19,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, cluster::ClusterPhase};
+use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, StorageSpec};
+use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -46,15 +50,25 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 6] = [
+    let scenarios: [(&str, ScenarioFn); 10] = [
         ("create-three", create_three),
+        ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
+        ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
         ("scale", scale_to_five_and_back),
         ("delete-pod", deleted_pod_is_replaced),
+        ("delete-pod-pvc", deleted_pod_comes_back_on_its_pvc),
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
+        ("restore-image", restore_runs_the_operators_own_image),
     ];
-    for (name, scenario) in scenarios {
+    // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
+    let only = std::env::var("E2E_SCENARIOS").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == name))
+    };
+    for (name, scenario) in scenarios.into_iter().filter(|(n, _)| wanted(n)) {
         let ns = format!("e2e-{name}");
         println!("scenario {name} in namespace {ns}");
         create_namespace(&client, &ns).await;
@@ -105,11 +119,135 @@ fn create_three(client: Client, ns: String) -> Scenario {
     })
 }
 
+/// An idle 3-member cluster is looked at by requeue only (every 30 s): its unchanged status
+/// is not written, and writes would not wake the controller. Prints the passes and the API
+/// requests they make per minute (each idle pass lists the cluster's Pods and PVCs).
+fn an_idle_cluster_is_reconciled_by_requeue_only(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        // Let the last steps' own requeues and the members' readiness changes pass.
+        let settle = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < settle {
+            tokio::time::sleep(POLL).await;
+        }
+        let rv = |c: EtcdCluster| c.resource_version().unwrap_or_default();
+        let before = reconciles();
+        let rv_before = rv(clusters.get(CLUSTER).await.unwrap());
+        let window = Duration::from_secs(60);
+        let until = Instant::now() + window;
+        while Instant::now() < until {
+            tokio::time::sleep(POLL).await;
+        }
+        let passes = reconciles() - before;
+        let rv_after = rv(clusters.get(CLUSTER).await.unwrap());
+        println!(
+            "idle-rate: {passes:.0} reconcile passes in 60 s (all clusters), about {:.0} API requests per minute for them (2 lists per pass; no status write: resourceVersion {}); lease renewals not counted",
+            passes * 2.0,
+            if rv_before == rv_after {
+                "unchanged"
+            } else {
+                "CHANGED"
+            }
+        );
+        assert_eq!(
+            rv_before, rv_after,
+            "an idle cluster's status was rewritten"
+        );
+    })
+}
+
+/// `etcd_operator_reconciles_total` of the running operator, through the API server's
+/// proxy to its metrics port.
+fn reconciles() -> f64 {
+    let pod = run(Command::new("kubectl").args([
+        "-n",
+        OPERATOR_NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=etcd-operator",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]));
+    let metrics = run(Command::new("kubectl").args([
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{OPERATOR_NS}/pods/{pod}:8080/proxy/metrics"),
+    ]));
+    metrics
+        .lines()
+        .find(|l| l.starts_with("etcd_operator_reconciles_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("etcd_operator_reconciles_total")
+}
+
+/// With the default `retentionPolicy` (Retain), deleting the EtcdCluster keeps its PVCs,
+/// unowned and labelled; a new cluster of the same name refuses them (RetainedVolumesFound)
+/// and starts no member until they are deleted.
+fn deleting_the_cluster_keeps_its_pvcs(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let old_uid = clusters.get(CLUSTER).await.unwrap().uid().unwrap();
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        clusters
+            .delete(CLUSTER, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for("the cluster and its pods to be gone", || async {
+            clusters.get_opt(CLUSTER).await.ok().flatten().is_none()
+                && member_pods(&client, &ns).await.is_empty()
+        })
+        .await;
+        let pvcs = member_pvcs(&client, &ns).await;
+        assert_eq!(pvcs.len(), 3, "the PVCs outlive their cluster");
+        for pvc in &pvcs {
+            assert!(pvc.metadata.deletion_timestamp.is_none());
+            assert!(pvc.owner_references().is_empty(), "{pvc:?}");
+            assert_eq!(
+                pvc.labels().get("etcd.operator.dev/cluster-uid"),
+                Some(&old_uid)
+            );
+        }
+        // A new cluster of the same name: refused, visibly, and nothing started.
+        apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_for("Degraded with RetainedVolumesFound", || async {
+            clusters
+                .get_opt(CLUSTER)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Degraded" && c.reason == "RetainedVolumesFound")
+                })
+        })
+        .await;
+        assert!(
+            member_pods(&client, &ns).await.is_empty(),
+            "a member started"
+        );
+        // Deleting them (the user's explicit action) lets the new cluster start afresh.
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        for pvc in &pvcs {
+            api.delete(&pvc.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_running(&clusters, 3, FROM).await;
+    })
+}
+
 /// The PDB allows exactly the evictions that keep quorum: with 3 healthy members one
 /// eviction succeeds, and a second one while the first member is down is refused (429).
 fn one_eviction_at_a_time(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
-        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
         wait_for("the PDB to allow one disruption", || async {
@@ -174,7 +312,7 @@ fn scale_to_five_and_back(client: Client, ns: String) -> Scenario {
 
 fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
-        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         let pods = member_pods(&client, &ns).await;
         etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
@@ -191,6 +329,54 @@ fn deleted_pod_is_replaced(client: Client, ns: String) -> Scenario {
     })
 }
 
+/// The default storage (a PVC per member): a deleted member Pod is recreated on its PVC as
+/// the same member (same name and etcd id) with its keys.
+fn deleted_pod_comes_back_on_its_pvc(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        assert_eq!(
+            member_pvcs(&client, &ns).await.len(),
+            3,
+            "one PVC per member"
+        );
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let victim = pods[1].clone();
+        let id_before = member_id(&clusters, &victim.name_any()).await;
+        let started = Instant::now();
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(&victim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for(&format!("a new pod {}", victim.name_any()), || async {
+            member_pods(&client, &ns)
+                .await
+                .iter()
+                .any(|p| p.name_any() == victim.name_any() && p.uid() != victim.uid())
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "delete-pod-pvc: healthy again {:.1}s after the deletion",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            member_id(&clusters, &victim.name_any()).await,
+            id_before,
+            "the same member came back"
+        );
+        assert!(
+            etcdctl(
+                &ns,
+                &victim.name_any(),
+                &["get", "e2e", "--print-value-only"]
+            )
+            .contains("kept")
+        );
+    })
+}
+
 fn upgrade_patches_images_in_place(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
         let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
@@ -203,7 +389,7 @@ fn upgrade_patches_images_in_place(client: Client, ns: String) -> Scenario {
         for pod in &after {
             assert_eq!(image_of(pod), format!("gcr.io/etcd-development/etcd:v{TO}"));
         }
-        // The same Pods (same uids): the image was patched, the emptyDir data kept.
+        // The same Pods (same uids): the image was patched in place, the data kept.
         let uids = |pods: &[Pod]| {
             let mut u: Vec<String> = pods.iter().filter_map(|p| p.uid()).collect();
             u.sort();
@@ -244,6 +430,90 @@ fn paused_cluster_takes_no_step(client: Client, ns: String) -> Scenario {
         }
         apply_cluster(&client, &ns, EtcdClusterSpec::new(5, FROM)).await;
         wait_running(&clusters, 5, FROM).await;
+    })
+}
+
+/// The operator was installed and then moved to `OPERATOR_IMAGE` with `kubectl set image`
+/// (the documented way): a restore's init containers run that image, read from the
+/// operator's own Pod, not a stale one. The snapshot's S3 server does not exist, so the
+/// restore then reports why it cannot download instead of "Downloading" for ever.
+fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let Ok(image) = std::env::var("OPERATOR_IMAGE") else {
+            println!("restore-image: skipped, OPERATOR_IMAGE is not set");
+            return;
+        };
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "s3" },
+            "stringData": { "accessKeyId": "e2e", "secretAccessKey": "e2e-secret" },
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": "from-nowhere" },
+            "spec": {
+                "source": { "s3": {
+                    "bucket": "none",
+                    "key": "snapshots/e2e-rev1.db",
+                    "endpoint": "http://10.244.0.1:1",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+                "cluster": { "name": CLUSTER, "spec": { "size": 1, "version": TO } },
+            },
+        }))
+        .unwrap();
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        wait_for("the restored member pod", || async {
+            !member_pods(&client, &ns).await.is_empty()
+        })
+        .await;
+        let pod = &member_pods(&client, &ns).await[0];
+        let fetch = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .and_then(|c| c.iter().find(|c| c.name == "restore-fetch"))
+            .and_then(|c| c.image.clone());
+        assert_eq!(
+            fetch.as_deref(),
+            Some(image.as_str()),
+            "restore-fetch image"
+        );
+        wait_for("the restore to say why it cannot download", || async {
+            restores
+                .get_opt("from-nowhere")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Failed" && c.status == "True")
+                })
+        })
+        .await;
+        let status = restores.get("from-nowhere").await.unwrap().status.unwrap();
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .unwrap();
+        println!(
+            "restore-image: {:?}, Failed: {} ({})",
+            status.phase, failed.reason, failed.message
+        );
     })
 }
 
@@ -430,6 +700,48 @@ async fn member_pods(client: &Client, ns: &str) -> Vec<Pod> {
         .collect();
     list.sort_by_key(ResourceExt::name_any);
     list
+}
+
+/// The cluster's PVCs, by name.
+async fn member_pvcs(client: &Client, ns: &str) -> Vec<PersistentVolumeClaim> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let mut list = api
+        .list(&ListParams::default().labels(&format!("etcd.operator.dev/cluster={CLUSTER}")))
+        .await
+        .expect("listing member pvcs")
+        .items;
+    list.sort_by_key(ResourceExt::name_any);
+    list
+}
+
+/// `size` members at `version` on emptyDir: a lost Pod is a lost member.
+fn empty_dir_spec(size: i32, version: &str) -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(size, version);
+    spec.storage = Some(StorageSpec {
+        empty_dir: Some(EmptyDirStorage::default()),
+        pvc: None,
+    });
+    spec
+}
+
+/// The etcd id the status gives member `name`.
+async fn member_id(clusters: &Api<EtcdCluster>, name: &str) -> Option<String> {
+    let c = clusters.get(CLUSTER).await.ok()?;
+    c.status?.members.into_iter().find(|m| m.name == name)?.id
+}
+
+/// `size` members at `version`, each on a 1Gi PVC of the default StorageClass.
+fn pvc_spec(size: i32, version: &str) -> EtcdClusterSpec {
+    let mut spec = EtcdClusterSpec::new(size, version);
+    spec.storage = Some(StorageSpec {
+        empty_dir: None,
+        pvc: Some(PvcStorage {
+            storage_class_name: None,
+            size: "1Gi".into(),
+            retention_policy: None,
+        }),
+    });
+    spec
 }
 
 fn image_of(pod: &Pod) -> String {

@@ -69,7 +69,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub upgrade_health_deadline: Duration,
     /// This operator's image, run by the init containers that restore a snapshot into a new
-    /// cluster's members. Restores fail without it.
+    /// cluster's members, when the operator does not run in a Pod it can read. In a Pod
+    /// (`POD_NAMESPACE` and `POD_NAME` set) the Pod's own `operator` container image is
+    /// used, so `kubectl set image` keeps restores working.
     #[arg(long, env = "OPERATOR_IMAGE")]
     pub operator_image: Option<String>,
 }

@@ -129,11 +129,22 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
             },
             identity,
             operator_image: args.operator_image,
+            self_pod: self_pod(),
         };
         kubernetes::run(opts, termination())
             .await
             .context("kubernetes controller")
     })
+}
+
+/// The Pod this process runs in, when the Downward API names it (`POD_NAMESPACE`,
+/// `POD_NAME`, as the manifests and the chart set them).
+fn self_pod() -> Option<etcd_operator::drivers::kubernetes::SelfPod> {
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let name = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty())?;
+    Some(etcd_operator::drivers::kubernetes::SelfPod { namespace, name })
 }
 
 /// `etcd-operator restore-fetch`: stage the snapshot for a restored member.

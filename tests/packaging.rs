@@ -649,14 +649,22 @@ fn deployment_is_hardened_probed_and_knows_its_namespace() {
         pod_namespace["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
-    // Restored members' init containers run the operator's own image.
-    let operator_image = container["env"]
-        .as_array()
-        .unwrap()
+    // Restored members' init containers run the operator's own image, read from its own
+    // Pod: no OPERATOR_IMAGE to go stale after `kubectl set image`.
+    let env = container["env"].as_array().unwrap();
+    let pod_name = env
         .iter()
-        .find(|e| e["name"] == "OPERATOR_IMAGE")
-        .expect("OPERATOR_IMAGE");
-    assert_eq!(operator_image["value"], container["image"]);
+        .find(|e| e["name"] == "POD_NAME")
+        .expect("POD_NAME");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        env.iter().all(|e| e["name"] != "OPERATOR_IMAGE"),
+        "OPERATOR_IMAGE goes stale after kubectl set image"
+    );
+    assert_eq!(container["name"], "operator");
 }
 
 #[test]

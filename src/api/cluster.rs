@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 /// Default image repository for members on Kubernetes (the official etcd image).
 pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
 
+/// The size of each member's PVC when the spec sets no `storage`.
+pub const DEFAULT_PVC_SIZE: &str = "8Gi";
+
 /// The desired state of one etcd cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -54,7 +57,8 @@ pub struct EtcdClusterSpec {
     /// Image repository of members on Kubernetes; the image is `<repository>:v<version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
-    /// Where members keep their data; an `emptyDir` when absent.
+    /// Where members keep their data. When absent, a PVC of 8Gi per member on the cluster's
+    /// default StorageClass; data that dies with its Pod (`emptyDir`) only when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
     /// CPU and memory of each member.
@@ -108,6 +112,40 @@ pub struct PvcStorage {
     pub storage_class_name: Option<String>,
     /// Requested size, e.g. `10Gi`.
     pub size: String,
+    /// What happens to the PVCs when the EtcdCluster is deleted; `Retain` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<PvcRetentionPolicy>,
+}
+
+impl PvcStorage {
+    /// `retentionPolicy.whenDeleted`, `Retain` when unset.
+    pub fn when_deleted(&self) -> RetentionPolicyType {
+        self.retention_policy
+            .as_ref()
+            .map(|p| p.when_deleted)
+            .unwrap_or_default()
+    }
+}
+
+/// The PVCs' fate when their EtcdCluster is deleted, in the shape of a StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy`. Removing a member (scale-down, replacement)
+/// always deletes its PVC: that is the operation asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// `Retain` (default): the PVCs stay, labelled with the cluster's name and uid, and
+    /// are never adopted by a later cluster of the same name. `Delete`: they are
+    /// garbage-collected with the cluster.
+    #[serde(default)]
+    pub when_deleted: RetentionPolicyType,
+}
+
+/// `Retain` or `Delete`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionPolicyType {
+    #[default]
+    Retain,
+    Delete,
 }
 
 /// Overrides applied to every member pod.
@@ -277,6 +315,20 @@ impl EtcdClusterSpec {
             etcd: None,
             tls: None,
             paused: false,
+        }
+    }
+
+    /// The PVC each member gets on Kubernetes: `storage.pvc`, or without `storage` a PVC
+    /// of [`DEFAULT_PVC_SIZE`] on the default StorageClass (retained on deletion); `None`
+    /// for `storage.emptyDir` (issue 9, item 13).
+    pub fn pvc_storage(&self) -> Option<PvcStorage> {
+        match &self.storage {
+            None => Some(PvcStorage {
+                storage_class_name: None,
+                size: DEFAULT_PVC_SIZE.to_string(),
+                retention_policy: None,
+            }),
+            Some(storage) => storage.pvc.clone(),
         }
     }
 

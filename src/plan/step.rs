@@ -135,6 +135,13 @@ pub enum BlockReason {
     UpgradeStalled { member: MemberName },
     /// The spec has errors; the message lists them all.
     InvalidSpec { message: String },
+    /// PVCs an earlier cluster of the same name left behind (retained on its deletion)
+    /// hold the member names this one would use; their data is never adopted or
+    /// bootstrapped over. Not a planner decision: the runtime finds them while observing.
+    RetainedVolumes { claims: Vec<String> },
+    /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
+    /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
+    NoStorageClass { claims: Vec<String> },
 }
 
 impl Step {
@@ -269,6 +276,16 @@ impl fmt::Display for BlockReason {
                 "upgrade stalled: {member} did not become healthy at the new version; set spec.version back to roll it back"
             ),
             BlockReason::InvalidSpec { message } => write!(f, "invalid spec: {message}"),
+            BlockReason::RetainedVolumes { claims } => write!(
+                f,
+                "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",
+                claims.join(", ")
+            ),
+            BlockReason::NoStorageClass { claims } => write!(
+                f,
+                "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",
+                claims.join(", ")
+            ),
         }
     }
 }

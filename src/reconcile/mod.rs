@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition;
 use crate::api::{EtcdCluster, validate};
-use crate::plan::{self, Observed, Policy, Step};
+use crate::plan::{self, BlockReason, Observed, Policy, Step};
 use crate::runtime::{self, ClusterRef, MemberRuntime};
 
 pub use execute::Executed;
@@ -141,23 +141,45 @@ pub async fn reconcile_once<R: MemberRuntime>(
         name: name.clone(),
     };
     let report = validate::cluster(&name, &cluster.spec);
+    let nothing = || Observed {
+        cluster_name: name.clone(),
+        highest_ordinal_used: None,
+        members: Vec::new(),
+        etcd: None,
+    };
+    let mut refusal = None;
     let observed = if report.is_valid() {
         let highest = cluster
             .status
             .as_ref()
             .and_then(|s| s.highest_ordinal)
             .and_then(|o| u32::try_from(o).ok());
-        observe::observe(runtime, &cref, highest, tracker).await?
+        match observe::observe(runtime, &cref, highest, tracker).await {
+            Ok(observed) => observed,
+            // Another cluster's data under our names: refuse, visibly, until it is gone.
+            Err(Error::ListMembers {
+                source: runtime::Error::RetainedClaims { claims, .. },
+            }) => {
+                refusal = Some(BlockReason::RetainedVolumes { claims });
+                nothing()
+            }
+            // Only the user can give the PVCs a class.
+            Err(Error::ListMembers {
+                source: runtime::Error::NoStorageClass { claims, .. },
+            }) => {
+                refusal = Some(BlockReason::NoStorageClass { claims });
+                nothing()
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         // An invalid spec changes nothing, and starts nothing.
-        Observed {
-            cluster_name: name.clone(),
-            highest_ordinal_used: None,
-            members: Vec::new(),
-            etcd: None,
-        }
+        nothing()
     };
-    let step = plan::next_step(&cluster.spec, &observed, policy);
+    let step = match refusal {
+        Some(reason) => Step::Blocked { reason },
+        None => plan::next_step(&cluster.spec, &observed, policy),
+    };
     debug!(cluster = %name, %step, "planned");
     if !matches!(
         step,

@@ -128,7 +128,7 @@ pub fn cluster_status(
         types::PROGRESSING,
         progressing,
         p_reason,
-        step.to_string(),
+        progress_message(step),
         gen_,
         now.clone(),
     );
@@ -158,6 +158,45 @@ pub fn cluster_status(
     };
     st.phase = phase(step, available, previous.map(|p| p.phase));
     st
+}
+
+/// The Progressing message: the step without the values that move on every pass
+/// (countdowns, raft indices, how long a member has failed), so a waiting cluster's status
+/// stays the same and writing it does not wake the controller again (issue 9, item 2).
+/// Logs and Events keep the full [`Step`] display.
+fn progress_message(step: &Step) -> String {
+    use crate::plan::{RemovalReason, ReplaceReason, WaitReason};
+    match step {
+        Step::Wait { reason } => match reason {
+            WaitReason::MemberUnhealthy { name, .. } => {
+                format!("wait: {name} is unhealthy, replaced if it stays so past the grace period")
+            }
+            WaitReason::MemberStarting { name, .. } => format!(
+                "wait: {name} has not joined yet, replaced if it does not within the grace period"
+            ),
+            WaitReason::LearnerCatchingUp { name, .. } => {
+                format!("wait: learner {name} catching up with the leader")
+            }
+            WaitReason::UpgradedMemberStarting { name, .. } => format!(
+                "wait: upgraded {name} is not healthy yet, stalled if it is not by the deadline"
+            ),
+            WaitReason::NoLeader => step.to_string(),
+            WaitReason::NoAnswer { .. } => {
+                "wait: no member answered, quorum reported lost if none does in time".to_string()
+            }
+        },
+        Step::RemoveMember {
+            name,
+            id,
+            reason: RemovalReason::Replace(ReplaceReason::Unhealthy { .. }),
+        } => format!("remove member {name} ({id}): replace, unhealthy past the grace period"),
+        Step::RemoveMember {
+            name,
+            id,
+            reason: RemovalReason::Replace(ReplaceReason::NeverStarted { .. }),
+        } => format!("remove member {name} ({id}): replace, never joined within the grace period"),
+        _ => step.to_string(),
+    }
 }
 
 fn st_members_unhealthy(observed: &Observed) -> Vec<&str> {
@@ -196,6 +235,8 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::QuorumLost { .. } => "QuorumLost",
         BlockReason::UpgradeStalled { .. } => "UpgradeStalled",
         BlockReason::InvalidSpec { .. } => "InvalidSpec",
+        BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
+        BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
     }
 }
 
@@ -302,6 +343,75 @@ mod tests {
         t: &str,
     ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         condition::find(&st.conditions, t).unwrap()
+    }
+
+    /// Two passes over an unchanged waiting cluster (only the countdown, the learner's raft
+    /// index and the clock moved) write the same status, so the second is not written and
+    /// does not wake the controller again (issue 9, item 2).
+    #[test]
+    fn two_passes_over_an_unchanged_waiting_cluster_give_the_same_status() {
+        use crate::plan::{RemovalReason, ReplaceReason, WaitReason};
+        use std::time::Duration;
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let report = validate::cluster("example", &spec);
+        let mut obs = observed(&[true, true, false]);
+        let steps = |pass: u64| {
+            let name = MemberName::new("example", 2);
+            [
+                Step::Wait {
+                    reason: WaitReason::MemberUnhealthy {
+                        name: name.clone(),
+                        remaining: Duration::from_secs(60 - 5 * pass),
+                    },
+                },
+                Step::Wait {
+                    reason: WaitReason::MemberStarting {
+                        name: name.clone(),
+                        remaining: Duration::from_secs(60 - 5 * pass),
+                    },
+                },
+                Step::Wait {
+                    reason: WaitReason::LearnerCatchingUp {
+                        name: name.clone(),
+                        raft_index: Some(100 * pass),
+                        leader_raft_index: 1000 + pass,
+                    },
+                },
+                Step::Wait {
+                    reason: WaitReason::UpgradedMemberStarting {
+                        name: name.clone(),
+                        remaining: Duration::from_secs(120 - 5 * pass),
+                    },
+                },
+                Step::Wait {
+                    reason: WaitReason::NoAnswer {
+                        remaining: Duration::from_secs(30 - 5 * pass),
+                    },
+                },
+                // Refused by etcd for now (NotYet) and planned again on the next pass.
+                Step::RemoveMember {
+                    name: name.clone(),
+                    id: MemberId(3),
+                    reason: RemovalReason::Replace(ReplaceReason::Unhealthy {
+                        for_: Duration::from_secs(61 + 5 * pass),
+                    }),
+                },
+            ]
+        };
+        for (first, second) in steps(1).into_iter().zip(steps(2)) {
+            let before = cluster_status(&spec, Some(1), &report, &obs, &first, None, at(100));
+            obs.members[2].unhealthy_for = Some(Duration::from_secs(6));
+            let after = cluster_status(
+                &spec,
+                Some(1),
+                &report,
+                &obs,
+                &second,
+                Some(&before),
+                at(105),
+            );
+            assert_eq!(before, after, "{first} then {second}");
+        }
     }
 
     #[test]

@@ -284,13 +284,38 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error(
-        "cluster {cluster} is restored from a snapshot, but the operator image is unknown (set OPERATOR_IMAGE)"
+        "cluster {cluster} is restored from a snapshot, but the operator image is unknown (its own pod could not be read: set OPERATOR_IMAGE)"
     )]
     MissingOperatorImage { cluster: ClusterRef },
+    #[error(
+        "pvcs {claims:?} hold the data of an earlier cluster named {cluster}; delete them (or this cluster) to go on"
+    )]
+    RetainedClaims {
+        cluster: ClusterRef,
+        claims: Vec<String>,
+    },
+    #[error(
+        "pvcs {claims:?} of cluster {cluster} have no StorageClass and stay pending: the Kubernetes cluster has no default StorageClass"
+    )]
+    NoStorageClass {
+        cluster: ClusterRef,
+        claims: Vec<String>,
+    },
+    #[error("{kind} {name} is still being deleted {waited:?} later")]
+    StillTerminating {
+        kind: &'static str,
+        name: String,
+        waited: Duration,
+    },
+    #[error("wait for {kind} {name} to be deleted")]
+    AwaitDeleted {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
     #[error("restarting member {name} would lose its data: it has no PVC")]
     RestartLosesData { name: String },
-    #[error("pod {name} still exists {waited:?} after its deletion")]
-    PodNotDeleted { name: String, waited: Duration },
     #[error("apply service {name}")]
     ApplyService {
         name: String,
@@ -356,12 +381,6 @@ pub enum Error {
         name: String,
         #[source]
         source: kube::Error,
-    },
-    #[error("wait for pod {name} to be deleted")]
-    AwaitPodDeleted {
-        name: String,
-        #[source]
-        source: kube::runtime::wait::Error,
     },
     #[error("list pods of cluster {cluster}")]
     ListPods {

@@ -5,8 +5,9 @@
 //! ([`super::backup`], [`super::restore`]), under the same leader election.
 //!
 //! # Flow
-//! 1. EtcdClusters (one namespace or all) are watched, and so are the Pods, PVCs, Services
-//!    and PDBs they own (only those labelled `app.kubernetes.io/managed-by=etcd-operator`),
+//! 1. EtcdClusters (one namespace or all) are watched for new generations only (so the
+//!    controller's own status writes do not trigger it), and so are the Pods, PVCs, Services
+//!    and PDBs of their members (PVCs by label, the rest by owner) (only those labelled `app.kubernetes.io/managed-by=etcd-operator`),
 //!    so a member Pod's death reconciles its cluster at once.
 //! 2. [`reconcile`]: observe → plan → execute → status ([`reconcile_once`]), then the
 //!    status is applied (skipped when unchanged) and an Event is published for an executed
@@ -20,10 +21,13 @@
 //! is being reconciled), which is what [`PodRuntime`] and the health trackers rely on.
 //!
 //! # Finalizers
-//! None. Every Pod, PVC, Service and PDB carries the cluster as its controller owner, so
-//! Kubernetes' garbage collector deletes them with the cluster; nothing outside the API
-//! server (no backup, no external record) has to be cleaned up first. A cluster being
-//! deleted is left alone.
+//! None. Every Pod, Service and PDB carries the cluster as its controller owner, so
+//! Kubernetes' garbage collector deletes them with the cluster; PVCs too with
+//! `storage.pvc.retentionPolicy.whenDeleted: Delete`. With `Retain` (the default) PVCs
+//! have no owner and outlive the cluster (and its CRD), labelled with its name and uid; a
+//! later cluster of the same name refuses to start over them (`RetainedVolumesFound`).
+//! Nothing outside the API server has to be cleaned up first. A cluster being deleted is
+//! left alone.
 //!
 //! # Assumptions
 //! The operator runs inside the cluster: members are reached by their Pod DNS names.
@@ -41,7 +45,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, instrument, warn};
@@ -53,6 +58,7 @@ use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::{BlockReason, Policy, Step};
 use crate::reconcile::status::{block_reason, step_reason};
 use crate::reconcile::{self, Executed, HealthTracker, reconcile_once};
+use crate::runtime::pods::LABEL_CLUSTER;
 use crate::runtime::{self, ClusterRef, PodRuntime};
 
 /// The next pass after an executed step.
@@ -256,6 +262,12 @@ fn backoff(base: Duration, failures: u32) -> Duration {
     crate::plan::failure::backoff(base, failures, MAX_BACKOFF)
 }
 
+/// The cluster a PVC was made for, by its `etcd.operator.dev/cluster` label.
+fn cluster_of_pvc(pvc: PersistentVolumeClaim) -> Option<ObjectRef<EtcdCluster>> {
+    let name = pvc.labels().get(LABEL_CLUSTER)?;
+    Some(ObjectRef::new(name).within(&pvc.namespace()?))
+}
+
 /// The EtcdCluster Controller (one namespace or all), also triggered by changes of the Pods,
 /// PVCs, Services and PDBs it owns; ready to run until `shutdown`.
 pub fn controller(
@@ -265,9 +277,22 @@ pub fn controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send + 'static {
     let owned = watcher::Config::default().labels(OWNED_SELECTOR);
-    Controller::new(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+    // Only spec changes (a new generation) of the EtcdClusters themselves: our own status
+    // writes must not wake the controller (issue 9, item 2); waits come back by requeue.
+    let (reader, writer) = reflector::store();
+    let clusters = watcher(api::<EtcdCluster>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(clusters, reader)
         .owns(api::<Pod>(&client, ns), owned.clone())
-        .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
+        // Retained PVCs have no owner: they are mapped to their cluster by label.
+        .watches(
+            api::<PersistentVolumeClaim>(&client, ns),
+            owned.clone(),
+            cluster_of_pvc,
+        )
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned)
         .graceful_shutdown_on(shutdown)

@@ -42,9 +42,23 @@ pub struct Options {
     pub policy: Policy,
     /// This replica, in Events and the Lease.
     pub identity: String,
-    /// The operator's own image (restored members run it in init containers).
+    /// The operator's image as configured (`OPERATOR_IMAGE`): used only when the operator
+    /// does not run in a Pod it can read (see [`operator_image`]).
     pub operator_image: Option<String>,
+    /// The Pod the operator runs in (Downward API), whose image restored members' init
+    /// containers run.
+    pub self_pod: Option<SelfPod>,
 }
+
+/// The operator's own Pod, from the Downward API (`POD_NAMESPACE`, `POD_NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfPod {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The container of the operator's Deployment that runs `etcd-operator run`.
+pub const OPERATOR_CONTAINER: &str = "operator";
 
 /// Why `run` stopped.
 #[derive(Debug, Error)]
@@ -68,6 +82,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
+    let mut opts = opts;
+    opts.operator_image =
+        operator_image(&client, opts.self_pod.as_ref(), opts.operator_image.take()).await;
     let metrics = Metrics::new();
     let (addr, server) = metrics::serve(metrics.clone(), opts.metrics_addr).await?;
     info!(%addr, "serving metrics");
@@ -98,6 +115,43 @@ pub async fn run(
     server.abort();
     info!("operator stopped");
     result
+}
+
+/// The image restored members' init containers run: the image of the `operator`
+/// container (or the only one) of the Pod the operator runs in, so `kubectl set image`
+/// moves it too. `configured` (`OPERATOR_IMAGE`) only outside a Pod, or when the Pod cannot
+/// be read (logged: a namespaced install watching another namespace may not read it).
+pub async fn operator_image(
+    client: &Client,
+    self_pod: Option<&SelfPod>,
+    configured: Option<String>,
+) -> Option<String> {
+    let Some(me) = self_pod else {
+        return configured;
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &me.namespace);
+    let containers = match pods.get(&me.name).await {
+        Ok(pod) => pod.spec.map(|s| s.containers).unwrap_or_default(),
+        Err(e) => {
+            warn!(pod = %me.name, namespace = %me.namespace, error = %error_chain(&e), configured = ?configured, "cannot read the operator's own pod; restored members use the configured image");
+            return configured;
+        }
+    };
+    let own = match containers.iter().find(|c| c.name == OPERATOR_CONTAINER) {
+        Some(c) => Some(c),
+        None if containers.len() == 1 => containers.first(),
+        None => None,
+    };
+    match own.and_then(|c| c.image.clone()) {
+        Some(image) => {
+            info!(%image, "restored members run the operator's own image");
+            Some(image)
+        }
+        None => {
+            warn!(pod = %me.name, configured = ?configured, "the operator's pod has no operator container; restored members use the configured image");
+            configured
+        }
+    }
 }
 
 /// The EtcdCluster, EtcdBackup and EtcdRestore Controllers, ready to run until `shutdown`.
@@ -239,4 +293,81 @@ impl<K: std::hash::Hash + Eq> Failures<K> {
 /// A poisoned lock only means a reconcile panicked mid-update of a plain map.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::api_server::{ApiServer, within_1s};
+
+    fn me() -> SelfPod {
+        SelfPod {
+            namespace: "etcd-operator".into(),
+            name: "etcd-operator-7d9f-x2".into(),
+        }
+    }
+
+    const ME: &str = "/api/v1/namespaces/etcd-operator/pods/etcd-operator-7d9f-x2";
+
+    fn pod(containers: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "etcd-operator-7d9f-x2", "namespace": "etcd-operator" },
+            "spec": { "containers": containers },
+        })
+    }
+
+    /// After `kubectl set image`, OPERATOR_IMAGE still names the old image: the running
+    /// Pod's is the one restored members must run.
+    #[tokio::test]
+    async fn in_a_pod_restored_members_run_the_pods_own_image_not_operator_image() {
+        let (client, server) = ApiServer::client("default");
+        let server = server.run(|mut s| async move {
+            s.expect(Method::GET, ME).await.reply(&pod(json!([
+                { "name": "sidecar", "image": "proxy:1" },
+                { "name": "operator", "image": "registry.example/etcd-operator:new" },
+            ])));
+        });
+        let image = operator_image(&client, Some(&me()), Some("ghcr.io/x:0.1.0".into())).await;
+        within_1s(server).await;
+        assert_eq!(image.as_deref(), Some("registry.example/etcd-operator:new"));
+    }
+
+    #[tokio::test]
+    async fn a_pod_with_one_container_under_another_name_gives_its_image() {
+        let (client, server) = ApiServer::client("default");
+        let server = server.run(|mut s| async move {
+            s.expect(Method::GET, ME)
+                .await
+                .reply(&pod(json!([{ "name": "manager", "image": "mine:2" }])));
+        });
+        let image = operator_image(&client, Some(&me()), None).await;
+        within_1s(server).await;
+        assert_eq!(image.as_deref(), Some("mine:2"));
+    }
+
+    #[tokio::test]
+    async fn outside_a_pod_the_configured_image_is_used_without_requests() {
+        let (client, server) = ApiServer::client("default");
+        let server = server.run(|_| async {});
+        let image = operator_image(&client, None, Some("configured:1".into())).await;
+        within_1s(server).await;
+        assert_eq!(image.as_deref(), Some("configured:1"));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_own_pod_falls_back_to_the_configured_image() {
+        let (client, server) = ApiServer::client("default");
+        let server = server.run(|mut s| async move {
+            s.expect(Method::GET, ME)
+                .await
+                .fail(StatusCode::FORBIDDEN, "Forbidden");
+        });
+        let image = operator_image(&client, Some(&me()), Some("configured:1".into())).await;
+        within_1s(server).await;
+        assert_eq!(image.as_deref(), Some("configured:1"));
+    }
 }

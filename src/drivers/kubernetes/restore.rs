@@ -18,7 +18,10 @@
 //!    `ClusterCreated`. It has no owner: deleting the restore keeps the cluster.
 //! 5. Our cluster: its members' restore init containers say how far they got (their
 //!    termination messages, [`StepReport`]): `Downloading` until every bootstrap member has
-//!    its snapshot, then `Restoring`; a failed container fails the restore with its reason.
+//!    its snapshot, then `Restoring`; a failed container (a crash loop too) fails the
+//!    restore with its reason, and so does a container whose image cannot be pulled
+//!    (`ImagePull`, final) and a member Pod unschedulable for more than 5 minutes
+//!    (`Unschedulable`, phase `Pending` until it schedules).
 //!    Once the cluster is `Available`: `Completed` with its cluster id, Event `Restored`.
 //!
 //! A restore is reconciled again when its cluster changes, and every 10 s while it runs
@@ -352,7 +355,7 @@ impl Pass<'_> {
                 name: self.target().to_string(),
                 source,
             })?;
-        let progress = progress(&pods.items);
+        let progress = progress(&pods.items, self.now);
         let (sha256, revision) = match &progress {
             Progress::Fetched { sha256, revision } => (sha256.clone(), *revision),
             _ => (None, None),
@@ -544,9 +547,12 @@ const STEP_REASONS: &[&str] = &[
     "RestoredDataMissing",
 ];
 
+/// How long a restoring member Pod may stay unschedulable before the restore says so.
+pub const UNSCHEDULABLE_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Reads the progress of the restore containers of `pods` (the cluster's Pods; members
-/// without restore containers, which joined later, do not count).
-fn progress(pods: &[Pod]) -> Progress {
+/// without restore containers, which joined later, do not count) at `now`.
+fn progress(pods: &[Pod], now: Timestamp) -> Progress {
     let mut fetching = false;
     let mut restoring = 0;
     let (mut sha256, mut revision) = (None, None);
@@ -560,6 +566,9 @@ fn progress(pods: &[Pod]) -> Progress {
             continue;
         }
         restoring += 1;
+        if let Some(failure) = unschedulable(pod, now) {
+            return Progress::Failed(failure);
+        }
         let statuses = pod
             .status
             .as_ref()
@@ -598,8 +607,44 @@ fn progress(pods: &[Pod]) -> Progress {
     }
 }
 
+/// A Pod the scheduler has refused for longer than [`UNSCHEDULABLE_DEADLINE`]: its init
+/// containers never run. Retryable: a node may still come (the phase stays `Pending`, with
+/// `Failed=True` saying why).
+fn unschedulable(pod: &Pod, now: Timestamp) -> Option<PodFailure> {
+    let scheduled = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    if scheduled.status != "False" || scheduled.reason.as_deref() != Some("Unschedulable") {
+        return None;
+    }
+    let since = scheduled.last_transition_time.as_ref()?.0;
+    let deadline = jiff::SignedDuration::try_from(UNSCHEDULABLE_DEADLINE).ok()?;
+    if now.duration_since(since) < deadline {
+        return None;
+    }
+    Some(PodFailure {
+        reason: "Unschedulable",
+        retryable: true,
+        message: format!(
+            "{} unschedulable for more than {}s: {}",
+            pod.name_any(),
+            UNSCHEDULABLE_DEADLINE.as_secs(),
+            scheduled.message.as_deref().unwrap_or("no node fits")
+        ),
+    })
+}
+
+/// Waiting reasons of a container whose image cannot be pulled: it never runs until its
+/// Pod is recreated with another image.
+const IMAGE_PULL_REASONS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
+
 /// The failure a restore container of `pod` reports: its last termination when that
-/// failed and it has not succeeded since, or a container it could not be created as.
+/// failed and it has not succeeded since (a crash loop included), or a container it could
+/// not be created as or whose image cannot be pulled.
 fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
     let step = match c.name.as_str() {
         FETCH_CONTAINER | RESTORE_CONTAINER | FINISH_CONTAINER => c.name.as_str(),
@@ -619,6 +664,25 @@ fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
                     .message
                     .as_deref()
                     .unwrap_or("cannot create the container")
+            ),
+        });
+    }
+    if let Some(waiting) = state.and_then(|s| s.waiting.as_ref())
+        && let Some(reason) = waiting.reason.as_deref()
+        && IMAGE_PULL_REASONS.contains(&reason)
+    {
+        // The image is what the Pod was created with (the operator's, or etcd's): waiting
+        // on the kubelet's backoff changes nothing, and "downloading" would be a lie.
+        return Some(PodFailure {
+            reason: "ImagePull",
+            retryable: false,
+            message: format!(
+                "{step} of {pod}: {reason}: image {}: {}",
+                c.image,
+                waiting
+                    .message
+                    .as_deref()
+                    .unwrap_or("cannot pull the image")
             ),
         });
     }

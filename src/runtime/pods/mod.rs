@@ -1,6 +1,6 @@
 //! [`PodRuntime`]: the members of one `EtcdCluster` as Pods, with a headless Service for
-//! their DNS names, a client Service, a PodDisruptionBudget and, with `storage.pvc`, one
-//! PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
+//! their DNS names, a client Service, a PodDisruptionBudget and, unless the spec asks for
+//! `storage.emptyDir`, one PVC per member. The objects themselves are built in `objects.rs`; talking to etcd and
 //! deciding what to do are the admin layer's and the planner's jobs.
 //!
 //! # Decisions
@@ -18,8 +18,15 @@
 //!   the current spec.
 //! - **Restore**: the bootstrap members of a cluster created by an EtcdRestore get init
 //!   containers that put the snapshot into their data dir before etcd starts (`restore.rs`).
-//! - **Cleanup**: every object has the `EtcdCluster` as controller owner, so deleting the
-//!   cluster garbage-collects all of them; no finalizer is needed.
+//! - **Cleanup**: Pods, Services and the PDB have the `EtcdCluster` as controller owner, so
+//!   deleting the cluster garbage-collects them; no finalizer is needed. PVCs are owned only
+//!   with `retentionPolicy.whenDeleted: Delete`; by default they outlive the cluster,
+//!   labelled with its uid, and a later cluster of the same name lists them as
+//!   [`Error::RetainedClaims`] instead of adopting them. Removing a member deletes its PVC.
+//! - **Going away**: a Pod or PVC with a deletion timestamp is no member, and no
+//!   reservation: creating one of the same name waits for it to go.
+//! - **Ended Pods**: a Pod in phase `Failed` or `Succeeded` (evicted, its node shut down)
+//!   is deleted and created again (on its PVC when it has one), never taken for running.
 //!
 //! # Assumptions
 //! One reconcile of a cluster at a time (kube-runtime's Controller guarantees it), so two
@@ -44,8 +51,8 @@ use serde_json::json;
 use tracing::{debug, info};
 
 pub use self::objects::{
-    ANNOTATION_LAUNCH, CLIENT_PORT, DataVolume, FIELD_MANAGER, LABEL_CLUSTER, LABEL_MEMBER,
-    LABEL_VERSION, PEER_PORT,
+    ANNOTATION_LAUNCH, CLIENT_PORT, DataVolume, FIELD_MANAGER, LABEL_CLUSTER, LABEL_CLUSTER_UID,
+    LABEL_MEMBER, LABEL_VERSION, PEER_PORT,
 };
 use self::objects::{LaunchAnnotation, Objects};
 use super::{ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime, RuntimeMember};
@@ -165,34 +172,130 @@ impl PodRuntime {
         Ok(())
     }
 
-    /// Creates the member's Pod; one that already exists is left alone.
+    /// Creates the member's Pod. A live one that exists is left alone; one that ended
+    /// (phase `Failed` or `Succeeded`: evicted, or its node shut down) is deleted and
+    /// created again, and one being deleted is waited for first (issue 9, items 3 and 4).
     async fn create_pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<(), Error> {
         let pod = self.objects.pod(launch, volume)?;
         let name = launch.name.clone();
-        match self.api::<Pod>().create(&post_params(), &pod).await {
-            Ok(_) => {
-                info!(cluster = %self.objects.cluster, member = name, version = %launch.version, "created pod");
-                Ok(())
+        let create = || async {
+            match self.api::<Pod>().create(&post_params(), &pod).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
+                Err(source) => Err(Error::CreatePod {
+                    name: name.clone(),
+                    source,
+                }),
             }
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
-                Ok(())
+        };
+        if !create().await? {
+            let existing =
+                self.api::<Pod>()
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::GetPod {
+                        name: name.clone(),
+                        source,
+                    })?;
+            match existing {
+                Some(existing) if is_alive(&existing) => {
+                    debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
+                    return Ok(());
+                }
+                Some(existing) => {
+                    info!(cluster = %self.objects.cluster, member = name, phase = phase(&existing).unwrap_or_default(), "replacing a pod that ended or is being deleted");
+                    self.delete_pod_and_wait(&existing).await?;
+                }
+                // Deleted in between.
+                None => {}
             }
-            Err(source) => Err(Error::CreatePod { name, source }),
+            if !create().await? {
+                // Created again by someone else in between: a later pass looks again.
+                return Err(Error::StillTerminating {
+                    kind: "pod",
+                    name,
+                    waited: self.delete_timeout,
+                });
+            }
         }
+        info!(cluster = %self.objects.cluster, member = name, version = %launch.version, "created pod");
+        Ok(())
+    }
+
+    /// Creates the member's PVC. One of this cluster that exists is left alone; one being
+    /// deleted is waited for and created again.
+    ///
+    /// # Errors
+    /// [`Error::RetainedClaims`] when the existing PVC was made by an earlier cluster of the
+    /// same name: its data is never mounted by this one.
+    async fn create_pvc(&self, pvc: &PersistentVolumeClaim) -> Result<(), Error> {
+        let name = pvc.name_any();
+        let api = self.api::<PersistentVolumeClaim>();
+        for _ in 0..2 {
+            match api.create(&post_params(), pvc).await {
+                Ok(_) => {
+                    info!(cluster = %self.objects.cluster, member = name, "created pvc");
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                Err(source) => return Err(Error::CreatePvc { name, source }),
+            }
+            let Some(existing) = self.get_pvc(&name).await? else {
+                continue;
+            };
+            if is_terminating(&existing) {
+                // Ours or an earlier cluster's: it is going away either way (issue 9, item 4).
+                info!(cluster = %self.objects.cluster, member = name, "waiting for the pvc being deleted");
+                self.wait_deleted::<PersistentVolumeClaim>("pvc", &name, &existing)
+                    .await?;
+                continue;
+            }
+            if !self.objects.is_own_pvc(&existing) {
+                return Err(Error::RetainedClaims {
+                    cluster: self.objects.cluster.clone(),
+                    claims: vec![name],
+                });
+            }
+            return Ok(());
+        }
+        Err(Error::StillTerminating {
+            kind: "pvc",
+            name,
+            waited: self.delete_timeout,
+        })
     }
 
     /// Deletes `pod` and waits until it is gone, so its name is free again.
     async fn delete_pod_and_wait(&self, pod: &Pod) -> Result<(), Error> {
         let name = pod.name_any();
-        self.delete_pod(&name).await?;
-        let uid = pod.uid().unwrap_or_default();
-        let gone = await_condition(self.api::<Pod>(), &name, conditions::is_deleted(&uid));
+        if !is_terminating(pod) {
+            self.delete_pod(&name).await?;
+        }
+        self.wait_deleted::<Pod>("pod", &name, pod).await
+    }
+
+    /// Waits up to the delete timeout until `object` (this uid) is gone.
+    async fn wait_deleted<K>(&self, kind: &'static str, name: &str, object: &K) -> Result<(), Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+    {
+        let uid = object.uid().unwrap_or_default();
+        let gone = await_condition(self.api::<K>(), name, conditions::is_deleted(&uid));
         match tokio::time::timeout(self.delete_timeout, gone).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(Error::AwaitPodDeleted { name, source }),
-            Err(_) => Err(Error::PodNotDeleted {
-                name,
+            Ok(Err(source)) => Err(Error::AwaitDeleted {
+                kind,
+                name: name.to_string(),
+                source,
+            }),
+            Err(_) => Err(Error::StillTerminating {
+                kind,
+                name: name.to_string(),
                 waited: self.delete_timeout,
             }),
         }
@@ -274,24 +377,17 @@ impl MemberRuntime for PodRuntime {
         Ok(self.objects.address(name))
     }
 
-    /// Applies the Services and the PDB, creates the PVC (with `storage.pvc`) and the Pod.
-    /// A PVC or Pod that exists is left alone.
+    /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the
+    /// Pod.
+    /// A PVC of this cluster or a live Pod that exists is left alone; a Pod that ended is
+    /// replaced; objects being deleted are waited for.
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
         self.check(cluster)?;
         // Before any write: a bad flag must not leave a PVC behind.
         self.objects.flags(launch)?;
         self.apply_cluster_objects().await?;
         if let Some(pvc) = self.objects.pvc(launch)? {
-            let name = launch.name.clone();
-            match self
-                .api::<PersistentVolumeClaim>()
-                .create(&post_params(), &pvc)
-                .await
-            {
-                Ok(_) => info!(cluster = %self.objects.cluster, member = name, "created pvc"),
-                Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                Err(source) => return Err(Error::CreatePvc { name, source }),
-            }
+            self.create_pvc(&pvc).await?;
         }
         self.create_pod(launch, self.objects.spec_volume()).await
     }
@@ -380,6 +476,15 @@ impl MemberRuntime for PodRuntime {
 
     /// Members from the cluster's Pods and PVCs, by name. A live Pod is running; a PVC, or
     /// a live Pod on an emptyDir, holds data; a PVC without a Pod is a stopped member.
+    /// Objects being deleted are going away, not members: a Pod being deleted counts only
+    /// through its PVC (a stopped member), so a removed member's name is never taken for a
+    /// reservation and added again (issue 9, item 4).
+    ///
+    /// # Errors
+    /// [`Error::RetainedClaims`] when PVCs of an earlier cluster of the same name exist:
+    /// this cluster would otherwise start on their data or bootstrap over their names.
+    /// [`Error::NoStorageClass`] when a PVC created without a class is pending and still
+    /// has none: the Kubernetes cluster has no default StorageClass.
     async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
         self.check(cluster)?;
         let params = ListParams::default().labels(&self.objects.selector());
@@ -399,13 +504,36 @@ impl MemberRuntime for PodRuntime {
                 cluster: cluster.clone(),
                 source,
             })?;
+        let (own, retained): (Vec<_>, Vec<_>) = pvcs
+            .into_iter()
+            .filter(|p| !is_terminating(p))
+            .partition(|p| self.objects.is_own_pvc(p));
+        if !retained.is_empty() {
+            return Err(Error::RetainedClaims {
+                cluster: cluster.clone(),
+                claims: retained.iter().map(ResourceExt::name_any).collect(),
+            });
+        }
+        // The DefaultStorageClass admission plugin fills in the class of a PVC created
+        // without one; a pending PVC still without one will never be provisioned.
+        let classless: Vec<String> = own
+            .iter()
+            .filter(|p| is_classless_and_pending(p))
+            .map(ResourceExt::name_any)
+            .collect();
+        if !classless.is_empty() {
+            return Err(Error::NoStorageClass {
+                cluster: cluster.clone(),
+                claims: classless,
+            });
+        }
         let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
             BTreeMap::new();
-        for pod in pods {
+        for pod in pods.into_iter().filter(|p| !is_terminating(p)) {
             let name = member_name(&pod);
             by_name.entry(name).or_default().0 = Some(pod);
         }
-        for pvc in pvcs.into_iter().filter(|p| !is_terminating(p)) {
+        for pvc in own {
             let name = member_name(&pvc);
             by_name.entry(name).or_default().1 = Some(pvc);
         }
@@ -468,8 +596,21 @@ fn launch_patch(launch: &MemberLaunch) -> Result<serde_json::Value, Error> {
 
 /// Exists, is not being deleted and has not ended (a Pod without a phase was just created).
 fn is_alive(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    !is_terminating(pod) && matches!(phase, None | Some("Pending" | "Running"))
+    !is_terminating(pod) && matches!(phase(pod), None | Some("Pending" | "Running"))
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// Pending without a StorageClass: no default class was there to fill it in.
+fn is_classless_and_pending(pvc: &PersistentVolumeClaim) -> bool {
+    let class = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    class.is_none() && phase == Some("Pending")
 }
 
 fn is_terminating<K: Resource>(object: &K) -> bool {

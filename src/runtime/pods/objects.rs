@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::restore::{RestoreContainers, SnapshotSource};
-use crate::api::cluster::{EtcdClusterSpec, EtcdOptions};
+use crate::api::cluster::{EtcdClusterSpec, EtcdOptions, RetentionPolicyType};
 use crate::runtime::flags::option_flags;
 use crate::runtime::{ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch};
 
@@ -42,6 +42,9 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Selects every object of a cluster; Services and the PDB select pods by it alone.
 pub const LABEL_CLUSTER: &str = "etcd.operator.dev/cluster";
 pub const LABEL_MEMBER: &str = "etcd.operator.dev/member";
+/// The uid of the EtcdCluster that created a PVC: a retained PVC outlives its cluster, and
+/// a later cluster of the same name must tell it from its own.
+pub const LABEL_CLUSTER_UID: &str = "etcd.operator.dev/cluster-uid";
 /// The version a member runs (Pod) or last ran (PVC).
 pub const LABEL_VERSION: &str = "etcd.operator.dev/version";
 /// A member's launch as JSON (`LaunchAnnotation`), on its Pod and on its PVC.
@@ -83,9 +86,9 @@ impl Objects {
         }
     }
 
-    /// Where new members keep their data, as the spec says (emptyDir when unset).
+    /// Where new members keep their data, as the spec says (a PVC when unset).
     pub fn spec_volume(&self) -> DataVolume {
-        match self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) {
+        match self.spec.pvc_storage() {
             Some(_) => DataVolume::Pvc,
             None => DataVolume::EmptyDir,
         }
@@ -151,15 +154,24 @@ impl Objects {
     }
 
     /// The member's data PVC, carrying its launch so a lost Pod can be recreated; `None`
-    /// unless the spec asks for `storage.pvc`.
+    /// when the spec asks for `storage.emptyDir`.
+    ///
+    /// It is labelled with the cluster's uid ([`LABEL_CLUSTER_UID`]). The cluster owns it
+    /// only with `retentionPolicy.whenDeleted: Delete`: an owner reference is what makes the
+    /// garbage collector delete it with the cluster (or with the CRD).
     ///
     /// # Errors
     /// [`Error::EncodeLaunch`].
     pub fn pvc(&self, launch: &MemberLaunch) -> Result<Option<PersistentVolumeClaim>, Error> {
-        let Some(pvc) = self.spec.storage.as_ref().and_then(|s| s.pvc.as_ref()) else {
+        let Some(pvc) = self.spec.pvc_storage() else {
             return Ok(None);
         };
-        let mut meta = self.meta(&launch.name, self.member_labels(launch));
+        let mut labels = self.member_labels(launch);
+        labels.insert(LABEL_CLUSTER_UID.to_string(), self.owner.uid.clone());
+        let mut meta = self.meta(&launch.name, labels);
+        if pvc.when_deleted() == RetentionPolicyType::Retain {
+            meta.owner_references = None;
+        }
         meta.annotations = Some(BTreeMap::from([(
             ANNOTATION_LAUNCH.to_string(),
             LaunchAnnotation::encode(launch)?,
@@ -343,6 +355,27 @@ impl Objects {
             (LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
             (LABEL_CLUSTER.to_string(), self.cluster.name.clone()),
         ])
+    }
+
+    /// Whether a PVC listed under this cluster's name was created by this cluster (and not
+    /// by an earlier one of the same name): by its uid label, or, for PVCs made before that
+    /// label, by its controller owner.
+    pub fn is_own_pvc(&self, pvc: &PersistentVolumeClaim) -> bool {
+        let uid = &self.owner.uid;
+        match pvc
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_CLUSTER_UID))
+        {
+            Some(label) => label == uid,
+            None => pvc
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && &o.uid == uid),
+        }
     }
 
     /// `etcd.operator.dev/cluster=<cluster>`, for list calls.

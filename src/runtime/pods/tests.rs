@@ -12,7 +12,9 @@ use tower_test::mock;
 use super::objects::{DATA_DIR, LaunchAnnotation};
 use super::*;
 use crate::api::EtcdClusterSpec;
-use crate::api::cluster::{EmptyDirStorage, PodPolicy, PvcStorage, StorageSpec};
+use crate::api::cluster::{
+    EmptyDirStorage, PodPolicy, PvcRetentionPolicy, PvcStorage, RetentionPolicyType, StorageSpec,
+};
 use crate::runtime::InitialClusterState;
 use crate::testing::api_server::{ApiServer, within_1s};
 
@@ -38,6 +40,7 @@ fn pvc_spec() -> EtcdClusterSpec {
         pvc: Some(PvcStorage {
             storage_class_name: Some("fast".into()),
             size: "8Gi".into(),
+            retention_policy: None,
         }),
     });
     spec
@@ -96,6 +99,13 @@ fn member_labels(name: &str, version: &str) -> Value {
     let mut labels = cluster_labels();
     labels["etcd.operator.dev/member"] = json!(name);
     labels["etcd.operator.dev/version"] = json!(version);
+    labels
+}
+
+/// A PVC's labels: a member's, and the uid of the cluster that made it.
+fn pvc_labels(name: &str, version: &str) -> Value {
+    let mut labels = member_labels(name, version);
+    labels["etcd.operator.dev/cluster-uid"] = json!("uid-1");
     labels
 }
 
@@ -243,6 +253,7 @@ async fn bootstrap_applies_services_and_pdb_then_creates_pvc_and_pod() {
         assert_eq!(launch_annotation(&pvc.body), launch_json("new", "3.5.16"));
         let mut body = pvc.body.clone();
         body["metadata"]["annotations"] = json!(null);
+        // Retained by default: no owner, so deleting the cluster keeps the data.
         assert_eq!(
             body,
             json!({
@@ -251,9 +262,8 @@ async fn bootstrap_applies_services_and_pdb_then_creates_pvc_and_pod() {
                 "metadata": {
                     "name": "example-0",
                     "namespace": "db",
-                    "labels": member_labels("example-0", "3.5.16"),
+                    "labels": pvc_labels("example-0", "3.5.16"),
                     "annotations": null,
-                    "ownerReferences": owner(),
                 },
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
@@ -358,6 +368,72 @@ async fn bootstrap_applies_services_and_pdb_then_creates_pvc_and_pod() {
 }
 
 #[tokio::test]
+async fn without_storage_each_member_gets_an_8gi_pvc_of_the_default_class() {
+    let (rt, server) = runtime(EtcdClusterSpec::new(3, "3.5.16"));
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        // No storageClassName: the cluster's default class fills it in.
+        assert_eq!(
+            pvc.body["spec"],
+            json!({
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": "8Gi" } },
+            })
+        );
+        assert_eq!(pvc.body["metadata"]["ownerReferences"], json!(null));
+        pvc.echo();
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            pod.body["spec"]["volumes"],
+            json!([{ "name": "data", "persistentVolumeClaim": { "claimName": "example-0" } }])
+        );
+        pod.echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_pending_pvc_without_a_class_means_no_default_storage_class() {
+    let (rt, server) = runtime(EtcdClusterSpec::new(3, "3.5.16"));
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    let mut pending = rt.objects.pvc(&new(0)).unwrap().unwrap();
+    pending.status = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimStatus {
+        phase: Some("Pending".into()),
+        ..Default::default()
+    });
+    // Filled in by the DefaultStorageClass admission plugin: fine, even while pending.
+    let mut classed = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    classed.spec.as_mut().unwrap().storage_class_name = Some("standard".into());
+    classed.status = pending.status.clone();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [] }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pending, classed],
+            }));
+    });
+    let err = rt.list(&cluster_ref()).await.unwrap_err();
+    within_1s(server).await;
+    assert!(
+        matches!(&err, Error::NoStorageClass { claims, .. } if claims == &["example-0"]),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn join_starts_an_existing_state_pod_on_an_empty_dir() {
     let mut spec = memory_spec();
     spec.etcd = Some(crate::api::cluster::EtcdOptions {
@@ -407,14 +483,33 @@ async fn join_starts_an_existing_state_pod_on_an_empty_dir() {
 #[tokio::test]
 async fn existing_pvc_and_pod_are_left_alone() {
     let (rt, server) = runtime(pvc_spec());
+    let running = serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), "Running")).unwrap();
+    let pvc = serde_json::to_value(
+        rt.objects
+            .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     let server = server.run(|mut s| async move {
         expect_cluster_objects(&mut s).await;
         s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
             .await
             .fail(StatusCode::CONFLICT, "AlreadyExists");
+        // Ours (its uid label): mounted.
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&pvc);
         s.expect(Method::POST, "/api/v1/namespaces/db/pods")
             .await
             .fail(StatusCode::CONFLICT, "AlreadyExists");
+        // Live: left alone.
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
     });
     rt.create(
         &cluster_ref(),
@@ -423,6 +518,73 @@ async fn existing_pvc_and_pod_are_left_alone() {
     .await
     .unwrap();
     within_1s(server).await;
+}
+
+/// A pod that ended (evicted, or its node shut down) is deleted and created again on its
+/// PVC, instead of its create counting as done while it stays failed (issue 9, item 3).
+async fn an_ended_pod_is_deleted_and_created_again(phase: &'static str) {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = serde_json::to_value(
+        rt.objects
+            .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let ended = serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), phase)).unwrap();
+    let expected = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&pvc);
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&ended);
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&ended);
+        let gone = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0"),
+            "{}",
+            gone.query
+        );
+        gone.reply(&json!({
+            "apiVersion": "v1", "kind": "PodList",
+            "metadata": { "resourceVersion": "7" }, "items": [],
+        }));
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(pod.body, expected);
+        pod.echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_failed_pod_is_deleted_and_created_again() {
+    an_ended_pod_is_deleted_and_created_again("Failed").await;
+}
+
+#[tokio::test]
+async fn a_succeeded_pod_is_deleted_and_created_again() {
+    an_ended_pod_is_deleted_and_created_again("Succeeded").await;
 }
 
 #[tokio::test]
@@ -706,7 +868,14 @@ async fn list_reads_members_from_pods_and_pvcs() {
     // 0: running on its PVC. 1: PVC only (its node died). 2: evicted, no PVC.
     let pod0 = with_uid_and_phase(rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(), "Running");
     let pvc0 = rt.objects.pvc(&new(0)).unwrap().unwrap();
-    let pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    // Made before the uid label, when every PVC was owned: still this cluster's.
+    let mut pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    pvc1.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(LABEL_CLUSTER_UID);
+    pvc1.metadata.owner_references = Some(vec![rt.objects.owner.clone()]);
     let pod2 = with_uid_and_phase(
         rt.objects.pod(&new(2), DataVolume::EmptyDir).unwrap(),
         "Failed",
@@ -755,6 +924,223 @@ async fn list_reads_members_from_pods_and_pvcs() {
         ]
     );
     assert_eq!(members[1].address, rt.objects.address("example-1"));
+}
+
+#[tokio::test]
+async fn with_the_delete_policy_the_cluster_owns_its_pvcs() {
+    let mut spec = pvc_spec();
+    spec.storage
+        .as_mut()
+        .unwrap()
+        .pvc
+        .as_mut()
+        .unwrap()
+        .retention_policy = Some(PvcRetentionPolicy {
+        when_deleted: RetentionPolicyType::Delete,
+    });
+    let (rt, server) = runtime(spec);
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert_eq!(pvc.body["metadata"]["ownerReferences"], owner());
+        assert_eq!(
+            pvc.body["metadata"]["labels"],
+            pvc_labels("example-0", "3.5.16")
+        );
+        pvc.echo();
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+/// `example-0`'s PVC as an earlier cluster named `example` (uid `uid-0`) left it.
+fn retained_pvc(rt: &PodRuntime) -> Value {
+    let mut pvc = rt
+        .objects
+        .pvc(&launch(0, InitialClusterState::New, &[0, 1, 2]))
+        .unwrap()
+        .unwrap();
+    pvc.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(LABEL_CLUSTER_UID.into(), "uid-0".into());
+    serde_json::to_value(pvc).unwrap()
+}
+
+#[tokio::test]
+async fn pvcs_retained_from_an_earlier_cluster_of_the_name_are_refused_not_listed() {
+    let (rt, server) = runtime(pvc_spec());
+    let old = retained_pvc(&rt);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [] }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [old],
+            }));
+    });
+    let err = rt.list(&cluster_ref()).await.unwrap_err();
+    within_1s(server).await;
+    assert!(
+        matches!(&err, Error::RetainedClaims { claims, .. } if claims == &["example-0"]),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_is_never_created_on_a_pvc_of_an_earlier_cluster() {
+    let (rt, server) = runtime(pvc_spec());
+    let old = retained_pvc(&rt);
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&old);
+        // No Pod: it would start on the old cluster's data.
+    });
+    let err = rt
+        .create(
+            &cluster_ref(),
+            &launch(0, InitialClusterState::New, &[0, 1, 2]),
+        )
+        .await
+        .unwrap_err();
+    within_1s(server).await;
+    assert!(matches!(err, Error::RetainedClaims { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn objects_being_deleted_are_going_away_not_members() {
+    let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    let terminating = |mut pod: Pod| {
+        pod.metadata.deletion_timestamp = Some(crate::api::condition::now());
+        pod
+    };
+    // 0: removed a moment ago, Pod still terminating, PVC gone (deleted first by the API
+    // server once unused). 1: its Pod is being deleted but its PVC stays: a stopped member.
+    let pod0 = terminating(with_uid_and_phase(
+        rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(),
+        "Running",
+    ));
+    let pod1 = terminating(with_uid_and_phase(
+        rt.objects.pod(&new(1), DataVolume::Pvc).unwrap(),
+        "Running",
+    ));
+    let mut pvc0 = rt.objects.pvc(&new(0)).unwrap().unwrap();
+    pvc0.metadata.deletion_timestamp = Some(crate::api::condition::now());
+    let pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                "items": [pod0, pod1],
+            }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pvc0, pvc1],
+            }));
+    });
+    let members = rt.list(&cluster_ref()).await.unwrap();
+    within_1s(server).await;
+    let summary: Vec<(&str, bool, bool)> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.running, m.has_data))
+        .collect();
+    // example-0 is no reservation to be added again under its name.
+    assert_eq!(summary, [("example-1", false, true)]);
+}
+
+#[tokio::test]
+async fn a_member_is_created_only_once_its_objects_being_deleted_are_gone() {
+    let (rt, server) = runtime(pvc_spec());
+    // Left by an earlier cluster of the name, and being deleted: waited for, not refused.
+    let mut old_pvc = retained_pvc(&rt);
+    old_pvc["metadata"]["uid"] = json!("old-pvc");
+    old_pvc["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let mut old_pod =
+        serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), "Running")).unwrap();
+    old_pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let empty = |kind: &str| {
+        json!({
+            "apiVersion": "v1", "kind": kind,
+            "metadata": { "resourceVersion": "7" }, "items": [],
+        })
+    };
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&old_pvc);
+        let gone = s
+            .expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0")
+        );
+        gone.reply(&empty("PersistentVolumeClaimList"));
+        let pvc = s
+            .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await;
+        assert_eq!(
+            pvc.body["metadata"]["labels"]["etcd.operator.dev/cluster-uid"],
+            "uid-1"
+        );
+        pvc.echo();
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&old_pod);
+        // Already being deleted: no second DELETE, only the wait.
+        let gone = s.expect(Method::GET, "/api/v1/namespaces/db/pods").await;
+        assert!(
+            gone.query
+                .contains("fieldSelector=metadata.name%3Dexample-0")
+        );
+        gone.reply(&empty("PodList"));
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .echo();
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
 }
 
 #[tokio::test]

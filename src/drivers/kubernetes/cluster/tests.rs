@@ -66,7 +66,8 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
             .await
             .reply(&empty_list("PersistentVolumeClaimList"));
-        // Services and PDB once per pass, then one Pod per member, all with one token.
+        // Services and PDB once per pass, then one PVC (the default storage) and one Pod
+        // per member, all with one token.
         for path in [
             "/api/v1/namespaces/db/services/example",
             "/api/v1/namespaces/db/services/example-client",
@@ -78,6 +79,15 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         }
         let mut tokens = Vec::new();
         for ordinal in 0..3 {
+            let pvc = s
+                .expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+                .await;
+            assert_eq!(pvc.body["metadata"]["name"], format!("example-{ordinal}"));
+            assert_eq!(
+                pvc.body["spec"]["resources"]["requests"]["storage"],
+                "8Gi"
+            );
+            pvc.echo();
             let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
             assert_eq!(pod.body["metadata"]["name"], format!("example-{ordinal}"));
             let args: Vec<String> =
@@ -199,6 +209,73 @@ async fn an_invalid_spec_writes_its_status_then_waits_for_a_change() {
         .unwrap();
     within_1s(server).await;
     assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn pvcs_retained_from_an_earlier_cluster_block_it_with_a_condition_and_an_event() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        // example-0's PVC, left by the deleted cluster `example` of uid `uid-0`.
+        let old = json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": "example-0",
+                "namespace": "db",
+                "labels": {
+                    "etcd.operator.dev/cluster": "example",
+                    "etcd.operator.dev/cluster-uid": "uid-0",
+                    "etcd.operator.dev/member": "example-0",
+                    "etcd.operator.dev/version": "3.5.16",
+                },
+            },
+        });
+        let mut list = empty_list("PersistentVolumeClaimList");
+        list["items"] = json!([old]);
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&list);
+        // Nothing is created: straight to the status.
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let st = &status.body["status"];
+        assert_eq!(st["phase"], "Degraded");
+        let degraded = st["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap()
+            .clone();
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "RetainedVolumesFound");
+        assert!(
+            degraded["message"].as_str().unwrap().contains("example-0"),
+            "{degraded}"
+        );
+        let body = stored(&status.body);
+        status.reply(&body);
+        let event = s
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+            .await;
+        assert_eq!(event.body["type"], "Warning");
+        assert_eq!(event.body["reason"], "RetainedVolumesFound");
+        event.echo();
+    });
+    let action = reconcile(Arc::new(cluster(EtcdClusterSpec::new(3, "3.5.16"))), ctx)
+        .await
+        .unwrap();
+    within_1s(server).await;
+    // Deleting the PVCs (a watched change) or the resync lets it go on.
+    assert_eq!(action, Action::requeue(RESYNC));
 }
 
 #[tokio::test]

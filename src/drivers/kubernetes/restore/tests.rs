@@ -487,6 +487,37 @@ async fn a_failed_fetch_fails_the_restore_with_its_reason() {
     assert_eq!(action, Action::await_change());
 }
 
+#[tokio::test]
+async fn a_restore_whose_init_image_cannot_be_pulled_fails_instead_of_downloading() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .reply(&our_cluster(json!({ "phase": "Creating" })));
+        let fetch = init_status(
+            "restore-fetch",
+            json!({ "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"ghcr.io/etcd-operator/etcd-operator:0.1.0\"",
+            }}),
+            json!({}),
+        );
+        s.expect(Method::GET, PODS)
+            .await
+            .reply(&pod_list(vec![member_pod(0, json!([fetch]))]));
+        let status = expect_status(&mut s, from_s3()).await;
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["conditions"][1]["reason"], "ImagePull");
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "ImagePull");
+    });
+    let action = reconcile(Arc::new(restore(from_s3())), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
 fn fetched_pods() -> Value {
     let report = StepReport::Fetched {
         sha256: "cd".repeat(32),
@@ -602,20 +633,20 @@ fn progress_waits_for_every_bootstrap_member_and_ignores_later_members() {
         member_pod(0, json!([done.clone()])),
         member_pod(1, json!([running])),
     ]));
-    assert_eq!(progress(&some), Progress::Fetching);
+    assert_eq!(progress(&some, Timestamp::now()), Progress::Fetching);
     let all = pods(pod_list(vec![
         member_pod(0, json!([done.clone()])),
         member_pod(1, json!([done])),
         joined,
     ]));
     assert_eq!(
-        progress(&all),
+        progress(&all, Timestamp::now()),
         Progress::Fetched {
             sha256: None,
             revision: None
         }
     );
-    assert_eq!(progress(&[]), Progress::Fetching);
+    assert_eq!(progress(&[], Timestamp::now()), Progress::Fetching);
 }
 
 #[test]
@@ -625,7 +656,8 @@ fn container_failures_carry_static_reasons() {
         terminated(1, "Error: snapshot file has wrong hash"),
         json!({}),
     );
-    let Progress::Failed(failure) = progress(&pods(pod_list(vec![member_pod(0, json!([tool]))])))
+    let Progress::Failed(failure) =
+        progress_now(&pods(pod_list(vec![member_pod(0, json!([tool]))])))
     else {
         panic!("not failed")
     };
@@ -642,7 +674,8 @@ fn container_failures_carry_static_reasons() {
         terminated(1, &invented.to_message()),
         json!({}),
     );
-    let Progress::Failed(failure) = progress(&pods(pod_list(vec![member_pod(0, json!([fetch]))])))
+    let Progress::Failed(failure) =
+        progress_now(&pods(pod_list(vec![member_pod(0, json!([fetch]))])))
     else {
         panic!("not failed")
     };
@@ -656,12 +689,82 @@ fn container_failures_carry_static_reasons() {
         }}),
         json!({}),
     );
-    let Progress::Failed(failure) = progress(&pods(pod_list(vec![member_pod(0, json!([config]))])))
+    let Progress::Failed(failure) =
+        progress_now(&pods(pod_list(vec![member_pod(0, json!([config]))])))
     else {
         panic!("not failed")
     };
     assert_eq!(failure.reason, "CreateContainerConfigError");
     assert!(failure.retryable);
+}
+
+fn progress_now(pods: &[Pod]) -> Progress {
+    progress(pods, Timestamp::now())
+}
+
+/// The operator's image went stale (`kubectl set image` left `OPERATOR_IMAGE` behind):
+/// the restore fails, naming the image, instead of "downloading" for ever.
+#[test]
+fn a_restore_container_whose_image_cannot_be_pulled_fails_the_restore() {
+    for reason in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"] {
+        let fetch = init_status(
+            "restore-fetch",
+            json!({ "waiting": { "reason": reason, "message": "not found" } }),
+            json!({}),
+        );
+        let Progress::Failed(failure) =
+            progress_now(&pods(pod_list(vec![member_pod(0, json!([fetch]))])))
+        else {
+            panic!("{reason}: not failed")
+        };
+        assert_eq!((failure.reason, failure.retryable), ("ImagePull", false));
+        assert!(failure.message.contains(reason), "{}", failure.message);
+        assert!(failure.message.contains("image x"), "{}", failure.message);
+    }
+}
+
+#[test]
+fn a_crash_looping_restore_container_fails_the_restore() {
+    let finish = init_status(
+        "restore-finish",
+        json!({ "waiting": { "reason": "CrashLoopBackOff" } }),
+        terminated(2, ""),
+    );
+    let Progress::Failed(failure) =
+        progress_now(&pods(pod_list(vec![member_pod(0, json!([finish]))])))
+    else {
+        panic!("not failed")
+    };
+    assert_eq!(failure.reason, "RestoreStepFailed");
+    assert!(failure.message.contains("exited 2"), "{}", failure.message);
+}
+
+#[test]
+fn a_member_unschedulable_past_the_deadline_fails_the_restore_until_it_schedules() {
+    let unschedulable = |since: Timestamp| {
+        let mut pod = member_pod(0, json!([]));
+        pod["status"]["conditions"] = json!([{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu.",
+            "lastTransitionTime": since.to_string(),
+        }]);
+        pods(pod_list(vec![pod]))
+    };
+    let now = Timestamp::now();
+    let recent = now - jiff::SignedDuration::from_secs(60);
+    assert_eq!(progress(&unschedulable(recent), now), Progress::Fetching);
+    let long_ago = now - jiff::SignedDuration::from_secs(301);
+    let Progress::Failed(failure) = progress(&unschedulable(long_ago), now) else {
+        panic!("not failed")
+    };
+    assert_eq!((failure.reason, failure.retryable), ("Unschedulable", true));
+    assert!(
+        failure.message.contains("Insufficient cpu"),
+        "{}",
+        failure.message
+    );
 }
 
 #[test]
@@ -673,7 +776,7 @@ fn a_retry_that_succeeded_clears_an_earlier_failure() {
         terminated(1, "network"),
     );
     assert!(matches!(
-        progress(&pods(pod_list(vec![member_pod(0, json!([fetch]))]))),
+        progress_now(&pods(pod_list(vec![member_pod(0, json!([fetch]))]))),
         Progress::Fetched { .. }
     ));
 }
