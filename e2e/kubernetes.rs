@@ -541,16 +541,20 @@ async fn install(client: &Client) {
     let image = std::env::var("OPERATOR_IMAGE").ok();
     match std::env::var("E2E_INSTALL").as_deref() {
         Ok("helm") => {
-            let mut cmd = Command::new("helm");
-            cmd.args(["upgrade", "--install", "etcd-operator"])
-                .arg(repo().join("charts/etcd-operator"))
-                .args(["-n", OPERATOR_NS, "--create-namespace"]);
+            // The real Helm v4 engine (PyPI helm-python-sdk, installed by install-test-deps).
+            let mut values = serde_json::json!({});
             if let Some(image) = &image {
                 let (repository, tag) = image.rsplit_once(':').expect("OPERATOR_IMAGE has a tag");
-                cmd.arg(format!("--set=image.repository={repository}"))
-                    .arg(format!("--set=image.tag={tag}"));
+                values = serde_json::json!({"image": {"repository": repository, "tag": tag}});
             }
-            run(&mut cmd);
+            helm(serde_json::json!({
+                "command": "install",
+                "kubeconfig": kubeconfig(),
+                "chart": repo().join("charts/etcd-operator"),
+                "release": "etcd-operator",
+                "namespace": OPERATOR_NS,
+                "values": values,
+            }));
         }
         _ => {
             run(Command::new("kubectl")
@@ -588,11 +592,43 @@ async fn install(client: &Client) {
     }
 }
 
+/// The kubeconfig the suite runs against.
+fn kubeconfig() -> String {
+    std::env::var("KUBECONFIG").expect("KUBECONFIG is set when the suite runs")
+}
+
+/// `tests/packaging/helm_engine.py` with `request`, through the Helm venv's Python.
+fn helm_command(request: serde_json::Value) -> Command {
+    let python = std::env::var_os("HELM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("ETCD_OPERATOR_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                        .join(".cache/etcd-operator")
+                });
+            cache.join("helm-venv/bin/python")
+        });
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/packaging/helm_engine.py"))
+        .arg(request.to_string());
+    cmd
+}
+
+fn helm(request: serde_json::Value) {
+    run(&mut helm_command(request));
+}
+
 fn uninstall() {
     let _ = match std::env::var("E2E_INSTALL").as_deref() {
-        Ok("helm") => Command::new("helm")
-            .args(["uninstall", "etcd-operator", "-n", OPERATOR_NS])
-            .output(),
+        Ok("helm") => helm_command(serde_json::json!({
+            "command": "uninstall",
+            "kubeconfig": kubeconfig(),
+            "release": "etcd-operator",
+            "namespace": OPERATOR_NS,
+        }))
+        .output(),
         _ => Command::new("kubectl")
             .args(["delete", "--ignore-not-found", "-R", "-f"])
             .arg(repo().join("manifests"))

@@ -5,8 +5,13 @@ Reads one JSON request from argv[1] and prints one JSON answer on stdout:
       -> {template path: rendered manifest}  (`helm template`, CRDs excluded)
   {"command": "lint", "chart": DIR, "namespace": NS, "values": {...}}
       -> {"messages": [{"severity", "path", "error"}], "errors": [...]}  (`helm lint --strict`)
+  {"command": "install", "kubeconfig": PATH, "chart": DIR, "release": NAME, "namespace": NS,
+   "values": {...}}  -> {"status": ...}  (`helm upgrade --install --create-namespace --wait`)
+  {"command": "uninstall", "kubeconfig": PATH, "release": NAME, "namespace": NS}
+      -> {"status": ...}  (`helm uninstall --ignore-not-found`)
 Exit status 1 with Helm's message on stderr when Helm fails; 2 when the engine is missing.
-Offline: nothing here reaches a cluster or the network.
+render and lint are offline; install and uninstall talk to the cluster the kubeconfig names
+(the e2e suite's `E2E_INSTALL=helm`).
 """
 
 import json
@@ -42,6 +47,27 @@ def main() -> None:
                 strict=True,
                 namespace=request["namespace"],
             )
+        elif command in ("install", "uninstall"):
+            from helm_python.config import Config
+
+            config = Config(
+                kubeconfig_path=request["kubeconfig"], namespace=request["namespace"]
+            )
+            if command == "install":
+                release = config.install(
+                    request["chart"],
+                    request["release"],
+                    request["values"],
+                    namespace=request["namespace"],
+                    create_namespace=True,
+                    wait="watcher",
+                    timeout=300,
+                )
+            else:
+                release = config.uninstall(
+                    request["release"], ignore_not_found=True, wait="watcher", timeout=300
+                )
+            answer = {"status": str(getattr(release, "status", release))}
         else:
             sys.exit(f"unknown command {command!r}")
     except HelmError as e:
