@@ -272,7 +272,8 @@ pub fn cluster_table(clusters: &[EtcdCluster], now: Timestamp) -> String {
     render(&rows)
 }
 
-/// The `kubectl get etcdbackup` table: NAME CLUSTER SCHEDULE LAST-SUCCESS LAST-ERROR AGE.
+/// The backup table: NAME CLUSTER SCHEDULE LAST SUCCESS FAILING AGE, as `kubectl get
+/// etcdbackup` shows it plus FAILING (the reason of a `Failed=True` condition, else `-`).
 pub fn backup_table(backups: &[EtcdBackup], now: Timestamp) -> String {
     let mut rows = vec![
         [
