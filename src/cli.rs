@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// used, so `kubectl set image` keeps restores working.
     #[arg(long, env = "OPERATOR_IMAGE")]
     pub operator_image: Option<String>,
+    /// Part data (partSizeMiB x parts in flight) all backups may hold in memory, in MiB; a
+    /// backup whose partSizeMiB needs more is refused with a condition, never an OOM.
+    #[arg(long, env = "BACKUP_MEMORY_BUDGET_MIB", default_value_t = etcd_operator_budget())]
+    pub backup_memory_budget_mib: u64,
 }
 
 /// `etcd-operator restore-fetch`. S3 credentials come from the environment
@@ -128,6 +132,11 @@ pub struct RestoreFinishArgs {
     pub termination_log: PathBuf,
 }
 
+/// [`etcd_operator::backup::DEFAULT_MEMORY_BUDGET_MIB`], for clap's defaults.
+fn etcd_operator_budget() -> u64 {
+    etcd_operator::backup::DEFAULT_MEMORY_BUDGET_MIB
+}
+
 /// `etcd-operator local`.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -163,6 +172,10 @@ pub struct LocalArgs {
     /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub upgrade_health_deadline: Duration,
+    /// Part data (partSizeMiB x parts in flight) all backups may hold in memory, in MiB; a
+    /// backup whose partSizeMiB needs more is refused with a condition, never an OOM.
+    #[arg(long, env = "BACKUP_MEMORY_BUDGET_MIB", default_value_t = etcd_operator_budget())]
+    pub backup_memory_budget_mib: u64,
 }
 
 /// `etcd-operator local <action>`.

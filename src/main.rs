@@ -71,6 +71,7 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
             unhealthy_grace: args.unhealthy_grace,
             upgrade_health_deadline: args.upgrade_health_deadline,
         },
+        backup_memory_budget_mib: args.backup_memory_budget_mib,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -130,6 +131,7 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
             identity,
             operator_image: args.operator_image,
             self_pod: self_pod(),
+            backup_memory_budget_mib: args.backup_memory_budget_mib,
         };
         kubernetes::run(opts, termination())
             .await

@@ -196,7 +196,47 @@ async fn one_shot_backup_of_a_running_cluster_records_the_object() {
     assert_eq!(head.content_length(), Some(record.size));
     let meta = SnapshotMetadata::from_map(head.metadata().unwrap());
     assert_eq!(meta.sha256.as_deref(), Some(record.sha256.as_str()));
-    assert!(record.key.starts_with("p/src/"), "{}", record.key);
+    assert!(
+        record.key.starts_with("p/default/src/once/"),
+        "one folder per EtcdBackup: {}",
+        record.key
+    );
+    assert_eq!(meta.backup.as_deref(), Some("once"));
+    assert_eq!(meta.cluster.as_deref(), Some("src"));
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    assert!(
+        meta.cluster_uid.is_some(),
+        "the cluster's incarnation: {meta:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_over_the_memory_budget_is_refused_and_writes_nothing() {
+    let (s, garage, v) = running_with_keys("big", 10).await;
+    // 64 MiB parts, 4 held at once: 256 MiB, over the default budget of 128 MiB.
+    let backup = backup_yaml("huge-parts", "big", &garage, BUCKET, "p", "s3", "").replace(
+        "      credentialsSecret: s3\n",
+        "      credentialsSecret: s3\n      partSizeMiB: 64\n",
+    );
+    assert!(backup.contains("partSizeMiB: 64"), "{backup}");
+    s.write(&docs(&[
+        &cluster_yaml("big", 1, &v, ""),
+        &secret_yaml("s3", &garage.credentials(), true),
+        &backup,
+    ]));
+    let st = s
+        .wait_backup(
+            "huge-parts",
+            "refused for memory",
+            failed_with("MemoryBudget"),
+        )
+        .await;
+    assert!(st.last_backup.is_none());
+    let s3 = garage.client().await;
+    assert!(
+        object_keys(&s3, BUCKET).await.is_empty(),
+        "nothing was uploaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

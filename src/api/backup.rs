@@ -67,7 +67,7 @@ pub struct BackupDestination {
 pub struct S3Destination {
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
-    /// Objects go to `<prefix>/<cluster>/<timestamp>-rev<revision>.db`.
+    /// Objects go to `<prefix>/<namespace>/<cluster>/<backup>/<timestamp>-rev<revision>.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     #[serde(flatten)]

@@ -35,6 +35,12 @@ pub mod take;
 pub mod upload;
 
 pub use error::{Error, S3Failure, S3Op};
+
+/// The part data all backups of this operator may hold in memory at once, unless
+/// `--backup-memory-budget-mib` says otherwise: half the chart's 256 MiB memory limit, which
+/// leaves the rest for the operator itself (about 30 MiB) and the S3 client's buffers. The
+/// default `partSizeMiB` (16) holds 64 MiB.
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 128;
 pub use metadata::SnapshotMetadata;
 pub use prune::{STALE_UPLOAD_AGE, abort_stale_uploads, apply_retention, list_backups};
 pub use restore::{

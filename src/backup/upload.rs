@@ -62,6 +62,15 @@ impl Default for UploadOptions {
 }
 
 impl UploadOptions {
+    /// The most part data an upload holds in memory at once: `parts_in_flight` parts
+    /// uploading and one being filled.
+    pub fn bytes_held(&self) -> u64 {
+        let parts = u64::try_from(self.parts_in_flight.max(1) + 1).unwrap_or(u64::MAX);
+        u64::try_from(self.part_size)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(parts)
+    }
+
     /// The defaults with `partSizeMiB` from a backup destination, when set and positive.
     pub fn with_part_size_mib(part_size_mib: Option<i32>) -> Self {
         let mut options = Self::default();

@@ -19,11 +19,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::failure::{Failure, Precondition, set_failed};
+use crate::api::backup::S3Destination;
 use crate::api::backup::{BackupRecord, EtcdBackupSpec, EtcdBackupStatus, HISTORY_LIMIT};
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition::{self, Status, types};
 use crate::api::validate::Report;
 use crate::backup::Error;
+use crate::backup::UploadOptions;
 use crate::backup::schedule::next_run;
 
 /// Condition reasons set here (besides error reasons).
@@ -60,6 +62,27 @@ pub fn backup_endpoints(
         return Err(not_ready());
     }
     Ok(endpoints)
+}
+
+/// Whether a backup to `destination` fits the operator's backup memory budget: the parts an
+/// upload holds at once ([`UploadOptions::bytes_held`]) must not exceed `budget_mib`.
+///
+/// # Errors
+/// [`Precondition::MemoryBudget`], naming what it needs and the budget.
+pub fn fits_memory_budget(
+    destination: &S3Destination,
+    budget_mib: u64,
+) -> Result<(), Precondition> {
+    let options = UploadOptions::with_part_size_mib(destination.part_size_mib);
+    let needed_mib = options.bytes_held().div_ceil(1 << 20);
+    if needed_mib <= budget_mib {
+        return Ok(());
+    }
+    Err(Precondition::MemoryBudget {
+        part_size_mib: u64::try_from(options.part_size >> 20).unwrap_or(u64::MAX),
+        needed_mib,
+        budget_mib,
+    })
 }
 
 /// Whether a backup should run.
@@ -333,6 +356,34 @@ pub(super) mod tests {
             op: S3Op::CreateMultipartUpload,
             bucket: "backups".into(),
         }
+    }
+
+    #[test]
+    fn part_sizes_over_the_memory_budget_are_refused_with_the_numbers() {
+        let mut dest = spec(None).destination.s3;
+        // The default 16 MiB parts hold 4 x 16 = 64 MiB.
+        assert_eq!(fits_memory_budget(&dest, 64), Ok(()));
+        assert_eq!(
+            fits_memory_budget(&dest, 63),
+            Err(Precondition::MemoryBudget {
+                part_size_mib: 16,
+                needed_mib: 64,
+                budget_mib: 63,
+            })
+        );
+        dest.part_size_mib = Some(5120);
+        let refused = fits_memory_budget(&dest, crate::backup::DEFAULT_MEMORY_BUDGET_MIB);
+        assert!(
+            matches!(
+                refused,
+                Err(Precondition::MemoryBudget {
+                    needed_mib: 20480,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(!refused.unwrap_err().is_retryable());
     }
 
     #[test]

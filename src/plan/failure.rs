@@ -50,6 +50,14 @@ pub enum Precondition {
     BackupNotFound { namespace: String, backup: String },
     #[error("EtcdBackup {backup} has no successful backup yet")]
     NoSuccessfulBackup { backup: String },
+    #[error(
+        "partSizeMiB {part_size_mib} holds {needed_mib} MiB of parts in memory at once, over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): lower partSizeMiB or raise the budget"
+    )]
+    MemoryBudget {
+        part_size_mib: u64,
+        needed_mib: u64,
+        budget_mib: u64,
+    },
 }
 
 impl Failure for Precondition {
@@ -61,10 +69,14 @@ impl Failure for Precondition {
         self.to_string()
     }
 
-    /// All but `ClusterExists` may pass without anyone touching this resource (the cluster
-    /// comes up, the Secret or backup appears). A restore never waits for a cluster to go.
+    /// All but `ClusterExists` and `MemoryBudget` may pass without anyone touching this
+    /// resource (the cluster comes up, the Secret or backup appears). A restore never waits
+    /// for a cluster to go; a spec over the budget waits for a change of spec or flag.
     fn is_retryable(&self) -> bool {
-        !matches!(self, Precondition::ClusterExists { .. })
+        !matches!(
+            self,
+            Precondition::ClusterExists { .. } | Precondition::MemoryBudget { .. }
+        )
     }
 }
 

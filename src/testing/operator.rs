@@ -106,6 +106,7 @@ impl Scenario {
             resync_interval: Duration::from_millis(500),
             policy: self.policy.clone(),
             metrics: self.metrics.clone(),
+            backup_memory_budget_mib: crate::backup::DEFAULT_MEMORY_BUDGET_MIB,
         };
         let task = tokio::spawn(local::run(opts, async move {
             let _ = rx.await;

@@ -56,9 +56,9 @@ use crate::backup::{Owner, StaticCredentials};
 use crate::error_chain::error_chain;
 use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
 use crate::plan::backup::{
-    BackupDue, Idle, backup_due, backup_endpoints, forget_deleted, next_schedule,
-    note_retention_failure, status_after_failure, status_after_success, status_invalid,
-    status_scheduled,
+    BackupDue, Idle, backup_due, backup_endpoints, fits_memory_budget, forget_deleted,
+    next_schedule, note_retention_failure, status_after_failure, status_after_success,
+    status_invalid, status_scheduled,
 };
 use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
 
@@ -96,6 +96,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Part data all backups may hold in memory (`--backup-memory-budget-mib`).
+    pub memory_budget_mib: u64,
     /// Consecutive failed attempts per backup, for the retry delay.
     failures: Failures<ObjectRef<EtcdBackup>>,
 }
@@ -106,6 +108,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            memory_budget_mib: crate::backup::DEFAULT_MEMORY_BUDGET_MIB,
             failures: Failures::default(),
         }
     }
@@ -251,6 +254,9 @@ async fn attempt(
     backup: &EtcdBackup,
     ctx: &Context,
 ) -> Result<Result<Outcome, AttemptError>, Error> {
+    if let Err(p) = fits_memory_budget(&backup.spec.destination.s3, ctx.memory_budget_mib) {
+        return Ok(Err(AttemptError::Precondition(p)));
+    }
     let namespace = backup.namespace().unwrap_or_default();
     let cluster_name = &backup.spec.cluster_name;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);

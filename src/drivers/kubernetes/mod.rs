@@ -48,6 +48,8 @@ pub struct Options {
     /// The Pod the operator runs in (Downward API), whose image restored members' init
     /// containers run.
     pub self_pod: Option<SelfPod>,
+    /// Part data all backups may hold in memory, in MiB.
+    pub backup_memory_budget_mib: u64,
 }
 
 /// The operator's own Pod, from the Downward API (`POD_NAMESPACE`, `POD_NAME`).
@@ -174,15 +176,9 @@ fn controllers(
     );
     ctx.operator_image = opts.operator_image.clone();
     let clusters = cluster::controller(client.clone(), ns, Arc::new(ctx), shutdown.clone());
-    let backups = backup::controller(
-        api(&client, ns),
-        Arc::new(backup::Context::new(
-            client.clone(),
-            metrics.clone(),
-            reporter.clone(),
-        )),
-        shutdown.clone(),
-    );
+    let mut backup_ctx = backup::Context::new(client.clone(), metrics.clone(), reporter.clone());
+    backup_ctx.memory_budget_mib = opts.backup_memory_budget_mib;
+    let backups = backup::controller(api(&client, ns), Arc::new(backup_ctx), shutdown.clone());
     let restores = restore::controller(
         api(&client, ns),
         api(&client, ns),

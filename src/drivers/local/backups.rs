@@ -24,8 +24,8 @@ use crate::backup::attempt::{self, Attempt, Outcome};
 use crate::backup::{Owner, StaticCredentials};
 use crate::drivers::local::manifest::{DEFAULT_NAMESPACE, Documents};
 use crate::plan::backup::{
-    BackupDue, backup_due, backup_endpoints, next_schedule, status_after_failure,
-    status_after_success, status_invalid, status_scheduled,
+    BackupDue, backup_due, backup_endpoints, fits_memory_budget, next_schedule,
+    status_after_failure, status_after_success, status_invalid, status_scheduled,
 };
 use crate::plan::failure::{Failure, Precondition};
 
@@ -103,6 +103,8 @@ struct BackupState {
 
 /// Every EtcdBackup the driver was given.
 pub struct Backups {
+    /// Part data all backups may hold in memory (`--backup-memory-budget-mib`).
+    memory_budget_mib: u64,
     status_files: StatusFiles,
     wake: Arc<Notify>,
     states: HashMap<String, BackupState>,
@@ -121,10 +123,11 @@ impl Drop for Backups {
 
 impl Backups {
     /// Backups whose tasks call `wake` when they finish.
-    pub fn new(status_files: StatusFiles, wake: Arc<Notify>) -> Self {
+    pub fn new(status_files: StatusFiles, wake: Arc<Notify>, memory_budget_mib: u64) -> Self {
         Self {
             status_files,
             wake,
+            memory_budget_mib,
             states: HashMap::new(),
         }
     }
@@ -169,7 +172,15 @@ impl Backups {
                 state.retry_at = None;
             }
             let before = state.doc.status.clone();
-            let at = step(state, doc, docs, clusters, &self.wake, now);
+            let at = step(
+                state,
+                doc,
+                docs,
+                clusters,
+                &self.wake,
+                self.memory_budget_mib,
+                now,
+            );
             if let Some(at) = at {
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
@@ -202,6 +213,7 @@ fn step(
     docs: &Documents,
     clusters: &[EtcdCluster],
     wake: &Arc<Notify>,
+    budget_mib: u64,
     now: Timestamp,
 ) -> Option<Timestamp> {
     let name = doc.metadata.name.clone().unwrap_or_default();
@@ -261,7 +273,7 @@ fn step(
                 .and_then(|s| s.next_schedule_time.as_ref())
                 .map(|t| t.0);
             let namespace = namespace_of(&doc.metadata);
-            match prepare(doc, namespace, docs, clusters) {
+            match prepare(doc, namespace, docs, clusters, budget_mib) {
                 Ok(job) => {
                     info!(backup = %name, cluster = %doc.spec.cluster_name, "starting backup");
                     state.running = Some(spawn(job, name, state.doc.generation, wake.clone()));
@@ -349,7 +361,9 @@ fn prepare(
     namespace: &str,
     docs: &Documents,
     clusters: &[EtcdCluster],
+    budget_mib: u64,
 ) -> Result<Job, Error> {
+    fits_memory_budget(&doc.spec.destination.s3, budget_mib)?;
     let cluster_name = &doc.spec.cluster_name;
     let cluster = clusters
         .iter()

@@ -51,6 +51,8 @@ pub struct Options {
     pub policy: Policy,
     /// Where reconciles, steps and member counts are counted; the caller serves them.
     pub metrics: Metrics,
+    /// Part data all backups may hold in memory, in MiB.
+    pub backup_memory_budget_mib: u64,
 }
 
 /// Why the loop could not start or had to stop.
@@ -239,7 +241,11 @@ pub async fn run(
     );
     let mut states: HashMap<String, ClusterState> = HashMap::new();
     let wake = Arc::new(Notify::new());
-    let mut backups = Backups::new(status_files.clone(), wake.clone());
+    let mut backups = Backups::new(
+        status_files.clone(),
+        wake.clone(),
+        opts.backup_memory_budget_mib,
+    );
     let mut restores = Restores::new(
         status_files.clone(),
         runtime.clone(),

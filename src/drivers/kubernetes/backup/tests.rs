@@ -181,6 +181,38 @@ async fn a_missing_credentials_secret_fails_the_backup_with_an_event_and_retries
 }
 
 #[tokio::test]
+async fn parts_over_the_memory_budget_are_refused_before_anything_is_read() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let mut big = spec(None);
+    // 64 MiB parts, 4 held at once: 256 MiB, over the default budget of 128 MiB.
+    big.destination.s3.part_size_mib = Some(64);
+    let stored_spec = big.clone();
+    let server = server.run(|mut s| async move {
+        // No GET of the cluster or the Secret: the spec alone decides.
+        let status = expect_status(&mut s, stored_spec).await;
+        let failed = &without_times(status)["conditions"][1];
+        assert_eq!(failed["reason"], "MemoryBudget");
+        let message = failed["message"].as_str().unwrap();
+        assert!(
+            message.contains("256 MiB") && message.contains("128 MiB"),
+            "{message}"
+        );
+        assert!(!message.contains("will retry"), "{message}");
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "MemoryBudget");
+    });
+    let action = reconcile(Arc::new(backup(big)), ctx.clone()).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(300)),
+        "only a change of spec or flag helps: the long wait"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_cluster_fails_the_backup_without_reading_the_secret() {
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
