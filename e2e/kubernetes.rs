@@ -50,7 +50,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 10] = [
+    let scenarios: [(&str, ScenarioFn); 11] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -61,6 +61,7 @@ async fn kubernetes_scenarios() {
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
         ("restore-image", restore_runs_the_operators_own_image),
+        ("ambient-refused", a_restore_without_a_secret_is_refused),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -513,6 +514,58 @@ fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario 
         println!(
             "restore-image: {:?}, Failed: {} ({})",
             status.phase, failed.reason, failed.message
+        );
+    })
+}
+
+/// The operator is installed without `--allow-ambient-credentials`: a restore that names no
+/// credentials Secret would borrow the operator's own cloud identity, so it is refused with
+/// a reason, and no cluster is created.
+fn a_restore_without_a_secret_is_refused(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": "ambient" },
+            "spec": {
+                "source": { "s3": {
+                    "bucket": "any",
+                    "key": "snapshots/e2e-rev1.db",
+                    "endpoint": "http://10.244.0.1:1",
+                    "forcePathStyle": true,
+                }},
+                "cluster": { "name": CLUSTER, "spec": { "size": 1, "version": TO } },
+            },
+        }))
+        .unwrap();
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        wait_for(
+            "the restore to be refused for ambient credentials",
+            || async {
+                restores
+                    .get_opt("ambient")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.status)
+                    .is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == "Failed"
+                                && c.status == "True"
+                                && c.reason == "AmbientCredentialsNotAllowed"
+                        })
+                    })
+            },
+        )
+        .await;
+        let clusters: Api<EtcdCluster> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            clusters.get_opt(CLUSTER).await.unwrap().is_none(),
+            "no cluster is created for a refused restore"
         );
     })
 }

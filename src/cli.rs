@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// backup whose partSizeMiB needs more is refused with a condition, never an OOM.
     #[arg(long, env = "BACKUP_MEMORY_BUDGET_MIB", default_value_t = etcd_operator_budget())]
     pub backup_memory_budget_mib: u64,
+    /// Let EtcdBackups and EtcdRestores without `credentialsSecret` use the operator's own
+    /// cloud identity (instance role, IRSA, environment). Off by default: whoever may create
+    /// an EtcdBackup could otherwise write to, and through retention delete from, any bucket
+    /// the operator reaches.
+    #[arg(long, env = "ALLOW_AMBIENT_CREDENTIALS")]
+    pub allow_ambient_credentials: bool,
 }
 
 /// `etcd-operator restore-fetch`. S3 credentials come from the environment

@@ -132,6 +132,7 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
             operator_image: args.operator_image,
             self_pod: self_pod(),
             backup_memory_budget_mib: args.backup_memory_budget_mib,
+            allow_ambient_credentials: args.allow_ambient_credentials,
         };
         kubernetes::run(opts, termination())
             .await

@@ -51,6 +51,10 @@ pub enum Precondition {
     #[error("EtcdBackup {backup} has no successful backup yet")]
     NoSuccessfulBackup { backup: String },
     #[error(
+        "no credentialsSecret is named, and this operator does not lend its own cloud identity to backups and restores in namespace {namespace}: name a Secret, or start the operator with --allow-ambient-credentials"
+    )]
+    AmbientCredentialsNotAllowed { namespace: String },
+    #[error(
         "partSizeMiB {part_size_mib} holds {needed_mib} MiB of parts in memory at once, over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): lower partSizeMiB or raise the budget"
     )]
     MemoryBudget {
@@ -69,13 +73,15 @@ impl Failure for Precondition {
         self.to_string()
     }
 
-    /// All but `ClusterExists` and `MemoryBudget` may pass without anyone touching this
+    /// All but `ClusterExists`, `MemoryBudget` and `AmbientCredentialsNotAllowed` may pass without anyone touching this
     /// resource (the cluster comes up, the Secret or backup appears). A restore never waits
     /// for a cluster to go; a spec over the budget waits for a change of spec or flag.
     fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            Precondition::ClusterExists { .. } | Precondition::MemoryBudget { .. }
+            Precondition::ClusterExists { .. }
+                | Precondition::MemoryBudget { .. }
+                | Precondition::AmbientCredentialsNotAllowed { .. }
         )
     }
 }

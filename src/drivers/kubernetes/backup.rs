@@ -98,6 +98,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Part data all backups may hold in memory (`--backup-memory-budget-mib`).
     pub memory_budget_mib: u64,
+    /// Whether a destination without `credentialsSecret` may use the operator's own cloud
+    /// identity (`--allow-ambient-credentials`); refused by default.
+    pub allow_ambient_credentials: bool,
     /// Consecutive failed attempts per backup, for the retry delay.
     failures: Failures<ObjectRef<EtcdBackup>>,
 }
@@ -109,6 +112,7 @@ impl Context {
             client,
             metrics,
             memory_budget_mib: crate::backup::DEFAULT_MEMORY_BUDGET_MIB,
+            allow_ambient_credentials: false,
             failures: Failures::default(),
         }
     }
@@ -285,6 +289,7 @@ async fn attempt(
         &ctx.client,
         &namespace,
         destination.connection.credentials_secret.as_deref(),
+        ctx.allow_ambient_credentials,
     )
     .await?
     {
@@ -309,14 +314,23 @@ async fn attempt(
     .map_err(AttemptError::Backup))
 }
 
-/// The Secret's credentials; `None` when no Secret is named (the default AWS chain).
-/// The outer error is the API server failing.
+/// The Secret's credentials; `None` when no Secret is named and the operator may lend its
+/// own identity (the default AWS chain), refused otherwise. The outer error is the API
+/// server failing.
 async fn read_credentials(
     client: &Client,
     namespace: &str,
     secret: Option<&str>,
+    allow_ambient: bool,
 ) -> Result<Result<Option<StaticCredentials>, AttemptError>, Error> {
     let Some(secret) = secret else {
+        if !allow_ambient {
+            return Ok(Err(AttemptError::Precondition(
+                Precondition::AmbientCredentialsNotAllowed {
+                    namespace: namespace.to_string(),
+                },
+            )));
+        }
         return Ok(Ok(None));
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);

@@ -50,6 +50,9 @@ pub struct Options {
     pub self_pod: Option<SelfPod>,
     /// Part data all backups may hold in memory, in MiB.
     pub backup_memory_budget_mib: u64,
+    /// Let backups and restores without `credentialsSecret` use the operator's own cloud
+    /// identity.
+    pub allow_ambient_credentials: bool,
 }
 
 /// The operator's own Pod, from the Downward API (`POD_NAMESPACE`, `POD_NAME`).
@@ -178,11 +181,16 @@ fn controllers(
     let clusters = cluster::controller(client.clone(), ns, Arc::new(ctx), shutdown.clone());
     let mut backup_ctx = backup::Context::new(client.clone(), metrics.clone(), reporter.clone());
     backup_ctx.memory_budget_mib = opts.backup_memory_budget_mib;
+    backup_ctx.allow_ambient_credentials = opts.allow_ambient_credentials;
     let backups = backup::controller(api(&client, ns), Arc::new(backup_ctx), shutdown.clone());
     let restores = restore::controller(
         api(&client, ns),
         api(&client, ns),
-        Arc::new(restore::Context::new(client.clone(), metrics, reporter)),
+        Arc::new({
+            let mut ctx = restore::Context::new(client.clone(), metrics, reporter);
+            ctx.allow_ambient_credentials = opts.allow_ambient_credentials;
+            ctx
+        }),
         shutdown,
     );
     info!(

@@ -133,6 +133,9 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Whether a source without `credentialsSecret` may use ambient cloud credentials
+    /// (`--allow-ambient-credentials`); refused by default.
+    pub allow_ambient_credentials: bool,
     /// Consecutive retryable failures per restore, for the retry delay.
     failures: Failures<ObjectRef<EtcdRestore>>,
 }
@@ -143,6 +146,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            allow_ambient_credentials: false,
             failures: Failures::default(),
         }
     }
@@ -315,7 +319,11 @@ impl Pass<'_> {
     /// that would wait for it forever.
     async fn check_credentials(&self, from: &RestoreFrom) -> Result<Option<AttemptError>, Error> {
         let Some(name) = &from.connection.credentials_secret else {
-            return Ok(None);
+            return Ok((!self.ctx.allow_ambient_credentials).then(|| {
+                AttemptError::Precondition(Precondition::AmbientCredentialsNotAllowed {
+                    namespace: self.namespace.clone(),
+                })
+            }));
         };
         let secret =
             self.api::<Secret>()

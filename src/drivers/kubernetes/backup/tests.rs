@@ -213,6 +213,31 @@ async fn parts_over_the_memory_budget_are_refused_before_anything_is_read() {
 }
 
 #[tokio::test]
+async fn a_destination_without_a_secret_is_refused_unless_ambient_credentials_are_allowed() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let mut ambient = spec(None);
+    ambient.destination.s3.connection.credentials_secret = None;
+    let stored_spec = ambient.clone();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER).await.reply(&cluster());
+        // No Secret to read, and the operator's own identity is not lent.
+        let status = expect_status(&mut s, stored_spec).await;
+        let failed = &without_times(status)["conditions"][1];
+        assert_eq!(failed["reason"], "AmbientCredentialsNotAllowed");
+        assert_eq!(
+            expect_event(&mut s).await["reason"],
+            "AmbientCredentialsNotAllowed"
+        );
+    });
+    let action = reconcile(Arc::new(backup(ambient)), ctx.clone())
+        .await
+        .unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
 async fn a_missing_cluster_fails_the_backup_without_reading_the_secret() {
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);

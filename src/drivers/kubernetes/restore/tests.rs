@@ -81,6 +81,19 @@ fn context(client: Client) -> Arc<Context> {
     ))
 }
 
+fn context_allowing_ambient(client: Client) -> Arc<Context> {
+    let mut ctx = Context::new(
+        client,
+        Metrics::new(),
+        Reporter {
+            controller: "etcd-operator".into(),
+            instance: Some("etcd-operator-0".into()),
+        },
+    );
+    ctx.allow_ambient_credentials = true;
+    Arc::new(ctx)
+}
+
 /// The cluster `restored` as this restore created it, with `status`.
 fn our_cluster(status: Value) -> Value {
     let from = restore_source(NS, &restore(from_s3()).spec, None).unwrap();
@@ -348,7 +361,8 @@ fn backup_with_last(etcd_version: &str) -> Value {
 #[tokio::test]
 async fn a_backup_name_restores_its_latest_backup_with_its_digest() {
     let (client, server) = ApiServer::client(NS);
-    let ctx = context(client);
+    // The backup names no Secret: these run with ambient credentials allowed.
+    let ctx = context_allowing_ambient(client);
     let server = server.run(|mut s| async move {
         s.expect(Method::GET, CLUSTER)
             .await
@@ -400,9 +414,45 @@ async fn a_backup_without_a_success_waits_and_retries() {
 }
 
 #[tokio::test]
-async fn a_snapshot_newer_than_the_target_is_refused_before_anything_is_created() {
+async fn a_source_without_a_secret_is_refused_unless_ambient_credentials_are_allowed() {
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        s.expect(Method::GET, BACKUP)
+            .await
+            .reply(&backup_with_last("3.5.16"));
+        // Refused before any cluster is created.
+        let status = expect_status(&mut s, from_backup()).await;
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(
+            status["conditions"][1]["reason"],
+            "AmbientCredentialsNotAllowed"
+        );
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["reason"], "AmbientCredentialsNotAllowed");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-ambient-credentials"),
+            "{event}"
+        );
+    });
+    let action = reconcile(Arc::new(restore(from_backup())), ctx)
+        .await
+        .unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_snapshot_newer_than_the_target_is_refused_before_anything_is_created() {
+    let (client, server) = ApiServer::client(NS);
+    // The backup names no Secret: these run with ambient credentials allowed.
+    let ctx = context_allowing_ambient(client);
     let server = server.run(|mut s| async move {
         s.expect(Method::GET, CLUSTER)
             .await
