@@ -50,7 +50,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 11] = [
+    let scenarios: [(&str, ScenarioFn); 12] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -62,6 +62,7 @@ async fn kubernetes_scenarios() {
         ("pause", paused_cluster_takes_no_step),
         ("restore-image", restore_runs_the_operators_own_image),
         ("ambient-refused", a_restore_without_a_secret_is_refused),
+        ("all-members-lost", losing_every_member_is_not_a_new_cluster),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -566,6 +567,64 @@ fn a_restore_without_a_secret_is_refused(client: Client, ns: String) -> Scenario
         assert!(
             clusters.get_opt(CLUSTER).await.unwrap().is_none(),
             "no cluster is created for a refused restore"
+        );
+    })
+}
+
+/// Every Pod of a formed emptyDir cluster is deleted at once: all data is gone. The operator
+/// reports `AllMembersLost` and does not bootstrap a new, empty cluster behind the same
+/// name and Services (clients would see revision 1 and no keys).
+fn losing_every_member_is_not_a_new_cluster(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        wait_for("the cluster id in the status", || async {
+            clusters
+                .get(CLUSTER)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| s.cluster_id.is_some())
+        })
+        .await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("etcd.operator.dev/cluster={CLUSTER}")),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        wait_for("Degraded with AllMembersLost", || async {
+            clusters
+                .get(CLUSTER)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .is_some_and(|s| {
+                    s.phase == ClusterPhase::Degraded
+                        && s.conditions.iter().any(|c| c.reason == "AllMembersLost")
+                })
+        })
+        .await;
+        println!(
+            "all-members-lost: reported {:.1}s after the deletion",
+            started.elapsed().as_secs_f64()
+        );
+        // Once reported, nothing is created: wait for the old Pods to be gone, then check.
+        wait_for("the deleted pods to be gone", || async {
+            pods.list(
+                &ListParams::default().labels(&format!("etcd.operator.dev/cluster={CLUSTER}")),
+            )
+            .await
+            .is_ok_and(|l| l.items.is_empty())
+        })
+        .await;
+        let status = clusters.get(CLUSTER).await.unwrap().status.unwrap();
+        assert_eq!(status.phase, ClusterPhase::Degraded, "{status:?}");
+        assert!(
+            member_pods(&client, &ns).await.is_empty(),
+            "no new, empty cluster was bootstrapped"
         );
     })
 }

@@ -118,6 +118,39 @@ async fn member_whose_data_is_gone_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_formed_cluster_that_lost_every_member_is_not_bootstrapped_again() {
+    let v = latest(5);
+    let mut s = Scenario::new(fast_policy());
+    s.write(&cluster_yaml("gone", 1, &v, ""));
+    s.start();
+    let st = s.wait_running("gone", 1, &v).await;
+    let member = st.members[0].name.clone();
+    let data = s
+        .state_dir()
+        .join("clusters/default/gone")
+        .join(&member)
+        .join("data");
+    let pid = member_pid(&s.state_dir(), "gone", &member);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let st = s
+        .wait_status("gone", "AllMembersLost", |st| {
+            st.phase == ClusterPhase::Degraded
+                && condition::find(&st.conditions, condition::types::DEGRADED)
+                    .is_some_and(|c| c.reason == "AllMembersLost")
+        })
+        .await;
+    assert!(
+        st.cluster_id.is_some(),
+        "the id that proves it formed is kept"
+    );
+    assert!(
+        !data.exists() && member_pid_opt(&s.state_dir(), "gone", &member).is_none(),
+        "no member was started on an empty data dir"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hung_member_is_replaced_after_the_grace_period() {
     let v = latest(5);
     let mut s = Scenario::new(fast_policy());

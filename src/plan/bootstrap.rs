@@ -1,6 +1,8 @@
 //! When no member answered: start a fresh cluster, or bring back members that have data.
 //!
-//! 1. No runtime member has data: the cluster never started (or a bootstrap crashed before
+//! 1. No runtime member has data. A cluster that formed once (its status recorded a cluster
+//!    id) has lost every member: `Blocked(AllMembersLost)`, never a new empty cluster behind
+//!    the same name. Otherwise the cluster never started (or a bootstrap crashed before
 //!    any member wrote data). Runtime members outside `<cluster>-0 .. <cluster>-<size-1>`
 //!    are deleted first; then `Bootstrap` those names. Bootstrap is idempotent, so a crashed
 //!    one is simply planned again.
@@ -21,6 +23,11 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
 
     // 1.
     if !members.iter().any(|m| m.has_data()) {
+        if o.formed {
+            return Step::Blocked {
+                reason: BlockReason::AllMembersLost,
+            };
+        }
         let names: Vec<MemberName> = (0u32..)
             .take(ctx.size)
             .map(|i| MemberName::new(&o.cluster_name, i))
@@ -87,6 +94,27 @@ mod tests {
             Step::Bootstrap {
                 members: vec![name(0), name(1), name(2)],
                 version: v(VERSION),
+            }
+        );
+    }
+
+    #[test]
+    fn a_formed_cluster_that_lost_every_member_is_never_bootstrapped_again() {
+        let mut o = empty();
+        o.formed = true;
+        assert_eq!(
+            plan(&o),
+            Step::Blocked {
+                reason: BlockReason::AllMembersLost
+            }
+        );
+        // Not even with leftover reservations or runtime members without data.
+        let mut o = empty().with_reservation(0).with_reservation(7);
+        o.formed = true;
+        assert_eq!(
+            plan(&o),
+            Step::Blocked {
+                reason: BlockReason::AllMembersLost
             }
         );
     }

@@ -77,6 +77,7 @@ pub(crate) fn observed(n: u32) -> Observed {
     Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: None,
+        formed: false,
         members: (0..n).map(|o| voter(o, VERSION)).collect(),
         etcd: Some(EtcdView {
             cluster_id: ClusterId(0xc1),

@@ -137,7 +137,8 @@ pub fn invalid_spec_is_blocked(step: &Step, spec: &EtcdClusterSpec, observed: &O
     spec.paused || blocked == invalid
 }
 
-/// Bootstrap only when no member answered and no runtime member has data, with `size`
+/// Bootstrap only when the cluster never formed, no member answered and no runtime member
+/// has data, with `size`
 /// distinct members at spec.version.
 pub fn bootstrap_only_when_fresh(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
     let Step::Bootstrap { members, version } = step else {
@@ -147,6 +148,7 @@ pub fn bootstrap_only_when_fresh(step: &Step, spec: &EtcdClusterSpec, observed: 
     distinct.sort();
     distinct.dedup();
     observed.etcd.is_none()
+        && !observed.formed
         && !observed.members.iter().any(ObservedMember::has_data)
         && distinct.len() == members.len()
         && Some(members.len()) == size_of(spec)

@@ -66,6 +66,10 @@ pub struct Observed {
     /// status), so that a name is never reused even after its member was deleted; `None` when
     /// not recorded, in which case only the names seen here count.
     pub highest_ordinal_used: Option<u32>,
+    /// The cluster formed once (its status recorded a cluster id). A formed cluster none of
+    /// whose members has data left is lost, and never bootstrapped again behind the same
+    /// name and Services without the user acting.
+    pub formed: bool,
     /// Runtime members and etcd members, joined by name (or by peer URL for etcd members that
     /// have not started yet). One entry per member, each known to the runtime, to etcd or to
     /// both; order does not matter.

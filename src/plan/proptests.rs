@@ -200,6 +200,7 @@ fn build_observed(
     Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: highest,
+        formed: false,
         members: out,
         etcd: answered.then_some(EtcdView {
             cluster_id: ClusterId(0xc1),
@@ -215,9 +216,13 @@ fn gen_observed() -> impl Strategy<Value = Observed> {
         prop::bool::weighted(0.85),
         0usize..12,
         prop::option::weighted(0.2, 0u32..15),
+        // A formed cluster (status has a cluster id) that may have lost every member.
+        prop::bool::weighted(0.5),
     )
-        .prop_map(|(members, answered, leader_pick, highest)| {
-            build_observed(&members, answered, leader_pick, highest)
+        .prop_map(|(members, answered, leader_pick, highest, formed)| {
+            let mut observed = build_observed(&members, answered, leader_pick, highest);
+            observed.formed = formed;
+            observed
         })
 }
 
@@ -413,6 +418,7 @@ impl Sim {
         Observed {
             cluster_name: CLUSTER.to_string(),
             highest_ordinal_used: self.highest_ordinal,
+            formed: false,
             members,
             etcd: answered.then_some(EtcdView {
                 cluster_id: ClusterId(0xc1),

@@ -139,6 +139,10 @@ pub enum BlockReason {
     /// hold the member names this one would use; their data is never adopted or
     /// bootstrapped over. Not a planner decision: the runtime finds them while observing.
     RetainedVolumes { claims: Vec<String> },
+    /// The cluster formed once and no member has data left (all lost: emptyDir pods gone,
+    /// volumes deleted). Bootstrapping again would serve an empty keyspace at revision 1 behind
+    /// the same name; only the user may decide that, or restore from a backup.
+    AllMembersLost,
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
@@ -276,6 +280,10 @@ impl fmt::Display for BlockReason {
                 "upgrade stalled: {member} did not become healthy at the new version; set spec.version back to roll it back"
             ),
             BlockReason::InvalidSpec { message } => write!(f, "invalid spec: {message}"),
+            BlockReason::AllMembersLost => write!(
+                f,
+                "every member lost its data after the cluster had formed; it is not bootstrapped again as an empty cluster: restore a backup (EtcdRestore), or delete the EtcdCluster to start an empty one"
+            ),
             BlockReason::RetainedVolumes { claims } => write!(
                 f,
                 "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",

@@ -144,6 +144,7 @@ pub async fn reconcile_once<R: MemberRuntime>(
     let nothing = || Observed {
         cluster_name: name.clone(),
         highest_ordinal_used: None,
+        formed: false,
         members: Vec::new(),
         etcd: None,
     };
@@ -154,7 +155,12 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .as_ref()
             .and_then(|s| s.highest_ordinal)
             .and_then(|o| u32::try_from(o).ok());
-        match observe::observe(runtime, &cref, highest, tracker).await {
+        // A cluster id in the status: the cluster formed once (never bootstrapped again).
+        let formed = cluster
+            .status
+            .as_ref()
+            .is_some_and(|s| s.cluster_id.is_some());
+        match observe::observe(runtime, &cref, highest, formed, tracker).await {
             Ok(observed) => observed,
             // Another cluster's data under our names: refuse, visibly, until it is gone.
             Err(Error::ListMembers {

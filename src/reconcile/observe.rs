@@ -53,6 +53,7 @@ pub async fn observe<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
     highest_ordinal_used: Option<u32>,
+    formed: bool,
     tracker: &mut HealthTracker,
 ) -> Result<Observed, Error> {
     let runtime_members = runtime
@@ -63,6 +64,7 @@ pub async fn observe<R: MemberRuntime>(
     let now = Instant::now();
     let mut observed = join(cluster, runtime_members, etcd, tracker, now);
     observed.highest_ordinal_used = highest_ordinal_used;
+    observed.formed = formed;
     Ok(observed)
 }
 
@@ -213,6 +215,7 @@ fn join(
     Observed {
         cluster_name: cluster.name.clone(),
         highest_ordinal_used: None,
+        formed: false,
         members,
         etcd: view,
     }

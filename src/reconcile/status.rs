@@ -60,7 +60,11 @@ pub fn cluster_status(
         .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
         .min()
         .map(|v| v.to_string());
-    st.cluster_id = observed.etcd.as_ref().map(|e| e.cluster_id.to_string());
+    // Kept while no member answers: a recorded cluster id is how the planner knows the
+    // cluster formed once (and is never bootstrapped again after losing every member).
+    if let Some(etcd) = &observed.etcd {
+        st.cluster_id = Some(etcd.cluster_id.to_string());
+    }
     let seen = observed
         .members
         .iter()
@@ -237,6 +241,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::InvalidSpec { .. } => "InvalidSpec",
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
+        BlockReason::AllMembersLost => "AllMembersLost",
     }
 }
 
@@ -325,6 +330,7 @@ mod tests {
         Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
+            formed: false,
             members: healthy
                 .iter()
                 .enumerate()
@@ -432,6 +438,19 @@ mod tests {
         assert_eq!(st.observed_generation, Some(2));
         assert_eq!(st.current_version.as_deref(), Some("3.5.16"));
         assert_eq!(st.cluster_id.as_deref(), Some("0000000000000abc"));
+        // No member answers any more: the id stays, as proof that the cluster formed.
+        let mut silent = observed(&[false, false, false]);
+        silent.etcd = None;
+        let later = cluster_status(
+            &spec,
+            Some(2),
+            &report,
+            &silent,
+            &Step::Done,
+            Some(&st),
+            at(2),
+        );
+        assert_eq!(later.cluster_id.as_deref(), Some("0000000000000abc"));
         assert_eq!(st.highest_ordinal, Some(2));
         assert_eq!(st.members.iter().filter(|m| m.is_leader).count(), 1);
         assert_eq!(cond(&st, types::AVAILABLE).status, "True");
@@ -511,6 +530,7 @@ mod tests {
         let empty = Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
+            formed: false,
             members: Vec::new(),
             etcd: None,
         };
