@@ -38,21 +38,24 @@ fn admin_timeouts() -> Timeouts {
     }
 }
 
+/// Which cluster of its name `cluster` is: its uid (on Kubernetes; locally a restored
+/// cluster's restore token), else its creation time in seconds (local status files).
+pub fn incarnation(cluster: &EtcdCluster) -> Option<String> {
+    let meta = &cluster.metadata;
+    meta.uid.clone().or_else(|| {
+        meta.creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second().to_string())
+    })
+}
+
 /// The token a cluster bootstraps with: the same on every pass (a bootstrap repeated after
 /// a partial failure must hand every member the same token), and different for a later
 /// cluster of the same name (uid on Kubernetes, creation time locally), so a member of an
 /// older incarnation can never join.
 pub fn bootstrap_token(cluster: &EtcdCluster) -> String {
     let meta = &cluster.metadata;
-    let incarnation = meta
-        .uid
-        .clone()
-        .or_else(|| {
-            meta.creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second().to_string())
-        })
-        .unwrap_or_default();
+    let incarnation = incarnation(cluster).unwrap_or_default();
     format!(
         "{}-{}-{incarnation}",
         meta.namespace

@@ -350,7 +350,7 @@ struct Job {
     namespace: String,
     cluster: String,
     backup: String,
-    /// The cluster's incarnation: a restored cluster's uid, else its creation time.
+    /// The cluster's incarnation ([`crate::reconcile::execute::incarnation`]).
     cluster_uid: Option<String>,
     retention: Option<Retention>,
 }
@@ -385,13 +385,7 @@ fn prepare(
         namespace: namespace.to_owned(),
         cluster: cluster_name.clone(),
         backup: doc.metadata.name.clone().unwrap_or_default(),
-        cluster_uid: cluster.metadata.uid.clone().or_else(|| {
-            cluster
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second().to_string())
-        }),
+        cluster_uid: crate::reconcile::execute::incarnation(cluster),
         retention: doc.spec.retention.clone(),
     })
 }
