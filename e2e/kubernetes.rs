@@ -20,11 +20,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, StorageSpec};
+use etcd_operator::api::condition;
 use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::object::HasStatus;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -217,17 +219,10 @@ fn deleting_the_cluster_keeps_its_pvcs(client: Client, ns: String) -> Scenario {
         // A new cluster of the same name: refused, visibly, and nothing started.
         apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
         wait_for("Degraded with RetainedVolumesFound", || async {
-            clusters
-                .get_opt(CLUSTER)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.status)
-                .is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Degraded" && c.reason == "RetainedVolumesFound")
-                })
+            status_of(&clusters, CLUSTER).await.is_some_and(|s| {
+                condition::find(&s.conditions, "Degraded")
+                    .is_some_and(|c| c.reason == "RetainedVolumesFound")
+            })
         })
         .await;
         assert!(
@@ -493,17 +488,9 @@ fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario 
             "restore-fetch image"
         );
         wait_for("the restore to say why it cannot download", || async {
-            restores
-                .get_opt("from-nowhere")
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.status)
-                .is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Failed" && c.status == "True")
-                })
+            status_of(&restores, "from-nowhere").await.is_some_and(|s| {
+                condition::find(&s.conditions, "Failed").is_some_and(|c| c.status == "True")
+            })
         })
         .await;
         let status = restores.get("from-nowhere").await.unwrap().status.unwrap();
@@ -547,19 +534,11 @@ fn a_restore_without_a_secret_is_refused(client: Client, ns: String) -> Scenario
         wait_for(
             "the restore to be refused for ambient credentials",
             || async {
-                restores
-                    .get_opt("ambient")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.status)
-                    .is_some_and(|s| {
-                        s.conditions.iter().any(|c| {
-                            c.type_ == "Failed"
-                                && c.status == "True"
-                                && c.reason == "AmbientCredentialsNotAllowed"
-                        })
+                status_of(&restores, "ambient").await.is_some_and(|s| {
+                    condition::find(&s.conditions, "Failed").is_some_and(|c| {
+                        c.status == "True" && c.reason == "AmbientCredentialsNotAllowed"
                     })
+                })
             },
         )
         .await;
@@ -579,11 +558,8 @@ fn losing_every_member_is_not_a_new_cluster(client: Client, ns: String) -> Scena
         let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         wait_for("the cluster id in the status", || async {
-            clusters
-                .get(CLUSTER)
+            status_of(&clusters, CLUSTER)
                 .await
-                .ok()
-                .and_then(|c| c.status)
                 .is_some_and(|s| s.cluster_id.is_some())
         })
         .await;
@@ -596,15 +572,11 @@ fn losing_every_member_is_not_a_new_cluster(client: Client, ns: String) -> Scena
         .unwrap();
         let started = Instant::now();
         wait_for("Degraded with AllMembersLost", || async {
-            clusters
-                .get(CLUSTER)
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .is_some_and(|s| {
-                    s.phase == ClusterPhase::Degraded
-                        && s.conditions.iter().any(|c| c.reason == "AllMembersLost")
-                })
+            status_of(&clusters, CLUSTER).await.is_some_and(|s| {
+                s.phase == ClusterPhase::Degraded
+                    && condition::find(&s.conditions, "Degraded")
+                        .is_some_and(|c| c.reason == "AllMembersLost")
+            })
         })
         .await;
         println!(
@@ -836,6 +808,15 @@ where
 }
 
 /// The cluster's member Pods that are not being deleted, by name.
+/// The status of `name`, when it exists and has one (errors read as "not yet").
+async fn status_of<K>(api: &Api<K>, name: &str) -> Option<K::Status>
+where
+    K: HasStatus + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut object = api.get_opt(name).await.ok().flatten()?;
+    object.status_mut().take()
+}
+
 async fn member_pods(client: &Client, ns: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut list: Vec<Pod> = pods
