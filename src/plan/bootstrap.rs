@@ -6,9 +6,14 @@
 //!    any member wrote data). Runtime members outside `<cluster>-0 .. <cluster>-<size-1>`
 //!    are deleted first; then `Bootstrap` those names. Bootstrap is idempotent, so a crashed
 //!    one is simply planned again.
-//! 2. Some member has data: the cluster exists. Never bootstrap over it. Restart stopped
+//! 2. Some member has data but the cluster never formed and members of the bootstrap set
+//!    were never created: a bootstrap interrupted after its first members (an API error, a
+//!    quota, a lost Lease). `Bootstrap` again: it creates the missing members with the same
+//!    initial cluster and token and leaves the existing ones alone, until the first quorum
+//!    forms (issue 9, item 6).
+//! 3. Some member has data: the cluster exists. Never bootstrap over it. Restart stopped
 //!    members that have data, lowest ordinal first.
-//! 3. They all run and none answers: wait up to the grace (they may be starting), then
+//! 4. They all run and none answers: wait up to the grace (they may be starting), then
 //!    `Blocked(QuorumLost)`; `voters` is then the number of members with data.
 
 use super::Ctx;
@@ -21,17 +26,22 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
     let mut members: Vec<&ObservedMember> = o.members.iter().collect();
     members.sort_by_key(|m| m.order_key());
 
+    let names: Vec<MemberName> = (0u32..)
+        .take(ctx.size)
+        .map(|i| MemberName::new(&o.cluster_name, i))
+        .collect();
+    let bootstrap = || Step::Bootstrap {
+        members: names.clone(),
+        version: ctx.target.clone(),
+    };
+
     // 1.
     if !members.iter().any(|m| m.has_data()) {
-        if o.formed {
+        if o.formed() {
             return Step::Blocked {
                 reason: BlockReason::AllMembersLost,
             };
         }
-        let names: Vec<MemberName> = (0u32..)
-            .take(ctx.size)
-            .map(|i| MemberName::new(&o.cluster_name, i))
-            .collect();
         if let Some(extra) = members
             .iter()
             .find(|m| m.runtime.is_some() && !names.contains(&m.name))
@@ -40,13 +50,15 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
                 name: extra.name.clone(),
             };
         }
-        return Step::Bootstrap {
-            members: names,
-            version: ctx.target.clone(),
-        };
+        return bootstrap();
     }
 
     // 2.
+    if resumes_bootstrap(ctx, &names) {
+        return bootstrap();
+    }
+
+    // 3.
     if let Some(m) = members
         .iter()
         .find(|m| m.runtime.as_ref().is_some_and(|r| !r.running && r.has_data))
@@ -56,7 +68,7 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
         };
     }
 
-    // 3.
+    // 4.
     let with_data: Vec<&&ObservedMember> = members.iter().filter(|m| m.has_data()).collect();
     let freshest = with_data
         .iter()
@@ -76,6 +88,23 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
             voters: with_data.len(),
         },
     }
+}
+
+/// Rule 2: the cluster never formed (no id recorded), so no member has served a write, and
+/// some member of the bootstrap set was never created (or only reserved): the bootstrap was
+/// interrupted after its first members. Members outside the set with data mean another
+/// bootstrap (of another size): then nothing is resumed.
+fn resumes_bootstrap(ctx: &Ctx, names: &[MemberName]) -> bool {
+    let o = ctx.observed;
+    let missing = names.iter().any(|n| {
+        o.member(n)
+            .is_none_or(|m| m.runtime.as_ref().is_none_or(|r| !r.running && !r.has_data))
+    });
+    let foreign_data = o
+        .members
+        .iter()
+        .any(|m| m.has_data() && !names.contains(&m.name));
+    !o.formed() && missing && !foreign_data
 }
 
 #[cfg(test)]
@@ -101,7 +130,7 @@ mod tests {
     #[test]
     fn a_formed_cluster_that_lost_every_member_is_never_bootstrapped_again() {
         let mut o = empty();
-        o.formed = true;
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
         assert_eq!(
             plan(&o),
             Step::Blocked {
@@ -110,7 +139,7 @@ mod tests {
         );
         // Not even with leftover reservations or runtime members without data.
         let mut o = empty().with_reservation(0).with_reservation(7);
-        o.formed = true;
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
         assert_eq!(
             plan(&o),
             Step::Blocked {
@@ -123,6 +152,51 @@ mod tests {
     fn crashed_bootstrap_is_planned_again() {
         let o = empty().with_reservation(0).with_reservation(1);
         assert!(matches!(plan(&o), Step::Bootstrap { .. }));
+    }
+
+    #[test]
+    fn a_bootstrap_interrupted_after_its_first_member_is_resumed() {
+        // Pod 0 was created and runs (alone it never answers); creating pod 1 failed.
+        let o = empty().with_running_silent(0);
+        assert_eq!(
+            plan(&o),
+            Step::Bootstrap {
+                members: vec![name(0), name(1), name(2)],
+                version: v(VERSION),
+            }
+        );
+        // Same with member 1 only reserved.
+        assert!(matches!(
+            plan(&o.clone().with_reservation(1)),
+            Step::Bootstrap { .. }
+        ));
+        // A formed cluster is never bootstrapped again, even partly.
+        let mut formed = o.clone();
+        formed.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        assert!(
+            matches!(
+                plan(&formed),
+                Step::Wait {
+                    reason: WaitReason::NoAnswer { .. }
+                }
+            ),
+            "{}",
+            plan(&formed)
+        );
+        // Every member of the set exists: wait for them to form the quorum.
+        let all = empty()
+            .with_running_silent(0)
+            .with_running_silent(1)
+            .with_running_silent(2);
+        assert!(matches!(
+            plan(&all),
+            Step::Wait {
+                reason: WaitReason::NoAnswer { .. }
+            }
+        ));
+        // Data outside the set is another bootstrap's: nothing is resumed over it.
+        let other = empty().with_running_silent(0).with_running_silent(4);
+        assert!(!matches!(plan(&other), Step::Bootstrap { .. }));
     }
 
     #[test]

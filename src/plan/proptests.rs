@@ -200,7 +200,7 @@ fn build_observed(
     Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: highest,
-        formed: false,
+        recorded_cluster_id: None,
         members: out,
         etcd: answered.then_some(EtcdView {
             cluster_id: ClusterId(0xc1),
@@ -221,7 +221,7 @@ fn gen_observed() -> impl Strategy<Value = Observed> {
     )
         .prop_map(|(members, answered, leader_pick, highest, formed)| {
             let mut observed = build_observed(&members, answered, leader_pick, highest);
-            observed.formed = formed;
+            observed.recorded_cluster_id = formed.then_some(ClusterId(0xc1));
             observed
         })
 }
@@ -295,6 +295,8 @@ struct Sim {
     clock: Duration,
     raft_index: u64,
     highest_ordinal: Option<u32>,
+    /// A quorum answered once: the status recorded the cluster id.
+    formed: bool,
 }
 
 const TICK: Duration = Duration::from_secs(10);
@@ -418,7 +420,7 @@ impl Sim {
         Observed {
             cluster_name: CLUSTER.to_string(),
             highest_ordinal_used: self.highest_ordinal,
-            formed: false,
+            recorded_cluster_id: self.formed.then_some(ClusterId(0xc1)),
             members,
             etcd: answered.then_some(EtcdView {
                 cluster_id: ClusterId(0xc1),
@@ -438,18 +440,26 @@ impl Sim {
         };
         match step {
             Step::Bootstrap { members, version } => {
+                if self.formed {
+                    return Err("bootstrap of a formed cluster".into());
+                }
+                let has_data = |m: &SimMember| m.runtime.as_ref().is_some_and(|r| r.has_data);
                 if self
                     .members
                     .iter()
-                    .any(|m| m.runtime.as_ref().is_some_and(|r| r.has_data))
+                    .any(|m| has_data(m) && !members.contains(&m.name))
                 {
                     return Err("bootstrap over data".into());
                 }
                 if !part() {
                     return Ok(());
                 }
-                for m in &mut self.members {
-                    m.etcd = None;
+                // A fresh bootstrap writes a new member list; a resumed one (members of the
+                // set already have data) keeps the one its first members started with.
+                if !self.members.iter().any(has_data) {
+                    for m in &mut self.members {
+                        m.etcd = None;
+                    }
                 }
                 for name in members {
                     if self.find(name).is_err() {
@@ -474,9 +484,10 @@ impl Sim {
                     if !part() {
                         return Ok(());
                     }
-                    // The first member to start writes the initial member list.
-                    if self.members.iter().all(|m| m.etcd.is_none()) {
-                        for n in members {
+                    // The first member to start writes the initial member list (ids come
+                    // from the peer URLs and the token: a resumed member gets its own).
+                    for n in members {
+                        if self.find(n)?.etcd.is_none() {
                             let id = self.new_id();
                             self.find(n)?.etcd = Some(SimEtcd {
                                 id,
@@ -624,6 +635,7 @@ impl Sim {
             }
         }
         let quorum = self.has_quorum();
+        self.formed |= quorum;
         let index = self.raft_index;
         for m in &mut self.members {
             // a running process with its data joins

@@ -10,7 +10,7 @@ use std::time::Duration;
 use semver::Version;
 
 use super::observed::MemberName;
-use crate::etcd::MemberId;
+use crate::etcd::{ClusterId, MemberId};
 
 /// The next thing to do to one cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +146,13 @@ pub enum BlockReason {
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
+    /// The members answer as another etcd cluster than the one this EtcdCluster formed as
+    /// (its status recorded `recorded`): an earlier cluster's members behind the same names,
+    /// or a cluster someone re-created by hand. They are never taken for this cluster's.
+    ClusterIdMismatch {
+        recorded: ClusterId,
+        answered: ClusterId,
+    },
 }
 
 impl Step {
@@ -288,6 +295,10 @@ impl fmt::Display for BlockReason {
                 f,
                 "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",
                 claims.join(", ")
+            ),
+            BlockReason::ClusterIdMismatch { recorded, answered } => write!(
+                f,
+                "the members answer as etcd cluster {answered}, but this cluster formed as {recorded}; they are not adopted: delete the members of the other cluster, or restore into a new EtcdCluster"
             ),
             BlockReason::NoStorageClass { claims } => write!(
                 f,

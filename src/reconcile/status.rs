@@ -60,9 +60,12 @@ pub fn cluster_status(
         .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
         .min()
         .map(|v| v.to_string());
-    // Kept while no member answers: a recorded cluster id is how the planner knows the
-    // cluster formed once (and is never bootstrapped again after losing every member).
-    if let Some(etcd) = &observed.etcd {
+    // Recorded once, then kept: while no member answers, a recorded cluster id is how the
+    // planner knows the cluster formed (and is never bootstrapped again after losing every
+    // member); members answering with another id never replace it (issue 9, item 5).
+    if st.cluster_id.is_none()
+        && let Some(etcd) = &observed.etcd
+    {
         st.cluster_id = Some(etcd.cluster_id.to_string());
     }
     let seen = observed
@@ -242,6 +245,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
         BlockReason::AllMembersLost => "AllMembersLost",
+        BlockReason::ClusterIdMismatch { .. } => "ClusterIdMismatch",
     }
 }
 
@@ -330,7 +334,7 @@ mod tests {
         Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
-            formed: false,
+            recorded_cluster_id: None,
             members: healthy
                 .iter()
                 .enumerate()
@@ -451,6 +455,19 @@ mod tests {
             at(2),
         );
         assert_eq!(later.cluster_id.as_deref(), Some("0000000000000abc"));
+        // Members answering as another cluster never replace the recorded id.
+        let mut other = observed(&[true; 3]);
+        other.etcd.as_mut().unwrap().cluster_id = ClusterId(0xdef);
+        let foreign = cluster_status(
+            &spec,
+            Some(2),
+            &report,
+            &other,
+            &Step::Done,
+            Some(&later),
+            at(3),
+        );
+        assert_eq!(foreign.cluster_id.as_deref(), Some("0000000000000abc"));
         assert_eq!(st.highest_ordinal, Some(2));
         assert_eq!(st.members.iter().filter(|m| m.is_leader).count(), 1);
         assert_eq!(cond(&st, types::AVAILABLE).status, "True");
@@ -530,7 +547,7 @@ mod tests {
         let empty = Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
-            formed: false,
+            recorded_cluster_id: None,
             members: Vec::new(),
             etcd: None,
         };
