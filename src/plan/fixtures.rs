@@ -78,6 +78,7 @@ pub(crate) fn observed(n: u32) -> Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: None,
         recorded_cluster_id: None,
+        served_version: None,
         members: (0..n).map(|o| voter(o, VERSION)).collect(),
         etcd: Some(EtcdView {
             cluster_id: ClusterId(0xc1),

@@ -313,8 +313,9 @@ pub fn delete_only_unlisted(step: &Step, observed: &Observed) -> bool {
 }
 
 /// Versions change one minor at a time: an upgrade goes to spec.version and
-/// [`version_change`] allows it from the lowest version running; a new learner runs a
-/// version the members in etcd could move to.
+/// [`version_change`] allows it from the lowest version running; a rollback goes only back
+/// to the version the cluster last served at; a new learner runs a version the members in
+/// etcd could move to.
 pub fn version_within_one_minor(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
     match step {
         Step::UpgradeMember { to, .. } => {
@@ -322,6 +323,15 @@ pub fn version_within_one_minor(step: &Step, spec: &EtcdClusterSpec, observed: &
                 && observed
                     .min_version()
                     .is_some_and(|current| version_change(current, to).is_ok())
+        }
+        // Back to the version the cluster last served at, only while no member answers.
+        Step::RollBackMember { name, to } => {
+            Some(to) == target_of(spec).as_ref()
+                && observed.served_version.as_ref() == Some(to)
+                && observed.etcd.is_none()
+                && observed
+                    .member(name)
+                    .is_some_and(|m| m.has_data() && m.version().is_some_and(|v| v > to))
         }
         Step::AddLearner { version, .. } => {
             let current = observed

@@ -71,6 +71,9 @@ pub struct Observed {
     /// name and Services without the user acting; members answering with another id are
     /// not this cluster's (issue 9, item 5).
     pub recorded_cluster_id: Option<ClusterId>,
+    /// The lowest version the members reported when they last answered (kept in status as
+    /// `currentVersion`); `None` when never recorded.
+    pub served_version: Option<Version>,
     /// Runtime members and etcd members, joined by name (or by peer URL for etcd members that
     /// have not started yet). One entry per member, each known to the runtime, to etcd or to
     /// both; order does not matter.

@@ -201,6 +201,7 @@ fn build_observed(
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: highest,
         recorded_cluster_id: None,
+        served_version: None,
         members: out,
         etcd: answered.then_some(EtcdView {
             cluster_id: ClusterId(0xc1),
@@ -297,6 +298,8 @@ struct Sim {
     highest_ordinal: Option<u32>,
     /// A quorum answered once: the status recorded the cluster id.
     formed: bool,
+    /// The lowest version serving members ran when a quorum last answered.
+    served: Option<Version>,
 }
 
 const TICK: Duration = Duration::from_secs(10);
@@ -421,6 +424,7 @@ impl Sim {
             cluster_name: CLUSTER.to_string(),
             highest_ordinal_used: self.highest_ordinal,
             recorded_cluster_id: self.formed.then_some(ClusterId(0xc1)),
+            served_version: self.served.clone(),
             members,
             etcd: answered.then_some(EtcdView {
                 cluster_id: ClusterId(0xc1),
@@ -600,7 +604,7 @@ impl Sim {
                 }
                 self.leader = Some(*to_id);
             }
-            Step::UpgradeMember { name, to, .. } => {
+            Step::UpgradeMember { name, to, .. } | Step::RollBackMember { name, to } => {
                 if !part() {
                     return Ok(());
                 }
@@ -636,6 +640,14 @@ impl Sim {
         }
         let quorum = self.has_quorum();
         self.formed |= quorum;
+        if quorum {
+            self.served = self
+                .members
+                .iter()
+                .filter(|m| m.is_serving())
+                .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
+                .min();
+        }
         let index = self.raft_index;
         for m in &mut self.members {
             // a running process with its data joins
@@ -882,13 +894,16 @@ fn run_into(case: &Case, trace: &mut Vec<String>) -> Result<usize, String> {
             && i >= failing
             && !rolled_back
         {
+            // ... or, for a lone member, to the version it served at (status currentVersion).
             let previous = sim
                 .members
                 .iter()
                 .filter(|m| m.name != *member)
                 .filter_map(|m| m.runtime.as_ref().map(|r| &r.version))
                 .filter(|v| v.to_string() != spec.version)
-                .min();
+                .min()
+                .or(sim.served.as_ref().filter(|v| v.to_string() != spec.version))
+                .cloned();
             if let Some(previous) = previous {
                 trace.push(format!("  ! user sets spec.version back to {previous}"));
                 spec.version = previous.to_string();
@@ -955,6 +970,23 @@ fn stalled_upgrade_is_rolled_back_when_the_user_sets_the_version_back() {
         "{}",
         trace.join("\n")
     );
+}
+
+#[test]
+fn a_lone_member_whose_upgrade_stalls_is_rolled_back_by_spec() {
+    // The only member is moved to 3.6.0 and stopped (the executor stops there), then
+    // cannot run for 200 s: it never serves at 3.6.0 and no member answers at all.
+    let case = Case {
+        initial: 1,
+        spec: EtcdClusterSpec::new(1, "3.6.0"),
+        failures: vec![(0, Failure::Crash(1)), (1, Failure::Break(0, 20))],
+    };
+    let mut trace = Vec::new();
+    let steps = run_into(&case, &mut trace);
+    let saw = |s: &str| trace.iter().any(|l| l.contains(s));
+    assert!(steps.is_ok(), "{steps:?}\n{}", trace.join("\n"));
+    assert!(saw("upgrade stalled: example-0"), "{}", trace.join("\n"));
+    assert!(saw("roll example-0 back to 3.5.16"), "{}", trace.join("\n"));
 }
 
 #[test]

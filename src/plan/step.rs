@@ -57,6 +57,10 @@ pub enum Step {
         id: MemberId,
         to: Version,
     },
+    /// No member answers and `name` runs a version the cluster never served at: run it
+    /// (with its data) at `to`, the version the cluster last served at, which spec.version
+    /// was set back to. How a lone member comes back from a failed upgrade.
+    RollBackMember { name: MemberName, to: Version },
     /// Nothing safe to do yet; look again later.
     Wait { reason: WaitReason },
     /// A refusal the user must see (in a condition); nothing changes until the cluster or
@@ -197,6 +201,9 @@ impl fmt::Display for Step {
             Step::RestartMember { name } => write!(f, "restart {name} with its data"),
             Step::MoveLeader { from, to, .. } => write!(f, "move leader from {from} to {to}"),
             Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
+            Step::RollBackMember { name, to } => {
+                write!(f, "roll {name} back to {to}, the version it last served at")
+            }
             Step::Wait { reason } => write!(f, "wait: {reason}"),
             Step::Blocked { reason } => write!(f, "blocked: {reason}"),
             Step::Paused => f.write_str("paused"),
@@ -383,6 +390,10 @@ mod tests {
         let others = [
             Step::StartMember { name: name(1), id },
             Step::RestartMember { name: name(1) },
+            Step::RollBackMember {
+                name: name(1),
+                to: Version::new(3, 5, 0),
+            },
             Step::DeleteRuntimeMember { name: name(1) },
             Step::UpgradeMember {
                 name: name(1),

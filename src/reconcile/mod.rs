@@ -145,6 +145,7 @@ pub async fn reconcile_once<R: MemberRuntime>(
         cluster_name: name.clone(),
         highest_ordinal_used: None,
         recorded_cluster_id: None,
+        served_version: None,
         members: Vec::new(),
         etcd: None,
     };
@@ -163,7 +164,17 @@ pub async fn reconcile_once<R: MemberRuntime>(
             // An unreadable id still means "formed": it is then reported as a mismatch,
             // never taken as leave to bootstrap again.
             .map(|id| id.parse().unwrap_or_default());
-        match observe::observe(runtime, &cref, highest, recorded_cluster_id, tracker).await {
+        let served_version = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.current_version.as_deref())
+            .and_then(|v| v.parse().ok());
+        match observe::observe(runtime, &cref, highest, recorded_cluster_id, tracker)
+            .await
+            .map(|o| Observed {
+                served_version,
+                ..o
+            }) {
             Ok(observed) => observed,
             // Another cluster's data under our names: refuse, visibly, until it is gone.
             Err(Error::ListMembers {

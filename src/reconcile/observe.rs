@@ -229,6 +229,7 @@ fn join(
         cluster_name: cluster.name.clone(),
         highest_ordinal_used: None,
         recorded_cluster_id: None,
+        served_version: None,
         members,
         etcd: view,
     }

@@ -54,12 +54,17 @@ pub fn cluster_status(
         .filter(|m| m.id.is_some() && !m.is_learner && m.healthy)
         .count();
     st.ready_members = i32::try_from(healthy_voters).unwrap_or(i32::MAX);
-    st.current_version = observed
+    // What serves, not what is configured: the lowest version the answering members
+    // report, kept while none answers. The planner rolls a member that never served at its
+    // version back to it (issue 9, item 10).
+    if let Some(served) = observed
         .members
         .iter()
-        .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
+        .filter_map(|m| m.etcd.as_ref().and_then(|e| e.version.clone()))
         .min()
-        .map(|v| v.to_string());
+    {
+        st.current_version = Some(served.to_string());
+    }
     // Recorded once, then kept: while no member answers, a recorded cluster id is how the
     // planner knows the cluster formed (and is never bootstrapped again after losing every
     // member); members answering with another id never replace it (issue 9, item 5).
@@ -225,6 +230,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RemoveMember { .. } => "RemovingMember",
         Step::DeleteRuntimeMember { .. } => "DeletingLeftoverMember",
         Step::RestartMember { .. } => "RestartingMember",
+        Step::RollBackMember { .. } => "RollingBackMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::Wait { .. } => "Waiting",
@@ -267,7 +273,9 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::RemoveMember { .. }
         | Step::RestartMember { .. }
         | Step::DeleteRuntimeMember { .. } => ClusterPhase::Recovering,
-        Step::MoveLeader { .. } | Step::UpgradeMember { .. } => ClusterPhase::Upgrading,
+        Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
+            ClusterPhase::Upgrading
+        }
         Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
@@ -335,6 +343,7 @@ mod tests {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
             recorded_cluster_id: None,
+            served_version: None,
             members: healthy
                 .iter()
                 .enumerate()
@@ -548,6 +557,7 @@ mod tests {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
             recorded_cluster_id: None,
+            served_version: None,
             members: Vec::new(),
             etcd: None,
         };
