@@ -143,6 +143,7 @@ fn join(
     tracker: &mut HealthTracker,
     now: Instant,
 ) -> Observed {
+    let wall_now = jiff::Timestamp::now();
     let mut members = Vec::new();
     let mut matched: Vec<MemberId> = Vec::new();
     let leader = etcd
@@ -192,6 +193,11 @@ fn join(
                 version: rm.version.clone(),
                 peer_url: rm.address.peer_url.clone(),
                 client_url: rm.address.client_url.clone(),
+                // A start in the future (clock skew) counts as just now.
+                started_for: rm
+                    .started_at
+                    .map(|t| Duration::try_from(wall_now.duration_since(t)).unwrap_or_default()),
+                restart_keeps_data: rm.restart_keeps_data,
             }),
             etcd: em,
         });

@@ -324,6 +324,8 @@ mod tests {
                 version: semver::Version::new(3, 5, 16),
                 peer_url: format!("http://127.0.0.1:{}", 20000 + i),
                 client_url: format!("http://127.0.0.1:{}", 21000 + i),
+                started_for: None,
+                restart_keeps_data: true,
             }),
             etcd: Some(EtcdMemberState {
                 id: MemberId(i + 1),

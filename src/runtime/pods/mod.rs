@@ -575,6 +575,13 @@ impl MemberRuntime for PodRuntime {
                 running,
                 has_data: running || pvc.is_some(),
                 version,
+                // The Pod's creation: when the operator (or its controller) last started it.
+                started_at: pod
+                    .as_ref()
+                    .filter(|_| running)
+                    .and_then(|p| p.metadata.creation_timestamp.as_ref())
+                    .map(|t| t.0),
+                restart_keeps_data: pvc.is_some(),
             });
         }
         Ok(members)
