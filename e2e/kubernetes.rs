@@ -54,7 +54,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 17] = [
+    let scenarios: [(&str, ScenarioFn); 18] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -78,6 +78,7 @@ async fn kubernetes_scenarios() {
             "operator-restart",
             the_operator_restarted_mid_scale_up_resumes,
         ),
+        ("backup-restore", a_scheduled_backup_restores_every_key),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -868,6 +869,239 @@ fn the_operator_restarted_mid_scale_up_resumes(client: Client, ns: String) -> Sc
         let any = member_pods(&client, &ns).await[4].name_any();
         assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
     })
+}
+
+/// The Garage image the scenario runs as the in-cluster S3 server (`E2E_GARAGE_IMAGE`).
+fn garage_image() -> String {
+    std::env::var("E2E_GARAGE_IMAGE").unwrap_or_else(|_| "docker.io/dxflrs/garage:v2.5.0".into())
+}
+
+/// A scheduled EtcdBackup to an S3 server (Garage) running in the cluster, then an
+/// EtcdRestore of it (by `backupName`) into a new cluster: every key and value compared.
+fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let endpoint = start_garage(&client, &ns).await;
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        let first = member_pods(&client, &ns).await[0].name_any();
+        // 250 keys in 3 transactions (etcd allows 128 operations in one).
+        for chunk in (0..250).collect::<Vec<u32>>().chunks(100) {
+            let mut txn = String::from("\n");
+            for i in chunk {
+                txn.push_str(&format!("put key/{i:04} value-{i}-{}\n", "x".repeat(64)));
+            }
+            txn.push_str("\n\n");
+            etcdctl_stdin(&ns, &first, &["txn"], &txn);
+        }
+        let source = etcdctl(&ns, &first, &["get", "--prefix", "key/"]);
+        assert_eq!(source.lines().count(), 500, "250 keys and values");
+        let backups: Api<etcd_operator::api::EtcdBackup> = Api::namespaced(client.clone(), &ns);
+        let backup: etcd_operator::api::EtcdBackup = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdBackup",
+            "metadata": { "name": "hourly" },
+            "spec": {
+                "clusterName": CLUSTER,
+                "schedule": "* * * * *",
+                "destination": { "s3": {
+                    "bucket": "backups",
+                    "prefix": "e2e",
+                    "endpoint": endpoint,
+                    "region": "garage",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+                "retention": { "keepLast": 3 },
+            },
+        }))
+        .unwrap();
+        backups
+            .create(&PostParams::default(), &backup)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        wait_for("a successful scheduled backup", || async {
+            status_of(&backups, "hourly")
+                .await
+                .is_some_and(|s| s.last_successful_time.is_some())
+        })
+        .await;
+        println!(
+            "backup-restore: first scheduled backup done {:.1}s after the EtcdBackup",
+            started.elapsed().as_secs_f64()
+        );
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": "from-hourly" },
+            "spec": {
+                "source": { "backupName": "hourly" },
+                "cluster": { "name": "restored", "spec": { "size": 3, "version": TO } },
+            },
+        }))
+        .unwrap();
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        wait_for("the restore to complete", || async {
+            status_of(&restores, "from-hourly")
+                .await
+                .is_some_and(|s| s.phase == etcd_operator::api::restore::RestorePhase::Completed)
+        })
+        .await;
+        let restored: Api<EtcdCluster> = Api::namespaced(client.clone(), &ns);
+        wait_for("the restored cluster to run 3 members", || async {
+            status_of(&restored, "restored")
+                .await
+                .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3)
+        })
+        .await;
+        println!(
+            "backup-restore: restored cluster running {:.1}s after the EtcdRestore",
+            started.elapsed().as_secs_f64()
+        );
+        for member in ["restored-0", "restored-1", "restored-2"] {
+            let copy = etcdctl(&ns, member, &["get", "--prefix", "key/"]);
+            assert_eq!(copy, source, "{member} differs from the source");
+        }
+    })
+}
+
+/// Runs a one-node Garage (config, Pod, Service) in `ns` with a bucket `backups` and a key
+/// in Secret `s3`; returns its S3 endpoint.
+async fn start_garage(client: &Client, ns: &str) -> String {
+    let config = "metadata_dir = \"/data/meta\"\n\
+        data_dir = \"/data/data\"\n\
+        db_engine = \"sqlite\"\n\
+        replication_factor = 1\n\
+        rpc_bind_addr = \"0.0.0.0:3901\"\n\
+        rpc_public_addr = \"127.0.0.1:3901\"\n\
+        rpc_secret = \"4d9c8a1b2f3e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c\"\n\
+        [s3_api]\n\
+        s3_region = \"garage\"\n\
+        api_bind_addr = \"0.0.0.0:3900\"\n\
+        [admin]\n\
+        api_bind_addr = \"127.0.0.1:3903\"\n";
+    for object in [
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "garage" },
+            "data": { "garage.toml": config },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "garage", "labels": { "app": "garage" } },
+            "spec": {
+                "containers": [{
+                    "name": "garage",
+                    "image": garage_image(),
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["/garage", "server"],
+                    "ports": [{ "containerPort": 3900 }],
+                    "volumeMounts": [
+                        { "name": "config", "mountPath": "/etc/garage.toml", "subPath": "garage.toml" },
+                        { "name": "data", "mountPath": "/data" },
+                    ],
+                }],
+                "volumes": [
+                    { "name": "config", "configMap": { "name": "garage" } },
+                    { "name": "data", "emptyDir": {} },
+                ],
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "garage" },
+            "spec": { "selector": { "app": "garage" }, "ports": [{ "name": "s3", "port": 3900 }] },
+        }),
+    ] {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let resource =
+            kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("", "v1", &kind));
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+    let garage = |args: &[&str]| {
+        run(Command::new("kubectl")
+            .args(["-n", ns, "exec", "garage", "--", "/garage"])
+            .args(args))
+    };
+    let node_id = || {
+        let out = Command::new("kubectl")
+            .args([
+                "-n", ns, "exec", "garage", "--", "/garage", "node", "id", "-q",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        node.split_once('@').map(|(id, _)| id.to_string())
+    };
+    wait_for("garage answering on its RPC port", || {
+        let ok = node_id().is_some();
+        async move { ok }
+    })
+    .await;
+    let node = node_id().expect("garage answered a moment ago");
+    garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+    garage(&["layout", "apply", "--version", "1"]);
+    let (id, secret) = (
+        "GK0123456789abcdef01234567",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    );
+    garage(&["key", "import", "--yes", "-n", "e2e", id, secret]);
+    garage(&["bucket", "create", "backups"]);
+    garage(&[
+        "bucket", "allow", "--read", "--write", "--owner", "backups", "--key", "e2e",
+    ]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let object: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "s3" },
+        "stringData": { "accessKeyId": id, "secretAccessKey": secret },
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    format!("http://garage.{ns}.svc:3900")
+}
+
+/// `etcdctl <args>` inside a member's container with `input` on its stdin.
+fn etcdctl_stdin(ns: &str, pod: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(["-n", ns, "exec", "-i", pod, "-c", "etcd", "--", "etcdctl"])
+        .arg("--endpoints=http://127.0.0.1:2379")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("writing to kubectl exec");
+    let out = child.wait_with_output().expect("kubectl exec");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether an Event in `ns` says `text` (in its note or message).

@@ -133,7 +133,7 @@ impl Context {
             metrics,
             operator_image: None,
             trackers: Mutex::default(),
-            failures: Failures::default(),
+            failures: Failures::with_burst(super::FAILURE_BURST),
         }
     }
 }
