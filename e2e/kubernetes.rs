@@ -54,7 +54,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 18] = [
+    let scenarios: [(&str, ScenarioFn); 19] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -79,6 +79,7 @@ async fn kubernetes_scenarios() {
             the_operator_restarted_mid_scale_up_resumes,
         ),
         ("backup-restore", a_scheduled_backup_restores_every_key),
+        ("failed-pod", a_failed_pod_is_recreated_on_its_pvc),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -868,6 +869,52 @@ fn the_operator_restarted_mid_scale_up_resumes(client: Client, ns: String) -> Sc
         assert_eq!(member_pods(&client, &ns).await.len(), 5);
         let any = member_pods(&client, &ns).await[4].name_any();
         assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+/// Issue 9, item 3: a member Pod in phase `Failed` (as a node's graceful shutdown or an
+/// eviction under pressure leaves it; here set through the status subresource, after which
+/// the kubelet stops its containers) is deleted and created again on its PVC: the same
+/// member id, its keys.
+fn a_failed_pod_is_recreated_on_its_pvc(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let victim = pods[2].clone();
+        let id_before = member_id(&clusters, &victim.name_any()).await;
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        api.patch_status(
+            &victim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Failed", "reason": "Shutdown" } })),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        wait_for(&format!("a new pod {}", victim.name_any()), || async {
+            member_pods(&client, &ns).await.iter().any(|p| {
+                p.name_any() == victim.name_any()
+                    && p.uid() != victim.uid()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")
+            })
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "failed-pod: healthy again {:.1}s after the pod failed",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(member_id(&clusters, &victim.name_any()).await, id_before);
+        assert!(
+            etcdctl(
+                &ns,
+                &victim.name_any(),
+                &["get", "e2e", "--print-value-only"]
+            )
+            .contains("kept")
+        );
     })
 }
 
