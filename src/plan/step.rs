@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use semver::Version;
 
+use super::maintenance::MaintenanceAction;
 use super::observed::MemberName;
+use crate::api::maintenance::MaintenanceReason;
 use crate::etcd::MemberId;
 
 /// The next thing to do to one cluster.
@@ -56,6 +58,13 @@ pub enum Step {
         name: MemberName,
         id: MemberId,
         to: Version,
+    },
+    /// One action of a maintenance run (compaction, defragmentation, NOSPACE): see
+    /// `plan::maintenance`. Planned only when the cluster is otherwise at its spec and every
+    /// member is healthy; never changes membership.
+    Maintain {
+        reason: MaintenanceReason,
+        action: MaintenanceAction,
     },
     /// Nothing safe to do yet; look again later.
     Wait { reason: WaitReason },
@@ -143,6 +152,15 @@ pub enum BlockReason {
     /// volumes deleted). Bootstrapping again would serve an empty keyspace at revision 1 behind
     /// the same name; only the user may decide that, or restore from a backup.
     AllMembersLost,
+    /// A NOSPACE alarm stays: the keyspace was compacted and every member defragmented, and
+    /// `members` still have no room under the quota. The operator never raises the quota;
+    /// deleting keys (then the operator compacts and defragments again) or raising
+    /// `spec.etcd.quotaBackendBytes` is the user's call.
+    NoSpace {
+        members: Vec<MemberName>,
+        largest_db_size: u64,
+        quota: u64,
+    },
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
@@ -190,6 +208,7 @@ impl fmt::Display for Step {
             Step::RestartMember { name } => write!(f, "restart {name} with its data"),
             Step::MoveLeader { from, to, .. } => write!(f, "move leader from {from} to {to}"),
             Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
+            Step::Maintain { reason, action } => write!(f, "{reason}: {action}"),
             Step::Wait { reason } => write!(f, "wait: {reason}"),
             Step::Blocked { reason } => write!(f, "blocked: {reason}"),
             Step::Paused => f.write_str("paused"),
@@ -289,6 +308,20 @@ impl fmt::Display for BlockReason {
                 "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",
                 claims.join(", ")
             ),
+            BlockReason::NoSpace {
+                members,
+                largest_db_size,
+                quota,
+            } => {
+                let names: Vec<&str> = members.iter().map(MemberName::as_str).collect();
+                write!(
+                    f,
+                    "NOSPACE alarm stays: after compaction and defragmentation {} still use up to {} of the {} quota; delete keys or raise spec.etcd.quotaBackendBytes (the operator never raises it)",
+                    names.join(", "),
+                    super::maintenance::Bytes(*largest_db_size),
+                    super::maintenance::Bytes(*quota)
+                )
+            }
             BlockReason::NoStorageClass { claims } => write!(
                 f,
                 "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",

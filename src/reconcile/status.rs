@@ -8,6 +8,7 @@ use crate::api::EtcdClusterSpec;
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus, MemberStatus};
 use crate::api::condition::{self, Status, types};
 use crate::api::validate::Report;
+use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
 use crate::plan::{BlockReason, Observed, Step};
 
 /// The status after a pass that observed `observed` and chose `step`.
@@ -41,6 +42,9 @@ pub fn cluster_status(
             healthy: m.etcd.as_ref().is_some_and(|e| e.healthy)
                 && m.runtime.as_ref().is_some_and(|r| r.running),
             is_leader: m.etcd.as_ref().is_some_and(|e| e.is_leader),
+            // Filled from the observed backends by `maintenance`.
+            db_size: None,
+            db_size_in_use: None,
         })
         .collect();
     let voters = st
@@ -224,10 +228,61 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RestartMember { .. } => "RestartingMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
+        Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Wait { .. } => "Waiting",
         Step::Blocked { .. } => "Blocked",
         Step::Paused => "Paused",
         Step::Done => "Reconciled",
+    }
+}
+
+/// A PascalCase reason for a maintenance action.
+fn maintenance_reason(action: &MaintenanceAction) -> &'static str {
+    match action {
+        MaintenanceAction::Compact { .. } => "Compacting",
+        MaintenanceAction::MoveLeader { .. } => "MovingLeaderForDefrag",
+        MaintenanceAction::Defragment { .. } => "Defragmenting",
+        MaintenanceAction::Finish { disarm: true, .. } => "NoSpaceResolved",
+        MaintenanceAction::Finish { .. } => "DefragmentationFinished",
+    }
+}
+
+/// Adds what maintenance saw and did to `st`: each member's backend sizes, the run
+/// ([`maintenance::record`]) and the `Maintenance` condition. The sizes move with every
+/// write, which is fine: status writes do not wake the controller (a generation filter).
+pub fn with_maintenance(
+    st: &mut EtcdClusterStatus,
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    space: &Space,
+    decision: &Decision,
+    applied: bool,
+    now: Time,
+) {
+    for m in &mut st.members {
+        let id = observed
+            .members
+            .iter()
+            .find(|o| o.name.as_str() == m.name)
+            .and_then(|o| o.id());
+        if let Some(s) = id.and_then(|id| space.member(id)) {
+            m.db_size = i64::try_from(s.db_size).ok();
+            m.db_size_in_use = i64::try_from(s.db_size_in_use).ok();
+        }
+    }
+    st.maintenance = maintenance::record(st.maintenance.as_ref(), decision, applied, &now);
+    if let Some((running, reason, message)) =
+        maintenance::condition(spec, decision, st.maintenance.as_ref())
+    {
+        condition::set(
+            &mut st.conditions,
+            types::MAINTENANCE,
+            Status::from_bool(running),
+            reason,
+            message,
+            st.observed_generation,
+            now,
+        );
     }
 }
 
@@ -242,6 +297,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
         BlockReason::AllMembersLost => "AllMembersLost",
+        BlockReason::NoSpace { .. } => "NoSpace",
     }
 }
 
@@ -264,6 +320,9 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         | Step::RestartMember { .. }
         | Step::DeleteRuntimeMember { .. } => ClusterPhase::Recovering,
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } => ClusterPhase::Upgrading,
+        // Maintenance runs on a cluster that is otherwise done.
+        Step::Maintain { .. } if available => ClusterPhase::Running,
+        Step::Maintain { .. } => ClusterPhase::Degraded,
         Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
