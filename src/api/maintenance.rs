@@ -80,8 +80,9 @@ pub struct MaintenanceStatus {
     /// The last run that ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<MaintenanceRun>,
-    /// When the defragmentation schedule was last acted on (a run started, or no member
-    /// passed the threshold); the next time of the schedule after it is the next one due.
+    /// When the defragmentation schedule was first seen or last acted on (a run started, or
+    /// no member passed the threshold); the next time of the schedule after it is the next
+    /// one due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
 }

@@ -128,8 +128,8 @@ impl Pass {
     }
 }
 
-/// Whether `spec.maintenance.defrag.schedule` has a time after the last one handled (or,
-/// before any, the cluster's creation) that is not later than `now`.
+/// Whether `spec.maintenance.defrag.schedule` has a time after the last one handled (or
+/// first seen, see `status::with_maintenance`) that is not later than `now`.
 fn schedule_due(cluster: &EtcdCluster, now: &Time) -> bool {
     let Some(defrag) = cluster
         .spec
@@ -144,7 +144,7 @@ fn schedule_due(cluster: &EtcdCluster, now: &Time) -> bool {
         .as_ref()
         .and_then(|s| s.maintenance.as_ref())
         .and_then(|m| m.last_schedule_time.as_ref());
-    let Some(base) = handled.or(cluster.metadata.creation_timestamp.as_ref()) else {
+    let Some(base) = handled else {
         return false;
     };
     crate::backup::schedule::next_run(&defrag.schedule, base.0).is_ok_and(|next| next <= now.0)

@@ -271,6 +271,22 @@ pub fn with_maintenance(
         }
     }
     st.maintenance = maintenance::record(st.maintenance.as_ref(), decision, applied, &now);
+    // A schedule counts from when the operator first saw it, not from the cluster's
+    // creation: adding "0 3 * * *" at noon waits for 3 o'clock.
+    let scheduled = spec
+        .maintenance
+        .as_ref()
+        .is_some_and(|m| m.defrag.is_some());
+    if scheduled
+        && st
+            .maintenance
+            .as_ref()
+            .is_none_or(|m| m.last_schedule_time.is_none())
+    {
+        st.maintenance
+            .get_or_insert_with(Default::default)
+            .last_schedule_time = Some(now.clone());
+    }
     if let Some((running, reason, message)) =
         maintenance::condition(spec, decision, st.maintenance.as_ref())
     {
@@ -602,5 +618,61 @@ mod tests {
             "{}",
             c.message
         );
+    }
+
+    #[test]
+    fn maintenance_adds_member_sizes_and_starts_a_schedule_when_first_seen() {
+        use crate::api::maintenance::{DefragSpec, MaintenanceSpec};
+        use crate::plan::maintenance::{Decision, MemberSpace, Space};
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        let o = observed(&[true, true, true]);
+        let space = Space {
+            members: vec![MemberSpace {
+                id: MemberId(2),
+                db_size: 4096,
+                db_size_in_use: 1024,
+            }],
+            ..Default::default()
+        };
+        let mut st = EtcdClusterStatus {
+            members: o
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    name: m.name.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut plain = st.clone();
+        with_maintenance(&mut plain, &spec, &o, &space, &Decision::Idle, false, at(5));
+        assert_eq!(plain.members[1].db_size, Some(4096));
+        assert_eq!(plain.members[1].db_size_in_use, Some(1024));
+        assert_eq!(plain.members[0].db_size, None, "no status answered");
+        assert!(
+            plain.maintenance.is_none(),
+            "nothing about maintenance without it"
+        );
+        assert!(condition::find(&plain.conditions, types::MAINTENANCE).is_none());
+
+        spec.maintenance = Some(MaintenanceSpec {
+            defrag: Some(DefragSpec {
+                schedule: "0 3 * * *".into(),
+                ..Default::default()
+            }),
+        });
+        with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(5));
+        let m = st.maintenance.as_ref().unwrap();
+        assert_eq!(
+            m.last_schedule_time,
+            Some(at(5)),
+            "counted from first sight"
+        );
+        let c = condition::find(&st.conditions, types::MAINTENANCE).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Idle"));
+        // A later pass keeps the first time.
+        with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(9));
+        assert_eq!(st.maintenance.unwrap().last_schedule_time, Some(at(5)));
     }
 }
