@@ -156,17 +156,20 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
         async move { (*id, admin.health(url).await.is_ok()) }
     }))
     .await;
-    let status = statuses
+    let status: HashMap<MemberId, EndpointStatus> = statuses
         .into_iter()
         .filter_map(|(id, r)| r.ok().map(|s| (id, s)))
         .collect();
-    // Answers without quorum too; a failure only means no alarm is known this pass.
-    let alarms = match admin.alarm_list().await {
-        Ok(a) => a,
-        Err(e) => {
+    // Only with a leader (the call may go through raft and would hang until its timeout
+    // without one); a failure only means no alarm is known this pass.
+    let has_leader = status.values().any(EndpointStatus::has_leader);
+    let alarms = if has_leader {
+        admin.alarm_list().await.unwrap_or_else(|e| {
             debug!(error = %e, "alarm list failed");
             Vec::new()
-        }
+        })
+    } else {
+        Vec::new()
     };
     Some(EtcdSide {
         info,
