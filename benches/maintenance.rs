@@ -1,6 +1,8 @@
 //! Benchmark of the operator's defragmentation on the local runtime against real etcd (not a
 //! test: it prints numbers). Run with `cargo bench --bench maintenance`;
-//! `BENCH_DB_MIB` sets the backend size to reach before compacting (default 1024).
+//! `BENCH_DB_MIB` sets the backend size to reach before compacting (default 1024),
+//! `BENCH_LIVE_MIB` how much of it stays live after compaction (default 64; defragmenting
+//! copies the live data).
 //!
 //! Fills a 3-member cluster until every backend is `BENCH_DB_MIB`, compacts the history
 //! away, then turns on a defragmentation schedule and prints, for the operator's run: the
@@ -26,6 +28,11 @@ async fn defrag_large_db() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let live_mib: i64 = std::env::var("BENCH_LIVE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+        .clamp(1, target_mib);
     let v = latest(5);
     let mut s = Scenario::new(fast_policy());
     // A quota above the target, and frequent raft snapshots so the WAL is purged while
@@ -38,16 +45,16 @@ async fn defrag_large_db() {
     s.start();
     let st = s.wait_running("big", 3, &v).await;
 
-    // 64 keys of 1 MiB, overwritten until every backend reaches the target.
+    // `live_mib` keys of 1 MiB, overwritten until every backend reaches the target.
     let t = Instant::now();
     let mut c = kv(&st).await;
     let value = "z".repeat(1024 * 1024);
     let mut rev = 0;
     let mut written = 0i64;
     loop {
-        for i in 0..64 {
+        for i in 0..live_mib {
             let r = c
-                .put(format!("big/{i:02}"), value.clone(), None)
+                .put(format!("big/{i:04}"), value.clone(), None)
                 .await
                 .unwrap();
             rev = r.header().unwrap().revision();
@@ -71,7 +78,7 @@ async fn defrag_large_db() {
     .await
     .unwrap();
     println!(
-        "filled 3 members to {target_mib} MiB each ({written} MiB written) in {}",
+        "filled 3 members to {target_mib} MiB each, {live_mib} MiB live ({written} MiB written) in {}",
         secs(t.elapsed())
     );
 
@@ -104,7 +111,7 @@ async fn defrag_large_db() {
         st.members.iter().all(|m| {
             m.db_size
                 .zip(m.db_size_in_use)
-                .is_some_and(|(size, used)| size - used > size / 2)
+                .is_some_and(|(size, used)| size - used >= (target_mib - live_mib) * MIB / 2)
         })
     })
     .await;
