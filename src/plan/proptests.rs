@@ -638,7 +638,12 @@ impl Sim {
                 }
                 r.running = r.has_data;
             }
-            Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {}
+            // next_step never plans maintenance (the reconcile pass asks plan::maintenance).
+            Step::Maintain { .. }
+            | Step::Wait { .. }
+            | Step::Blocked { .. }
+            | Step::Paused
+            | Step::Done => {}
         }
         Ok(())
     }

@@ -278,6 +278,11 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::UpgradeMember { source })?;
             Ok(Executed::Applied)
         }
+        Step::Maintain { action, .. } => {
+            super::maintain::execute(observed, endpoints(observed), action)
+                .await
+                .map_err(|source| Error::Maintain { source })
+        }
         Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {
             Ok(Executed::Nothing)
         }

@@ -176,6 +176,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         i64::try_from(pass.status.members.len()).unwrap_or(i64::MAX),
         i64::from(pass.status.ready_members),
     );
+    ctx.metrics.observe_maintenance(
+        &key.namespace,
+        &key.name,
+        &pass.status,
+        &pass.step,
+        pass.acted(),
+    );
     if let Some(event) = event_for(&pass.step, &pass.executed) {
         // An Event is a courtesy; failing to publish one must not fail the pass.
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
