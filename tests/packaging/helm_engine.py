@@ -54,15 +54,28 @@ def main() -> None:
                 kubeconfig_path=request["kubeconfig"], namespace=request["namespace"]
             )
             if command == "install":
-                release = config.install(
-                    request["chart"],
-                    request["release"],
-                    request["values"],
-                    namespace=request["namespace"],
-                    create_namespace=True,
-                    wait="watcher",
-                    timeout=300,
-                )
+                try:
+                    release = config.install(
+                        request["chart"],
+                        request["release"],
+                        request["values"],
+                        namespace=request["namespace"],
+                        create_namespace=True,
+                        wait="watcher",
+                        timeout=300,
+                    )
+                except Exception as e:  # noqa: BLE001 - the engine raises its own types
+                    # `helm upgrade --install`: a release left by an earlier run is upgraded.
+                    if "cannot reuse a name that is still in use" not in str(e):
+                        raise
+                    release = config.upgrade(
+                        request["chart"],
+                        request["release"],
+                        request["values"],
+                        namespace=request["namespace"],
+                        wait="watcher",
+                        timeout=300,
+                    )
             else:
                 release = config.uninstall(
                     request["release"], ignore_not_found=True, wait="watcher", timeout=300
