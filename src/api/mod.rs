@@ -10,6 +10,7 @@ pub mod crd;
 pub mod quantity;
 pub mod restore;
 pub mod s3;
+pub mod unknown_fields;
 pub mod validate;
 
 pub use backup::{EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
