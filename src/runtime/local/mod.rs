@@ -316,6 +316,7 @@ impl LocalRuntime {
                 source: io::Error::other("process was reaped before its pid was read"),
             });
         };
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_SPAWN);
         launch.pid = Some(pid);
         launch.started_at = Some(jiff::Timestamp::now());
         let version = launch.version.clone();
@@ -466,6 +467,7 @@ impl MemberRuntime for LocalRuntime {
         // The flags are on disk before the process exists, so a restart can reuse them.
         record.launch = Some(launch.clone());
         paths.write_record(&record)?;
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_LAUNCH_RECORD);
         self.start_locked(cluster, &paths, record, launch, &binary)
     }
 
@@ -557,11 +559,22 @@ impl MemberRuntime for LocalRuntime {
     }
 }
 
-/// The pid in the member's pid file if that process still runs as this member.
+/// The pid of the process running as this member: the pid file's when that process still
+/// runs as this member, else one found by its `--data-dir` in `/proc` (started by an
+/// operator that died before writing the pid file), whose pid is then written down.
 fn live_pid(paths: &MemberPaths, data_dir_flag: &str) -> Result<Option<u32>, Error> {
-    Ok(paths
+    if let Some(pid) = paths
         .read_pid()?
-        .filter(|pid| process::is_alive(*pid, data_dir_flag)))
+        .filter(|pid| process::is_alive(*pid, data_dir_flag))
+    {
+        return Ok(Some(pid));
+    }
+    let Some(pid) = process::find(data_dir_flag) else {
+        return Ok(None);
+    };
+    warn!(member = %paths.dir.display(), pid, "found the member's process without its pid file; adopting it");
+    paths.write_pid(pid)?;
+    Ok(Some(pid))
 }
 
 /// Two ports in `range` that no record uses and that are free on 127.0.0.1 now, searched
