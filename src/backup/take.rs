@@ -212,6 +212,7 @@ mod tests {
     fn status(id: u64, leader: u64) -> EndpointStatus {
         EndpointStatus {
             endpoint: format!("http://127.0.0.1:{id}"),
+            cluster_id: ClusterId(1),
             member_id: MemberId(id),
             version: semver::Version::new(3, 5, 16),
             leader: MemberId(leader),

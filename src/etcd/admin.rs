@@ -268,6 +268,7 @@ impl EtcdAdmin {
             .map_err(|_| unexpected(op, endpoint, "unparseable server version"))?;
         Ok(EndpointStatus {
             endpoint: endpoint.to_owned(),
+            cluster_id: ClusterId(header.cluster_id()),
             member_id: MemberId(header.member_id()),
             version,
             leader: MemberId(resp.leader()),

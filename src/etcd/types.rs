@@ -108,6 +108,8 @@ impl ClusterInfo {
 pub struct EndpointStatus {
     /// The endpoint that was asked.
     pub endpoint: String,
+    /// The cluster the answering member belongs to.
+    pub cluster_id: ClusterId,
     pub member_id: MemberId,
     /// The server version, e.g. `3.5.16`.
     pub version: semver::Version,
@@ -186,6 +188,7 @@ mod tests {
     fn status_without_leader_is_not_leader() {
         let status = EndpointStatus {
             endpoint: "http://127.0.0.1:2379".into(),
+            cluster_id: ClusterId(1),
             member_id: MemberId(1),
             version: semver::Version::new(3, 5, 16),
             leader: MemberId(0),

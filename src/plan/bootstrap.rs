@@ -6,9 +6,21 @@
 //!    any member wrote data). Runtime members outside `<cluster>-0 .. <cluster>-<size-1>`
 //!    are deleted first; then `Bootstrap` those names. Bootstrap is idempotent, so a crashed
 //!    one is simply planned again.
-//! 2. Some member has data: the cluster exists. Never bootstrap over it. Restart stopped
-//!    members that have data, lowest ordinal first.
-//! 3. They all run and none answers: wait up to the grace (they may be starting), then
+//! 2. Some member has data but the cluster never formed and members of the bootstrap set
+//!    were never created: a bootstrap interrupted after its first members (an API error, a
+//!    quota, a lost Lease). `Bootstrap` again: it creates the missing members with the same
+//!    initial cluster and token and leaves the existing ones alone, until the first quorum
+//!    forms (issue 9, item 6).
+//! 3. spec.version was set back to the version the cluster last served at (status
+//!    `currentVersion`) and a member with data runs a later one: `RollBackMember` it. An
+//!    upgrade of a lone member that never came up leaves no member to answer, so this is
+//!    how rollback by spec works for size 1 (issue 9, item 10).
+//! 4. A member moved to spec.version, which the cluster never served at, down past the
+//!    upgrade deadline: an upgrade that did not come up, `Blocked(UpgradeStalled)` (which
+//!    says to set the version back). Otherwise some member has data: the cluster exists.
+//!    Never bootstrap over it. Restart stopped members that have data, lowest ordinal first.
+//! 5. They all run and none answers: wait (up to the upgrade deadline for a member an
+//!    upgrade moved, else up to the grace: they may be starting), then
 //!    `Blocked(QuorumLost)`; `voters` is then the number of members with data.
 
 use super::Ctx;
@@ -21,17 +33,22 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
     let mut members: Vec<&ObservedMember> = o.members.iter().collect();
     members.sort_by_key(|m| m.order_key());
 
+    let names: Vec<MemberName> = (0u32..)
+        .take(ctx.size)
+        .map(|i| MemberName::new(&o.cluster_name, i))
+        .collect();
+    let bootstrap = || Step::Bootstrap {
+        members: names.clone(),
+        version: ctx.target.clone(),
+    };
+
     // 1.
     if !members.iter().any(|m| m.has_data()) {
-        if o.formed {
+        if o.formed() {
             return Step::Blocked {
                 reason: BlockReason::AllMembersLost,
             };
         }
-        let names: Vec<MemberName> = (0u32..)
-            .take(ctx.size)
-            .map(|i| MemberName::new(&o.cluster_name, i))
-            .collect();
         if let Some(extra) = members
             .iter()
             .find(|m| m.runtime.is_some() && !names.contains(&m.name))
@@ -40,13 +57,32 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
                 name: extra.name.clone(),
             };
         }
-        return Step::Bootstrap {
-            members: names,
-            version: ctx.target.clone(),
-        };
+        return bootstrap();
     }
 
     // 2.
+    if resumes_bootstrap(ctx, &names) {
+        return bootstrap();
+    }
+
+    // 3.
+    if let Some(m) = members.iter().find(|m| rolls_back(ctx, m)) {
+        return Step::RollBackMember {
+            name: m.name.clone(),
+            to: ctx.target.clone(),
+        };
+    }
+
+    // 4.
+    if let Some(m) = members.iter().find(|m| {
+        m.has_data() && moved_off_served(ctx, m) && down_for(m) > ctx.policy.upgrade_health_deadline
+    }) {
+        return Step::Blocked {
+            reason: BlockReason::UpgradeStalled {
+                member: m.name.clone(),
+            },
+        };
+    }
     if let Some(m) = members
         .iter()
         .find(|m| m.runtime.as_ref().is_some_and(|r| !r.running && r.has_data))
@@ -56,8 +92,19 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
         };
     }
 
-    // 3.
+    // 5.
     let with_data: Vec<&&ObservedMember> = members.iter().filter(|m| m.has_data()).collect();
+    if let Some(m) = with_data.iter().find(|m| moved_off_served(ctx, m)) {
+        return Step::Wait {
+            reason: WaitReason::UpgradedMemberStarting {
+                name: m.name.clone(),
+                remaining: ctx
+                    .policy
+                    .upgrade_health_deadline
+                    .saturating_sub(down_for(m)),
+            },
+        };
+    }
     let freshest = with_data
         .iter()
         .map(|m| down_for(m))
@@ -76,6 +123,42 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
             voters: with_data.len(),
         },
     }
+}
+
+/// Rule 3: spec.version is the version the cluster last served at, and `m` (with its data)
+/// runs a later one: it was moved there by an upgrade that never served (the cluster
+/// version stays at the lowest member's until every member runs the new one, so its data
+/// is still readable by the old version).
+fn rolls_back(ctx: &Ctx, m: &ObservedMember) -> bool {
+    ctx.observed.served_version.as_ref() == Some(&ctx.target)
+        && m.has_data()
+        && m.version().is_some_and(|v| *v > ctx.target)
+}
+
+/// Rule 5: `m` runs spec.version, which the cluster never served at: an upgrade moved it.
+fn moved_off_served(ctx: &Ctx, m: &ObservedMember) -> bool {
+    ctx.observed
+        .served_version
+        .as_ref()
+        .is_some_and(|served| *served != ctx.target)
+        && m.version() == Some(&ctx.target)
+}
+
+/// Rule 2: the cluster never formed (no id recorded), so no member has served a write, and
+/// some member of the bootstrap set was never created (or only reserved): the bootstrap was
+/// interrupted after its first members. Members outside the set with data mean another
+/// bootstrap (of another size): then nothing is resumed.
+fn resumes_bootstrap(ctx: &Ctx, names: &[MemberName]) -> bool {
+    let o = ctx.observed;
+    let missing = names.iter().any(|n| {
+        o.member(n)
+            .is_none_or(|m| m.runtime.as_ref().is_none_or(|r| !r.running && !r.has_data))
+    });
+    let foreign_data = o
+        .members
+        .iter()
+        .any(|m| m.has_data() && !names.contains(&m.name));
+    !o.formed() && missing && !foreign_data
 }
 
 #[cfg(test)]
@@ -101,7 +184,7 @@ mod tests {
     #[test]
     fn a_formed_cluster_that_lost_every_member_is_never_bootstrapped_again() {
         let mut o = empty();
-        o.formed = true;
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
         assert_eq!(
             plan(&o),
             Step::Blocked {
@@ -110,7 +193,7 @@ mod tests {
         );
         // Not even with leftover reservations or runtime members without data.
         let mut o = empty().with_reservation(0).with_reservation(7);
-        o.formed = true;
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
         assert_eq!(
             plan(&o),
             Step::Blocked {
@@ -123,6 +206,102 @@ mod tests {
     fn crashed_bootstrap_is_planned_again() {
         let o = empty().with_reservation(0).with_reservation(1);
         assert!(matches!(plan(&o), Step::Bootstrap { .. }));
+    }
+
+    #[test]
+    fn a_bootstrap_interrupted_after_its_first_member_is_resumed() {
+        // Pod 0 was created and runs (alone it never answers); creating pod 1 failed.
+        let o = empty().with_running_silent(0);
+        assert_eq!(
+            plan(&o),
+            Step::Bootstrap {
+                members: vec![name(0), name(1), name(2)],
+                version: v(VERSION),
+            }
+        );
+        // Same with member 1 only reserved.
+        assert!(matches!(
+            plan(&o.clone().with_reservation(1)),
+            Step::Bootstrap { .. }
+        ));
+        // A formed cluster is never bootstrapped again, even partly.
+        let mut formed = o.clone();
+        formed.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        assert!(
+            matches!(
+                plan(&formed),
+                Step::Wait {
+                    reason: WaitReason::NoAnswer { .. }
+                }
+            ),
+            "{}",
+            plan(&formed)
+        );
+        // Every member of the set exists: wait for them to form the quorum.
+        let all = empty()
+            .with_running_silent(0)
+            .with_running_silent(1)
+            .with_running_silent(2);
+        assert!(matches!(
+            plan(&all),
+            Step::Wait {
+                reason: WaitReason::NoAnswer { .. }
+            }
+        ));
+        // Data outside the set is another bootstrap's: nothing is resumed over it.
+        let other = empty().with_running_silent(0).with_running_silent(4);
+        assert!(!matches!(plan(&other), Step::Bootstrap { .. }));
+    }
+
+    #[test]
+    fn a_lone_member_whose_upgrade_never_came_up_stalls_and_rolls_back_by_spec() {
+        // Served at 3.4.23; moved to 3.5.16, which never answers (crash loop).
+        let silent = |spec_version: &str| {
+            let mut o = empty()
+                .with_running_silent(0)
+                .with_version(0, "3.5.16")
+                .down_for(0, secs(30));
+            o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+            o.served_version = Some(v("3.4.23"));
+            next_step(&spec(1, spec_version), &o, &policy())
+        };
+        assert_eq!(
+            silent("3.5.16"),
+            Step::Wait {
+                reason: WaitReason::UpgradedMemberStarting {
+                    name: name(0),
+                    remaining: secs(90),
+                }
+            }
+        );
+        let mut late = empty()
+            .with_running_silent(0)
+            .with_version(0, "3.5.16")
+            .down_for(0, secs(121));
+        late.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        late.served_version = Some(v("3.4.23"));
+        assert_eq!(
+            next_step(&spec(1, "3.5.16"), &late, &policy()),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(0) }
+            }
+        );
+        // spec.version set back: run it at the version it served at, with its data.
+        assert_eq!(
+            silent("3.4.23"),
+            Step::RollBackMember {
+                name: name(0),
+                to: v("3.4.23"),
+            }
+        );
+        // Never further back than what served, and not when the new version had served.
+        assert!(!matches!(silent("3.4.20"), Step::RollBackMember { .. }));
+        let mut served_new = late.clone();
+        served_new.served_version = Some(v("3.5.16"));
+        assert!(!matches!(
+            next_step(&spec(1, "3.4.23"), &served_new, &policy()),
+            Step::RollBackMember { .. }
+        ));
     }
 
     #[test]

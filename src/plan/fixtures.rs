@@ -77,7 +77,8 @@ pub(crate) fn observed(n: u32) -> Observed {
     Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: None,
-        formed: false,
+        recorded_cluster_id: None,
+        served_version: None,
         members: (0..n).map(|o| voter(o, VERSION)).collect(),
         etcd: Some(EtcdView {
             cluster_id: ClusterId(0xc1),
@@ -190,6 +191,18 @@ impl Observed {
         self.members.push(ObservedMember {
             name: name(ordinal),
             runtime: Some(r),
+            etcd: None,
+            unhealthy_for: Some(JUST_NOW),
+        });
+        self
+    }
+
+    /// A running runtime member with data that no etcd answer lists: a member of a bootstrap
+    /// that has not formed its first quorum (it does not serve clients until then).
+    pub(crate) fn with_running_silent(mut self, ordinal: u32) -> Self {
+        self.members.push(ObservedMember {
+            name: name(ordinal),
+            runtime: Some(runtime(ordinal, VERSION)),
             etcd: None,
             unhealthy_for: Some(JUST_NOW),
         });

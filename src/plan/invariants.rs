@@ -138,8 +138,9 @@ pub fn invalid_spec_is_blocked(step: &Step, spec: &EtcdClusterSpec, observed: &O
 }
 
 /// Bootstrap only when the cluster never formed, no member answered and no runtime member
-/// has data, with `size`
-/// distinct members at spec.version.
+/// outside the bootstrap set has data (members of the set with data are an interrupted
+/// bootstrap being resumed; their data is left alone), with `size` distinct members at
+/// spec.version.
 pub fn bootstrap_only_when_fresh(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
     let Step::Bootstrap { members, version } = step else {
         return true;
@@ -148,8 +149,11 @@ pub fn bootstrap_only_when_fresh(step: &Step, spec: &EtcdClusterSpec, observed: 
     distinct.sort();
     distinct.dedup();
     observed.etcd.is_none()
-        && !observed.formed
-        && !observed.members.iter().any(ObservedMember::has_data)
+        && !observed.formed()
+        && !observed
+            .members
+            .iter()
+            .any(|m| m.has_data() && !members.contains(&m.name))
         && distinct.len() == members.len()
         && Some(members.len()) == size_of(spec)
         && Some(version) == target_of(spec).as_ref()
@@ -309,8 +313,9 @@ pub fn delete_only_unlisted(step: &Step, observed: &Observed) -> bool {
 }
 
 /// Versions change one minor at a time: an upgrade goes to spec.version and
-/// [`version_change`] allows it from the lowest version running; a new learner runs a
-/// version the members in etcd could move to.
+/// [`version_change`] allows it from the lowest version running; a rollback goes only back
+/// to the version the cluster last served at; a new learner runs a version the members in
+/// etcd could move to.
 pub fn version_within_one_minor(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
     match step {
         Step::UpgradeMember { to, .. } => {
@@ -318,6 +323,15 @@ pub fn version_within_one_minor(step: &Step, spec: &EtcdClusterSpec, observed: &
                 && observed
                     .min_version()
                     .is_some_and(|current| version_change(current, to).is_ok())
+        }
+        // Back to the version the cluster last served at, only while no member answers.
+        Step::RollBackMember { name, to } => {
+            Some(to) == target_of(spec).as_ref()
+                && observed.served_version.as_ref() == Some(to)
+                && observed.etcd.is_none()
+                && observed
+                    .member(name)
+                    .is_some_and(|m| m.has_data() && m.version().is_some_and(|v| v > to))
         }
         Step::AddLearner { version, .. } => {
             let current = observed
@@ -496,10 +510,20 @@ mod tests {
         };
         assert!(bootstrap_only_when_fresh(&boot, &s, &empty()));
         assert!(!bootstrap_only_when_fresh(&boot, &s, &observed(3)));
+        // An interrupted bootstrap of this set may be resumed; never a formed cluster,
+        // and never over data outside the set.
+        assert!(bootstrap_only_when_fresh(
+            &boot,
+            &s,
+            &empty().with_running_silent(0)
+        ));
+        let mut formed = empty().with_running_silent(0);
+        formed.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        assert!(!bootstrap_only_when_fresh(&boot, &s, &formed));
         assert!(!bootstrap_only_when_fresh(
             &boot,
             &s,
-            &observed(1).without_etcd()
+            &empty().with_running_silent(3)
         ));
         let short = Step::Bootstrap {
             members: vec![name(0), name(0), name(1)],

@@ -11,6 +11,8 @@
 //! 1. `paused` -> [`Step::Paused`]; an invalid spec -> [`BlockReason::InvalidSpec`].
 //! 2. No member answered -> `bootstrap`: start a fresh cluster, or restart members that
 //!    have data.
+//!    Members answering as another cluster than the recorded one ->
+//!    [`BlockReason::ClusterIdMismatch`]: never adopted.
 //! 3. `member_loss::revive`: restart stopped members that still have their data (no
 //!    membership change, safe without quorum, and how a lost quorum comes back). It runs
 //!    before finishing half-done changes because those need the quorum it restores.
@@ -77,8 +79,18 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
             },
         };
     };
-    if observed.etcd.is_none() {
+    let Some(view) = &observed.etcd else {
         return bootstrap::plan(&ctx);
+    };
+    if let Some(recorded) = observed.recorded_cluster_id
+        && recorded != view.cluster_id
+    {
+        return Step::Blocked {
+            reason: BlockReason::ClusterIdMismatch {
+                recorded,
+                answered: view.cluster_id,
+            },
+        };
     }
     member_loss::revive(&ctx)
         .or_else(|| pending::finish(&ctx))
@@ -138,6 +150,27 @@ mod tests {
             }
             other => panic!("{other}"),
         }
+    }
+
+    #[test]
+    fn members_answering_as_another_cluster_are_never_adopted() {
+        // The status recorded 0xc0; the members behind our names answer as 0xc1 (fixtures).
+        let mut o = observed(3).with_data_lost(1);
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc0));
+        assert_eq!(
+            next_step(&spec(5, "3.5.16"), &o, &policy()),
+            Step::Blocked {
+                reason: BlockReason::ClusterIdMismatch {
+                    recorded: crate::etcd::ClusterId(0xc0),
+                    answered: crate::etcd::ClusterId(0xc1),
+                }
+            }
+        );
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        assert!(matches!(
+            next_step(&spec(5, "3.5.16"), &o, &policy()),
+            Step::RemoveMember { .. }
+        ));
     }
 
     #[test]

@@ -66,10 +66,14 @@ pub struct Observed {
     /// status), so that a name is never reused even after its member was deleted; `None` when
     /// not recorded, in which case only the names seen here count.
     pub highest_ordinal_used: Option<u32>,
-    /// The cluster formed once (its status recorded a cluster id). A formed cluster none of
+    /// The cluster id its status recorded once the cluster formed. A formed cluster none of
     /// whose members has data left is lost, and never bootstrapped again behind the same
-    /// name and Services without the user acting.
-    pub formed: bool,
+    /// name and Services without the user acting; members answering with another id are
+    /// not this cluster's (issue 9, item 5).
+    pub recorded_cluster_id: Option<ClusterId>,
+    /// The lowest version the members reported when they last answered (kept in status as
+    /// `currentVersion`); `None` when never recorded.
+    pub served_version: Option<Version>,
     /// Runtime members and etcd members, joined by name (or by peer URL for etcd members that
     /// have not started yet). One entry per member, each known to the runtime, to etcd or to
     /// both; order does not matter.
@@ -245,6 +249,11 @@ impl ObservedMember {
 }
 
 impl Observed {
+    /// The cluster formed once (its status recorded a cluster id).
+    pub fn formed(&self) -> bool {
+        self.recorded_cluster_id.is_some()
+    }
+
     /// Members etcd lists as voters.
     pub fn voters(&self) -> impl Iterator<Item = &ObservedMember> {
         self.members.iter().filter(|m| m.is_voter())

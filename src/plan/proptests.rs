@@ -200,7 +200,8 @@ fn build_observed(
     Observed {
         cluster_name: CLUSTER.to_string(),
         highest_ordinal_used: highest,
-        formed: false,
+        recorded_cluster_id: None,
+        served_version: None,
         members: out,
         etcd: answered.then_some(EtcdView {
             cluster_id: ClusterId(0xc1),
@@ -221,7 +222,7 @@ fn gen_observed() -> impl Strategy<Value = Observed> {
     )
         .prop_map(|(members, answered, leader_pick, highest, formed)| {
             let mut observed = build_observed(&members, answered, leader_pick, highest);
-            observed.formed = formed;
+            observed.recorded_cluster_id = formed.then_some(ClusterId(0xc1));
             observed
         })
 }
@@ -295,6 +296,10 @@ struct Sim {
     clock: Duration,
     raft_index: u64,
     highest_ordinal: Option<u32>,
+    /// A quorum answered once: the status recorded the cluster id.
+    formed: bool,
+    /// The lowest version serving members ran when a quorum last answered.
+    served: Option<Version>,
 }
 
 const TICK: Duration = Duration::from_secs(10);
@@ -418,7 +423,8 @@ impl Sim {
         Observed {
             cluster_name: CLUSTER.to_string(),
             highest_ordinal_used: self.highest_ordinal,
-            formed: false,
+            recorded_cluster_id: self.formed.then_some(ClusterId(0xc1)),
+            served_version: self.served.clone(),
             members,
             etcd: answered.then_some(EtcdView {
                 cluster_id: ClusterId(0xc1),
@@ -438,18 +444,26 @@ impl Sim {
         };
         match step {
             Step::Bootstrap { members, version } => {
+                if self.formed {
+                    return Err("bootstrap of a formed cluster".into());
+                }
+                let has_data = |m: &SimMember| m.runtime.as_ref().is_some_and(|r| r.has_data);
                 if self
                     .members
                     .iter()
-                    .any(|m| m.runtime.as_ref().is_some_and(|r| r.has_data))
+                    .any(|m| has_data(m) && !members.contains(&m.name))
                 {
                     return Err("bootstrap over data".into());
                 }
                 if !part() {
                     return Ok(());
                 }
-                for m in &mut self.members {
-                    m.etcd = None;
+                // A fresh bootstrap writes a new member list; a resumed one (members of the
+                // set already have data) keeps the one its first members started with.
+                if !self.members.iter().any(has_data) {
+                    for m in &mut self.members {
+                        m.etcd = None;
+                    }
                 }
                 for name in members {
                     if self.find(name).is_err() {
@@ -474,9 +488,10 @@ impl Sim {
                     if !part() {
                         return Ok(());
                     }
-                    // The first member to start writes the initial member list.
-                    if self.members.iter().all(|m| m.etcd.is_none()) {
-                        for n in members {
+                    // The first member to start writes the initial member list (ids come
+                    // from the peer URLs and the token: a resumed member gets its own).
+                    for n in members {
+                        if self.find(n)?.etcd.is_none() {
                             let id = self.new_id();
                             self.find(n)?.etcd = Some(SimEtcd {
                                 id,
@@ -589,7 +604,7 @@ impl Sim {
                 }
                 self.leader = Some(*to_id);
             }
-            Step::UpgradeMember { name, to, .. } => {
+            Step::UpgradeMember { name, to, .. } | Step::RollBackMember { name, to } => {
                 if !part() {
                     return Ok(());
                 }
@@ -624,6 +639,15 @@ impl Sim {
             }
         }
         let quorum = self.has_quorum();
+        self.formed |= quorum;
+        if quorum {
+            self.served = self
+                .members
+                .iter()
+                .filter(|m| m.is_serving())
+                .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
+                .min();
+        }
         let index = self.raft_index;
         for m in &mut self.members {
             // a running process with its data joins
@@ -870,13 +894,16 @@ fn run_into(case: &Case, trace: &mut Vec<String>) -> Result<usize, String> {
             && i >= failing
             && !rolled_back
         {
+            // ... or, for a lone member, to the version it served at (status currentVersion).
             let previous = sim
                 .members
                 .iter()
                 .filter(|m| m.name != *member)
                 .filter_map(|m| m.runtime.as_ref().map(|r| &r.version))
                 .filter(|v| v.to_string() != spec.version)
-                .min();
+                .min()
+                .or(sim.served.as_ref().filter(|v| v.to_string() != spec.version))
+                .cloned();
             if let Some(previous) = previous {
                 trace.push(format!("  ! user sets spec.version back to {previous}"));
                 spec.version = previous.to_string();
@@ -943,6 +970,23 @@ fn stalled_upgrade_is_rolled_back_when_the_user_sets_the_version_back() {
         "{}",
         trace.join("\n")
     );
+}
+
+#[test]
+fn a_lone_member_whose_upgrade_stalls_is_rolled_back_by_spec() {
+    // The only member is moved to 3.6.0 and stopped (the executor stops there), then
+    // cannot run for 200 s: it never serves at 3.6.0 and no member answers at all.
+    let case = Case {
+        initial: 1,
+        spec: EtcdClusterSpec::new(1, "3.6.0"),
+        failures: vec![(0, Failure::Crash(1)), (1, Failure::Break(0, 20))],
+    };
+    let mut trace = Vec::new();
+    let steps = run_into(&case, &mut trace);
+    let saw = |s: &str| trace.iter().any(|l| l.contains(s));
+    assert!(steps.is_ok(), "{steps:?}\n{}", trace.join("\n"));
+    assert!(saw("upgrade stalled: example-0"), "{}", trace.join("\n"));
+    assert!(saw("roll example-0 back to 3.5.16"), "{}", trace.join("\n"));
 }
 
 #[test]

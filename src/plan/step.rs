@@ -10,7 +10,7 @@ use std::time::Duration;
 use semver::Version;
 
 use super::observed::MemberName;
-use crate::etcd::MemberId;
+use crate::etcd::{ClusterId, MemberId};
 
 /// The next thing to do to one cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +57,10 @@ pub enum Step {
         id: MemberId,
         to: Version,
     },
+    /// No member answers and `name` runs a version the cluster never served at: run it
+    /// (with its data) at `to`, the version the cluster last served at, which spec.version
+    /// was set back to. How a lone member comes back from a failed upgrade.
+    RollBackMember { name: MemberName, to: Version },
     /// Nothing safe to do yet; look again later.
     Wait { reason: WaitReason },
     /// A refusal the user must see (in a condition); nothing changes until the cluster or
@@ -146,6 +150,13 @@ pub enum BlockReason {
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
+    /// The members answer as another etcd cluster than the one this EtcdCluster formed as
+    /// (its status recorded `recorded`): an earlier cluster's members behind the same names,
+    /// or a cluster someone re-created by hand. They are never taken for this cluster's.
+    ClusterIdMismatch {
+        recorded: ClusterId,
+        answered: ClusterId,
+    },
 }
 
 impl Step {
@@ -190,6 +201,9 @@ impl fmt::Display for Step {
             Step::RestartMember { name } => write!(f, "restart {name} with its data"),
             Step::MoveLeader { from, to, .. } => write!(f, "move leader from {from} to {to}"),
             Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
+            Step::RollBackMember { name, to } => {
+                write!(f, "roll {name} back to {to}, the version it last served at")
+            }
             Step::Wait { reason } => write!(f, "wait: {reason}"),
             Step::Blocked { reason } => write!(f, "blocked: {reason}"),
             Step::Paused => f.write_str("paused"),
@@ -289,6 +303,10 @@ impl fmt::Display for BlockReason {
                 "pvcs {} were retained from an earlier cluster of this name and are not adopted; delete them to create this cluster",
                 claims.join(", ")
             ),
+            BlockReason::ClusterIdMismatch { recorded, answered } => write!(
+                f,
+                "the members answer as etcd cluster {answered}, but this cluster formed as {recorded}; they are not adopted: delete the members of the other cluster, or restore into a new EtcdCluster"
+            ),
             BlockReason::NoStorageClass { claims } => write!(
                 f,
                 "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",
@@ -372,6 +390,10 @@ mod tests {
         let others = [
             Step::StartMember { name: name(1), id },
             Step::RestartMember { name: name(1) },
+            Step::RollBackMember {
+                name: name(1),
+                to: Version::new(3, 5, 0),
+            },
             Step::DeleteRuntimeMember { name: name(1) },
             Step::UpgradeMember {
                 name: name(1),

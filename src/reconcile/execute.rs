@@ -293,7 +293,7 @@ pub async fn execute<R: MemberRuntime>(
                 Err(source) => Err(Error::MoveLeader { source }),
             }
         }
-        Step::UpgradeMember { name, to, .. } => {
+        Step::UpgradeMember { name, to, .. } | Step::RollBackMember { name, to } => {
             runtime
                 .restart(cluster, name.as_str(), Some(to.clone()))
                 .await

@@ -144,7 +144,8 @@ pub async fn reconcile_once<R: MemberRuntime>(
     let nothing = || Observed {
         cluster_name: name.clone(),
         highest_ordinal_used: None,
-        formed: false,
+        recorded_cluster_id: None,
+        served_version: None,
         members: Vec::new(),
         etcd: None,
     };
@@ -156,11 +157,24 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .and_then(|s| s.highest_ordinal)
             .and_then(|o| u32::try_from(o).ok());
         // A cluster id in the status: the cluster formed once (never bootstrapped again).
-        let formed = cluster
+        let recorded_cluster_id = cluster
             .status
             .as_ref()
-            .is_some_and(|s| s.cluster_id.is_some());
-        match observe::observe(runtime, &cref, highest, formed, tracker).await {
+            .and_then(|s| s.cluster_id.as_deref())
+            // An unreadable id still means "formed": it is then reported as a mismatch,
+            // never taken as leave to bootstrap again.
+            .map(|id| id.parse().unwrap_or_default());
+        let served_version = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.current_version.as_deref())
+            .and_then(|v| v.parse().ok());
+        match observe::observe(runtime, &cref, highest, recorded_cluster_id, tracker)
+            .await
+            .map(|o| Observed {
+                served_version,
+                ..o
+            }) {
             Ok(observed) => observed,
             // Another cluster's data under our names: refuse, visibly, until it is gone.
             Err(Error::ListMembers {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tracing::debug;
 
-use crate::etcd::{ClusterInfo, EndpointStatus, EtcdAdmin, MemberId, Timeouts};
+use crate::etcd::{ClusterId, ClusterInfo, EndpointStatus, EtcdAdmin, MemberId, Timeouts};
 use crate::plan::{EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, RuntimeState};
 use crate::runtime::{ClusterRef, MemberRuntime, RuntimeMember};
 
@@ -53,7 +53,7 @@ pub async fn observe<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
     highest_ordinal_used: Option<u32>,
-    formed: bool,
+    recorded_cluster_id: Option<ClusterId>,
     tracker: &mut HealthTracker,
 ) -> Result<Observed, Error> {
     let runtime_members = runtime
@@ -64,7 +64,7 @@ pub async fn observe<R: MemberRuntime>(
     let now = Instant::now();
     let mut observed = join(cluster, runtime_members, etcd, tracker, now);
     observed.highest_ordinal_used = highest_ordinal_used;
-    observed.formed = formed;
+    observed.recorded_cluster_id = recorded_cluster_id;
     Ok(observed)
 }
 
@@ -112,14 +112,27 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
         async move { (*id, admin.health(url).await.is_ok()) }
     }))
     .await;
+    // A member answering as another cluster (an earlier cluster's member behind the same
+    // name) is not one of ours: it counts as not answering (issue 9, item 5).
+    let foreign: Vec<MemberId> = statuses
+        .iter()
+        .filter_map(|(id, r)| match r {
+            Ok(s) if s.cluster_id != info.cluster_id => Some(*id),
+            _ => None,
+        })
+        .collect();
     let status = statuses
         .into_iter()
         .filter_map(|(id, r)| r.ok().map(|s| (id, s)))
+        .filter(|(id, _)| !foreign.contains(id))
         .collect();
+    let healths = healths
+        .into_iter()
+        .map(|(id, ok)| (id, ok && !foreign.contains(&id)));
     Some(EtcdSide {
         info,
         status,
-        healthy: healths.into_iter().collect(),
+        healthy: healths.collect(),
     })
 }
 
@@ -215,7 +228,8 @@ fn join(
     Observed {
         cluster_name: cluster.name.clone(),
         highest_ordinal_used: None,
-        formed: false,
+        recorded_cluster_id: None,
+        served_version: None,
         members,
         etcd: view,
     }

@@ -54,15 +54,23 @@ pub fn cluster_status(
         .filter(|m| m.id.is_some() && !m.is_learner && m.healthy)
         .count();
     st.ready_members = i32::try_from(healthy_voters).unwrap_or(i32::MAX);
-    st.current_version = observed
+    // What serves, not what is configured: the lowest version the answering members
+    // report, kept while none answers. The planner rolls a member that never served at its
+    // version back to it (issue 9, item 10).
+    if let Some(served) = observed
         .members
         .iter()
-        .filter_map(|m| m.runtime.as_ref().map(|r| r.version.clone()))
+        .filter_map(|m| m.etcd.as_ref().and_then(|e| e.version.clone()))
         .min()
-        .map(|v| v.to_string());
-    // Kept while no member answers: a recorded cluster id is how the planner knows the
-    // cluster formed once (and is never bootstrapped again after losing every member).
-    if let Some(etcd) = &observed.etcd {
+    {
+        st.current_version = Some(served.to_string());
+    }
+    // Recorded once, then kept: while no member answers, a recorded cluster id is how the
+    // planner knows the cluster formed (and is never bootstrapped again after losing every
+    // member); members answering with another id never replace it (issue 9, item 5).
+    if st.cluster_id.is_none()
+        && let Some(etcd) = &observed.etcd
+    {
         st.cluster_id = Some(etcd.cluster_id.to_string());
     }
     let seen = observed
@@ -222,6 +230,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RemoveMember { .. } => "RemovingMember",
         Step::DeleteRuntimeMember { .. } => "DeletingLeftoverMember",
         Step::RestartMember { .. } => "RestartingMember",
+        Step::RollBackMember { .. } => "RollingBackMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::Wait { .. } => "Waiting",
@@ -242,6 +251,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
         BlockReason::AllMembersLost => "AllMembersLost",
+        BlockReason::ClusterIdMismatch { .. } => "ClusterIdMismatch",
     }
 }
 
@@ -263,7 +273,9 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::RemoveMember { .. }
         | Step::RestartMember { .. }
         | Step::DeleteRuntimeMember { .. } => ClusterPhase::Recovering,
-        Step::MoveLeader { .. } | Step::UpgradeMember { .. } => ClusterPhase::Upgrading,
+        Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
+            ClusterPhase::Upgrading
+        }
         Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
@@ -330,7 +342,8 @@ mod tests {
         Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
-            formed: false,
+            recorded_cluster_id: None,
+            served_version: None,
             members: healthy
                 .iter()
                 .enumerate()
@@ -451,6 +464,19 @@ mod tests {
             at(2),
         );
         assert_eq!(later.cluster_id.as_deref(), Some("0000000000000abc"));
+        // Members answering as another cluster never replace the recorded id.
+        let mut other = observed(&[true; 3]);
+        other.etcd.as_mut().unwrap().cluster_id = ClusterId(0xdef);
+        let foreign = cluster_status(
+            &spec,
+            Some(2),
+            &report,
+            &other,
+            &Step::Done,
+            Some(&later),
+            at(3),
+        );
+        assert_eq!(foreign.cluster_id.as_deref(), Some("0000000000000abc"));
         assert_eq!(st.highest_ordinal, Some(2));
         assert_eq!(st.members.iter().filter(|m| m.is_leader).count(), 1);
         assert_eq!(cond(&st, types::AVAILABLE).status, "True");
@@ -530,7 +556,8 @@ mod tests {
         let empty = Observed {
             cluster_name: "example".into(),
             highest_ordinal_used: None,
-            formed: false,
+            recorded_cluster_id: None,
+            served_version: None,
             members: Vec::new(),
             etcd: None,
         };

@@ -295,6 +295,10 @@ pub enum Error {
         claims: Vec<String>,
     },
     #[error(
+        "pod {name} belongs to another cluster of the name (controller uid {owner}); it is not adopted: wait for it to be garbage-collected, or delete it"
+    )]
+    ForeignPod { name: String, owner: String },
+    #[error(
         "pvcs {claims:?} of cluster {cluster} have no StorageClass and stay pending: the Kubernetes cluster has no default StorageClass"
     )]
     NoStorageClass {

@@ -25,6 +25,10 @@
 //!   [`Error::RetainedClaims`] instead of adopting them. Removing a member deletes its PVC.
 //! - **Going away**: a Pod or PVC with a deletion timestamp is no member, and no
 //!   reservation: creating one of the same name waits for it to go.
+//! - **Ownership**: members are this cluster's Pods by controller owner uid, not by label
+//!   alone. A Pod of an earlier cluster of the same name (still being garbage-collected
+//!   after `kubectl delete etcdcluster`) is never listed, restarted or adopted
+//!   ([`Error::ForeignPod`]).
 //! - **Ended Pods**: a Pod in phase `Failed` or `Succeeded` (evicted, its node shut down)
 //!   is deleted and created again (on its PVC when it has one), never taken for running.
 //!
@@ -198,6 +202,15 @@ impl PodRuntime {
                         source,
                     })?;
             match existing {
+                // An earlier cluster's Pod: never adopted; one being deleted is waited for.
+                Some(existing)
+                    if !self.objects.is_own_pod(&existing) && !is_terminating(&existing) =>
+                {
+                    return Err(Error::ForeignPod {
+                        name,
+                        owner: controller_uid(&existing),
+                    });
+                }
                 Some(existing) if is_alive(&existing) => {
                     debug!(cluster = %self.objects.cluster, member = name, "pod already exists");
                     return Ok(());
@@ -413,6 +426,12 @@ impl MemberRuntime for PodRuntime {
                 name: name.to_string(),
                 source,
             })?;
+        if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
+            return Err(Error::ForeignPod {
+                name: name.to_string(),
+                owner: controller_uid(pod),
+            });
+        }
         let live = pod.as_ref().filter(|p| is_alive(p));
         if let (Some(pod), Some(version)) = (live, &version) {
             if label_version(pod).as_ref() == Some(version) {
@@ -529,7 +548,11 @@ impl MemberRuntime for PodRuntime {
         }
         let mut by_name: BTreeMap<String, (Option<Pod>, Option<PersistentVolumeClaim>)> =
             BTreeMap::new();
-        for pod in pods.into_iter().filter(|p| !is_terminating(p)) {
+        // Only this cluster's Pods: one of an earlier cluster of the name is going away.
+        for pod in pods
+            .into_iter()
+            .filter(|p| !is_terminating(p) && self.objects.is_own_pod(p))
+        {
             let name = member_name(&pod);
             by_name.entry(name).or_default().0 = Some(pod);
         }
@@ -570,7 +593,11 @@ impl MemberRuntime for PodRuntime {
                 cluster: cluster.clone(),
                 source,
             })?;
-        for pod in pods.items.iter().filter(|p| !is_terminating(*p)) {
+        for pod in pods
+            .items
+            .iter()
+            .filter(|p| !is_terminating(*p) && self.objects.is_own_pod(p))
+        {
             self.delete_pod(&pod.name_any()).await?;
         }
         Ok(())
@@ -611,6 +638,17 @@ fn is_classless_and_pending(pvc: &PersistentVolumeClaim) -> bool {
         .and_then(|s| s.storage_class_name.as_deref());
     let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
     class.is_none() && phase == Some("Pending")
+}
+
+/// The uid of the object's controller owner, or `none`.
+fn controller_uid<K: Resource>(object: &K) -> String {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map_or_else(|| "none".to_string(), |o| o.uid.clone())
 }
 
 fn is_terminating<K: Resource>(object: &K) -> bool {

@@ -378,6 +378,17 @@ impl Objects {
         }
     }
 
+    /// This cluster is the Pod's controller owner. A Pod of the same name owned by another
+    /// uid belongs to an earlier cluster of the name (being garbage-collected, or orphaned)
+    /// and is never taken for a member (issue 9, item 5).
+    pub fn is_own_pod(&self, pod: &Pod) -> bool {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == self.owner.uid)
+    }
+
     /// `etcd.operator.dev/cluster=<cluster>`, for list calls.
     pub fn selector(&self) -> String {
         format!("{LABEL_CLUSTER}={}", self.cluster.name)

@@ -1143,6 +1143,81 @@ async fn a_member_is_created_only_once_its_objects_being_deleted_are_gone() {
     within_1s(server).await;
 }
 
+/// `pod`, as an earlier cluster named `example` (uid `uid-0`) left it: live, not yet
+/// garbage-collected.
+fn earlier_clusters(mut pod: Pod) -> Pod {
+    for owner in pod.metadata.owner_references.iter_mut().flatten() {
+        owner.uid = "uid-0".into();
+    }
+    pod
+}
+
+#[tokio::test]
+async fn pods_of_an_earlier_cluster_of_the_name_are_not_members() {
+    let (rt, server) = runtime(pvc_spec());
+    let new = |o| launch(o, InitialClusterState::New, &[0, 1, 2]);
+    let old0 = earlier_clusters(with_uid_and_phase(
+        rt.objects.pod(&new(0), DataVolume::Pvc).unwrap(),
+        "Running",
+    ));
+    let own1 = with_uid_and_phase(rt.objects.pod(&new(1), DataVolume::Pvc).unwrap(), "Running");
+    let pvc1 = rt.objects.pvc(&new(1)).unwrap().unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                "items": [old0, own1],
+            }));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                "items": [pvc1],
+            }));
+    });
+    let members = rt.list(&cluster_ref()).await.unwrap();
+    within_1s(server).await;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["example-1"]);
+}
+
+#[tokio::test]
+async fn a_live_pod_of_an_earlier_cluster_is_never_adopted_or_deleted() {
+    let (rt, server) = runtime(memory_spec());
+    let old = earlier_clusters(with_uid_and_phase(
+        rt.objects
+            .pod(
+                &launch(0, InitialClusterState::New, &[0, 1, 2]),
+                DataVolume::EmptyDir,
+            )
+            .unwrap(),
+        "Running",
+    ));
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::CONFLICT, "AlreadyExists");
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&serde_json::to_value(&old).unwrap());
+        // No DELETE: it is not ours.
+    });
+    let err = rt
+        .create(
+            &cluster_ref(),
+            &launch(0, InitialClusterState::New, &[0, 1, 2]),
+        )
+        .await
+        .unwrap_err();
+    within_1s(server).await;
+    assert!(
+        matches!(&err, Error::ForeignPod { name, owner } if name == "example-0" && owner == "uid-0"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn stop_all_deletes_the_pods_and_keeps_the_pvcs() {
     let (rt, server) = runtime(pvc_spec());
