@@ -17,12 +17,19 @@ pub struct Converged {
     pub client_urls: Vec<String>,
 }
 
-/// The `--data-dir=` of every live etcd process whose data dir is under `state`, with
-/// how many processes use it.
-pub fn etcd_processes_under(state: &Path) -> BTreeMap<String, usize> {
+/// The `--data-dir=` of every live etcd process whose data dir is under `state`, with the
+/// pids of the processes using it.
+pub fn etcd_processes_under(state: &Path) -> BTreeMap<String, Vec<u32>> {
     let needle = format!("--data-dir={}/", state.display());
     let mut found = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
@@ -31,7 +38,10 @@ pub fn etcd_processes_under(state: &Path) -> BTreeMap<String, usize> {
             if let Some(dir) = arg.strip_prefix("--data-dir=")
                 && arg.starts_with(&needle)
             {
-                *found.entry(dir.to_string()).or_insert(0) += 1;
+                found
+                    .entry(dir.to_string())
+                    .or_insert_with(Vec::new)
+                    .push(pid);
             }
         }
     }
@@ -58,7 +68,8 @@ pub fn member_dirs(state: &Path, name: &str) -> BTreeMap<String, Option<String>>
 }
 
 /// `Ok` when local cluster `name` under `state` has exactly `size` members at `version`:
-/// one directory and one live etcd process per member and no other, etcd lists exactly
+/// one directory and one live etcd process per member and no other, each the process its
+/// pid file names (the one the runtime stops and watches), etcd lists exactly
 /// those members (named, all voters, no learner, no duplicate), and every member answers
 /// with the same leader. `Err` says what differs.
 pub async fn check(
@@ -75,12 +86,21 @@ pub async fn check(
     let cluster_dir = state.join("clusters/default").join(name);
     for member in dirs.keys() {
         let data = format!("{}/{member}/data", cluster_dir.display());
-        match processes.get(&data) {
-            Some(1) => {}
-            n => return Err(format!("{member}: {n:?} processes")),
+        let pids = processes.get(&data).cloned().unwrap_or_default();
+        if pids.len() != 1 {
+            return Err(format!("{member}: processes {pids:?}"));
+        }
+        let pid_file = std::fs::read_to_string(cluster_dir.join(member).join("etcd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if pid_file != Some(pids[0]) {
+            return Err(format!(
+                "{member}: process {} runs, the pid file names {pid_file:?}",
+                pids[0]
+            ));
         }
     }
-    let ours: usize = processes.values().sum();
+    let ours: usize = processes.values().map(Vec::len).sum();
     if ours != size {
         return Err(format!(
             "{ours} etcd processes under the state dir: {processes:?}"
