@@ -15,6 +15,7 @@ pub const ALL: &[&str] = &[
     BOOTSTRAP_AFTER_START,
     LOCAL_AFTER_LAUNCH_RECORD,
     LOCAL_AFTER_SPAWN,
+    LOCAL_AFTER_TOMBSTONE,
     ADD_LEARNER_AFTER_RESERVE,
     ADD_LEARNER_AFTER_ETCD_ADD,
     ADD_LEARNER_AFTER_START,
@@ -38,6 +39,8 @@ pub const BOOTSTRAP_AFTER_START: &str = "bootstrap-after-start";
 pub const LOCAL_AFTER_LAUNCH_RECORD: &str = "local-after-launch-record";
 /// Local runtime: a member process spawned, its pid not yet on disk.
 pub const LOCAL_AFTER_SPAWN: &str = "local-after-spawn";
+/// Local runtime: a deleted member's directory renamed aside, its files not yet removed.
+pub const LOCAL_AFTER_TOMBSTONE: &str = "local-after-tombstone";
 /// AddLearner: address reserved, etcd not told.
 pub const ADD_LEARNER_AFTER_RESERVE: &str = "add-learner-after-reserve";
 /// AddLearner: etcd lists the learner, its process not started.

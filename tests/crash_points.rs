@@ -198,6 +198,11 @@ async fn remove_killed_after_etcd_removed_the_member() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_killed_while_the_members_files_go() {
+    resize_crash(&[failpoint::LOCAL_AFTER_TOMBSTONE], 3, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_killed_after_deleting_the_member() {
     resize_crash(&[failpoint::REMOVE_AFTER_DELETE], 3, 1).await;
 }

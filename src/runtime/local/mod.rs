@@ -500,23 +500,37 @@ impl MemberRuntime for LocalRuntime {
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
         self.stop_locked(cluster, name, &paths).await?;
-        match tokio::fs::remove_dir_all(&paths.dir).await {
-            Ok(()) => {
-                info!(%cluster, member = name, "deleted member");
-                Ok(())
+        // Renamed first, in one step: an operator killed while the files go (issue 13, the
+        // fault run) must not leave a member directory without its data, which no later pass
+        // would take for a member to delete or to restart.
+        let tombstone = tombstone_of(&paths.dir, name);
+        remove_tree(&tombstone).await?;
+        match tokio::fs::rename(&paths.dir, &tombstone).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(Error::RemoveMember {
+                    path: paths.dir.clone(),
+                    source,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::RemoveMember {
-                path: paths.dir.clone(),
-                source,
-            }),
         }
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_TOMBSTONE);
+        remove_tree(&tombstone).await?;
+        info!(%cluster, member = name, "deleted member");
+        Ok(())
     }
 
     async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
         let dir = record::cluster_dir(&self.state_dir, cluster)?;
         let mut members = Vec::new();
         for name in record::subdirs(&dir)? {
+            if name.starts_with(TOMBSTONE_PREFIX) {
+                // A delete that was cut short: finish it.
+                warn!(%cluster, dir = name, "finishing an interrupted member delete");
+                remove_tree(&dir.join(&name)).await?;
+                continue;
+            }
             let Ok(paths) = self.paths(cluster, &name) else {
                 continue;
             };
@@ -556,6 +570,26 @@ impl MemberRuntime for LocalRuntime {
             .into_iter()
             .collect::<Result<Vec<()>, Error>>()?;
         Ok(())
+    }
+}
+
+/// Names of member directories being deleted; never a member name (those cannot start
+/// with a dot), so a listing skips them.
+const TOMBSTONE_PREFIX: &str = ".deleting-";
+
+fn tombstone_of(member_dir: &Path, name: &str) -> PathBuf {
+    member_dir.with_file_name(format!("{TOMBSTONE_PREFIX}{name}"))
+}
+
+/// Removes `dir` and everything in it; a missing `dir` is fine.
+async fn remove_tree(dir: &Path) -> Result<(), Error> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::RemoveMember {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
