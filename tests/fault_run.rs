@@ -329,24 +329,32 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
 
-    // Every acknowledged write reads back, with its value.
+    // Every acknowledged write reads back, with its value; in pages, as 200 steps write
+    // more than one gRPC message holds.
     let mut client = connect(&c.client_urls)
         .await
         .expect("connect for the final read");
-    let resp = client
-        .get("w/", Some(GetOptions::new().with_prefix()))
-        .await
-        .expect("final read");
-    let found: BTreeMap<String, String> = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    let mut from = "w/".to_string();
+    loop {
+        let resp = client
+            .get(
+                from.clone(),
+                Some(GetOptions::new().with_range("w0").with_limit(10_000)),
+            )
+            .await
+            .expect("final read");
+        for kv in resp.kvs() {
+            found.insert(
                 kv.key_str().unwrap().to_string(),
                 kv.value_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+            );
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => from = format!("{}\0", last.key_str().unwrap()),
+            _ => break,
+        }
+    }
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let lost: Vec<u64> = acks
         .written

@@ -76,7 +76,7 @@ pub const REFUSED_FLAGS: &[(&str, &str)] = &[
         "the operator owns the advertised URLs; another one would send clients elsewhere",
     ),
     (
-        "initial-",
+        "initial-cluster",
         "the operator owns the initial cluster; another value would join or form a different cluster",
     ),
     (
@@ -979,6 +979,9 @@ mod tests {
         assert!(refused_flag("log-outputs").is_some());
         assert!(refused_flag("max-txn-ops").is_none());
         assert!(refused_flag("log-level").is_none());
+        // Not every initial-* flag is about membership.
+        assert!(refused_flag("initial-election-tick-advance").is_none());
+        assert!(refused_flag("initial-cluster-state").is_some());
         let mut spec = EtcdClusterSpec::new(3, "3.5.16");
         spec.etcd = Some(EtcdOptions {
             extra_args: [("unsafe-no-fsync".to_string(), "true".to_string())].into(),
