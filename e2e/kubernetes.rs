@@ -23,7 +23,9 @@ use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, Sto
 use etcd_operator::api::condition;
 use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::object::HasStatus;
@@ -52,7 +54,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 12] = [
+    let scenarios: [(&str, ScenarioFn); 19] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -65,6 +67,19 @@ async fn kubernetes_scenarios() {
         ("restore-image", restore_runs_the_operators_own_image),
         ("ambient-refused", a_restore_without_a_secret_is_refused),
         ("all-members-lost", losing_every_member_is_not_a_new_cluster),
+        ("no-adoption", pods_of_an_earlier_cluster_are_not_adopted),
+        (
+            "bootstrap-quota",
+            a_bootstrap_stopped_by_a_quota_is_finished,
+        ),
+        ("restart-in-place", a_hung_member_is_restarted_on_its_pvc),
+        ("rollback-lone", a_lone_member_rolls_back_by_spec),
+        (
+            "operator-restart",
+            the_operator_restarted_mid_scale_up_resumes,
+        ),
+        ("backup-restore", a_scheduled_backup_restores_every_key),
+        ("failed-pod", a_failed_pod_is_recreated_on_its_pvc),
     ];
     // E2E_SCENARIOS=a,b runs only those (by name); all when unset.
     let only = std::env::var("E2E_SCENARIOS").ok();
@@ -294,8 +309,20 @@ fn scale_to_five_and_back(client: Client, ns: String) -> Scenario {
         wait_running(&clusters, 3, FROM).await;
         let first = member_pods(&client, &ns).await[0].name_any();
         etcdctl(&ns, &first, &["put", "e2e", "kept"]);
+        // Issue 9, item 2: the request rate while learners catch up (two added, each
+        // waited on until caught up, then promoted).
+        let before = reconciles();
+        let started = Instant::now();
         apply_cluster(&client, &ns, EtcdClusterSpec::new(5, FROM)).await;
         wait_running(&clusters, 5, FROM).await;
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        let passes = reconciles() - before;
+        println!(
+            "scale: 3 -> 5 in {:.1}s: {passes:.0} reconcile passes, {:.0} a minute (about {:.0} API requests a minute: 2 lists a pass, plus one write per executed step)",
+            minutes * 60.0,
+            passes / minutes,
+            passes * 2.0 / minutes
+        );
         apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
         wait_running(&clusters, 3, FROM).await;
         wait_for("3 member pods after scaling down", || async {
@@ -599,6 +626,562 @@ fn losing_every_member_is_not_a_new_cluster(client: Client, ns: String) -> Scena
             "no new, empty cluster was bootstrapped"
         );
     })
+}
+
+/// Issue 9, item 5: the cluster is deleted with its Pods orphaned (they keep serving, owned
+/// by nobody) and a cluster of the same name created at once. It adopts none of them: no
+/// member, no cluster id, a Warning Event naming the Pod, the old Pods untouched. Once
+/// they are deleted it bootstraps its own cluster, without the old keys.
+fn pods_of_an_earlier_cluster_are_not_adopted(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let old_id = status_of(&clusters, CLUSTER).await.unwrap().cluster_id;
+        let old = member_pods(&client, &ns).await;
+        etcdctl(&ns, &old[0].name_any(), &["put", "e2e", "old"]);
+        clusters
+            .delete(CLUSTER, &DeleteParams::orphan())
+            .await
+            .unwrap();
+        wait_for("the cluster to be gone", || async {
+            clusters.get_opt(CLUSTER).await.ok().flatten().is_none()
+        })
+        .await;
+        wait_for("the orphaned pods to have no owner", || async {
+            member_pods(&client, &ns)
+                .await
+                .iter()
+                .all(|p| p.owner_references().is_empty())
+        })
+        .await;
+        apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
+        wait_for(
+            "a Warning Event naming the earlier cluster's pod",
+            || async { events_mentioning(&client, &ns, "belongs to another cluster").await },
+        )
+        .await;
+        let status = status_of(&clusters, CLUSTER).await.unwrap_or_default();
+        assert!(status.cluster_id.is_none(), "adopted: {status:?}");
+        assert!(status.members.iter().all(|m| m.id.is_none()), "{status:?}");
+        let uids = |pods: &[Pod]| pods.iter().filter_map(|p| p.uid()).collect::<Vec<_>>();
+        assert_eq!(uids(&member_pods(&client, &ns).await), uids(&old));
+        // The user removes the old Pods: the new cluster starts on its own.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for pod in &old {
+            pods.delete(&pod.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_running(&clusters, 3, FROM).await;
+        let new_id = status_of(&clusters, CLUSTER).await.unwrap().cluster_id;
+        assert_ne!(new_id, old_id, "a new etcd cluster");
+        let any = member_pods(&client, &ns).await[0].name_any();
+        assert!(
+            !etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("old"),
+            "the old keyspace was adopted"
+        );
+    })
+}
+
+/// Issue 9, item 6: a ResourceQuota lets only the first of 3 bootstrap Pods be created.
+/// Alone it never forms a quorum; once the quota allows it the bootstrap is finished.
+fn a_bootstrap_stopped_by_a_quota_is_finished(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
+        let quota = |pods: &str| {
+            serde_json::from_value::<ResourceQuota>(json!({
+                "apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": { "name": "pods" },
+                "spec": { "hard": { "pods": pods } },
+            }))
+            .unwrap()
+        };
+        quotas
+            .patch(
+                "pods",
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&quota("1")),
+            )
+            .await
+            .unwrap();
+        wait_for("the quota to be counted", || async {
+            quotas
+                .get_opt("pods")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|q| q.status)
+                .and_then(|s| s.hard)
+                .is_some_and(|h| h.contains_key("pods"))
+        })
+        .await;
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
+        wait_for("the bootstrap to be refused by the quota", || async {
+            events_mentioning(&client, &ns, "exceeded quota").await
+        })
+        .await;
+        assert_eq!(member_pods(&client, &ns).await.len(), 1);
+        let started = Instant::now();
+        quotas
+            .patch(
+                "pods",
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&quota("10")),
+            )
+            .await
+            .unwrap();
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "bootstrap-quota: running {:.1}s after the quota was raised",
+            started.elapsed().as_secs_f64()
+        );
+    })
+}
+
+/// Issue 9, item 7: a follower's etcd process is frozen (SIGSTOP, found through /proc on
+/// this node). After the unhealthy grace it is restarted in place: a new Pod on the same
+/// PVC, the same member id, its keys; no PVC is deleted.
+fn a_hung_member_is_restarted_on_its_pvc(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let status = status_of(&clusters, CLUSTER).await.unwrap();
+        let victim = status
+            .members
+            .iter()
+            .find(|m| !m.is_leader)
+            .expect("a follower")
+            .clone();
+        let Some(pid) = etcd_pid_on_this_node(&ns, &victim.name) else {
+            println!("restart-in-place: skipped, the member's process is not on this machine");
+            return;
+        };
+        let pvc_uids: Vec<String> = member_pvcs(&client, &ns)
+            .await
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        let pod_uid = pods
+            .iter()
+            .find(|p| p.name_any() == victim.name)
+            .and_then(|p| p.uid());
+        let started = Instant::now();
+        run(Command::new("kill").args(["-STOP", &pid.to_string()]));
+        wait_for(
+            &format!("{} restarted in a new pod", victim.name),
+            || async {
+                member_pods(&client, &ns)
+                    .await
+                    .iter()
+                    .any(|p| p.name_any() == victim.name && p.uid() != pod_uid)
+            },
+        )
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "restart-in-place: healthy again {:.1}s after the freeze",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(member_id(&clusters, &victim.name).await, victim.id);
+        let after: Vec<String> = member_pvcs(&client, &ns)
+            .await
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        assert_eq!(after, pvc_uids, "no PVC was deleted or made anew");
+        assert!(etcdctl(&ns, &victim.name, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+/// Issue 9, item 10: the only member is upgraded to a version whose image does not exist.
+/// It never answers; after the upgrade deadline the cluster says UpgradeStalled; setting
+/// spec.version back runs it at the old version again, with its keys.
+fn a_lone_member_rolls_back_by_spec(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(1, FROM)).await;
+        wait_running(&clusters, 1, FROM).await;
+        let pod = member_pods(&client, &ns).await[0].name_any();
+        etcdctl(&ns, &pod, &["put", "e2e", "kept"]);
+        // 3.5.99: a valid version one minor up, with no image anywhere.
+        apply_cluster(&client, &ns, pvc_spec(1, "3.5.99")).await;
+        let started = Instant::now();
+        wait_for("Degraded with UpgradeStalled", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|s| {
+                condition::find(&s.conditions, "Degraded")
+                    .is_some_and(|c| c.reason == "UpgradeStalled")
+            })
+        })
+        .await;
+        println!(
+            "rollback-lone: stalled reported {:.1}s after the upgrade",
+            started.elapsed().as_secs_f64()
+        );
+        apply_cluster(&client, &ns, pvc_spec(1, FROM)).await;
+        wait_running(&clusters, 1, FROM).await;
+        let pod = member_pods(&client, &ns).await[0].clone();
+        assert_eq!(
+            image_of(&pod),
+            format!("gcr.io/etcd-development/etcd:v{FROM}")
+        );
+        assert!(
+            etcdctl(&ns, &pod.name_any(), &["get", "e2e", "--print-value-only"]).contains("kept")
+        );
+    })
+}
+
+/// The operator's Pod is deleted while a scale-up from 3 to 5 is under way (a learner in
+/// etcd): the new operator finishes it with exactly 5 members, none added twice.
+fn the_operator_restarted_mid_scale_up_resumes(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, empty_dir_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let first = member_pods(&client, &ns).await[0].name_any();
+        etcdctl(&ns, &first, &["put", "e2e", "kept"]);
+        apply_cluster(&client, &ns, empty_dir_spec(5, FROM)).await;
+        wait_for("a learner being added", || async {
+            status_of(&clusters, CLUSTER)
+                .await
+                .is_some_and(|s| s.members.len() > 3)
+        })
+        .await;
+        let operators: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
+        let old = operators
+            .list(&ListParams::default().labels("app.kubernetes.io/name=etcd-operator"))
+            .await
+            .unwrap()
+            .items;
+        for pod in &old {
+            operators
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_running(&clusters, 5, FROM).await;
+        let list = etcdctl(&ns, &first, &["member", "list"]);
+        let lines: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 5, "{list}");
+        let mut names: Vec<&str> = lines.iter().filter_map(|l| l.split(", ").nth(2)).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 5, "a member was added twice: {list}");
+        assert_eq!(member_pods(&client, &ns).await.len(), 5);
+        let any = member_pods(&client, &ns).await[4].name_any();
+        assert!(etcdctl(&ns, &any, &["get", "e2e", "--print-value-only"]).contains("kept"));
+    })
+}
+
+/// Issue 9, item 3: a member Pod in phase `Failed` (as a node's graceful shutdown or an
+/// eviction under pressure leaves it; here set through the status subresource, after which
+/// the kubelet stops its containers) is deleted and created again on its PVC: the same
+/// member id, its keys.
+fn a_failed_pod_is_recreated_on_its_pvc(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let pods = member_pods(&client, &ns).await;
+        etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
+        let victim = pods[2].clone();
+        let id_before = member_id(&clusters, &victim.name_any()).await;
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        api.patch_status(
+            &victim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Failed", "reason": "Shutdown" } })),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        wait_for(&format!("a new pod {}", victim.name_any()), || async {
+            member_pods(&client, &ns).await.iter().any(|p| {
+                p.name_any() == victim.name_any()
+                    && p.uid() != victim.uid()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")
+            })
+        })
+        .await;
+        wait_running(&clusters, 3, FROM).await;
+        println!(
+            "failed-pod: healthy again {:.1}s after the pod failed",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(member_id(&clusters, &victim.name_any()).await, id_before);
+        assert!(
+            etcdctl(
+                &ns,
+                &victim.name_any(),
+                &["get", "e2e", "--print-value-only"]
+            )
+            .contains("kept")
+        );
+    })
+}
+
+/// The Garage image the scenario runs as the in-cluster S3 server (`E2E_GARAGE_IMAGE`).
+fn garage_image() -> String {
+    std::env::var("E2E_GARAGE_IMAGE").unwrap_or_else(|_| "docker.io/dxflrs/garage:v2.5.0".into())
+}
+
+/// A scheduled EtcdBackup to an S3 server (Garage) running in the cluster, then an
+/// EtcdRestore of it (by `backupName`) into a new cluster: every key and value compared.
+fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let endpoint = start_garage(&client, &ns).await;
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        let first = member_pods(&client, &ns).await[0].name_any();
+        // 250 keys in 3 transactions (etcd allows 128 operations in one).
+        for chunk in (0..250).collect::<Vec<u32>>().chunks(100) {
+            let mut txn = String::from("\n");
+            for i in chunk {
+                txn.push_str(&format!("put key/{i:04} value-{i}-{}\n", "x".repeat(64)));
+            }
+            txn.push_str("\n\n");
+            etcdctl_stdin(&ns, &first, &["txn"], &txn);
+        }
+        let source = etcdctl(&ns, &first, &["get", "--prefix", "key/"]);
+        assert_eq!(source.lines().count(), 500, "250 keys and values");
+        let backups: Api<etcd_operator::api::EtcdBackup> = Api::namespaced(client.clone(), &ns);
+        let backup: etcd_operator::api::EtcdBackup = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdBackup",
+            "metadata": { "name": "hourly" },
+            "spec": {
+                "clusterName": CLUSTER,
+                "schedule": "* * * * *",
+                "destination": { "s3": {
+                    "bucket": "backups",
+                    "prefix": "e2e",
+                    "endpoint": endpoint,
+                    "region": "garage",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+                "retention": { "keepLast": 3 },
+            },
+        }))
+        .unwrap();
+        backups
+            .create(&PostParams::default(), &backup)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        wait_for("a successful scheduled backup", || async {
+            status_of(&backups, "hourly")
+                .await
+                .is_some_and(|s| s.last_successful_time.is_some())
+        })
+        .await;
+        println!(
+            "backup-restore: first scheduled backup done {:.1}s after the EtcdBackup",
+            started.elapsed().as_secs_f64()
+        );
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": "from-hourly" },
+            "spec": {
+                "source": { "backupName": "hourly" },
+                "cluster": { "name": "restored", "spec": { "size": 3, "version": TO } },
+            },
+        }))
+        .unwrap();
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        wait_for("the restore to complete", || async {
+            status_of(&restores, "from-hourly")
+                .await
+                .is_some_and(|s| s.phase == etcd_operator::api::restore::RestorePhase::Completed)
+        })
+        .await;
+        let restored: Api<EtcdCluster> = Api::namespaced(client.clone(), &ns);
+        wait_for("the restored cluster to run 3 members", || async {
+            status_of(&restored, "restored")
+                .await
+                .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3)
+        })
+        .await;
+        println!(
+            "backup-restore: restored cluster running {:.1}s after the EtcdRestore",
+            started.elapsed().as_secs_f64()
+        );
+        for member in ["restored-0", "restored-1", "restored-2"] {
+            let copy = etcdctl(&ns, member, &["get", "--prefix", "key/"]);
+            assert_eq!(copy, source, "{member} differs from the source");
+        }
+    })
+}
+
+/// Runs a one-node Garage (config, Pod, Service) in `ns` with a bucket `backups` and a key
+/// in Secret `s3`; returns its S3 endpoint.
+async fn start_garage(client: &Client, ns: &str) -> String {
+    let config = "metadata_dir = \"/data/meta\"\n\
+        data_dir = \"/data/data\"\n\
+        db_engine = \"sqlite\"\n\
+        replication_factor = 1\n\
+        rpc_bind_addr = \"0.0.0.0:3901\"\n\
+        rpc_public_addr = \"127.0.0.1:3901\"\n\
+        rpc_secret = \"4d9c8a1b2f3e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c\"\n\
+        [s3_api]\n\
+        s3_region = \"garage\"\n\
+        api_bind_addr = \"0.0.0.0:3900\"\n\
+        [admin]\n\
+        api_bind_addr = \"127.0.0.1:3903\"\n";
+    for object in [
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "garage" },
+            "data": { "garage.toml": config },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "garage", "labels": { "app": "garage" } },
+            "spec": {
+                "containers": [{
+                    "name": "garage",
+                    "image": garage_image(),
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["/garage", "server"],
+                    "ports": [{ "containerPort": 3900 }],
+                    "volumeMounts": [
+                        { "name": "config", "mountPath": "/etc/garage.toml", "subPath": "garage.toml" },
+                        { "name": "data", "mountPath": "/data" },
+                    ],
+                }],
+                "volumes": [
+                    { "name": "config", "configMap": { "name": "garage" } },
+                    { "name": "data", "emptyDir": {} },
+                ],
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "garage" },
+            "spec": { "selector": { "app": "garage" }, "ports": [{ "name": "s3", "port": 3900 }] },
+        }),
+    ] {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let resource =
+            kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("", "v1", &kind));
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+    let garage = |args: &[&str]| {
+        run(Command::new("kubectl")
+            .args(["-n", ns, "exec", "garage", "--", "/garage"])
+            .args(args))
+    };
+    let node_id = || {
+        let out = Command::new("kubectl")
+            .args([
+                "-n", ns, "exec", "garage", "--", "/garage", "node", "id", "-q",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        node.split_once('@').map(|(id, _)| id.to_string())
+    };
+    wait_for("garage answering on its RPC port", || {
+        let ok = node_id().is_some();
+        async move { ok }
+    })
+    .await;
+    let node = node_id().expect("garage answered a moment ago");
+    garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+    garage(&["layout", "apply", "--version", "1"]);
+    let (id, secret) = (
+        "GK0123456789abcdef01234567",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    );
+    garage(&["key", "import", "--yes", "-n", "e2e", id, secret]);
+    garage(&["bucket", "create", "backups"]);
+    garage(&[
+        "bucket", "allow", "--read", "--write", "--owner", "backups", "--key", "e2e",
+    ]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let object: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "s3" },
+        "stringData": { "accessKeyId": id, "secretAccessKey": secret },
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    format!("http://garage.{ns}.svc:3900")
+}
+
+/// `etcdctl <args>` inside a member's container with `input` on its stdin.
+fn etcdctl_stdin(ns: &str, pod: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(["-n", ns, "exec", "-i", pod, "-c", "etcd", "--", "etcdctl"])
+        .arg("--endpoints=http://127.0.0.1:2379")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("writing to kubectl exec");
+    let out = child.wait_with_output().expect("kubectl exec");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether an Event in `ns` says `text` (in its note or message).
+async fn events_mentioning(client: &Client, ns: &str, text: &str) -> bool {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events.list(&ListParams::default()).await.is_ok_and(|l| {
+        l.items
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains(text)))
+    })
+}
+
+/// The pid of member `name`'s etcd process in `ns`, when it runs on this machine (a
+/// single-node cluster the test runs on): the process whose command line names the member
+/// and advertises the namespace's service.
+fn etcd_pid_on_this_node(ns: &str, name: &str) -> Option<u32> {
+    let name_flag = format!("--name={name}");
+    let service = format!(".{ns}.svc");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_etcd = args.first().is_some_and(|a| a.ends_with("etcd"));
+            let named = args.contains(&name_flag);
+            let ours = args.iter().any(|a| a.contains(&service));
+            (is_etcd && named && ours).then_some(pid)
+        })
 }
 
 // --- installation ---------------------------------------------------------------------

@@ -62,9 +62,15 @@ pub struct RunArgs {
     /// This replica's identity in the Lease; the pod name by default.
     #[arg(long, env = "POD_NAME")]
     pub leader_election_identity: Option<String>,
-    /// How long a present but unhealthy or stopped member is waited on before it is replaced.
+    /// How long a present but unhealthy or stopped member is waited on before it is
+    /// restarted in place (on its volume or data dir), or replaced when a restart would
+    /// lose its data (emptyDir).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub unhealthy_grace: Duration,
+    /// How long, in all, a member whose data survives a restart may stay unhealthy before it
+    /// is replaced (removed, its volume or data dir deleted, a new member added).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub replace_grace: Duration,
     /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub upgrade_health_deadline: Duration,
@@ -172,9 +178,15 @@ pub struct LocalArgs {
     /// How often members are health-checked when nothing else happens.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
-    /// How long a present but unhealthy or stopped member is waited on before it is replaced.
+    /// How long a present but unhealthy or stopped member is waited on before it is
+    /// restarted in place (on its volume or data dir), or replaced when a restart would
+    /// lose its data (emptyDir).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub unhealthy_grace: Duration,
+    /// How long, in all, a member whose data survives a restart may stay unhealthy before it
+    /// is replaced (removed, its volume or data dir deleted, a new member added).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub replace_grace: Duration,
     /// How long a just-upgraded member may stay unhealthy before the upgrade stops.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub upgrade_health_deadline: Duration,

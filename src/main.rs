@@ -69,6 +69,7 @@ fn local_run(args: LocalArgs) -> anyhow::Result<()> {
         resync_interval: args.resync_interval,
         policy: Policy {
             unhealthy_grace: args.unhealthy_grace,
+            replace_grace: args.replace_grace,
             upgrade_health_deadline: args.upgrade_health_deadline,
         },
         backup_memory_budget_mib: args.backup_memory_budget_mib,
@@ -126,6 +127,7 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
             leader_election,
             policy: Policy {
                 unhealthy_grace: args.unhealthy_grace,
+                replace_grace: args.replace_grace,
                 upgrade_health_deadline: args.upgrade_health_deadline,
             },
             identity,

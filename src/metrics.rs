@@ -19,6 +19,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use thiserror::Error;
 
+use crate::api::EtcdClusterStatus;
+use crate::plan::Step;
+use crate::plan::maintenance::MaintenanceAction;
+
 /// Labels naming a step kind (`AddLearner`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
@@ -36,6 +40,14 @@ pub struct ErrorLabels {
 pub struct ClusterLabels {
     pub namespace: String,
     pub cluster: String,
+}
+
+/// Labels naming one member of one cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub member: String,
 }
 
 /// Labels of a backup outcome.
@@ -58,6 +70,10 @@ pub struct Metrics {
     pub healthy_members: Family<ClusterLabels, Gauge>,
     pub backups: Family<BackupLabels, Counter>,
     pub backup_bytes: Family<ClusterLabels, Gauge>,
+    pub member_db_size: Family<MemberLabels, Gauge>,
+    pub member_db_size_in_use: Family<MemberLabels, Gauge>,
+    pub defragmentations: Family<ClusterLabels, Counter>,
+    pub defrag_reclaimed_bytes: Family<ClusterLabels, Counter>,
     ready: Arc<AtomicBool>,
 }
 
@@ -111,6 +127,30 @@ impl Metrics {
             "Size of the last successful backup",
             backup_bytes.clone(),
         );
+        let member_db_size = Family::<MemberLabels, Gauge>::default();
+        r.register(
+            "member_db_size_bytes",
+            "Size of each member's backend file (etcd dbSize)",
+            member_db_size.clone(),
+        );
+        let member_db_size_in_use = Family::<MemberLabels, Gauge>::default();
+        r.register(
+            "member_db_size_in_use_bytes",
+            "Bytes of each member's backend in use (etcd dbSizeInUse)",
+            member_db_size_in_use.clone(),
+        );
+        let defragmentations = Family::<ClusterLabels, Counter>::default();
+        r.register(
+            "defragmentations",
+            "Members defragmented by the operator (NOSPACE or scheduled)",
+            defragmentations.clone(),
+        );
+        let defrag_reclaimed_bytes = Family::<ClusterLabels, Counter>::default();
+        r.register(
+            "defrag_reclaimed_bytes",
+            "Backend bytes given back by the operator's finished defragmentation runs",
+            defrag_reclaimed_bytes.clone(),
+        );
         Self {
             registry: Arc::new(r),
             reconciles,
@@ -121,6 +161,10 @@ impl Metrics {
             healthy_members,
             backups,
             backup_bytes,
+            member_db_size,
+            member_db_size_in_use,
+            defragmentations,
+            defrag_reclaimed_bytes,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -144,6 +188,55 @@ impl Metrics {
         };
         self.members.get_or_create(&l).set(members);
         self.healthy_members.get_or_create(&l).set(healthy);
+    }
+
+    /// Records each member's backend sizes from `status`, and what an executed maintenance
+    /// step did (`acted`: the step was carried out).
+    pub fn observe_maintenance(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        status: &EtcdClusterStatus,
+        step: &Step,
+        acted: bool,
+    ) {
+        for m in &status.members {
+            let l = MemberLabels {
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
+                member: m.name.clone(),
+            };
+            if let Some(size) = m.db_size {
+                self.member_db_size.get_or_create(&l).set(size);
+            }
+            if let Some(size) = m.db_size_in_use {
+                self.member_db_size_in_use.get_or_create(&l).set(size);
+            }
+        }
+        let l = ClusterLabels {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+        };
+        match step {
+            Step::Maintain {
+                action: MaintenanceAction::Defragment { .. },
+                ..
+            } if acted => {
+                self.defragmentations.get_or_create(&l).inc();
+            }
+            Step::Maintain {
+                action:
+                    MaintenanceAction::Finish {
+                        reclaimed_bytes, ..
+                    },
+                ..
+            } if acted => {
+                self.defrag_reclaimed_bytes
+                    .get_or_create(&l)
+                    .inc_by(*reclaimed_bytes);
+            }
+            _ => {}
+        }
     }
 
     /// Marks the operator ready (`/readyz` answers 200 from then on).

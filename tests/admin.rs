@@ -46,6 +46,7 @@ on_each_version!(
     defragment_returns_compacted_space_to_the_filesystem,
     fresh_cluster_has_no_alarms,
     nospace_alarm_is_listed_and_disarmed,
+    nospace_is_cleared_by_compact_defragment_and_disarm,
     snapshot_stream_is_a_valid_snapshot_file,
     admin_works_over_mutual_tls,
 );
@@ -458,6 +459,51 @@ async fn nospace_alarm_is_listed_and_disarmed(bin: EtcdBin) {
 
     assert_eq!(admin.alarm_disarm_all().await.unwrap(), alarms);
     assert_eq!(admin.alarm_list().await.unwrap(), []);
+}
+
+/// The operator's NOSPACE procedure, call by call (issue 14): compact is allowed under the
+/// alarm and a second one to the same revision is `Compacted`; the status carries the
+/// revision; disarming NOSPACE by kind makes writes succeed again.
+async fn nospace_is_cleared_by_compact_defragment_and_disarm(bin: EtcdBin) {
+    let cluster = TestCluster::builder(&bin)
+        .members(1)
+        .arg("--quota-backend-bytes=2097152")
+        .start()
+        .await
+        .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let url = cluster.client_url(0).unwrap().to_owned();
+    // History of one key until the quota: compaction can free all but its last value.
+    let mut kv = cluster.kv_client().await.unwrap();
+    let mut last = 0;
+    let mut refused = false;
+    for _ in 0..200 {
+        match kv.put("k", vec![b'x'; 64 * 1024], None).await {
+            Ok(r) => last = r.header().unwrap().revision(),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "writes past the quota were accepted");
+    let status = admin.status(&url).await.unwrap();
+    assert_eq!(status.revision, last, "{status:?}");
+
+    admin.compact(status.revision).await.unwrap();
+    let again = admin.compact(status.revision).await.unwrap_err();
+    assert!(matches!(again, Error::Compacted { .. }), "{again:?}");
+    admin.defragment(&url).await.unwrap();
+    let after = admin.status(&url).await.unwrap();
+    assert!(
+        after.db_size < status.db_size / 2,
+        "{status:?} -> {after:?}"
+    );
+
+    let disarmed = admin.alarm_disarm(AlarmKind::NoSpace).await.unwrap();
+    assert_eq!(disarmed.len(), 1, "{disarmed:?}");
+    assert_eq!(admin.alarm_list().await.unwrap(), []);
+    kv.put("k", "after", None).await.unwrap();
 }
 
 async fn snapshot_stream_is_a_valid_snapshot_file(bin: EtcdBin) {

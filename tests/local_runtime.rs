@@ -191,14 +191,22 @@ async fn single_member_keeps_its_data_across_restart() {
     let mut client = wait_healthy(url).await;
     client.put("k", "before restart", None).await.expect("put");
 
+    let listed = rt.list(&c).await.unwrap();
+    let started_at = listed.first().and_then(|m| m.started_at);
+    assert!(
+        started_at.is_some_and(|t| t <= jiff::Timestamp::now()),
+        "a running member has a start time: {listed:?}"
+    );
     assert_eq!(
-        rt.list(&c).await.unwrap(),
+        listed,
         [RuntimeMember {
             name: "single-0".into(),
             address: addresses[0].clone(),
             running: true,
             has_data: true,
             version: V35,
+            started_at,
+            restart_keeps_data: true,
         }]
     );
 

@@ -476,6 +476,36 @@ fn chart_without_leader_election_drops_the_lease_role_and_flag() {
 }
 
 #[test]
+fn member_and_backup_values_become_operator_flags() {
+    let default_objects = render(RELEASE, json!({}));
+    let defaults = args(&default_objects);
+    assert!(
+        !defaults.iter().any(|a| a.starts_with("--unhealthy-grace")
+            || a.starts_with("--replace-grace")
+            || a.starts_with("--backup-memory-budget-mib")
+            || *a == "--allow-ambient-credentials"),
+        "the defaults are the operator's own: {defaults:?}"
+    );
+    let rendered = render(
+        RELEASE,
+        json!({
+            "members": {"unhealthyGrace": "90s", "replaceGrace": "30m", "upgradeHealthDeadline": "5m"},
+            "backups": {"memoryBudgetMiB": 64, "allowAmbientCredentials": true},
+        }),
+    );
+    let set = args(&rendered);
+    for flag in [
+        "--unhealthy-grace=90s",
+        "--replace-grace=30m",
+        "--upgrade-health-deadline=5m",
+        "--backup-memory-budget-mib=64",
+        "--allow-ambient-credentials",
+    ] {
+        assert!(set.contains(&flag), "{flag} missing from {set:?}");
+    }
+}
+
+#[test]
 fn other_release_names_prefix_every_object_and_keep_references() {
     let rendered = render("prod", json!({}));
     for (k, object) in &rendered {

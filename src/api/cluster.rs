@@ -14,6 +14,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::maintenance::{MaintenanceSpec, MaintenanceStatus};
+
 /// Default image repository for members on Kubernetes (the official etcd image).
 pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
 
@@ -76,6 +78,9 @@ pub struct EtcdClusterSpec {
     /// When true the operator takes no step on this cluster (status is still observed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Routine maintenance: scheduled defragmentation. NOSPACE alarms are handled without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSpec>,
 }
 
 /// Member storage: exactly one of `emptyDir` or `pvc`.
@@ -278,6 +283,9 @@ pub struct EtcdClusterStatus {
     /// etcd's cluster id, 16 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterID")]
     pub cluster_id: Option<String>,
+    /// Compaction, defragmentation and NOSPACE handling: the run in progress and the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
 }
 
 /// One member as etcd and the runtime report it.
@@ -300,6 +308,13 @@ pub struct MemberStatus {
     pub healthy: bool,
     #[serde(default)]
     pub is_leader: bool,
+    /// Size of the member's backend file in bytes (etcd's dbSize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size: Option<i64>,
+    /// Bytes of the backend file in use (etcd's dbSizeInUse); the rest is what
+    /// defragmenting frees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size_in_use: Option<i64>,
 }
 
 impl EtcdClusterSpec {
@@ -315,6 +330,7 @@ impl EtcdClusterSpec {
             etcd: None,
             tls: None,
             paused: false,
+            maintenance: None,
         }
     }
 

@@ -11,6 +11,9 @@ pub mod types {
     pub const PROGRESSING: &str = "Progressing";
     /// Something is wrong that the operator cannot (yet) fix.
     pub const DEGRADED: &str = "Degraded";
+    /// A compaction/defragmentation run (NOSPACE or scheduled) is in progress; the message
+    /// says how far it got, or how the last one ended.
+    pub const MAINTENANCE: &str = "Maintenance";
     /// The spec passed validation; False names every problem.
     pub const SPEC_VALID: &str = "SpecValid";
     /// Backup/restore: the last run succeeded.

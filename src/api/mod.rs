@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cluster;
 pub mod condition;
 pub mod crd;
+pub mod maintenance;
 pub mod quantity;
 pub mod restore;
 pub mod s3;

@@ -398,6 +398,27 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             }
         }
     }
+    if let Some(defrag) = spec.maintenance.as_ref().and_then(|m| m.defrag.as_ref()) {
+        if let Err(e) = croner::parser::CronParser::new().parse(&defrag.schedule) {
+            r.error(
+                &f("maintenance.defrag.schedule"),
+                format!("{:?} is not a cron expression: {e}", defrag.schedule),
+            );
+        }
+        if let Some(b) = &defrag.min_fragmented_bytes
+            && let Err(err) = parse_bytes(b)
+        {
+            r.error(&f("maintenance.defrag.minFragmentedBytes"), err.to_string());
+        }
+        if let Some(ratio) = defrag.min_fragmented_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            r.error(
+                &f("maintenance.defrag.minFragmentedRatio"),
+                "must be between 0 and 1",
+            );
+        }
+    }
     if let Some(tls) = &spec.tls {
         for (side, src) in [("client", &tls.client), ("peer", &tls.peer)] {
             if let Some(src) = src

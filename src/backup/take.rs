@@ -219,6 +219,7 @@ mod tests {
             raft_index: 0,
             raft_term: 0,
             raft_applied_index: 0,
+            revision: 0,
             db_size: 0,
             db_size_in_use: 0,
             is_learner: false,

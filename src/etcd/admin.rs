@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{
-    AlarmAction, AlarmOptions, AlarmType, Client, ConnectOptions, GetOptions, MemberAddOptions,
+    AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, ConnectOptions, GetOptions,
+    MemberAddOptions,
 };
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -275,6 +276,7 @@ impl EtcdAdmin {
             raft_index: resp.raft_index(),
             raft_term: resp.raft_term(),
             raft_applied_index: resp.raft_applied_index(),
+            revision: header.revision(),
             db_size: u64::try_from(resp.db_size()).unwrap_or_default(),
             db_size_in_use: u64::try_from(resp.raft_used_db_size()).unwrap_or_default(),
             is_learner: resp.is_learner(),
@@ -325,6 +327,23 @@ impl EtcdAdmin {
         Ok(())
     }
 
+    /// Compacts the keyspace history up to `revision`, waiting until the compaction is applied
+    /// to the backend (`physical`), so a defragmentation right after it reclaims the space.
+    /// Allowed while a NOSPACE alarm is active. Sent through the configured endpoints like
+    /// any cluster-wide write.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when the keyspace is already compacted to `revision` or beyond
+    /// (an earlier attempt did it).
+    pub async fn compact(&self, revision: i64) -> Result<(), Error> {
+        self.on_any(Op::Compact, Ctx::default(), |mut c| async move {
+            c.compact(revision, Some(CompactionOptions::new().with_physical()))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Active alarms across the cluster.
     pub async fn alarm_list(&self) -> Result<Vec<Alarm>, Error> {
         let (resp, _) = self
@@ -349,7 +368,17 @@ impl EtcdAdmin {
     /// Deactivates every active alarm, as `etcdctl alarm disarm` does; returns those it
     /// disarmed. A NOSPACE alarm comes back unless space was freed first (compact, defragment).
     pub async fn alarm_disarm_all(&self) -> Result<Vec<Alarm>, Error> {
-        let alarms = self.alarm_list().await?;
+        self.disarm_where(|_| true).await
+    }
+
+    /// Deactivates the active alarms of `kind` only (a CORRUPT alarm is not NOSPACE's to
+    /// clear); returns those it disarmed.
+    pub async fn alarm_disarm(&self, kind: AlarmKind) -> Result<Vec<Alarm>, Error> {
+        self.disarm_where(|a| a.kind == kind).await
+    }
+
+    async fn disarm_where(&self, pick: impl Fn(&Alarm) -> bool) -> Result<Vec<Alarm>, Error> {
+        let alarms: Vec<Alarm> = self.alarm_list().await?.into_iter().filter(pick).collect();
         for alarm in &alarms {
             let kind = match alarm.kind {
                 AlarmKind::NoSpace => AlarmType::Nospace,

@@ -32,6 +32,7 @@ pub enum Op {
     AlarmDisarm,
     #[strum(serialize = "move leader")]
     MoveLeader,
+    Compact,
 }
 
 impl Op {
@@ -50,6 +51,7 @@ impl Op {
                 | Op::MemberRemove
                 | Op::MoveLeader
                 | Op::AlarmDisarm
+                | Op::Compact
         )
     }
 
@@ -213,6 +215,11 @@ pub enum Error {
     #[error("{op} on {endpoint} denied by etcd auth")]
     PermissionDenied { op: Op, endpoint: String },
 
+    /// The revision asked for is at or below the one the keyspace was compacted to: a
+    /// compaction to it has already happened (possibly an earlier, timed-out attempt).
+    #[error("{op} on {endpoint}: revision already compacted")]
+    Compacted { op: Op, endpoint: String },
+
     #[error("{op} on {endpoint} failed")]
     Rpc {
         op: Op,
@@ -296,6 +303,7 @@ pub(crate) enum Cause {
     RejectedByLearner,
     NoSpace,
     PermissionDenied,
+    Compacted,
     Unreachable,
     Other,
 }
@@ -318,6 +326,7 @@ pub(crate) fn classify(code: i32, message: &str) -> Cause {
         ("not supported for learner", Cause::RejectedByLearner),
         ("database space exceeded", Cause::NoSpace),
         ("permission denied", Cause::PermissionDenied),
+        ("required revision has been compacted", Cause::Compacted),
     ];
     let lower = message.to_ascii_lowercase();
     if let Some((_, cause)) = BY_MESSAGE.iter().find(|(text, _)| lower.contains(text)) {
@@ -404,6 +413,7 @@ pub(crate) fn from_client(
         (Cause::RejectedByLearner, _) => Error::RejectedByLearner { op, endpoint },
         (Cause::NoSpace, _) => Error::NoSpace { op, endpoint },
         (Cause::PermissionDenied, _) => Error::PermissionDenied { op, endpoint },
+        (Cause::Compacted, _) => Error::Compacted { op, endpoint },
         (Cause::Unreachable, _) => Error::Unreachable {
             op,
             endpoint,

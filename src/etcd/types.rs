@@ -118,6 +118,8 @@ pub struct EndpointStatus {
     pub raft_index: u64,
     pub raft_term: u64,
     pub raft_applied_index: u64,
+    /// The keyspace revision the member had applied when it answered.
+    pub revision: i64,
     /// Backend file size in bytes.
     pub db_size: u64,
     /// Bytes of the backend file actually in use; `db_size - db_size_in_use` is what defragment frees.
@@ -195,6 +197,7 @@ mod tests {
             raft_index: 0,
             raft_term: 0,
             raft_applied_index: 0,
+            revision: 0,
             db_size: 0,
             db_size_in_use: 0,
             is_learner: false,

@@ -51,6 +51,8 @@ pub(crate) fn runtime(ordinal: u32, version: &str) -> RuntimeState {
         version: v(version),
         peer_url: format!("http://127.0.0.1:{}", 2380 + ordinal * 10),
         client_url: format!("http://127.0.0.1:{}", 2379 + ordinal * 10),
+        started_for: Some(Duration::from_secs(3600)),
+        restart_keeps_data: true,
     }
 }
 

@@ -278,13 +278,20 @@ pub fn replace_only_unhealthy(step: &Step, observed: &Observed) -> bool {
 }
 
 /// Restart only a stopped member with data that etcd lists as started (or, with no etcd
-/// answer, any stopped member with data); start only an unstarted etcd member whose runtime
-/// member exists and is stopped. Neither changes id or data.
+/// answer, any stopped member with data), or a running but unhealthy started member whose
+/// data survives the restart and that was not restarted since it went down; start only an
+/// unstarted etcd member whose runtime member exists and is stopped. Neither changes id or
+/// data.
 pub fn restart_keeps_identity(step: &Step, observed: &Observed) -> bool {
     match step {
         Step::RestartMember { name } => observed.member(name).is_some_and(|m| {
             let stopped_with_data = m.runtime.as_ref().is_some_and(|r| !r.running && r.has_data);
-            stopped_with_data && (observed.etcd.is_none() || m.is_started())
+            let in_place = m.is_running()
+                && m.is_started()
+                && !m.is_healthy()
+                && m.restart_keeps_data()
+                && !m.restarted_since_down();
+            (stopped_with_data && (observed.etcd.is_none() || m.is_started())) || in_place
         }),
         Step::StartMember { name, id } => observed.member(name).is_some_and(|m| {
             m.id() == Some(*id)

@@ -18,8 +18,16 @@
 //!    that is not healthy: wait up to `upgrade_health_deadline`, then
 //!    `Blocked(UpgradeStalled)`. It is not replaced: a replacement at that version would
 //!    fail the same way.
-//! 6. Any other unhealthy member: wait up to `unhealthy_grace`, then
-//!    `RemoveMember(Replace(Unhealthy))`.
+//! 6. Any other unhealthy member whose data survives a restart (a PVC, a local data dir),
+//!    down past `unhealthy_grace` and not restarted since it went down: `RestartMember` in
+//!    place, same id and data (issue 9, item 7). A node reboot, a long defrag or a fault
+//!    only the operator sees costs no volume and no snapshot transfer.
+//! 7. Unhealthy past its patience: `replace_grace` (10 min by default) in all for a member
+//!    restarted in place, `unhealthy_grace` for one whose restart would lose its data
+//!    (emptyDir): `RemoveMember(Replace(Unhealthy))`.
+//!
+//! Before a restart or a removal the leader hands leadership to a healthy voter, when it
+//! still answers ([`leader_off_first`]).
 //!
 //! Removing an unhealthy member never costs quorum (see [`super::rules`]); every removal
 //! still goes through [`quorum::removal_keeps_quorum`]. Several candidates: acting beats
@@ -93,7 +101,8 @@ pub(super) fn replace(ctx: &Ctx) -> Option<Step> {
             RemovalReason::Replace(ReplaceReason::DataLost),
         ));
     }
-    // Rules 5 and 6: act on the first overdue member; else wait on the one due soonest.
+    // Rules 5 and 7: act on the first overdue member; else (rule 6) restart one in place;
+    // else wait on the one due soonest.
     let overdue = down
         .iter()
         .find(|m| is_overdue(ctx, m) && !is_mid_upgrade(ctx, m));
@@ -105,9 +114,59 @@ pub(super) fn replace(ctx: &Ctx) -> Option<Step> {
             ReplaceReason::Unhealthy { for_: down_for(m) },
         ));
     }
+    // Rule 6.
+    if let Some(m) = down.iter().find(|m| restarts_in_place(ctx, m)) {
+        return Some(leader_off_first(
+            ctx,
+            m,
+            Step::RestartMember {
+                name: m.name.clone(),
+            },
+        ));
+    }
     down.iter()
         .min_by_key(|m| remaining(ctx, m))
         .map(|m| wait_for(ctx, m, false))
+}
+
+/// Rule 6: down past the grace, its data survives a restart, not an upgrade's member, and
+/// not restarted since it went down.
+fn restarts_in_place(ctx: &Ctx, m: &ObservedMember) -> bool {
+    down_for(m) > ctx.policy.unhealthy_grace
+        && m.is_started()
+        && m.restart_keeps_data()
+        && !m.restarted_since_down()
+        && !is_mid_upgrade(ctx, m)
+}
+
+/// `step` acts on `m`; when `m` is the leader and still answers (so it can hand leadership
+/// over), move leadership to a healthy voter at spec.version first. A leader that does not
+/// answer cannot hand it over; etcd elects another once it is really gone. The hand-over is
+/// tried while `m` has been down for at most twice the grace, so a leader that keeps
+/// refusing it is not spared for ever.
+pub(super) fn leader_off_first(ctx: &Ctx, m: &ObservedMember, step: Step) -> Step {
+    let o = ctx.observed;
+    let (Some(id), Some(leader)) = (m.id(), o.leader_id()) else {
+        return step;
+    };
+    let answers = m.etcd.as_ref().is_some_and(|e| e.raft_index.is_some());
+    let still_trying = down_for(m) <= ctx.policy.unhealthy_grace.saturating_mul(2);
+    if id != leader || !answers || !still_trying {
+        return step;
+    }
+    let successor = o
+        .voters()
+        .filter(|v| v.id() != Some(id) && v.is_healthy() && v.version() == Some(&ctx.target))
+        .min_by_key(|v| v.order_key());
+    match successor.and_then(|to| to.id().map(|to_id| (to, to_id))) {
+        Some((to, to_id)) => Step::MoveLeader {
+            from: m.name.clone(),
+            from_id: id,
+            to: to.name.clone(),
+            to_id,
+        },
+        None => step,
+    }
 }
 
 /// What to do about `m` once it is overdue: replace it, or report a stalled upgrade
@@ -137,14 +196,19 @@ pub(super) fn wait_for(ctx: &Ctx, m: &ObservedMember, starting: bool) -> Step {
     Step::Wait { reason }
 }
 
-/// `RemoveMember`, unless the removal would not keep quorum: then `Blocked(QuorumLost)`.
+/// `RemoveMember` (leadership moved off it first), unless the removal would not keep
+/// quorum: then `Blocked(QuorumLost)`.
 pub(super) fn remove_or_blocked(ctx: &Ctx, m: &ObservedMember, reason: RemovalReason) -> Step {
     match m.id() {
-        Some(id) if quorum::removal_keeps_quorum(ctx.observed, id) => Step::RemoveMember {
-            name: m.name.clone(),
-            id,
-            reason,
-        },
+        Some(id) if quorum::removal_keeps_quorum(ctx.observed, id) => leader_off_first(
+            ctx,
+            m,
+            Step::RemoveMember {
+                name: m.name.clone(),
+                id,
+                reason,
+            },
+        ),
         _ => quorum_lost(ctx),
     }
 }
@@ -170,10 +234,14 @@ pub(super) fn is_mid_upgrade(ctx: &Ctx, m: &ObservedMember) -> bool {
             .any(|ver| *ver != ctx.target)
 }
 
-/// How long `m` may stay unhealthy before something is done about it.
+/// How long `m` may stay unhealthy before it is replaced (or its upgrade reported
+/// stalled): a member whose data survives a restart gets the longer replace grace (it is
+/// restarted in place after the unhealthy grace, rule 6).
 fn patience(ctx: &Ctx, m: &ObservedMember) -> Duration {
     if is_mid_upgrade(ctx, m) {
         ctx.policy.upgrade_health_deadline
+    } else if m.is_started() && m.restart_keeps_data() {
+        ctx.policy.replace_grace.max(ctx.policy.unhealthy_grace)
     } else {
         ctx.policy.unhealthy_grace
     }
@@ -190,8 +258,19 @@ pub(super) fn is_overdue(ctx: &Ctx, m: &ObservedMember) -> bool {
     down_for(m) > patience(ctx, m)
 }
 
+/// Until the next thing done about `m`: its restart in place when that is still ahead,
+/// else its replacement (or a stalled upgrade).
 fn remaining(ctx: &Ctx, m: &ObservedMember) -> Duration {
-    patience(ctx, m).saturating_sub(down_for(m))
+    let restart_ahead = m.is_started()
+        && m.restart_keeps_data()
+        && !m.restarted_since_down()
+        && !is_mid_upgrade(ctx, m);
+    let until = if restart_ahead {
+        ctx.policy.unhealthy_grace
+    } else {
+        patience(ctx, m)
+    };
+    until.saturating_sub(down_for(m))
 }
 
 #[cfg(test)]
@@ -233,17 +312,70 @@ mod tests {
     }
 
     #[test]
-    fn voter_down_past_the_grace_is_replaced() {
-        let o = observed(3).with_dead(1).down_for(1, secs(61));
+    fn voter_down_past_the_replace_grace_is_replaced() {
+        let o = observed(3).with_dead(1).down_for(1, secs(601));
         assert_eq!(
             plan(&o),
-            replace(1, ReplaceReason::Unhealthy { for_: secs(61) })
+            replace(1, ReplaceReason::Unhealthy { for_: secs(601) })
         );
-        let o = observed(3).with_unhealthy(2).down_for(2, secs(90));
+        let o = observed(3).with_unhealthy(2).down_for(2, secs(601));
         assert_eq!(
             plan(&o),
-            replace(2, ReplaceReason::Unhealthy { for_: secs(90) })
+            replace(2, ReplaceReason::Unhealthy { for_: secs(601) })
         );
+    }
+
+    #[test]
+    fn unhealthy_voter_with_durable_data_is_restarted_in_place_before_it_is_replaced() {
+        // Past the grace, never restarted since it went down: restart on its data.
+        let o = observed(3).with_unhealthy(2).down_for(2, secs(61));
+        assert_eq!(plan(&o), Step::RestartMember { name: name(2) });
+        // Restarted 30 s ago, still unhealthy: wait for the replace grace, then replace.
+        let mut restarted = o.clone();
+        restarted.at(2).runtime.as_mut().unwrap().started_for = Some(secs(30));
+        assert_eq!(
+            plan(&restarted),
+            Step::Wait {
+                reason: WaitReason::MemberUnhealthy {
+                    name: name(2),
+                    remaining: secs(539),
+                }
+            }
+        );
+        let late = restarted.down_for(2, secs(601));
+        assert_eq!(
+            plan(&late),
+            replace(2, ReplaceReason::Unhealthy { for_: secs(601) })
+        );
+        // On storage a restart would wipe (emptyDir): replaced after the grace, as before.
+        let mut volatile = observed(3).with_unhealthy(2).down_for(2, secs(61));
+        volatile.at(2).runtime.as_mut().unwrap().restart_keeps_data = false;
+        assert_eq!(
+            plan(&volatile),
+            replace(2, ReplaceReason::Unhealthy { for_: secs(61) })
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_leader_hands_leadership_over_before_it_is_restarted() {
+        // example-0 leads (fixtures) and still answers its status, but is unhealthy.
+        let o = observed(3).with_unhealthy(0).down_for(0, secs(61));
+        assert_eq!(
+            plan(&o),
+            Step::MoveLeader {
+                from: name(0),
+                from_id: id(0),
+                to: name(1),
+                to_id: id(1),
+            }
+        );
+        // A leader that does not answer at all cannot hand over: restarted directly.
+        let mut silent = o.clone();
+        silent.at(0).etcd.as_mut().unwrap().raft_index = None;
+        assert_eq!(plan(&silent), Step::RestartMember { name: name(0) });
+        // Nor one that kept refusing the hand-over past twice the grace.
+        let refusing = o.down_for(0, secs(121));
+        assert_eq!(plan(&refusing), Step::RestartMember { name: name(0) });
     }
 
     #[test]
@@ -266,8 +398,18 @@ mod tests {
             plan(&observed(3).with_data_lost(2)),
             replace(2, ReplaceReason::DataLost)
         );
+        // The leader (example-0) hands leadership over first.
         assert_eq!(
             plan(&observed(3).without_runtime(0)),
+            Step::MoveLeader {
+                from: name(0),
+                from_id: id(0),
+                to: name(1),
+                to_id: id(1),
+            }
+        );
+        assert_eq!(
+            plan(&observed(3).with_leader(1).without_runtime(0)),
             replace(0, ReplaceReason::DataLost)
         );
     }
@@ -394,10 +536,10 @@ mod tests {
         let o = observed(3)
             .with_version(1, "3.6.0")
             .with_dead(2)
-            .down_for(2, secs(61));
+            .down_for(2, secs(601));
         assert_eq!(
             next_step(&spec(3, "3.6.0"), &o, &policy()),
-            replace(2, ReplaceReason::Unhealthy { for_: secs(61) })
+            replace(2, ReplaceReason::Unhealthy { for_: secs(601) })
         );
     }
 }

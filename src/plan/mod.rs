@@ -22,7 +22,8 @@
 //! 7. `scale::resize`: add a learner (also the second half of a replacement) or remove one
 //!    member.
 //! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
-//! 9. [`Step::Done`].
+//! 9. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
+//!    that is done) has a compaction or defragmentation to do.
 //!
 //! # Guarantees
 //! Every step satisfies every check in `invariants` (test-only: the property tests hold the planner to
@@ -34,6 +35,7 @@ mod bootstrap;
 pub mod failure;
 #[cfg(test)]
 pub mod invariants;
+pub mod maintenance;
 mod member_loss;
 pub mod observed;
 mod pending;

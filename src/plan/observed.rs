@@ -114,6 +114,10 @@ pub struct RuntimeState {
     pub version: Version,
     pub peer_url: String,
     pub client_url: String,
+    /// How long ago the runtime last started (or restarted) it; `None` when not running.
+    pub started_for: Option<Duration>,
+    /// A restart keeps its data (a PVC or a local data dir; not an emptyDir).
+    pub restart_keeps_data: bool,
 }
 
 /// What etcd knows of a member.
@@ -134,8 +138,12 @@ pub struct EtcdMemberState {
 /// How patient the planner is; time always arrives as durations in [`Observed`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// How long a present-but-unhealthy or stopped member may stay so before it is replaced.
+    /// How long a present-but-unhealthy or stopped member may stay so before something is
+    /// done: restarted in place when a restart keeps its data, else replaced.
     pub unhealthy_grace: Duration,
+    /// How long, in all, a member whose restart keeps its data may stay unhealthy (restarted
+    /// in place after `unhealthy_grace`) before it is replaced and its data deleted.
+    pub replace_grace: Duration,
     /// How long a member just moved to the target version may stay unhealthy before the
     /// upgrade is reported stalled.
     pub upgrade_health_deadline: Duration,
@@ -145,6 +153,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             unhealthy_grace: Duration::from_secs(60),
+            replace_grace: Duration::from_secs(600),
             upgrade_health_deadline: Duration::from_secs(120),
         }
     }
@@ -181,6 +190,23 @@ impl ObservedMember {
 
     pub fn has_data(&self) -> bool {
         self.runtime.as_ref().is_some_and(|r| r.has_data)
+    }
+
+    /// A restart keeps its data, so it can be restarted in place before it is replaced.
+    pub fn restart_keeps_data(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.has_data && r.restart_keeps_data)
+    }
+
+    /// The runtime started it again after it went down (its current process or Pod is
+    /// younger than its trouble): a restart in place was already tried.
+    pub fn restarted_since_down(&self) -> bool {
+        let down = self.unhealthy_for.unwrap_or_default();
+        self.runtime
+            .as_ref()
+            .and_then(|r| r.started_for)
+            .is_some_and(|started| started < down)
     }
 
     /// The version the runtime runs it at; `None` without a runtime member.

@@ -151,6 +151,12 @@ fn build_observed(
             version: ver.clone(),
             peer_url: format!("http://127.0.0.1:{}", 2380 + i),
             client_url: format!("http://127.0.0.1:{}", 3379 + i),
+            // Varied by position: some restarted recently, some long ago; one in four on
+            // storage that does not survive a restart.
+            started_for: g
+                .running
+                .then(|| Duration::from_secs(u64::try_from(i * 97 % 900).unwrap_or(0))),
+            restart_keeps_data: i % 4 != 3,
         };
         let etcd = |learner: bool, started: bool| EtcdMemberState {
             id: MemberId(0x1000 + u64::from(ordinal)),
@@ -247,6 +253,8 @@ proptest! {
 
 #[derive(Clone, Debug)]
 struct SimRuntime {
+    /// When it was last started (sim clock).
+    started_at: Duration,
     running: bool,
     has_data: bool,
     version: Version,
@@ -316,6 +324,7 @@ impl Sim {
             sim.members.push(SimMember {
                 name: MemberName::new(CLUSTER, o),
                 runtime: Some(SimRuntime {
+                    started_at: Duration::ZERO,
                     running: true,
                     has_data: true,
                     version: v.clone(),
@@ -414,6 +423,8 @@ impl Sim {
                         version: r.version.clone(),
                         peer_url: format!("http://{}:2380", m.name),
                         client_url: format!("http://{}:2379", m.name),
+                        started_for: r.running.then(|| self.clock.saturating_sub(r.started_at)),
+                        restart_keeps_data: true,
                     }),
                     etcd,
                     unhealthy_for: m.down_since.map(|t| self.clock.saturating_sub(t)),
@@ -479,6 +490,7 @@ impl Sim {
                     self.note_ordinal(name);
                     let m = self.find(name)?;
                     m.runtime.get_or_insert(SimRuntime {
+                        started_at: Duration::ZERO,
                         running: false,
                         has_data: false,
                         version: version.clone(),
@@ -501,7 +513,8 @@ impl Sim {
                             });
                         }
                     }
-                    start(self.find(name)?);
+                    let now = self.clock;
+                    start(self.find(name)?, now);
                 }
             }
             Step::AddLearner { name, version } => {
@@ -523,6 +536,7 @@ impl Sim {
                 }
                 self.note_ordinal(name);
                 self.find(name)?.runtime.get_or_insert(SimRuntime {
+                    started_at: Duration::ZERO,
                     running: false,
                     has_data: false,
                     version: version.clone(),
@@ -543,14 +557,16 @@ impl Sim {
                 if !part() {
                     return Ok(());
                 }
-                start(self.find(name)?);
+                let now = self.clock;
+                start(self.find(name)?, now);
             }
             Step::StartMember { name, id } => {
+                let now = self.clock;
                 let m = self.find(name)?;
                 if m.etcd.as_ref().is_none_or(|e| e.id != *id || e.started) {
                     return Err(format!("{name} is not an unstarted {id}"));
                 }
-                start(m);
+                start(m, now);
             }
             Step::PromoteLearner { id, .. } => {
                 let quorum = self.has_quorum();
@@ -592,11 +608,12 @@ impl Sim {
                 self.forget_empty();
             }
             Step::RestartMember { name } => {
+                let now = self.clock;
                 let m = self.find(name)?;
                 if !m.runtime.as_ref().is_some_and(|r| r.has_data) {
                     return Err(format!("restart {name} without data"));
                 }
-                start(m);
+                start(m, now);
             }
             Step::MoveLeader { from_id, to_id, .. } => {
                 if self.leader != Some(*from_id) {
@@ -608,10 +625,12 @@ impl Sim {
                 if !part() {
                     return Ok(());
                 }
+                let now = self.clock;
                 let m = self.find(name)?;
                 let Some(r) = m.runtime.as_mut() else {
                     return Err(format!("upgrade {name} without runtime member"));
                 };
+                r.started_at = now;
                 r.version = to.clone();
                 r.running = false;
                 if !part() {
@@ -619,7 +638,12 @@ impl Sim {
                 }
                 r.running = r.has_data;
             }
-            Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {}
+            // next_step never plans maintenance (the reconcile pass asks plan::maintenance).
+            Step::Maintain { .. }
+            | Step::Wait { .. }
+            | Step::Blocked { .. }
+            | Step::Paused
+            | Step::Done => {}
         }
         Ok(())
     }
@@ -701,9 +725,10 @@ impl Sim {
 }
 
 /// Starts the member's process; a broken one writes its data dir and dies before joining.
-fn start(m: &mut SimMember) {
+fn start(m: &mut SimMember, now: Duration) {
     let broken = m.broken_until.is_some();
     if let Some(r) = m.runtime.as_mut() {
+        r.started_at = now;
         r.running = !broken;
         r.has_data = true;
     }
@@ -902,7 +927,10 @@ fn run_into(case: &Case, trace: &mut Vec<String>) -> Result<usize, String> {
                 .filter_map(|m| m.runtime.as_ref().map(|r| &r.version))
                 .filter(|v| v.to_string() != spec.version)
                 .min()
-                .or(sim.served.as_ref().filter(|v| v.to_string() != spec.version))
+                .or(sim
+                    .served
+                    .as_ref()
+                    .filter(|v| v.to_string() != spec.version))
                 .cloned();
             if let Some(previous) = previous {
                 trace.push(format!("  ! user sets spec.version back to {previous}"));

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use semver::Version;
 
+use super::maintenance::MaintenanceAction;
 use super::observed::MemberName;
+use crate::api::maintenance::MaintenanceReason;
 use crate::etcd::{ClusterId, MemberId};
 
 /// The next thing to do to one cluster.
@@ -61,6 +63,13 @@ pub enum Step {
     /// (with its data) at `to`, the version the cluster last served at, which spec.version
     /// was set back to. How a lone member comes back from a failed upgrade.
     RollBackMember { name: MemberName, to: Version },
+    /// One action of a maintenance run (compaction, defragmentation, NOSPACE): see
+    /// `plan::maintenance`. Planned only when the cluster is otherwise at its spec and every
+    /// member is healthy; never changes membership.
+    Maintain {
+        reason: MaintenanceReason,
+        action: MaintenanceAction,
+    },
     /// Nothing safe to do yet; look again later.
     Wait { reason: WaitReason },
     /// A refusal the user must see (in a condition); nothing changes until the cluster or
@@ -147,6 +156,15 @@ pub enum BlockReason {
     /// volumes deleted). Bootstrapping again would serve an empty keyspace at revision 1 behind
     /// the same name; only the user may decide that, or restore from a backup.
     AllMembersLost,
+    /// A NOSPACE alarm stays: the keyspace was compacted and every member defragmented, and
+    /// `members` still have no room under the quota. The operator never raises the quota;
+    /// deleting keys (then the operator compacts and defragments again) or raising
+    /// `spec.etcd.quotaBackendBytes` is the user's call.
+    NoSpace {
+        members: Vec<MemberName>,
+        largest_db_size: u64,
+        quota: u64,
+    },
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
@@ -204,6 +222,7 @@ impl fmt::Display for Step {
             Step::RollBackMember { name, to } => {
                 write!(f, "roll {name} back to {to}, the version it last served at")
             }
+            Step::Maintain { reason, action } => write!(f, "{reason}: {action}"),
             Step::Wait { reason } => write!(f, "wait: {reason}"),
             Step::Blocked { reason } => write!(f, "blocked: {reason}"),
             Step::Paused => f.write_str("paused"),
@@ -307,6 +326,20 @@ impl fmt::Display for BlockReason {
                 f,
                 "the members answer as etcd cluster {answered}, but this cluster formed as {recorded}; they are not adopted: delete the members of the other cluster, or restore into a new EtcdCluster"
             ),
+            BlockReason::NoSpace {
+                members,
+                largest_db_size,
+                quota,
+            } => {
+                let names: Vec<&str> = members.iter().map(MemberName::as_str).collect();
+                write!(
+                    f,
+                    "NOSPACE alarm stays: after compaction and defragmentation {} still use up to {} of the {} quota; delete keys or raise spec.etcd.quotaBackendBytes (the operator never raises it)",
+                    names.join(", "),
+                    super::maintenance::Bytes(*largest_db_size),
+                    super::maintenance::Bytes(*quota)
+                )
+            }
             BlockReason::NoStorageClass { claims } => write!(
                 f,
                 "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",

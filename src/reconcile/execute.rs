@@ -301,6 +301,11 @@ pub async fn execute<R: MemberRuntime>(
             crash_point(failpoint::UPGRADE_AFTER_RESTART);
             Ok(Executed::Applied)
         }
+        Step::Maintain { action, .. } => {
+            super::maintain::execute(observed, endpoints(observed), action)
+                .await
+                .map_err(|source| Error::Maintain { source })
+        }
         Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {
             Ok(Executed::Nothing)
         }

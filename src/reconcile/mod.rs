@@ -4,6 +4,7 @@
 //! [`kubernetes`] is the in-cluster driver, `crate::drivers::local` the local one.
 
 pub mod execute;
+pub mod maintain;
 pub mod observe;
 pub mod status;
 
@@ -15,8 +16,10 @@ use tracing::{debug, info, warn};
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition;
 use crate::api::{EtcdCluster, validate};
+use crate::plan::maintenance::{self, Space};
 use crate::plan::{self, BlockReason, Observed, Policy, Step};
 use crate::runtime::{self, ClusterRef, MemberRuntime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use execute::Executed;
 pub use observe::HealthTracker;
@@ -94,6 +97,11 @@ pub enum Error {
         #[source]
         source: runtime::Error,
     },
+    #[error("compacting, defragmenting or disarming an alarm")]
+    Maintain {
+        #[source]
+        source: crate::etcd::Error,
+    },
 }
 
 impl Error {
@@ -118,6 +126,28 @@ impl Pass {
     pub fn acted(&self) -> bool {
         matches!(self.executed, Ok(Executed::Applied))
     }
+}
+
+/// Whether `spec.maintenance.defrag.schedule` has a time after the last one handled (or
+/// first seen, see `status::with_maintenance`) that is not later than `now`.
+fn schedule_due(cluster: &EtcdCluster, now: &Time) -> bool {
+    let Some(defrag) = cluster
+        .spec
+        .maintenance
+        .as_ref()
+        .and_then(|m| m.defrag.as_ref())
+    else {
+        return false;
+    };
+    let handled = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.maintenance.as_ref())
+        .and_then(|m| m.last_schedule_time.as_ref());
+    let Some(base) = handled else {
+        return false;
+    };
+    crate::backup::schedule::next_run(&defrag.schedule, base.0).is_ok_and(|next| next <= now.0)
 }
 
 /// Observes `cluster`, plans the next step, executes it and computes the new status.
@@ -150,6 +180,7 @@ pub async fn reconcile_once<R: MemberRuntime>(
         etcd: None,
     };
     let mut refusal = None;
+    let mut space = Space::default();
     let observed = if report.is_valid() {
         let highest = cluster
             .status
@@ -169,13 +200,16 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .as_ref()
             .and_then(|s| s.current_version.as_deref())
             .and_then(|v| v.parse().ok());
-        match observe::observe(runtime, &cref, highest, recorded_cluster_id, tracker)
+        match observe::observe_with_space(runtime, &cref, highest, recorded_cluster_id, tracker)
             .await
-            .map(|o| Observed {
-                served_version,
-                ..o
-            }) {
-            Ok(observed) => observed,
+        {
+            Ok((observed, seen)) => {
+                space = seen;
+                Observed {
+                    served_version,
+                    ..observed
+                }
+            }
             // Another cluster's data under our names: refuse, visibly, until it is gone.
             Err(Error::ListMembers {
                 source: runtime::Error::RetainedClaims { claims, .. },
@@ -196,9 +230,20 @@ pub async fn reconcile_once<R: MemberRuntime>(
         // An invalid spec changes nothing, and starts nothing.
         nothing()
     };
-    let step = match refusal {
+    let mut step = match refusal {
         Some(reason) => Step::Blocked { reason },
         None => plan::next_step(&cluster.spec, &observed, policy),
+    };
+    let now = condition::now();
+    // Maintenance (NOSPACE, scheduled defragmentation) only on a cluster otherwise done.
+    let previous_run = cluster.status.as_ref().and_then(|s| s.maintenance.as_ref());
+    let decision = if step == Step::Done {
+        space.schedule_due = schedule_due(cluster, &now);
+        let decision = maintenance::plan(&cluster.spec, &observed, &space, previous_run);
+        step = decision.step();
+        decision
+    } else {
+        maintenance::while_busy(&space, previous_run)
     };
     debug!(cluster = %name, %step, "planned");
     if !matches!(
@@ -219,14 +264,24 @@ pub async fn reconcile_once<R: MemberRuntime>(
     if let Err(e) = &executed {
         warn!(cluster = %name, %step, error = %e, "step failed");
     }
-    let status = status::cluster_status(
+    let mut status = status::cluster_status(
         &cluster.spec,
         cluster.metadata.generation,
         &report,
         &observed,
         &step,
         cluster.status.as_ref(),
-        condition::now(),
+        now.clone(),
+    );
+    let applied = matches!(executed, Ok(Executed::Applied));
+    status::with_maintenance(
+        &mut status,
+        &cluster.spec,
+        &observed,
+        &space,
+        &decision,
+        applied,
+        now,
     );
     Ok(Pass {
         observed,

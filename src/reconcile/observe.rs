@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tracing::debug;
 
-use crate::etcd::{ClusterId, ClusterInfo, EndpointStatus, EtcdAdmin, MemberId, Timeouts};
+use crate::etcd::{
+    Alarm, AlarmKind, ClusterId, ClusterInfo, EndpointStatus, EtcdAdmin, MemberId, Timeouts,
+};
+use crate::plan::maintenance::{MemberSpace, Space};
 use crate::plan::{EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, RuntimeState};
 use crate::runtime::{ClusterRef, MemberRuntime, RuntimeMember};
 
@@ -46,6 +49,7 @@ struct EtcdSide {
     info: ClusterInfo,
     status: HashMap<MemberId, EndpointStatus>,
     healthy: HashMap<MemberId, bool>,
+    alarms: Vec<Alarm>,
 }
 
 /// Observes one cluster.
@@ -56,16 +60,64 @@ pub async fn observe<R: MemberRuntime>(
     recorded_cluster_id: Option<ClusterId>,
     tracker: &mut HealthTracker,
 ) -> Result<Observed, Error> {
+    observe_with_space(
+        runtime,
+        cluster,
+        highest_ordinal_used,
+        recorded_cluster_id,
+        tracker,
+    )
+    .await
+    .map(|(observed, _)| observed)
+}
+
+/// [`observe`], plus the members' backend sizes and active NOSPACE alarms for
+/// `plan::maintenance` (`schedule_due` is left for the caller, who has the clock).
+pub async fn observe_with_space<R: MemberRuntime>(
+    runtime: &R,
+    cluster: &ClusterRef,
+    highest_ordinal_used: Option<u32>,
+    recorded_cluster_id: Option<ClusterId>,
+    tracker: &mut HealthTracker,
+) -> Result<(Observed, Space), Error> {
     let runtime_members = runtime
         .list(cluster)
         .await
         .map_err(|source| Error::ListMembers { source })?;
     let etcd = observe_etcd(&runtime_members).await;
+    let space = etcd.as_ref().map(space_of).unwrap_or_default();
     let now = Instant::now();
     let mut observed = join(cluster, runtime_members, etcd, tracker, now);
     observed.highest_ordinal_used = highest_ordinal_used;
     observed.recorded_cluster_id = recorded_cluster_id;
-    Ok(observed)
+    Ok((observed, space))
+}
+
+fn space_of(e: &EtcdSide) -> Space {
+    let mut members: Vec<MemberSpace> = e
+        .status
+        .iter()
+        .map(|(id, s)| MemberSpace {
+            id: *id,
+            db_size: s.db_size,
+            db_size_in_use: s.db_size_in_use,
+        })
+        .collect();
+    members.sort_by_key(|m| m.id);
+    let mut no_space_alarms: Vec<MemberId> = e
+        .alarms
+        .iter()
+        .filter(|a| a.kind == AlarmKind::NoSpace)
+        .map(|a| a.member_id)
+        .collect();
+    no_space_alarms.sort();
+    no_space_alarms.dedup();
+    Space {
+        members,
+        no_space_alarms,
+        revision: e.status.values().map(|s| s.revision).max().unwrap_or(0),
+        schedule_due: false,
+    }
 }
 
 async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
@@ -121,7 +173,7 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
             _ => None,
         })
         .collect();
-    let status = statuses
+    let status: HashMap<MemberId, EndpointStatus> = statuses
         .into_iter()
         .filter_map(|(id, r)| r.ok().map(|s| (id, s)))
         .filter(|(id, _)| !foreign.contains(id))
@@ -129,10 +181,22 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
     let healths = healths
         .into_iter()
         .map(|(id, ok)| (id, ok && !foreign.contains(&id)));
+    // Only with a leader (the call may go through raft and would hang until its timeout
+    // without one); a failure only means no alarm is known this pass.
+    let has_leader = status.values().any(EndpointStatus::has_leader);
+    let alarms = if has_leader {
+        admin.alarm_list().await.unwrap_or_else(|e| {
+            debug!(error = %e, "alarm list failed");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     Some(EtcdSide {
         info,
         status,
         healthy: healths.collect(),
+        alarms,
     })
 }
 
@@ -143,6 +207,7 @@ fn join(
     tracker: &mut HealthTracker,
     now: Instant,
 ) -> Observed {
+    let wall_now = jiff::Timestamp::now();
     let mut members = Vec::new();
     let mut matched: Vec<MemberId> = Vec::new();
     let leader = etcd
@@ -192,6 +257,11 @@ fn join(
                 version: rm.version.clone(),
                 peer_url: rm.address.peer_url.clone(),
                 client_url: rm.address.client_url.clone(),
+                // A start in the future (clock skew) counts as just now.
+                started_for: rm
+                    .started_at
+                    .map(|t| Duration::try_from(wall_now.duration_since(t)).unwrap_or_default()),
+                restart_keeps_data: rm.restart_keeps_data,
             }),
             etcd: em,
         });

@@ -8,6 +8,7 @@ use crate::api::EtcdClusterSpec;
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus, MemberStatus};
 use crate::api::condition::{self, Status, types};
 use crate::api::validate::Report;
+use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
 use crate::plan::{BlockReason, Observed, Step};
 
 /// The status after a pass that observed `observed` and chose `step`.
@@ -41,6 +42,9 @@ pub fn cluster_status(
             healthy: m.etcd.as_ref().is_some_and(|e| e.healthy)
                 && m.runtime.as_ref().is_some_and(|r| r.running),
             is_leader: m.etcd.as_ref().is_some_and(|e| e.is_leader),
+            // Filled from the observed backends by `maintenance`.
+            db_size: None,
+            db_size_in_use: None,
         })
         .collect();
     let voters = st
@@ -233,10 +237,77 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RollBackMember { .. } => "RollingBackMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
+        Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Wait { .. } => "Waiting",
         Step::Blocked { .. } => "Blocked",
         Step::Paused => "Paused",
         Step::Done => "Reconciled",
+    }
+}
+
+/// A PascalCase reason for a maintenance action.
+fn maintenance_reason(action: &MaintenanceAction) -> &'static str {
+    match action {
+        MaintenanceAction::Compact { .. } => "Compacting",
+        MaintenanceAction::MoveLeader { .. } => "MovingLeaderForDefrag",
+        MaintenanceAction::Defragment { .. } => "Defragmenting",
+        MaintenanceAction::Finish { disarm: true, .. } => "NoSpaceResolved",
+        MaintenanceAction::Finish { .. } => "DefragmentationFinished",
+    }
+}
+
+/// Adds what maintenance saw and did to `st`: each member's backend sizes, the run
+/// ([`maintenance::record`]) and the `Maintenance` condition. The sizes move with every
+/// write, which is fine: status writes do not wake the controller (a generation filter).
+pub fn with_maintenance(
+    st: &mut EtcdClusterStatus,
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    space: &Space,
+    decision: &Decision,
+    applied: bool,
+    now: Time,
+) {
+    for m in &mut st.members {
+        let id = observed
+            .members
+            .iter()
+            .find(|o| o.name.as_str() == m.name)
+            .and_then(|o| o.id());
+        if let Some(s) = id.and_then(|id| space.member(id)) {
+            m.db_size = i64::try_from(s.db_size).ok();
+            m.db_size_in_use = i64::try_from(s.db_size_in_use).ok();
+        }
+    }
+    st.maintenance = maintenance::record(st.maintenance.as_ref(), decision, applied, &now);
+    // A schedule counts from when the operator first saw it, not from the cluster's
+    // creation: adding "0 3 * * *" at noon waits for 3 o'clock.
+    let scheduled = spec
+        .maintenance
+        .as_ref()
+        .is_some_and(|m| m.defrag.is_some());
+    if scheduled
+        && st
+            .maintenance
+            .as_ref()
+            .is_none_or(|m| m.last_schedule_time.is_none())
+    {
+        st.maintenance
+            .get_or_insert_with(Default::default)
+            .last_schedule_time = Some(now.clone());
+    }
+    if let Some((running, reason, message)) =
+        maintenance::condition(spec, decision, st.maintenance.as_ref())
+    {
+        condition::set(
+            &mut st.conditions,
+            types::MAINTENANCE,
+            Status::from_bool(running),
+            reason,
+            message,
+            st.observed_generation,
+            now,
+        );
     }
 }
 
@@ -252,6 +323,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
         BlockReason::AllMembersLost => "AllMembersLost",
         BlockReason::ClusterIdMismatch { .. } => "ClusterIdMismatch",
+        BlockReason::NoSpace { .. } => "NoSpace",
     }
 }
 
@@ -276,6 +348,9 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
             ClusterPhase::Upgrading
         }
+        // Maintenance runs on a cluster that is otherwise done.
+        Step::Maintain { .. } if available => ClusterPhase::Running,
+        Step::Maintain { .. } => ClusterPhase::Degraded,
         Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
@@ -324,6 +399,8 @@ mod tests {
                 version: semver::Version::new(3, 5, 16),
                 peer_url: format!("http://127.0.0.1:{}", 20000 + i),
                 client_url: format!("http://127.0.0.1:{}", 21000 + i),
+                started_for: None,
+                restart_keeps_data: true,
             }),
             etcd: Some(EtcdMemberState {
                 id: MemberId(i + 1),
@@ -570,5 +647,61 @@ mod tests {
             "{}",
             c.message
         );
+    }
+
+    #[test]
+    fn maintenance_adds_member_sizes_and_starts_a_schedule_when_first_seen() {
+        use crate::api::maintenance::{DefragSpec, MaintenanceSpec};
+        use crate::plan::maintenance::{Decision, MemberSpace, Space};
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        let o = observed(&[true, true, true]);
+        let space = Space {
+            members: vec![MemberSpace {
+                id: MemberId(2),
+                db_size: 4096,
+                db_size_in_use: 1024,
+            }],
+            ..Default::default()
+        };
+        let mut st = EtcdClusterStatus {
+            members: o
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    name: m.name.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut plain = st.clone();
+        with_maintenance(&mut plain, &spec, &o, &space, &Decision::Idle, false, at(5));
+        assert_eq!(plain.members[1].db_size, Some(4096));
+        assert_eq!(plain.members[1].db_size_in_use, Some(1024));
+        assert_eq!(plain.members[0].db_size, None, "no status answered");
+        assert!(
+            plain.maintenance.is_none(),
+            "nothing about maintenance without it"
+        );
+        assert!(condition::find(&plain.conditions, types::MAINTENANCE).is_none());
+
+        spec.maintenance = Some(MaintenanceSpec {
+            defrag: Some(DefragSpec {
+                schedule: "0 3 * * *".into(),
+                ..Default::default()
+            }),
+        });
+        with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(5));
+        let m = st.maintenance.as_ref().unwrap();
+        assert_eq!(
+            m.last_schedule_time,
+            Some(at(5)),
+            "counted from first sight"
+        );
+        let c = condition::find(&st.conditions, types::MAINTENANCE).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Idle"));
+        // A later pass keeps the first time.
+        with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(9));
+        assert_eq!(st.maintenance.unwrap().last_schedule_time, Some(at(5)));
     }
 }

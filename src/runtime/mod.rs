@@ -99,6 +99,10 @@ pub struct RuntimeMember {
     pub has_data: bool,
     /// The version it runs, or last ran.
     pub version: semver::Version,
+    /// When the runtime last started (or restarted) it; `None` when it is not running.
+    pub started_at: Option<jiff::Timestamp>,
+    /// A restart keeps its data (a PVC or a local data dir; not an emptyDir).
+    pub restart_keeps_data: bool,
 }
 
 /// A member process ended without the runtime stopping it.

@@ -276,6 +276,7 @@ pub async fn assert_keys(st: &EtcdClusterStatus, prefix: &str, n: usize) {
 pub fn fast_policy() -> Policy {
     Policy {
         unhealthy_grace: Duration::from_secs(6),
+        replace_grace: Duration::from_secs(20),
         upgrade_health_deadline: Duration::from_secs(60),
     }
 }

@@ -133,7 +133,7 @@ impl Context {
             metrics,
             operator_image: None,
             trackers: Mutex::default(),
-            failures: Failures::default(),
+            failures: Failures::with_burst(super::FAILURE_BURST),
         }
     }
 }
@@ -175,6 +175,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         &key.name,
         i64::try_from(pass.status.members.len()).unwrap_or(i64::MAX),
         i64::from(pass.status.ready_members),
+    );
+    ctx.metrics.observe_maintenance(
+        &key.namespace,
+        &key.name,
+        &pass.status,
+        &pass.step,
+        pass.acted(),
     );
     if let Some(event) = event_for(&pass.step, &pass.executed) {
         // An Event is a courtesy; failing to publish one must not fail the pass.

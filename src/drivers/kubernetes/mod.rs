@@ -271,26 +271,53 @@ where
 /// success. Each Controller runs one reconcile per object at a time, so a count is never
 /// raced; the lock only guards the map.
 #[derive(Debug)]
-pub(crate) struct Failures<K: std::hash::Hash + Eq>(Mutex<std::collections::HashMap<K, u32>>);
+pub(crate) struct Failures<K: std::hash::Hash + Eq> {
+    counts: Mutex<std::collections::HashMap<K, (u32, std::time::Instant)>>,
+    /// Failures closer together than this count once.
+    burst: std::time::Duration,
+}
+
+/// For the EtcdCluster controller: a burst of watch events (the objects a failed step just
+/// created) must not double the backoff five times in a second. Seen on a real cluster: a
+/// bootstrap stopped by a ResourceQuota backed off to 300 s within 1.3 s, so raising the
+/// quota was noticed only minutes later.
+pub(crate) const FAILURE_BURST: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl<K: std::hash::Hash + Eq> Default for Failures<K> {
+    /// Every failure counts.
     fn default() -> Self {
-        Self(Mutex::default())
+        Self::with_burst(std::time::Duration::ZERO)
     }
 }
 
 impl<K: std::hash::Hash + Eq> Failures<K> {
-    /// Counts one more failure of `key`; returns the failures in a row, this one included.
+    /// Failures less than `burst` after the last one counted do not count again.
+    pub(crate) fn with_burst(burst: std::time::Duration) -> Self {
+        Self {
+            counts: Mutex::default(),
+            burst,
+        }
+    }
+
+    /// Counts one more failure of `key` (unless the last one counted was less than the
+    /// burst ago); returns the failures in a row.
     pub(crate) fn record(&self, key: K) -> u32 {
-        let mut failures = lock(&self.0);
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
+        self.record_at(key, std::time::Instant::now())
+    }
+
+    fn record_at(&self, key: K, now: std::time::Instant) -> u32 {
+        let mut failures = lock(&self.counts);
+        let (n, last) = failures.entry(key).or_insert((0, now));
+        if *n == 0 || now.saturating_duration_since(*last) >= self.burst {
+            *n = n.saturating_add(1);
+            *last = now;
+        }
         *n
     }
 
     /// `key` succeeded: the next failure is the first again.
     pub(crate) fn clear(&self, key: &K) {
-        lock(&self.0).remove(key);
+        lock(&self.counts).remove(key);
     }
 }
 
@@ -306,6 +333,27 @@ mod tests {
 
     use super::*;
     use crate::testing::api_server::{ApiServer, within_1s};
+
+    #[test]
+    fn a_burst_of_failures_counts_once() {
+        let failures = Failures::with_burst(FAILURE_BURST);
+        let t0 = std::time::Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        assert_eq!(failures.record_at("a", at(0)), 1);
+        assert_eq!(failures.record_at("a", at(300)), 1, "same burst");
+        assert_eq!(failures.record_at("a", at(1_900)), 1, "same burst");
+        assert_eq!(failures.record_at("a", at(2_100)), 2);
+        assert_eq!(failures.record_at("b", at(2_100)), 1, "per key");
+        failures.clear(&"a");
+        assert_eq!(failures.record_at("a", at(2_200)), 1, "cleared");
+        let every = Failures::default();
+        assert_eq!(every.record_at("a", at(0)), 1);
+        assert_eq!(
+            every.record_at("a", at(0)),
+            2,
+            "no burst window: each counts"
+        );
+    }
 
     fn me() -> SelfPod {
         SelfPod {

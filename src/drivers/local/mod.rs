@@ -388,6 +388,16 @@ async fn reconcile_cluster(
             pass.status.members.len() as i64,
             i64::from(healthy),
         );
+        metrics.observe_maintenance(
+            doc.metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(manifest::DEFAULT_NAMESPACE),
+            &name,
+            &pass.status,
+            &pass.step,
+            acted,
+        );
         match &pass.executed {
             Ok(reconcile::Executed::Applied) => {
                 info!(cluster = %name, step = %line, took_ms = pass.took.as_millis() as u64, "step done");

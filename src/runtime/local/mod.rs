@@ -551,6 +551,8 @@ impl MemberRuntime for LocalRuntime {
                 running: pid.is_some(),
                 has_data: paths.has_data(),
                 version: launch.version,
+                started_at: launch.started_at.filter(|_| pid.is_some()),
+                restart_keeps_data: true,
             });
         }
         Ok(members)

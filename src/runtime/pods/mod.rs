@@ -186,6 +186,17 @@ impl PodRuntime {
             match self.api::<Pod>().create(&post_params(), &pod).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(false),
+                // A full ResourceQuota refuses even a create of a Pod that exists (admission
+                // runs before the name check): then it exists, and is looked at below.
+                Err(source @ kube::Error::Api(_)) if is_forbidden(&source) => {
+                    match self.api::<Pod>().get_opt(&name).await {
+                        Ok(Some(_)) => Ok(false),
+                        _ => Err(Error::CreatePod {
+                            name: name.clone(),
+                            source,
+                        }),
+                    }
+                }
                 Err(source) => Err(Error::CreatePod {
                     name: name.clone(),
                     source,
@@ -251,6 +262,9 @@ impl PodRuntime {
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                // A full ResourceQuota refuses a create of a PVC that exists, too.
+                Err(source @ kube::Error::Api(_))
+                    if is_forbidden(&source) && self.get_pvc(&name).await?.is_some() => {}
                 Err(source) => return Err(Error::CreatePvc { name, source }),
             }
             let Some(existing) = self.get_pvc(&name).await? else {
@@ -575,6 +589,13 @@ impl MemberRuntime for PodRuntime {
                 running,
                 has_data: running || pvc.is_some(),
                 version,
+                // The Pod's creation: when the operator (or its controller) last started it.
+                started_at: pod
+                    .as_ref()
+                    .filter(|_| running)
+                    .and_then(|p| p.metadata.creation_timestamp.as_ref())
+                    .map(|t| t.0),
+                restart_keeps_data: pvc.is_some(),
             });
         }
         Ok(members)
@@ -638,6 +659,10 @@ fn is_classless_and_pending(pvc: &PersistentVolumeClaim) -> bool {
         .and_then(|s| s.storage_class_name.as_deref());
     let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
     class.is_none() && phase == Some("Pending")
+}
+
+fn is_forbidden(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 403)
 }
 
 /// The uid of the object's controller owner, or `none`.

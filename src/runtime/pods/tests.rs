@@ -1219,6 +1219,42 @@ async fn a_live_pod_of_an_earlier_cluster_is_never_adopted_or_deleted() {
 }
 
 #[tokio::test]
+async fn a_full_quota_refusing_an_existing_pod_is_not_a_failure() {
+    // Seen on a real cluster: with the pods quota used up, creating a Pod that exists is
+    // refused with 403 (quota admission runs before the name check), not 409.
+    let (rt, server) = runtime(memory_spec());
+    let existing = with_uid_and_phase(
+        rt.objects
+            .pod(
+                &launch(0, InitialClusterState::New, &[0, 1, 2]),
+                DataVolume::EmptyDir,
+            )
+            .unwrap(),
+        "Running",
+    );
+    let server = server.run(|mut s| async move {
+        expect_cluster_objects(&mut s).await;
+        s.expect(Method::POST, "/api/v1/namespaces/db/pods")
+            .await
+            .fail(StatusCode::FORBIDDEN, "Forbidden");
+        let reply = serde_json::to_value(&existing).unwrap();
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&reply);
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&reply);
+    });
+    rt.create(
+        &cluster_ref(),
+        &launch(0, InitialClusterState::New, &[0, 1, 2]),
+    )
+    .await
+    .unwrap();
+    within_1s(server).await;
+}
+
+#[tokio::test]
 async fn stop_all_deletes_the_pods_and_keeps_the_pvcs() {
     let (rt, server) = runtime(pvc_spec());
     let new = |o| launch(o, InitialClusterState::New, &[0, 1]);

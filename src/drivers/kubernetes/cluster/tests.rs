@@ -300,12 +300,14 @@ async fn failures_back_off_by_kind_and_double_until_a_success() {
             "conflict", "Conflict",
         ))))
     };
+    // Back to back (a burst of watch events): one failure, not three (the doubling per
+    // failure apart is `Failures`' own test).
     let delays: Vec<Action> = (0..3)
         .map(|_| error_policy(c.clone(), &status_failed(), ctx.clone()))
         .collect();
     assert_eq!(
         delays,
-        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s)))
+        [5, 5, 5].map(|s| Action::requeue(Duration::from_secs(s)))
     );
     let invalid = Error::Step(crate::reconcile::Error::InvalidVersion {
         version: "x".into(),
@@ -350,4 +352,114 @@ fn only_executed_failed_and_refused_steps_make_events() {
     .unwrap();
     assert_eq!(failed.type_, EventType::Warning);
     assert_eq!(failed.reason, "InvalidVersionFailed");
+}
+
+/// A NOSPACE run in progress when every member is gone: the status keeps the run and the
+/// Maintenance condition says what it waits for, next to the refusal (issue 14).
+#[tokio::test]
+async fn a_maintenance_run_in_progress_is_kept_and_explained_while_members_are_down() {
+    use crate::api::maintenance::{
+        DefragmentedMember, MaintenanceReason, MaintenanceRun, MaintenanceStatus,
+    };
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let mut c = cluster(EtcdClusterSpec::new(3, "3.5.16"));
+    c.status = Some(crate::api::EtcdClusterStatus {
+        cluster_id: Some("00000000000000c1".into()),
+        maintenance: Some(MaintenanceStatus {
+            run: Some(MaintenanceRun {
+                reason: MaintenanceReason::NoSpace,
+                started_at: crate::api::condition::now(),
+                finished_at: None,
+                compacted_revision: Some(812),
+                defragmented: vec![DefragmentedMember {
+                    name: "example-1".into(),
+                    db_size_before: 16 << 20,
+                }],
+                reclaimed_bytes: None,
+                outcome: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let st = status.body["status"].clone();
+        let run = &st["maintenance"]["run"];
+        assert_eq!(run["reason"], "NoSpace", "{st}");
+        assert_eq!(run["compactedRevision"], 812);
+        assert_eq!(run["defragmented"][0]["name"], "example-1");
+        let maintenance = st["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Maintenance")
+            .unwrap()
+            .clone();
+        assert_eq!(maintenance["status"], "True");
+        assert_eq!(maintenance["reason"], "NoSpace");
+        let message = maintenance["message"].as_str().unwrap();
+        assert!(
+            message.contains("waiting for every member")
+                && message.contains("compacted to revision 812")
+                && message.contains("defragmented example-1"),
+            "{message}"
+        );
+        let body = stored(&status.body);
+        status.reply(&body);
+        let event = s
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+            .await;
+        assert_eq!(event.body["reason"], "AllMembersLost");
+        event.echo();
+    });
+    reconcile(Arc::new(c), ctx).await.unwrap();
+    within_1s(server).await;
+}
+
+#[test]
+fn maintenance_steps_make_events_that_say_how_much_room_was_made() {
+    use crate::api::maintenance::MaintenanceReason;
+    use crate::plan::maintenance::MaintenanceAction;
+    let finish = Step::Maintain {
+        reason: MaintenanceReason::NoSpace,
+        action: MaintenanceAction::Finish {
+            defragmented: 3,
+            reclaimed_bytes: 36 << 20,
+            disarm: true,
+            largest_db_size: 4 << 20,
+            quota: 16 << 20,
+        },
+    };
+    let event = event_for(&finish, &Ok(Executed::Applied)).unwrap();
+    assert_eq!(event.type_, EventType::Normal);
+    assert_eq!(event.reason, "NoSpaceResolved");
+    let note = event.note.unwrap();
+    assert!(
+        note.contains("36.0 MiB reclaimed") && note.contains("16.0 MiB quota"),
+        "{note}"
+    );
+    let no_room = Step::Blocked {
+        reason: BlockReason::NoSpace {
+            members: vec!["example-0".into()],
+            largest_db_size: 15 << 20,
+            quota: 16 << 20,
+        },
+    };
+    let event = event_for(&no_room, &Ok(Executed::Nothing)).unwrap();
+    assert_eq!(event.type_, EventType::Warning);
+    assert_eq!(event.reason, "NoSpace");
+    assert!(event.note.unwrap().contains("never raises"));
 }
