@@ -12,6 +12,7 @@
 //! - [`reconcile`]: the pass both runtimes share: observe -> plan -> execute -> status.
 //! - [`drivers`]: what runs that pass and persists statuses: Controllers on the Kubernetes API
 //!   (`run`), a loop over YAML files (`local`).
+//! - [`failpoint`]: named crash points for the crash tests (feature `failpoints`).
 //! - [`metrics`]: the Prometheus registry and the HTTP server for it and the probes.
 //! - [`testing`] (tests and benchmarks only, feature `testing`): real etcd members and
 //!   Garage on loopback.
@@ -21,6 +22,7 @@ pub mod backup;
 pub mod drivers;
 pub mod error_chain;
 pub mod etcd;
+pub mod failpoint;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

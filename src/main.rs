@@ -223,6 +223,7 @@ async fn termination() {
 
 fn main() -> anyhow::Result<()> {
     etcd_operator::tls_provider::install();
+    etcd_operator::failpoint::setup_from_env();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

@@ -47,6 +47,92 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "discovery-srv",
 ];
 
+/// etcd flags `extraArgs` may not set because they silently break durability or safety,
+/// each with the reason the user is told. A name matches an entry exactly or, for entries
+/// ending in `-`, by prefix (`listen-`, `advertise-`, `unsafe-`, ...).
+pub const REFUSED_FLAGS: &[(&str, &str)] = &[
+    (
+        "force-new-cluster",
+        "it drops every other member and makes this one a cluster of its own, forking the data",
+    ),
+    (
+        "unsafe-",
+        "it trades durability for speed (e.g. unsafe-no-fsync acknowledges writes before they reach the disk)",
+    ),
+    (
+        "strict-reconfig-check",
+        "turning it off lets a membership change go through without quorum",
+    ),
+    (
+        "config-file",
+        "a config file replaces every flag the operator sets",
+    ),
+    (
+        "listen-",
+        "the operator owns the listeners; another one would serve clients it does not know of",
+    ),
+    (
+        "advertise-",
+        "the operator owns the advertised URLs; another one would send clients elsewhere",
+    ),
+    (
+        "initial-cluster",
+        "the operator owns the initial cluster; another value would join or form a different cluster",
+    ),
+    (
+        "discovery",
+        "the operator forms the cluster itself; discovery would form a different one",
+    ),
+    (
+        "log-outputs",
+        "the operator keeps member logs; another output writes wherever the value points",
+    ),
+    (
+        "log-output",
+        "the operator keeps member logs; another output writes wherever the value points",
+    ),
+    (
+        "proxy",
+        "a proxy member is not a voter, so quorum would count a member that is none",
+    ),
+];
+
+/// Flags the spec has a typed field for; `extraArgs` setting them too would pass two values.
+pub const TYPED_FLAGS: &[(&str, &str)] = &[
+    ("quota-backend-bytes", "quotaBackendBytes"),
+    ("auto-compaction-mode", "autoCompactionMode"),
+    ("auto-compaction-retention", "autoCompactionRetention"),
+    ("snapshot-count", "snapshotCount"),
+    ("heartbeat-interval", "heartbeatIntervalMs"),
+    ("election-timeout", "electionTimeoutMs"),
+];
+
+/// Longest `extraArgs` flag name and value, in bytes: etcd's longest flag is under 50.
+pub const MAX_FLAG_NAME: usize = 64;
+/// Longest `extraArgs` value, in bytes: an argument, not a file.
+pub const MAX_FLAG_VALUE: usize = 1024;
+/// Longest backup prefix, in bytes: S3 keys end at 1024 and the rest of a key needs room.
+pub const MAX_PREFIX: usize = 512;
+/// Longest S3 key, in bytes (S3's limit).
+pub const MAX_KEY: usize = 1024;
+
+/// Why `extraArgs` may not set `name` (without leading dashes), if it may not.
+pub fn refused_flag(name: &str) -> Option<&'static str> {
+    if RESERVED_FLAGS.contains(&name) {
+        return Some("is set by the operator and cannot be overridden");
+    }
+    REFUSED_FLAGS
+        .iter()
+        .find(|(flag, _)| {
+            if flag.ends_with('-') {
+                name.starts_with(flag)
+            } else {
+                name == *flag || name.starts_with(&format!("{flag}-"))
+            }
+        })
+        .map(|(_, why)| *why)
+}
+
 /// One thing wrong (or unwise) with a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -124,10 +210,16 @@ pub fn check_name(report: &mut Report, field: &str, name: &str, max: usize) {
     if name.is_empty() || !ok_chars || !starts || !ends {
         report.error(
             field,
-            format!("{name:?} must be lowercase letters, digits and '-', starting with a letter"),
+            format!(
+                "{:?} must be lowercase letters, digits and '-', starting with a letter",
+                truncated(name)
+            ),
         );
     } else if name.len() > max {
-        report.error(field, format!("{name:?} is longer than {max} characters"));
+        report.error(
+            field,
+            format!("{:?} is longer than {max} characters", truncated(name)),
+        );
     }
 }
 
@@ -157,7 +249,10 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
     match parse_version(&spec.version) {
         Err(e) => r.error(
             &f("version"),
-            format!("{:?} is not a version like 3.5.16: {e}", spec.version),
+            format!(
+                "{:?} is not a version like 3.5.16: {e}",
+                truncated(&spec.version)
+            ),
         ),
         Ok(v) if v.major != 3 || !SUPPORTED_MINORS.contains(&v.minor) => r.error(
             &f("version"),
@@ -172,7 +267,31 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             &f("version"),
             format!("{} is a pre-release; use a released version", spec.version),
         ),
+        Ok(v) if !v.build.is_empty() => r.error(
+            &f("version"),
+            format!(
+                "{} has build metadata; use a released version like 3.5.16",
+                spec.version
+            ),
+        ),
         Ok(_) => {}
+    }
+    if let Some(repo) = &spec.repository {
+        check_repository(r, &f("repository"), repo);
+    }
+    if let Some(pod) = &spec.pod {
+        for (key, value) in &pod.labels {
+            check_label(r, &f(&format!("pod.labels.{key}")), key, Some(value));
+        }
+        for (key, value) in &pod.node_selector {
+            check_label(r, &f(&format!("pod.nodeSelector.{key}")), key, Some(value));
+        }
+        for key in pod.annotations.keys() {
+            check_label(r, &f(&format!("pod.annotations.{key}")), key, None);
+        }
+        if let Some(class) = &pod.priority_class_name {
+            check_subdomain(r, &f("pod.priorityClassName"), class);
+        }
     }
     if let Some(storage) = &spec.storage {
         match (&storage.empty_dir, &storage.pvc) {
@@ -186,11 +305,16 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
                     r.error(&f("storage.emptyDir.sizeLimit"), err.to_string());
                 }
             }
-            (None, Some(p)) => match parse_bytes(&p.size) {
-                Err(err) => r.error(&f("storage.pvc.size"), err.to_string()),
-                Ok(0) => r.error(&f("storage.pvc.size"), "must be larger than zero"),
-                Ok(_) => {}
-            },
+            (None, Some(p)) => {
+                match parse_bytes(&p.size) {
+                    Err(err) => r.error(&f("storage.pvc.size"), err.to_string()),
+                    Ok(0) => r.error(&f("storage.pvc.size"), "must be larger than zero"),
+                    Ok(_) => {}
+                }
+                if let Some(class) = &p.storage_class_name {
+                    check_subdomain(r, &f("storage.pvc.storageClassName"), class);
+                }
+            }
         }
     }
     if let Some(o) = &spec.etcd {
@@ -217,8 +341,9 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
         {
             r.error(&f("etcd.electionTimeoutMs"), "must be between 50 and 50000");
         }
-        let heartbeat = o.heartbeat_interval_ms.unwrap_or(100);
-        let election = o.election_timeout_ms.unwrap_or(1000);
+        // In i64: 5 x an i32 heartbeat overflows (a panic in a debug build, a wrap in release).
+        let heartbeat = i64::from(o.heartbeat_interval_ms.unwrap_or(100));
+        let election = i64::from(o.election_timeout_ms.unwrap_or(1000));
         if election < 5 * heartbeat {
             r.error(
                 &f("etcd.electionTimeoutMs"),
@@ -233,21 +358,42 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
                 "without autoCompactionMode etcd reads it as periodic",
             );
         }
-        for flag in o.extra_args.keys() {
+        if let Some(retention) = &o.auto_compaction_retention {
+            check_compaction_retention(r, &f("etcd.autoCompactionRetention"), retention, o);
+        }
+        for (flag, value) in &o.extra_args {
+            let field = f(&format!("etcd.extraArgs.{flag}"));
             let name = flag.trim_start_matches('-');
-            if RESERVED_FLAGS.contains(&name) {
-                r.error(
-                    &f(&format!("etcd.extraArgs.{flag}")),
-                    "is set by the operator and cannot be overridden",
-                );
-            } else if name.is_empty()
+            if name.is_empty()
+                || name.len() > MAX_FLAG_NAME
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             {
                 r.error(
-                    &f(&format!("etcd.extraArgs.{flag}")),
-                    "is not an etcd flag name",
+                    &field,
+                    "is not an etcd flag name (lowercase letters, digits and '-')",
+                );
+                continue;
+            }
+            if let Some(why) = refused_flag(name) {
+                if RESERVED_FLAGS.contains(&name) {
+                    r.error(&field, why);
+                } else {
+                    r.error(&field, format!("is refused: {why}"));
+                }
+            } else if let Some((_, typed)) = TYPED_FLAGS.iter().find(|(t, _)| *t == name) {
+                r.error(&field, format!("set it through {at}.etcd.{typed} instead"));
+            }
+            if value.len() > MAX_FLAG_VALUE {
+                r.error(
+                    &field,
+                    format!("the value is longer than {MAX_FLAG_VALUE} bytes"),
+                );
+            } else if value.chars().any(char::is_control) {
+                r.error(
+                    &field,
+                    "the value has control characters (newline, NUL, ...)",
                 );
             }
         }
@@ -306,11 +452,10 @@ pub fn backup(name: &str, spec: &EtcdBackupSpec) -> Report {
     );
     let s3 = &spec.destination.s3;
     check_bucket(&mut r, "spec.destination.s3.bucket", &s3.bucket);
-    check_endpoint(
-        &mut r,
-        "spec.destination.s3.endpoint",
-        s3.connection.endpoint.as_deref(),
-    );
+    check_connection(&mut r, "spec.destination.s3", &s3.connection);
+    if let Some(prefix) = &s3.prefix {
+        check_prefix(&mut r, "spec.destination.s3.prefix", prefix);
+    }
     if let Some(p) = s3.part_size_mib
         && !(5..=5120).contains(&p)
     {
@@ -324,7 +469,7 @@ pub fn backup(name: &str, spec: &EtcdBackupSpec) -> Report {
     {
         r.error(
             "spec.schedule",
-            format!("{schedule:?} is not a cron expression: {e}"),
+            format!("{:?} is not a cron expression: {e}", truncated(schedule)),
         );
     }
     if let Some(ret) = &spec.retention {
@@ -356,13 +501,16 @@ pub fn restore(name: &str, spec: &EtcdRestoreSpec) -> Report {
         }
         (Some(o), None) => {
             check_bucket(&mut r, "spec.source.s3.bucket", &o.bucket);
-            check_endpoint(
-                &mut r,
-                "spec.source.s3.endpoint",
-                o.connection.endpoint.as_deref(),
-            );
+            check_connection(&mut r, "spec.source.s3", &o.connection);
             if o.key.is_empty() {
                 r.error("spec.source.s3.key", "must not be empty");
+            } else if o.key.len() > MAX_KEY {
+                r.error(
+                    "spec.source.s3.key",
+                    format!("is longer than {MAX_KEY} bytes (S3's limit)"),
+                );
+            } else if o.key.chars().any(char::is_control) {
+                r.error("spec.source.s3.key", "has control characters");
             }
         }
         (None, Some(b)) => check_name(&mut r, "spec.source.backupName", b, 63),
@@ -386,24 +534,234 @@ pub fn restore(name: &str, spec: &EtcdRestoreSpec) -> Report {
 }
 
 fn check_bucket(r: &mut Report, field: &str, bucket: &str) {
-    let ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if !ok {
+    let chars = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ip_like = bucket.parse::<std::net::Ipv4Addr>().is_ok();
+    if !(3..=63).contains(&bucket.len()) || !chars || !ends || bucket.contains("..") || ip_like {
         r.error(
             field,
-            format!("{bucket:?} is not a bucket name (3-63 lowercase letters, digits, '-', '.')"),
+            format!(
+                "{:?} is not a bucket name (3-63 lowercase letters, digits, '-', '.', starting and ending with a letter or digit)",
+                truncated(bucket)
+            ),
         );
     }
 }
 
-fn check_endpoint(r: &mut Report, field: &str, endpoint: Option<&str>) {
-    if let Some(e) = endpoint {
+/// The endpoint, region and credentials Secret of an S3 connection under `at`.
+fn check_connection(r: &mut Report, at: &str, c: &crate::api::s3::S3Connection) {
+    if let Some(e) = &c.endpoint {
+        let field = format!("{at}.endpoint");
         match e.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-            _ => r.error(field, format!("{e:?} is not an http(s) URL")),
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    r.error(
+                        &field,
+                        "must not carry credentials; name a credentialsSecret instead",
+                    );
+                }
+            }
+            _ => r.error(&field, format!("{:?} is not an http(s) URL", truncated(e))),
         }
+    }
+    if let Some(region) = &c.region {
+        let ok = (1..=64).contains(&region.len())
+            && region
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            r.error(
+                &format!("{at}.region"),
+                format!(
+                    "{:?} is not a region (1-64 letters, digits, '-', '_')",
+                    truncated(region)
+                ),
+            );
+        }
+    }
+    if let Some(secret) = &c.credentials_secret {
+        check_subdomain(r, &format!("{at}.credentialsSecret"), secret);
+    }
+}
+
+/// A backup prefix: part of every object key, so no control characters, no `.`/`..` or
+/// empty segments (which S3-compatible servers and tools treat differently), bounded size.
+fn check_prefix(r: &mut Report, field: &str, prefix: &str) {
+    let inner = prefix.trim_matches('/');
+    if prefix.len() > MAX_PREFIX {
+        r.error(field, format!("is longer than {MAX_PREFIX} bytes"));
+    } else if prefix.chars().any(char::is_control) {
+        r.error(field, "has control characters");
+    } else if !inner.is_empty()
+        && inner
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        r.error(
+            field,
+            format!("{:?} has an empty, '.' or '..' segment", truncated(prefix)),
+        );
+    }
+}
+
+/// A Kubernetes object name that may contain dots (DNS-1123 subdomain: Secrets,
+/// StorageClasses, PriorityClasses).
+pub fn check_subdomain(r: &mut Report, field: &str, name: &str) {
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok {
+        r.error(
+            field,
+            format!(
+                "{:?} is not an object name (at most 253 lowercase letters, digits, '-' and '.')",
+                truncated(name)
+            ),
+        );
+    }
+}
+
+/// A label or annotation key (`[prefix/]name`) and, for labels, its value.
+fn check_label(r: &mut Report, field: &str, key: &str, value: Option<&str>) {
+    let name_ok = |s: &str| {
+        (1..=63).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let mut prefix_report = Report::default();
+    if let Some(p) = prefix {
+        check_subdomain(&mut prefix_report, field, p);
+    }
+    if !name_ok(name) || !prefix_report.is_valid() {
+        r.error(
+            field,
+            format!(
+                "{:?} is not a label key ([prefix/]name, name at most 63 letters, digits, '-', '_', '.')",
+                truncated(key)
+            ),
+        );
+    }
+    if let Some(v) = value
+        && !v.is_empty()
+        && !name_ok(v)
+    {
+        r.error(
+            field,
+            format!(
+                "{:?} is not a label value (at most 63 letters, digits, '-', '_', '.')",
+                truncated(v)
+            ),
+        );
+    }
+}
+
+/// An image repository without tag or digest: `[host[:port]/]path`, lowercase.
+fn check_repository(r: &mut Report, field: &str, repo: &str) {
+    let mut parts = repo.split('/').peekable();
+    let mut ok = repo.len() <= 255 && !repo.is_empty();
+    let mut first = true;
+    while let Some(part) = parts.next() {
+        let is_host = first && parts.peek().is_some() && part.contains(['.', ':']);
+        let (body, port) = match part.split_once(':') {
+            Some((b, p)) if is_host => (b, Some(p)),
+            _ => (part, None),
+        };
+        ok &= !body.is_empty()
+            && body.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+            && body.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && body.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && port.is_none_or(|p| p.parse::<u16>().is_ok());
+        first = false;
+    }
+    if !ok {
+        r.error(
+            field,
+            format!(
+                "{:?} is not an image repository like gcr.io/etcd-development/etcd (no tag or digest: the operator adds :v<version>)",
+                truncated(repo)
+            ),
+        );
+    }
+}
+
+/// `autoCompactionRetention`: hours as an integer, a Go duration (`1h30m`) for periodic
+/// compaction, a revision count for revision compaction.
+fn check_compaction_retention(
+    r: &mut Report,
+    field: &str,
+    value: &str,
+    o: &crate::api::cluster::EtcdOptions,
+) {
+    use crate::api::cluster::AutoCompactionMode;
+    let integer =
+        !value.is_empty() && value.len() <= 18 && value.chars().all(|c| c.is_ascii_digit());
+    let revision = o.auto_compaction_mode == Some(AutoCompactionMode::Revision);
+    if integer {
+        return;
+    }
+    if revision {
+        r.error(
+            field,
+            format!("{:?} is not a revision count", truncated(value)),
+        );
+    } else if !is_go_duration(value) {
+        r.error(
+            field,
+            format!(
+                "{:?} is not a whole number of hours or a duration like 30m or 1h30m",
+                truncated(value)
+            ),
+        );
+    }
+}
+
+/// A Go `time.ParseDuration` string of non-negative parts: `1h30m`, `90s`, `1.5h`.
+fn is_go_duration(s: &str) -> bool {
+    if s.is_empty() || s.len() > 32 {
+        return false;
+    }
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num.parse::<f64>().is_err() {
+            return false;
+        }
+        let Some(unit) = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .filter(|u| tail.starts_with(**u))
+            .max_by_key(|u| u.len())
+        else {
+            return false;
+        };
+        rest = &tail[unit.len()..];
+    }
+    true
+}
+
+/// At most 80 characters of `s`, for messages about huge values.
+fn truncated(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(80).collect::<String>())
     }
 }
 
@@ -552,6 +910,110 @@ mod tests {
                 "spec.source.sha256",
                 "spec.cluster.spec.size"
             ]
+        );
+    }
+
+    /// Validates a table document as its kind's driver does.
+    fn validate_doc(kind: crate::testing::hostile::Kind, doc: &serde_json::Value) -> Report {
+        use crate::testing::hostile::Kind;
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let spec = doc["spec"].clone();
+        match kind {
+            Kind::Cluster => cluster(&name, &serde_json::from_value(spec).unwrap()),
+            Kind::Backup => backup(&name, &serde_json::from_value(spec).unwrap()),
+            Kind::Restore => restore(&name, &serde_json::from_value(spec).unwrap()),
+        }
+    }
+
+    #[test]
+    fn every_hostile_value_is_refused_naming_its_field() {
+        let cases = crate::testing::hostile::spec_cases();
+        assert!(cases.len() > 150, "{} cases", cases.len());
+        for case in cases {
+            let doc = case.document("hostile", "http://127.0.0.1:3900");
+            let r = validate_doc(case.kind, &doc);
+            let shown = format!("{:.120}", case.value.to_string());
+            assert!(
+                r.errors.iter().any(|p| p.field == case.field),
+                "{:?} {} = {shown}: expected an error at {}, got {:?}",
+                case.kind,
+                case.at,
+                case.field,
+                r.errors
+            );
+            // Messages stay readable however huge the value.
+            assert!(
+                r.errors_message().len() < 2_000,
+                "{} = {shown}: message of {} bytes",
+                case.at,
+                r.errors_message().len()
+            );
+        }
+    }
+
+    #[test]
+    fn odd_but_fine_values_are_accepted() {
+        for case in crate::testing::hostile::accepted_cases() {
+            let doc = case.document("fine", "http://127.0.0.1:3900");
+            let r = validate_doc(case.kind, &doc);
+            assert!(r.is_valid(), "{} = {}: {:?}", case.at, case.value, r.errors);
+        }
+    }
+
+    #[test]
+    fn an_invalid_cluster_spec_blocks_every_step_of_a_live_cluster() {
+        use crate::plan::fixtures::{observed, policy};
+        use crate::plan::{BlockReason, Step};
+        use crate::testing::hostile::Kind;
+        for case in crate::testing::hostile::spec_cases()
+            .into_iter()
+            .filter(|c| c.kind == Kind::Cluster && c.at != "/metadata/name")
+        {
+            let doc = case.document("example", "http://127.0.0.1:3900");
+            let spec: EtcdClusterSpec = serde_json::from_value(doc["spec"].clone()).unwrap();
+            let step = crate::plan::next_step(&spec, &observed(3), &policy());
+            assert!(
+                matches!(
+                    &step,
+                    Step::Blocked {
+                        reason: BlockReason::InvalidSpec { message }
+                    } if message.contains(case.field)
+                ),
+                "{} = {:.80}: {step}",
+                case.at,
+                case.value.to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn refused_flags_say_why() {
+        assert!(refused_flag("force-new-cluster").unwrap().contains("fork"));
+        assert!(
+            refused_flag("unsafe-no-fsync")
+                .unwrap()
+                .contains("durability")
+        );
+        assert!(refused_flag("log-outputs").is_some());
+        assert!(refused_flag("max-txn-ops").is_none());
+        assert!(refused_flag("log-level").is_none());
+        // Not every initial-* flag is about membership.
+        assert!(refused_flag("initial-election-tick-advance").is_none());
+        assert!(refused_flag("initial-cluster-state").is_some());
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        spec.etcd = Some(EtcdOptions {
+            extra_args: [("unsafe-no-fsync".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        });
+        let r = cluster("a", &spec);
+        assert!(
+            r.errors_message()
+                .contains("spec.etcd.extraArgs.unsafe-no-fsync: is refused: it trades durability"),
+            "{}",
+            r.errors_message()
         );
     }
 }

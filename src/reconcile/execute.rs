@@ -3,6 +3,8 @@
 //! (so etcd is told the peer URL the member will really have), then etcd adds it as a
 //! learner, then the runtime starts it; on the way out etcd removes the member first, then
 //! the runtime deletes it.
+//! A named crash point ([`crate::failpoint`]) follows every etcd and every runtime change, so
+//! the crash tests can kill the operator between one change and the next.
 //! Transient refusals etcd is known to give (unhealthy cluster right after bootstrap,
 //! learner not yet in sync) come back as [`Executed::NotYet`], not as errors.
 
@@ -12,6 +14,7 @@ use tracing::info;
 
 use crate::api::{EtcdCluster, EtcdClusterSpec};
 use crate::etcd::{self, EtcdAdmin, Member, MemberId, Timeouts};
+use crate::failpoint::{self, crash_point};
 use crate::plan::{Observed, Step};
 use crate::runtime::{ClusterRef, InitialClusterState, MemberLaunch, MemberRuntime};
 
@@ -152,7 +155,8 @@ pub async fn execute<R: MemberRuntime>(
                     .map_err(|source| Error::Bootstrap { source })?;
                 initial.push((addr.name.clone(), addr.peer_url.clone()));
             }
-            for name in members {
+            crash_point(failpoint::BOOTSTRAP_AFTER_RESERVE);
+            for (i, name) in members.iter().enumerate() {
                 let launch = MemberLaunch {
                     name: name.to_string(),
                     version: version.clone(),
@@ -165,7 +169,11 @@ pub async fn execute<R: MemberRuntime>(
                     .create(cluster, &launch)
                     .await
                     .map_err(|source| Error::Bootstrap { source })?;
+                if i == 0 && members.len() > 1 {
+                    crash_point(failpoint::BOOTSTRAP_AFTER_FIRST_START);
+                }
             }
+            crash_point(failpoint::BOOTSTRAP_AFTER_START);
             Ok(Executed::Applied)
         }
         Step::AddLearner { name, version } => {
@@ -175,6 +183,7 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::AddLearner {
                     source: source.into(),
                 })?;
+            crash_point(failpoint::ADD_LEARNER_AFTER_RESERVE);
             let admin = admin(observed).await?;
             let (added, members) = match admin.member_add([addr.peer_url.clone()], true).await {
                 Ok(r) => r,
@@ -182,6 +191,7 @@ pub async fn execute<R: MemberRuntime>(
                 Err(e) => return Err(Error::AddLearner { source: e.into() }),
             };
             info!(member = %name, id = %added.id, "learner added to etcd");
+            crash_point(failpoint::ADD_LEARNER_AFTER_ETCD_ADD);
             let launch = MemberLaunch {
                 name: name.to_string(),
                 initial_cluster: initial_cluster(&members, added.id, name.as_str()),
@@ -196,6 +206,7 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::AddLearner {
                     source: source.into(),
                 })?;
+            crash_point(failpoint::ADD_LEARNER_AFTER_START);
             Ok(Executed::Applied)
         }
         Step::StartMember { name, id } => {
@@ -221,12 +232,16 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::StartMember {
                     source: source.into(),
                 })?;
+            crash_point(failpoint::START_MEMBER_AFTER_START);
             Ok(Executed::Applied)
         }
         Step::PromoteLearner { id, .. } => {
             let admin = admin(observed).await?;
             match admin.member_promote(*id).await {
-                Ok(_) => Ok(Executed::Applied),
+                Ok(_) => {
+                    crash_point(failpoint::PROMOTE_AFTER_ETCD_PROMOTE);
+                    Ok(Executed::Applied)
+                }
                 Err(e) if is_not_yet(&e) => Ok(Executed::NotYet(e.to_string())),
                 Err(source) => Err(Error::PromoteLearner { source }),
             }
@@ -239,12 +254,14 @@ pub async fn execute<R: MemberRuntime>(
                 Err(e) => return Err(Error::RemoveMember { source: e.into() }),
             }
             info!(member = %name, id = %id, "member removed from etcd");
+            crash_point(failpoint::REMOVE_AFTER_ETCD_REMOVE);
             runtime
                 .delete(cluster, name.as_str())
                 .await
                 .map_err(|source| Error::RemoveMember {
                     source: source.into(),
                 })?;
+            crash_point(failpoint::REMOVE_AFTER_DELETE);
             Ok(Executed::Applied)
         }
         Step::DeleteRuntimeMember { name } => {
@@ -252,6 +269,7 @@ pub async fn execute<R: MemberRuntime>(
                 .delete(cluster, name.as_str())
                 .await
                 .map_err(|source| Error::DeleteRuntimeMember { source })?;
+            crash_point(failpoint::DELETE_RUNTIME_MEMBER_AFTER_DELETE);
             Ok(Executed::Applied)
         }
         Step::RestartMember { name } => {
@@ -259,12 +277,16 @@ pub async fn execute<R: MemberRuntime>(
                 .restart(cluster, name.as_str(), None)
                 .await
                 .map_err(|source| Error::RestartMember { source })?;
+            crash_point(failpoint::RESTART_AFTER_RESTART);
             Ok(Executed::Applied)
         }
         Step::MoveLeader { to_id: to, .. } => {
             let admin = admin(observed).await?;
             match admin.move_leader(*to).await {
-                Ok(()) => Ok(Executed::Applied),
+                Ok(()) => {
+                    crash_point(failpoint::MOVE_LEADER_AFTER_ETCD_MOVE);
+                    Ok(Executed::Applied)
+                }
                 Err(e @ (etcd::Error::NotLeader { .. } | etcd::Error::NoLeader { .. })) => {
                     Ok(Executed::NotYet(e.to_string()))
                 }
@@ -276,6 +298,7 @@ pub async fn execute<R: MemberRuntime>(
                 .restart(cluster, name.as_str(), Some(to.clone()))
                 .await
                 .map_err(|source| Error::UpgradeMember { source })?;
+            crash_point(failpoint::UPGRADE_AFTER_RESTART);
             Ok(Executed::Applied)
         }
         Step::Maintain { action, .. } => {

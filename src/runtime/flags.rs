@@ -4,14 +4,14 @@
 //! the same meaning.
 
 use crate::api::cluster::{AutoCompactionMode, EtcdOptions};
-use crate::api::validate::RESERVED_FLAGS;
+use crate::api::validate::refused_flag;
 use crate::runtime::{Error, MemberAddress, MemberLaunch};
 
 /// The flags for `launch`, listening on `address` and keeping data in `data_dir`.
 ///
 /// # Errors
-/// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets (validation
-/// rejects such specs first; this guards callers that skipped it).
+/// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets or refuses
+/// ([`refused_flag`]; validation rejects such specs first, this guards callers that skipped it).
 pub fn etcd_flags(
     launch: &MemberLaunch,
     address: &MemberAddress,
@@ -48,7 +48,7 @@ pub fn data_dir_flag(data_dir: &str) -> String {
 /// The flags for the spec's etcd options, `extraArgs` last. The pod runtime uses them too.
 ///
 /// # Errors
-/// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets.
+/// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets or refuses.
 pub fn option_flags(o: &EtcdOptions) -> Result<Vec<String>, Error> {
     let mut flags = Vec::new();
     if let Some(v) = o.quota_backend_bytes {
@@ -75,7 +75,7 @@ pub fn option_flags(o: &EtcdOptions) -> Result<Vec<String>, Error> {
     }
     for (name, value) in &o.extra_args {
         let name = name.trim_start_matches('-');
-        if RESERVED_FLAGS.contains(&name) {
+        if refused_flag(name).is_some() {
             return Err(Error::ReservedFlag {
                 flag: name.to_string(),
             });

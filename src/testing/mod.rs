@@ -8,14 +8,17 @@
 //! - [`ports`]: free loopback ports.
 //! - [`wait`]: wait on a condition with a deadline (tests never sleep a fixed time).
 //! - [`certs`]: throwaway TLS certificates.
+//! - [`hostile`]: the bad-input tables (issue 13, part 4).
 //! - [`garage`]: a single-node Garage, the S3-compatible server backup tests write to.
 
 #[cfg(test)]
 pub(crate) mod api_server;
 pub mod certs;
 pub mod cluster;
+pub mod converged;
 pub mod etcd_bin;
 pub mod garage;
+pub mod hostile;
 pub mod ports;
 pub mod wait;
 
@@ -113,3 +116,4 @@ impl Error {
     }
 }
 pub mod operator;
+pub mod process;

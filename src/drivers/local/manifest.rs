@@ -1,6 +1,9 @@
 //! Reads the YAML the local runtime is given: files (several documents each) and
-//! directories of them, into typed resources. Kinds it does not manage are an error, so a
-//! typo in `kind:` is not silently ignored.
+//! directories of them, into typed resources. What the API server would refuse is an error
+//! here too, naming the document, so nothing of it is acted on: kinds it does not manage (a
+//! typo in `kind:`), fields its kind does not have (a typo in a field name, which would
+//! otherwise be dropped for its default), and names that are not Kubernetes object names
+//! (they become status file names: `../x` would be written outside the state dir).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +11,8 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::api::unknown_fields::unknown_fields;
+use crate::api::validate::{self, Report};
 use crate::api::{API_VERSION, EtcdBackup, EtcdCluster, EtcdRestore};
 
 /// Namespace given to documents that name none, as `kubectl apply` would.
@@ -29,13 +34,29 @@ pub enum Error {
         #[source]
         source: serde_norway::Error,
     },
-    #[error("{path}: document {index} ({kind}) does not match its schema")]
+    #[error("{path}: document {index} ({kind}) does not match its schema at {field}")]
     Schema {
         path: PathBuf,
         index: usize,
         kind: String,
+        /// Where in the document, e.g. `spec.size`.
+        field: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{path}: document {index} ({kind}) has fields its kind does not: {}", fields.join(", "))]
+    UnknownFields {
+        path: PathBuf,
+        index: usize,
+        kind: String,
+        fields: Vec<String>,
+    },
+    #[error("{path}: document {index} ({kind}): {message}")]
+    InvalidMetadata {
+        path: PathBuf,
+        index: usize,
+        kind: String,
+        message: String,
     },
     #[error(
         "{path}: document {index} has kind {kind:?} with apiVersion {api_version:?}; expected EtcdCluster, EtcdBackup or EtcdRestore ({API_VERSION}) or v1 Secret"
@@ -106,30 +127,39 @@ pub fn parse_into(docs: &mut Documents, path: &Path, text: &str) -> Result<(), E
         }
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         let api_version = value["apiVersion"].as_str().unwrap_or_default().to_string();
-        let schema_err = |source| Error::Schema {
+        let schema_err = |e: serde_path_to_error::Error<serde_json::Error>| Error::Schema {
             path: path.to_path_buf(),
             index,
             kind: kind.clone(),
-            source,
+            field: e.path().to_string(),
+            source: e.into_inner(),
         };
+        if api_version == API_VERSION
+            && matches!(kind.as_str(), "EtcdCluster" | "EtcdBackup" | "EtcdRestore")
+        {
+            check_document(path, index, &kind, &value)?;
+        }
         match (kind.as_str(), api_version.as_str()) {
             ("EtcdCluster", API_VERSION) => {
-                let mut c: EtcdCluster = serde_json::from_value(value).map_err(schema_err)?;
+                let mut c: EtcdCluster =
+                    serde_path_to_error::deserialize(value).map_err(schema_err)?;
                 default_namespace(&mut c.metadata);
                 docs.clusters.push(c);
             }
             ("EtcdBackup", API_VERSION) => {
-                let mut b: EtcdBackup = serde_json::from_value(value).map_err(schema_err)?;
+                let mut b: EtcdBackup =
+                    serde_path_to_error::deserialize(value).map_err(schema_err)?;
                 default_namespace(&mut b.metadata);
                 docs.backups.push(b);
             }
             ("EtcdRestore", API_VERSION) => {
-                let mut r: EtcdRestore = serde_json::from_value(value).map_err(schema_err)?;
+                let mut r: EtcdRestore =
+                    serde_path_to_error::deserialize(value).map_err(schema_err)?;
                 default_namespace(&mut r.metadata);
                 docs.restores.push(r);
             }
             ("Secret", "v1") => {
-                let mut s: Secret = serde_json::from_value(value).map_err(schema_err)?;
+                let mut s: Secret = serde_path_to_error::deserialize(value).map_err(schema_err)?;
                 default_namespace(&mut s.metadata);
                 docs.secrets.push(s);
             }
@@ -144,6 +174,52 @@ pub fn parse_into(docs: &mut Documents, path: &Path, text: &str) -> Result<(), E
         }
     }
     Ok(())
+}
+
+/// What the API server refuses before any controller sees an object: fields the kind does
+/// not have, a missing or malformed name or namespace.
+fn check_document(
+    path: &Path,
+    index: usize,
+    kind: &str,
+    value: &serde_json::Value,
+) -> Result<(), Error> {
+    let fields = unknown_fields(kind, value);
+    if !fields.is_empty() {
+        return Err(Error::UnknownFields {
+            path: path.to_path_buf(),
+            index,
+            kind: kind.to_string(),
+            fields,
+        });
+    }
+    let mut report = Report::default();
+    match value.pointer("/metadata/name").and_then(|n| n.as_str()) {
+        Some(name) => validate::check_subdomain(&mut report, "metadata.name", name),
+        None => validate::check_subdomain(&mut report, "metadata.name", ""),
+    }
+    if let Some(ns) = value.pointer("/metadata/namespace") {
+        let ns = ns.as_str().unwrap_or_default();
+        validate::check_subdomain(&mut report, "metadata.namespace", ns);
+        if ns.contains('.') || ns.len() > 63 {
+            report.errors.push(validate::Problem {
+                field: "metadata.namespace".into(),
+                message: format!(
+                    "{ns:?} is not a namespace (at most 63 lowercase letters, digits and '-')"
+                ),
+            });
+        }
+    }
+    if report.is_valid() {
+        Ok(())
+    } else {
+        Err(Error::InvalidMetadata {
+            path: path.to_path_buf(),
+            index,
+            kind: kind.to_string(),
+            message: report.errors_message(),
+        })
+    }
 }
 
 fn default_namespace(meta: &mut kube::api::ObjectMeta) {
@@ -172,6 +248,49 @@ mod tests {
         let mut d = Documents::default();
         let e = parse_into(&mut d, Path::new("f.yaml"), text).unwrap_err();
         assert!(matches!(e, Error::UnknownKind { index: 0, .. }), "{e}");
+    }
+
+    #[test]
+    fn misspelt_field_is_an_error_naming_it() {
+        let text = "apiVersion: etcd.operator.dev/v1alpha1\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 3, version: 3.5.16, pasued: true}\n";
+        let mut d = Documents::default();
+        let e = parse_into(&mut d, Path::new("f.yaml"), text).unwrap_err();
+        assert!(e.to_string().contains("spec.pasued"), "{e}");
+        assert!(d.clusters.is_empty());
+    }
+
+    #[test]
+    fn names_that_are_no_object_names_are_errors() {
+        for meta in [
+            "{name: ../../escape}",
+            "{name: a/b}",
+            "{name: ''}",
+            "{}",
+            "{name: a, namespace: ../x}",
+            "{name: a, namespace: a.b}",
+        ] {
+            let text = format!(
+                "apiVersion: etcd.operator.dev/v1alpha1\nkind: EtcdCluster\nmetadata: {meta}\nspec: {{size: 3, version: 3.5.16}}\n"
+            );
+            let mut d = Documents::default();
+            let e = parse_into(&mut d, Path::new("f.yaml"), &text).unwrap_err();
+            assert!(matches!(e, Error::InvalidMetadata { .. }), "{meta}: {e}");
+        }
+    }
+
+    #[test]
+    fn documents_the_api_server_would_refuse_are_errors_naming_the_field() {
+        for case in crate::testing::hostile::load_cases("http://127.0.0.1:3900") {
+            let text = serde_norway::to_string(&case.document).unwrap();
+            let mut d = Documents::default();
+            let e = parse_into(&mut d, Path::new("f.yaml"), &text).expect_err(case.what);
+            assert!(
+                format!("{e} {}", crate::error_chain::error_chain(&e)).contains(case.names),
+                "{}: {e}",
+                case.what
+            );
+            assert!(d.clusters.is_empty() && d.backups.is_empty() && d.restores.is_empty());
+        }
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! member process exits, a backup or restore task reports, a backup is due, or the resync
 //! interval passes (the health check for hung members). Ctrl-C stops the loop and leaves the
 //! members running unless asked; backups and restores under way are cancelled (a restore
-//! resumes on the next start).
+//! resumes on the next start). One loop per state dir ([`lock`]): a second refuses to start.
 
 pub mod backups;
+pub mod lock;
 pub mod manifest;
 pub mod restores;
 pub mod store;
@@ -66,6 +67,8 @@ pub enum Error {
     StopMembers(#[source] crate::runtime::Error),
     #[error("writing status")]
     Status(#[from] store::Error),
+    #[error("locking the state dir")]
+    Lock(#[from] lock::Error),
     #[error("two {kind}s are named {name:?}; names must be unique")]
     DuplicateName { kind: &'static str, name: String },
 }
@@ -227,6 +230,8 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    // Before anything is read or started: a second loop on this state dir stops here.
+    let _lock = lock::lock(&opts.state_dir)?;
     let runtime = LocalRuntime::new(opts.state_dir.clone(), opts.etcd_bin_dir.clone());
     let status_files = StatusFiles::new(&opts.state_dir);
     let mut exits = runtime.subscribe_exits();

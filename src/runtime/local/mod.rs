@@ -316,6 +316,7 @@ impl LocalRuntime {
                 source: io::Error::other("process was reaped before its pid was read"),
             });
         };
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_SPAWN);
         launch.pid = Some(pid);
         launch.started_at = Some(jiff::Timestamp::now());
         let version = launch.version.clone();
@@ -466,6 +467,7 @@ impl MemberRuntime for LocalRuntime {
         // The flags are on disk before the process exists, so a restart can reuse them.
         record.launch = Some(launch.clone());
         paths.write_record(&record)?;
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_LAUNCH_RECORD);
         self.start_locked(cluster, &paths, record, launch, &binary)
     }
 
@@ -498,23 +500,37 @@ impl MemberRuntime for LocalRuntime {
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
         self.stop_locked(cluster, name, &paths).await?;
-        match tokio::fs::remove_dir_all(&paths.dir).await {
-            Ok(()) => {
-                info!(%cluster, member = name, "deleted member");
-                Ok(())
+        // Renamed first, in one step: an operator killed while the files go (issue 13, the
+        // fault run) must not leave a member directory without its data, which no later pass
+        // would take for a member to delete or to restart.
+        let tombstone = tombstone_of(&paths.dir, name);
+        remove_tree(&tombstone).await?;
+        match tokio::fs::rename(&paths.dir, &tombstone).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(Error::RemoveMember {
+                    path: paths.dir.clone(),
+                    source,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::RemoveMember {
-                path: paths.dir.clone(),
-                source,
-            }),
         }
+        crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_TOMBSTONE);
+        remove_tree(&tombstone).await?;
+        info!(%cluster, member = name, "deleted member");
+        Ok(())
     }
 
     async fn list(&self, cluster: &ClusterRef) -> Result<Vec<RuntimeMember>, Error> {
         let dir = record::cluster_dir(&self.state_dir, cluster)?;
         let mut members = Vec::new();
         for name in record::subdirs(&dir)? {
+            if name.starts_with(TOMBSTONE_PREFIX) {
+                // A delete that was cut short: finish it.
+                warn!(%cluster, dir = name, "finishing an interrupted member delete");
+                remove_tree(&dir.join(&name)).await?;
+                continue;
+            }
             let Ok(paths) = self.paths(cluster, &name) else {
                 continue;
             };
@@ -559,11 +575,42 @@ impl MemberRuntime for LocalRuntime {
     }
 }
 
-/// The pid in the member's pid file if that process still runs as this member.
+/// Names of member directories being deleted; never a member name (those cannot start
+/// with a dot), so a listing skips them.
+const TOMBSTONE_PREFIX: &str = ".deleting-";
+
+fn tombstone_of(member_dir: &Path, name: &str) -> PathBuf {
+    member_dir.with_file_name(format!("{TOMBSTONE_PREFIX}{name}"))
+}
+
+/// Removes `dir` and everything in it; a missing `dir` is fine.
+async fn remove_tree(dir: &Path) -> Result<(), Error> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::RemoveMember {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The pid of the process running as this member: the pid file's when that process still
+/// runs as this member, else one found by its `--data-dir` in `/proc` (started by an
+/// operator that died before writing the pid file), whose pid is then written down.
 fn live_pid(paths: &MemberPaths, data_dir_flag: &str) -> Result<Option<u32>, Error> {
-    Ok(paths
+    if let Some(pid) = paths
         .read_pid()?
-        .filter(|pid| process::is_alive(*pid, data_dir_flag)))
+        .filter(|pid| process::is_alive(*pid, data_dir_flag))
+    {
+        return Ok(Some(pid));
+    }
+    let Some(pid) = process::find(data_dir_flag) else {
+        return Ok(None);
+    };
+    warn!(member = %paths.dir.display(), pid, "found the member's process without its pid file; adopting it");
+    paths.write_pid(pid)?;
+    Ok(Some(pid))
 }
 
 /// Two ports in `range` that no record uses and that are free on 127.0.0.1 now, searched

@@ -81,6 +81,20 @@ pub fn is_alive(pid: u32, data_dir_flag: &str) -> bool {
         .any(|arg| OsStr::from_bytes(arg) == OsStr::new(data_dir_flag))
 }
 
+/// The live process started with `data_dir_flag`, found by its command line in `/proc`:
+/// for a member whose pid file is missing or stale because the operator died between
+/// spawning it and writing the pid (issue 13, crash point `local-after-spawn`). Without it
+/// that process would run on unseen, and a second one would be started on its data dir.
+pub fn find(data_dir_flag: &str) -> Option<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .find(|pid| is_alive(*pid, data_dir_flag))
+}
+
 /// Stops the process: SIGTERM (and SIGCONT, so a stopped process sees it), then SIGKILL
 /// when it still runs after `grace`. Returns once it is gone.
 ///
