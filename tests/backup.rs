@@ -15,7 +15,8 @@ use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
 use etcd_operator::backup::key::{Scope, parse_key};
 use etcd_operator::backup::{
     Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
-    apply_retention, client, download, fetch_snapshot, list_backups, take_backup, upload_stream,
+    apply_retention, client, download, fetch_snapshot, list_backups, pin_object, take_backup,
+    upload_stream,
 };
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, free_port, wait_for};
@@ -296,7 +297,7 @@ async fn wrong_or_unknown_credentials_are_a_credentials_error() {
             .unwrap_err();
         assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
         assert!(!err.is_retryable());
-        let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+        let err = download(&s3, BUCKET, "k.db", None, None, &dir.path().join("x"))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
@@ -347,9 +348,16 @@ async fn a_missing_bucket_is_bucket_missing() {
     .unwrap_err();
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
     let dir = tempfile::tempdir().unwrap();
-    let err = download(&s3, "no-such-bucket", "k.db", None, &dir.path().join("x"))
-        .await
-        .unwrap_err();
+    let err = download(
+        &s3,
+        "no-such-bucket",
+        "k.db",
+        None,
+        None,
+        &dir.path().join("x"),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
     let err = list_backups(&s3, "no-such-bucket", &scope(None, "main"))
         .await
@@ -374,7 +382,7 @@ async fn an_endpoint_nobody_listens_on_is_unreachable() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
     let dir = tempfile::tempdir().unwrap();
-    let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+    let err = download(&s3, BUCKET, "k.db", None, None, &dir.path().join("x"))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "Unreachable", "{err:?}");
@@ -593,9 +601,16 @@ async fn objects_beyond_the_single_copy_limit_get_metadata_by_multipart_copy() {
     assert_eq!(got.sha256.as_deref(), Some(uploaded.sha256.as_str()));
     assert_eq!((got.size, got.revision), (Some(size as u64), Some(42)));
     let dir = tempfile::tempdir().unwrap();
-    let downloaded = download(&s3, BUCKET, "p/main/big.db", None, &dir.path().join("b"))
-        .await
-        .unwrap();
+    let downloaded = download(
+        &s3,
+        BUCKET,
+        "p/main/big.db",
+        None,
+        None,
+        &dir.path().join("b"),
+    )
+    .await
+    .unwrap();
     assert_eq!(downloaded.sha256, uploaded.sha256);
     assert!(multipart_uploads(&s3).await.is_empty());
 }
@@ -776,4 +791,76 @@ async fn two_hundred_megabytes_round_trip_through_backup_and_restore() {
 
     let got = digests(&connect(&restored.client_urls()).await, 20).await;
     assert_same_data(&got, &expected_digests("big", KEYS, VALUE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_download_gets_the_pinned_object_or_refuses_a_replaced_one() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A plain upload: no digest anywhere, so the ETag is all that pins it.
+    put(
+        &s3,
+        "manual/x.db",
+        value_for(1, 300_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let pinned = pin_object(&s3, BUCKET, "manual/x.db", None).await.unwrap();
+    assert_eq!(
+        (pinned.sha256.as_deref(), pinned.size),
+        (None, Some(300_000))
+    );
+    let first = download(
+        &s3,
+        BUCKET,
+        "manual/x.db",
+        None,
+        Some(&pinned.pin),
+        &dir.path().join("a"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.size, 300_000);
+
+    put(
+        &s3,
+        "manual/x.db",
+        value_for(2, 300_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dest = dir.path().join("b");
+    let err = download(&s3, BUCKET, "manual/x.db", None, Some(&pinned.pin), &dest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SourceChanged { .. }), "{err:?}");
+    assert_eq!(err.reason(), "SourceChanged");
+    assert!(
+        !err.is_retryable(),
+        "restoring another object needs a new restore"
+    );
+    assert!(!dest.exists() && !dir.path().join("b.part").exists());
+    // Unpinned, the replaced object is taken as it is: what members did before pins.
+    let unpinned = download(&s3, BUCKET, "manual/x.db", None, None, &dest)
+        .await
+        .unwrap();
+    assert_ne!(unpinned.sha256, first.sha256);
+
+    // A digest given to the pin must be the one the object records.
+    let meta = SnapshotMetadata {
+        sha256: Some(unpinned.sha256.clone()),
+        ..SnapshotMetadata::default()
+    };
+    put(&s3, "ours/y.db", value_for(2, 300_000), &meta).await;
+    let err = pin_object(&s3, BUCKET, "ours/y.db", Some(&"ab".repeat(32)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ShaMismatch");
+    let pinned = pin_object(&s3, BUCKET, "ours/y.db", None).await.unwrap();
+    assert_eq!(pinned.sha256.as_deref(), Some(unpinned.sha256.as_str()));
+    let err = pin_object(&s3, BUCKET, "ours/none.db", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ObjectMissing");
 }

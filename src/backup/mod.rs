@@ -13,6 +13,8 @@
 //! - [`metadata`]: the user metadata on every snapshot object.
 //! - [`retention`] (pure) and [`prune`] (I/O): which old backups to delete, and deleting them.
 //! - [`schedule`] (pure): the next run of a cron schedule.
+//! - [`pin`]: a restore's source resolved once (ETag, version id, digest), which every
+//!   member's download enforces.
 //! - [`restore`]: download, verify, check, and restore data dirs with etcd's own tools.
 //! - [`member_restore`]: what a restored member Pod's init containers run around etcd's tool.
 //! - [`attempt`]: one backup attempt as both runtimes run it: take, then clean up and retain.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod key;
 pub mod member_restore;
 pub mod metadata;
+pub mod pin;
 pub mod prune;
 pub mod restore;
 pub mod retention;
@@ -43,6 +46,7 @@ pub use error::{Error, S3Failure, S3Op};
 /// issue 11's RSS benchmark is to confirm.
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 128;
 pub use metadata::SnapshotMetadata;
+pub use pin::{ObjectPin, Pinned, pin_object};
 pub use prune::{STALE_UPLOAD_AGE, abort_stale_uploads, apply_retention, list_backups};
 pub use restore::{
     SnapshotStatus, VerifiedSnapshot, check_version, download, fetch_snapshot, restore_data_dir,

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::error::Call;
 use super::metadata::SnapshotMetadata;
+use super::pin::{ObjectPin, same_etag};
 use super::{Error, S3Failure, S3Op};
 
 /// A downloaded object.
@@ -60,17 +61,23 @@ pub struct SnapshotStatus {
 /// download is not verified here (etcd 3.5 snapshots carry their own digest, which the
 /// restore tool checks).
 ///
+/// With a `pin` ([`super::pin`]) only that object version is accepted: the GET carries
+/// `If-Match` (and `versionId` when pinned), and the ETag that comes back must be the
+/// pinned one, for servers that ignore `If-Match`.
+///
 /// `dest` only ever holds a complete, verified download (written as `dest.part`, fsynced,
 /// renamed); a failed download leaves nothing.
 ///
 /// # Errors
-/// [`Error::ShaMismatch`], [`Error::ObjectMissing`], [`Error::Download`],
-/// [`Error::WriteFile`], or the cause-specific S3 variants.
+/// [`Error::SourceChanged`] when the object is not the pinned one, [`Error::ShaMismatch`],
+/// [`Error::ObjectMissing`], [`Error::Download`], [`Error::WriteFile`], or the
+/// cause-specific S3 variants.
 pub async fn download(
     client: &Client,
     bucket: &str,
     key: &str,
     expected_sha256: Option<&str>,
+    pin: Option<&ObjectPin>,
     dest: &Path,
 ) -> Result<Downloaded, Error> {
     let call = Call {
@@ -82,13 +89,29 @@ pub async fn download(
         key: key.to_owned(),
         source,
     };
+    let changed = |now: Option<&str>| Error::SourceChanged {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        pinned: pin.map(|p| p.etag.clone()).unwrap_or_default(),
+        now: now.unwrap_or("unknown").to_owned(),
+    };
     let resp = client
         .get_object()
         .bucket(bucket)
         .key(key)
+        .set_if_match(pin.map(|p| p.etag.clone()))
+        .set_version_id(pin.and_then(|p| p.version_id.clone()))
         .send()
         .await
-        .map_err(|e| call.error(e, download_err))?;
+        .map_err(|e| match call.error(e, download_err) {
+            Error::Download { source, .. } if source.status() == Some(412) => changed(None),
+            other => other,
+        })?;
+    if let Some(pin) = pin
+        && !resp.e_tag().is_some_and(|now| same_etag(now, &pin.etag))
+    {
+        return Err(changed(resp.e_tag()));
+    }
     let metadata = resp
         .metadata()
         .map(SnapshotMetadata::from_map)
@@ -217,7 +240,7 @@ pub async fn fetch_snapshot(
     tool_bin_dir: &Path,
     target: &semver::Version,
 ) -> Result<VerifiedSnapshot, Error> {
-    let downloaded = download(client, bucket, key, expected_sha256, dest).await?;
+    let downloaded = download(client, bucket, key, expected_sha256, None, dest).await?;
     let checked = async {
         if let Some(version) = &downloaded.metadata.etcd_version {
             check_version(version, target)?;
