@@ -33,6 +33,7 @@ fn destination(garage: &TestGarage, prefix: &str) -> S3Destination {
         prefix: Some(prefix.into()),
         connection: garage.connection(),
         part_size_mib: None,
+        compression: None,
     }
 }
 
@@ -196,6 +197,7 @@ async fn backup_of_three_members_restores_every_key_into_a_new_cluster() {
             cluster: Some("main".into()),
             backup: Some("nightly".into()),
             cluster_uid: Some("uid-1".into()),
+            compression: None,
         }
     );
     assert_eq!(record.cluster_id, cluster_id.to_string());
@@ -863,4 +865,147 @@ async fn a_pinned_download_gets_the_pinned_object_or_refuses_a_replaced_one() {
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "ObjectMissing");
+}
+
+/// `zstd`, the plain tool users restore compressed backups with (`scripts/install-deps test`
+/// installs it).
+fn zstd_bin() -> std::path::PathBuf {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("zstd"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| panic!("zstd not found on PATH: run scripts/install-deps test"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_backup_restores_through_our_path_and_through_zstd_and_etcdutl() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let kv = connect(&cluster.client_urls()).await;
+    fill(&kv, "z", 400, 300, 16).await;
+    // Text-like values as well, which compress, next to `fill`'s random ones, which do not.
+    for i in 0..2000 {
+        let value = format!(
+            "{{\"id\":{i},\"owner\":\"team-{}\",\"state\":\"ready\"}}",
+            i % 9
+        );
+        kv.clone()
+            .put(format!("json/{i:05}"), value, None)
+            .await
+            .unwrap();
+    }
+    let s3 = garage.client().await;
+    let dest = S3Destination {
+        compression: Some(etcd_operator::api::backup::Compression::Zstd),
+        ..destination(&garage, "z")
+    };
+    let record = backup(&cluster, &s3, &dest, "main").await;
+    assert!(record.key.ends_with(".db.zst"), "{}", record.key);
+    assert!(
+        parse_key(&scope(Some("z"), "main"), &record.key).is_some(),
+        "retention sees it"
+    );
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    let meta = SnapshotMetadata::from_map(head.metadata().unwrap());
+    assert_eq!(
+        meta.compression,
+        Some(etcd_operator::api::backup::Compression::Zstd)
+    );
+    let object = get_bytes(&s3, &record.key).await;
+    assert_eq!(
+        object.len() as i64,
+        record.size,
+        "the record is the object's"
+    );
+    assert_eq!(
+        meta.sha256.as_deref(),
+        Some(hex_sha256(&object).as_str()),
+        "the digest is the object's, as stored"
+    );
+
+    // Our path: downloaded, decompressed, checked, restored.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.db");
+    let fetched = fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        Some(&record.sha256),
+        &ours,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap();
+    let plain_size = std::fs::metadata(&ours).unwrap().len();
+    assert!(
+        (record.size as u64) < plain_size,
+        "compressed {} of {plain_size}",
+        record.size
+    );
+    assert!(fetched.revision >= record.revision);
+    let want = digests(&kv, 2400).await;
+    let mut restored = RestoredCluster::restore(&bin, &ours, 1, &dir.path().join("a")).await;
+    restored.start(&bin, &[]).await;
+    assert_same_data(
+        &digests(&connect(&restored.client_urls()).await, 2400).await,
+        &want,
+    );
+    drop(restored);
+
+    // The plain tools, as README shows: zstd -d, then etcdutl snapshot restore.
+    let downloaded = dir.path().join("backup.db.zst");
+    std::fs::write(&downloaded, &object).unwrap();
+    let plain = dir.path().join("backup.db");
+    let out = tokio::process::Command::new(zstd_bin())
+        .args(["-d", "-q"])
+        .arg(&downloaded)
+        .arg("-o")
+        .arg(&plain)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256_file(&plain), sha256_file(&ours), "same snapshot");
+    let mut restored = RestoredCluster::restore(&bin, &plain, 1, &dir.path().join("b")).await;
+    restored.start(&bin, &[]).await;
+    assert_same_data(
+        &digests(&connect(&restored.client_urls()).await, 2400).await,
+        &want,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_that_claims_compression_but_is_not_fails_to_decompress() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    put(
+        &s3,
+        "manual/x.db.zst",
+        value_for(3, 100_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x.db");
+    let err = download(&s3, BUCKET, "manual/x.db.zst", None, None, &dest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Decompress", "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(!dest.exists() && !dir.path().join("x.db.part").exists());
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

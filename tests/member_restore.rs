@@ -89,6 +89,7 @@ async fn init_containers_restore_every_member_and_a_rerun_keeps_its_data() {
         prefix: Some("prod".into()),
         connection: garage.connection(),
         part_size_mib: None,
+        compression: None,
     };
     let s3 = garage.client().await;
     let admin = source.admin().await.unwrap();
@@ -237,6 +238,7 @@ async fn a_member_refuses_an_object_overwritten_after_the_restore_pinned_it() {
         prefix: Some("prod".into()),
         connection: garage.connection(),
         part_size_mib: None,
+        compression: None,
     };
     let owner = Owner {
         namespace: "default",

@@ -300,6 +300,18 @@ pub enum Error {
         now: String,
     },
 
+    #[error("compressing the snapshot")]
+    Compress(#[source] std::io::Error),
+
+    /// The object says it is compressed but does not decompress: corrupt, or not what its
+    /// metadata or key suffix claims.
+    #[error("decompressing {key}")]
+    Decompress {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{path} is not an etcd snapshot: {stderr}")]
     NotASnapshot { path: PathBuf, stderr: String },
 

@@ -9,6 +9,7 @@
 //! - [`upload`]: a stream of chunks into a multipart upload, hashed on the fly, aborted on failure.
 //! - [`take`]: pick a healthy member, stream its snapshot to
 //!   `<prefix>/<namespace>/<cluster>/<backup>/<time>-rev<n>.db`.
+//! - [`compress`]: opt-in zstd, streamed on the way up and on the way down.
 //! - [`key`]: that key layout, built and parsed.
 //! - [`metadata`]: the user metadata on every snapshot object.
 //! - [`retention`] (pure) and [`prune`] (I/O): which old backups to delete, and deleting them.
@@ -24,6 +25,7 @@
 //! [`Error::is_retryable`] says whether trying again later may help.
 
 pub mod attempt;
+pub mod compress;
 pub mod error;
 pub mod key;
 pub mod member_restore;

@@ -11,9 +11,13 @@ use aws_sdk_s3::Client;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+use crate::api::backup::Compression;
 use tracing::{info, warn};
 
+use super::compress::zstd_decompressor;
 use super::error::Call;
+use super::key::compression_of_key;
 use super::metadata::SnapshotMetadata;
 use super::pin::{ObjectPin, same_etag};
 use super::{Error, S3Failure, S3Op};
@@ -61,6 +65,9 @@ pub struct SnapshotStatus {
 /// download is not verified here (etcd 3.5 snapshots carry their own digest, which the
 /// restore tool checks).
 ///
+/// A compressed object (its metadata or its key's `.zst` says so) is decompressed on the
+/// way: `dest` holds etcd's plain snapshot; the digest and `size` are the object's.
+///
 /// With a `pin` ([`super::pin`]) only that object version is accepted: the GET carries
 /// `If-Match` (and `versionId` when pinned), and the ETag that comes back must be the
 /// pinned one, for servers that ignore `If-Match`.
@@ -70,6 +77,7 @@ pub struct SnapshotStatus {
 ///
 /// # Errors
 /// [`Error::SourceChanged`] when the object is not the pinned one, [`Error::ShaMismatch`],
+/// [`Error::Decompress`],
 /// [`Error::ObjectMissing`], [`Error::Download`], [`Error::WriteFile`], or the
 /// cause-specific S3 variants.
 pub async fn download(
@@ -120,23 +128,47 @@ pub async fn download(
         .map(str::to_ascii_lowercase)
         .or_else(|| metadata.sha256.clone());
 
+    let compression = metadata.compression.or_else(|| compression_of_key(key));
+
     let part = part_path(dest);
     let write_err = |source| Error::WriteFile {
         path: part.clone(),
         source,
     };
+    // A compressed object is decompressed on its way to the file; the digest is the
+    // object's, as stored.
+    let decompress_err = |source| Error::Decompress {
+        key: key.to_owned(),
+        source,
+    };
     let mut body = resp.body;
     let written = async {
-        let mut file = tokio::fs::File::create(&part).await.map_err(write_err)?;
+        let file = tokio::fs::File::create(&part).await.map_err(write_err)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(write_err)?;
+        match compression {
+            None => {
+                let mut file = file;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    file.write_all(&chunk).await.map_err(write_err)?;
+                }
+                file.sync_all().await.map_err(write_err)?;
+            }
+            Some(Compression::Zstd) => {
+                let mut decoder = zstd_decompressor(file);
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    decoder.write_all(&chunk).await.map_err(decompress_err)?;
+                }
+                decoder.shutdown().await.map_err(decompress_err)?;
+                decoder.get_mut().sync_all().await.map_err(write_err)?;
+            }
         }
-        file.sync_all().await.map_err(write_err)?;
         Ok((size, hex::encode(hasher.finalize())))
     }
     .await;

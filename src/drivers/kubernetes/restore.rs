@@ -626,6 +626,7 @@ const STEP_REASONS: &[&str] = &[
     "WriteFile",
     "ShaMismatch",
     "SourceChanged",
+    "Decompress",
     "SnapshotTooNew",
     "RestoredDataMissing",
 ];
@@ -804,9 +805,10 @@ fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
     })
 }
 
-/// The revision in a key of our layout (`...-rev<n>.db`).
+/// The revision in a key of our layout (`...-rev<n>.db`, `.db.zst` compressed).
 fn revision_in_key(key: &str) -> Option<i64> {
     let (_, rest) = key.rsplit_once("-rev")?;
+    let rest = rest.strip_suffix(".zst").unwrap_or(rest);
     let digits = rest.strip_suffix(".db")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -442,6 +442,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
                         ..connection()
                     },
                     part_size_mib: None,
+                    compression: None,
                 },
             },
             schedule: None,
@@ -1007,6 +1008,7 @@ fn a_retry_that_succeeded_clears_an_earlier_failure() {
 #[test]
 fn the_revision_is_read_from_our_key_layout_only() {
     assert_eq!(revision_in_key(KEY), Some(42));
+    assert_eq!(revision_in_key(&format!("{KEY}.zst")), Some(42));
     assert_eq!(revision_in_key("manual/snapshot.db"), None);
     assert_eq!(revision_in_key("a-rev.db"), None);
 }
