@@ -39,9 +39,11 @@
 //! unreachable, a Secret added late) resumes by itself.
 //!
 //! # Tests
-//! The mocked API server covers refusal, creation and following; the init containers'
-//! programs are tested on files in [`crate::backup::member_restore`] and the download
-//! against real S3 in `tests/backup.rs`. The restore of real members needs a cluster.
+//! The mocked API server covers refusal, creation (pinning against a real Garage, so
+//! these tests need it) and following; the init containers' programs are tested on files in
+//! [`crate::backup::member_restore`] and against real S3 in `tests/member_restore.rs` (an
+//! object overwritten after the pin) and `tests/backup.rs`; real members in e2e
+//! (`restore-image`, `restore-overwritten`).
 
 #[cfg(test)]
 mod tests;
