@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use etcd_operator::api::cluster::{ClusterPhase, EmptyDirStorage, PvcStorage, StorageSpec};
 use etcd_operator::api::condition;
+use etcd_operator::api::restore::RestorePhase;
 use etcd_operator::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore};
+use etcd_operator::backup::member_restore::EMPTY_SNAPSHOT;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
@@ -54,7 +56,7 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 19] = [
+    let scenarios: [(&str, ScenarioFn); 20] = [
         ("create-three", create_three),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
@@ -65,6 +67,10 @@ async fn kubernetes_scenarios() {
         ("upgrade", upgrade_patches_images_in_place),
         ("pause", paused_cluster_takes_no_step),
         ("restore-image", restore_runs_the_operators_own_image),
+        (
+            "restore-overwritten",
+            an_object_overwritten_mid_restore_fails_it,
+        ),
         ("ambient-refused", a_restore_without_a_secret_is_refused),
         ("all-members-lost", losing_every_member_is_not_a_new_cluster),
         ("no-adoption", pods_of_an_earlier_cluster_are_not_adopted),
@@ -459,45 +465,20 @@ fn paused_cluster_takes_no_step(client: Client, ns: String) -> Scenario {
 
 /// The operator was installed and then moved to `OPERATOR_IMAGE` with `kubectl set image`
 /// (the documented way): a restore's init containers run that image, read from the
-/// operator's own Pod, not a stale one. The snapshot's S3 server does not exist, so the
-/// restore then reports why it cannot download instead of "Downloading" for ever.
+/// operator's own Pod, not a stale one. The snapshot is a plain object (no digest anywhere)
+/// in a Garage in the namespace: the restore pins it (`status.pinned`), the member restores
+/// it, and the restore completes.
 fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
         let Ok(image) = std::env::var("OPERATOR_IMAGE") else {
             println!("restore-image: skipped, OPERATOR_IMAGE is not set");
             return;
         };
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": "s3" },
-            "stringData": { "accessKeyId": "e2e", "secretAccessKey": "e2e-secret" },
-        }))
-        .unwrap();
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        let restore: EtcdRestore = serde_json::from_value(json!({
-            "apiVersion": "etcd.operator.dev/v1alpha1",
-            "kind": "EtcdRestore",
-            "metadata": { "name": "from-nowhere" },
-            "spec": {
-                "source": { "s3": {
-                    "bucket": "none",
-                    "key": "snapshots/e2e-rev1.db",
-                    "endpoint": "http://10.244.0.1:1",
-                    "forcePathStyle": true,
-                    "credentialsSecret": "s3",
-                }},
-                "cluster": { "name": CLUSTER, "spec": { "size": 1, "version": TO } },
-            },
-        }))
-        .unwrap();
-        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &ns);
-        restores
-            .create(&PostParams::default(), &restore)
-            .await
-            .unwrap();
+        let garage = Garage::start(&client, &ns).await;
+        let etag = garage.put(SNAPSHOT_KEY, EMPTY_SNAPSHOT.to_vec()).await;
+        let restores = garage
+            .restore(&client, "from-garage", empty_dir_spec(1, TO))
+            .await;
         wait_for("the restored member pod", || async {
             !member_pods(&client, &ns).await.is_empty()
         })
@@ -514,21 +495,84 @@ fn restore_runs_the_operators_own_image(client: Client, ns: String) -> Scenario 
             Some(image.as_str()),
             "restore-fetch image"
         );
-        wait_for("the restore to say why it cannot download", || async {
-            status_of(&restores, "from-nowhere").await.is_some_and(|s| {
-                condition::find(&s.conditions, "Failed").is_some_and(|c| c.status == "True")
+        wait_for("the restore to complete", || async {
+            status_of(&restores, "from-garage")
+                .await
+                .is_some_and(|s| s.phase == RestorePhase::Completed)
+        })
+        .await;
+        let status = restores.get("from-garage").await.unwrap().status.unwrap();
+        let pinned = status.pinned.expect("the restore records its pin");
+        assert_eq!(pinned.etag, etag);
+        println!(
+            "restore-image: Completed from {SNAPSHOT_KEY} pinned to etag {}",
+            pinned.etag
+        );
+    })
+}
+
+/// The key is overwritten after the restore pinned it and before any member fetched (the
+/// members are held unschedulable by a node selector until then): the fetch refuses the new
+/// object, the restore fails with `SourceChanged`, and no member's etcd starts.
+fn an_object_overwritten_mid_restore_fails_it(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let garage = Garage::start(&client, &ns).await;
+        garage.put(SNAPSHOT_KEY, EMPTY_SNAPSHOT.to_vec()).await;
+        let hold = format!("etcd.operator.dev/e2e-hold-{ns}");
+        let mut spec = empty_dir_spec(3, TO);
+        spec.pod = Some(etcd_operator::api::cluster::PodPolicy {
+            node_selector: [(hold.clone(), "yes".to_string())].into(),
+            ..Default::default()
+        });
+        let restores = garage.restore(&client, "overwritten", spec).await;
+        wait_for("the restore to pin its object", || async {
+            status_of(&restores, "overwritten")
+                .await
+                .is_some_and(|s| s.pinned.is_some())
+        })
+        .await;
+        wait_for("three held member pods", || async {
+            member_pods(&client, &ns).await.len() == 3
+        })
+        .await;
+        // Someone replaces the snapshot mid-restore.
+        let mut other = EMPTY_SNAPSHOT.to_vec();
+        other.extend_from_slice(b"replaced");
+        garage.put(SNAPSHOT_KEY, other).await;
+        let node = run(Command::new("kubectl").args([
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]));
+        let _label = NodeLabel::set(&node, &hold);
+        let started = Instant::now();
+        wait_for("the restore to fail with SourceChanged", || async {
+            status_of(&restores, "overwritten").await.is_some_and(|s| {
+                condition::find(&s.conditions, "Failed")
+                    .is_some_and(|c| c.status == "True" && c.reason == "SourceChanged")
             })
         })
         .await;
-        let status = restores.get("from-nowhere").await.unwrap().status.unwrap();
-        let failed = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Failed")
-            .unwrap();
+        let status = restores.get("overwritten").await.unwrap().status.unwrap();
+        assert_eq!(status.phase, RestorePhase::Failed);
+        for pod in member_pods(&client, &ns).await {
+            let etcd_started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_none()))
+                });
+            assert!(!etcd_started, "{} started etcd", pod.name_any());
+        }
+        let failed = condition::find(&status.conditions, "Failed").unwrap();
         println!(
-            "restore-image: {:?}, Failed: {} ({})",
-            status.phase, failed.reason, failed.message
+            "restore-overwritten: Failed {} {:.1}s after the members could schedule: {}",
+            failed.reason,
+            started.elapsed().as_secs_f64(),
+            failed.message
         );
     })
 }
@@ -918,16 +962,12 @@ fn a_failed_pod_is_recreated_on_its_pvc(client: Client, ns: String) -> Scenario 
     })
 }
 
-/// The Garage image the scenario runs as the in-cluster S3 server (`E2E_GARAGE_IMAGE`).
-fn garage_image() -> String {
-    std::env::var("E2E_GARAGE_IMAGE").unwrap_or_else(|_| "docker.io/dxflrs/garage:v2.5.0".into())
-}
-
 /// A scheduled EtcdBackup to an S3 server (Garage) running in the cluster, then an
 /// EtcdRestore of it (by `backupName`) into a new cluster: every key and value compared.
 fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario {
     Box::pin(async move {
-        let endpoint = start_garage(&client, &ns).await;
+        Garage::start(&client, &ns).await;
+        let endpoint = format!("http://garage.{ns}.svc:3900");
         let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
         wait_running(&clusters, 3, TO).await;
         let first = member_pods(&client, &ns).await[0].name_any();
@@ -951,7 +991,7 @@ fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario
                 "clusterName": CLUSTER,
                 "schedule": "* * * * *",
                 "destination": { "s3": {
-                    "bucket": "backups",
+                    "bucket": GARAGE_BUCKET,
                     "prefix": "e2e",
                     "endpoint": endpoint,
                     "region": "garage",
@@ -1015,113 +1055,6 @@ fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario
             assert_eq!(copy, source, "{member} differs from the source");
         }
     })
-}
-
-/// Runs a one-node Garage (config, Pod, Service) in `ns` with a bucket `backups` and a key
-/// in Secret `s3`; returns its S3 endpoint.
-async fn start_garage(client: &Client, ns: &str) -> String {
-    let config = "metadata_dir = \"/data/meta\"\n\
-        data_dir = \"/data/data\"\n\
-        db_engine = \"sqlite\"\n\
-        replication_factor = 1\n\
-        rpc_bind_addr = \"0.0.0.0:3901\"\n\
-        rpc_public_addr = \"127.0.0.1:3901\"\n\
-        rpc_secret = \"4d9c8a1b2f3e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c\"\n\
-        [s3_api]\n\
-        s3_region = \"garage\"\n\
-        api_bind_addr = \"0.0.0.0:3900\"\n\
-        [admin]\n\
-        api_bind_addr = \"127.0.0.1:3903\"\n";
-    for object in [
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "garage" },
-            "data": { "garage.toml": config },
-        }),
-        json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": "garage", "labels": { "app": "garage" } },
-            "spec": {
-                "containers": [{
-                    "name": "garage",
-                    "image": garage_image(),
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["/garage", "server"],
-                    "ports": [{ "containerPort": 3900 }],
-                    "volumeMounts": [
-                        { "name": "config", "mountPath": "/etc/garage.toml", "subPath": "garage.toml" },
-                        { "name": "data", "mountPath": "/data" },
-                    ],
-                }],
-                "volumes": [
-                    { "name": "config", "configMap": { "name": "garage" } },
-                    { "name": "data", "emptyDir": {} },
-                ],
-            },
-        }),
-        json!({
-            "apiVersion": "v1", "kind": "Service", "metadata": { "name": "garage" },
-            "spec": { "selector": { "app": "garage" }, "ports": [{ "name": "s3", "port": 3900 }] },
-        }),
-    ] {
-        let kind = object["kind"].as_str().unwrap().to_string();
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let resource =
-            kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("", "v1", &kind));
-        let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &resource);
-        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-    }
-    let garage = |args: &[&str]| {
-        run(Command::new("kubectl")
-            .args(["-n", ns, "exec", "garage", "--", "/garage"])
-            .args(args))
-    };
-    let node_id = || {
-        let out = Command::new("kubectl")
-            .args([
-                "-n", ns, "exec", "garage", "--", "/garage", "node", "id", "-q",
-            ])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())?;
-        let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        node.split_once('@').map(|(id, _)| id.to_string())
-    };
-    wait_for("garage answering on its RPC port", || {
-        let ok = node_id().is_some();
-        async move { ok }
-    })
-    .await;
-    let node = node_id().expect("garage answered a moment ago");
-    garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-    garage(&["layout", "apply", "--version", "1"]);
-    let (id, secret) = (
-        "GK0123456789abcdef01234567",
-        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-    );
-    garage(&["key", "import", "--yes", "-n", "e2e", id, secret]);
-    garage(&["bucket", "create", "backups"]);
-    garage(&[
-        "bucket", "allow", "--read", "--write", "--owner", "backups", "--key", "e2e",
-    ]);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let object: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "s3" },
-        "stringData": { "accessKeyId": id, "secretAccessKey": secret },
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap();
-    format!("http://garage.{ns}.svc:3900")
 }
 
 /// `etcdctl <args>` inside a member's container with `input` on its stdin.
@@ -1470,4 +1403,275 @@ fn etcdctl(ns: &str, pod: &str, args: &[&str]) -> String {
         .args(["-n", ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
         .arg("--endpoints=http://127.0.0.1:2379")
         .args(args))
+}
+
+// --- an S3 server in the scenario's namespace ------------------------------------------
+
+/// Where the restore scenarios keep their snapshot.
+const SNAPSHOT_KEY: &str = "snapshots/e2e-rev1.db";
+const GARAGE_IMAGE: &str = "docker.io/dxflrs/garage:v2.5.0";
+const GARAGE_BUCKET: &str = "snapshots";
+
+/// A single-node Garage Pod and Service `garage` in a scenario's namespace, with a key that
+/// owns [`GARAGE_BUCKET`] and the Secret `s3` holding it. Members and the operator reach it
+/// at `http://garage.<ns>.svc:3900`; the test writes objects through `kubectl port-forward`.
+struct Garage {
+    ns: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl Garage {
+    async fn start(client: &Client, ns: &str) -> Self {
+        let hex = |n: usize| -> String {
+            let mut bytes = vec![0u8; n];
+            getrandom(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let config = format!(
+            "metadata_dir = \"/var/lib/garage/meta\"\n\
+             data_dir = \"/var/lib/garage/data\"\n\
+             db_engine = \"sqlite\"\n\
+             replication_factor = 1\n\
+             rpc_bind_addr = \"0.0.0.0:3901\"\n\
+             rpc_public_addr = \"127.0.0.1:3901\"\n\
+             rpc_secret = \"{}\"\n\
+             [s3_api]\n\
+             s3_region = \"garage\"\n\
+             api_bind_addr = \"0.0.0.0:3900\"\n",
+            hex(32)
+        );
+        let objects = json!([
+            {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": "garage", "namespace": ns },
+                "data": { "garage.toml": config },
+            },
+            {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": "garage", "namespace": ns, "labels": { "app": "garage" } },
+                "spec": {
+                    "containers": [{
+                        "name": "garage",
+                        "image": GARAGE_IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{ "containerPort": 3900 }],
+                        "volumeMounts": [
+                            { "name": "config", "mountPath": "/etc/garage.toml", "subPath": "garage.toml" },
+                            { "name": "data", "mountPath": "/var/lib/garage" },
+                        ],
+                    }],
+                    "volumes": [
+                        { "name": "config", "configMap": { "name": "garage" } },
+                        { "name": "data", "emptyDir": {} },
+                    ],
+                },
+            },
+            {
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": "garage", "namespace": ns },
+                "spec": { "selector": { "app": "garage" }, "ports": [{ "port": 3900 }] },
+            },
+        ]);
+        let mut apply = Command::new("kubectl");
+        apply
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped());
+        let mut child = apply
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl apply");
+        {
+            use std::io::Write as _;
+            let list = json!({ "apiVersion": "v1", "kind": "List", "items": objects });
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(list.to_string().as_bytes())
+                .unwrap();
+        }
+        assert!(child.wait().unwrap().success(), "applying garage");
+        let garage = Self {
+            ns: ns.to_owned(),
+            access_key: format!("GK{}", hex(12)),
+            secret_key: hex(32),
+        };
+        let mut node = String::new();
+        wait_for("garage answering its cli", || {
+            let out = garage.cli_output(&["node", "id", "-q"]);
+            let status = garage.cli_output(&["status"]);
+            node = out.clone().unwrap_or_default();
+            async move { out.is_some() && status.is_some() }
+        })
+        .await;
+        let node_id = node.trim().split('@').next().unwrap_or_default().to_owned();
+        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id]);
+        garage.cli(&["layout", "apply", "--version", "1"]);
+        garage.cli(&[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "e2e",
+            &garage.access_key,
+            &garage.secret_key,
+        ]);
+        garage.cli(&["bucket", "create", GARAGE_BUCKET]);
+        garage.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            GARAGE_BUCKET,
+            "--key",
+            "e2e",
+        ]);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "s3" },
+            "stringData": {
+                "accessKeyId": garage.access_key,
+                "secretAccessKey": garage.secret_key,
+            },
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        garage
+    }
+
+    /// `garage <args>` in the Pod; `None` while it does not answer.
+    fn cli_output(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("kubectl")
+            .args(["-n", &self.ns, "exec", "garage", "--", "/garage"])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        run(Command::new("kubectl")
+            .args(["-n", &self.ns, "exec", "garage", "--", "/garage"])
+            .args(args))
+    }
+
+    /// Writes `body` at `key` as a plain upload (no metadata); returns its ETag.
+    async fn put(&self, key: &str, body: Vec<u8>) -> String {
+        let mut forward = Command::new("kubectl")
+            .args(["-n", &self.ns, "port-forward", "pod/garage", ":3900"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl port-forward");
+        // Kept open while forwarding: kubectl dies of SIGPIPE once nobody reads its output.
+        let mut output = std::io::BufReader::new(forward.stdout.take().unwrap());
+        let port = {
+            use std::io::BufRead as _;
+            let mut line = String::new();
+            output.read_line(&mut line).unwrap();
+            // "Forwarding from 127.0.0.1:41234 -> 3900"
+            line.split(" -> ")
+                .next()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("port-forward said {line:?}"))
+        };
+        let connection = etcd_operator::api::s3::S3Connection {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: Some("garage".into()),
+            force_path_style: Some(true),
+            credentials_secret: None,
+        };
+        let credentials = etcd_operator::backup::StaticCredentials::new(
+            self.access_key.clone(),
+            self.secret_key.clone(),
+            None,
+        );
+        let s3 = etcd_operator::backup::client(&connection, Some(credentials)).await;
+        let put = s3
+            .put_object()
+            .bucket(GARAGE_BUCKET)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await;
+        let _ = forward.kill();
+        let _ = forward.wait();
+        drop(output);
+        put.expect("uploading through port-forward")
+            .e_tag()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates the EtcdRestore `name` of [`SNAPSHOT_KEY`] into the cluster `e2e` with `spec`.
+    async fn restore(
+        &self,
+        client: &Client,
+        name: &str,
+        spec: EtcdClusterSpec,
+    ) -> Api<EtcdRestore> {
+        let restore: EtcdRestore = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": { "name": name },
+            "spec": {
+                "source": { "s3": {
+                    "bucket": GARAGE_BUCKET,
+                    "key": SNAPSHOT_KEY,
+                    "endpoint": format!("http://garage.{}.svc:3900", self.ns),
+                    "region": "garage",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+                "cluster": { "name": CLUSTER, "spec": spec },
+            },
+        }))
+        .unwrap();
+        let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), &self.ns);
+        restores
+            .create(&PostParams::default(), &restore)
+            .await
+            .unwrap();
+        restores
+    }
+}
+
+/// Random bytes from the kernel.
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("reading /dev/urandom");
+}
+
+/// A label on a node, removed again when dropped (a failing scenario included).
+struct NodeLabel {
+    node: String,
+    key: String,
+}
+
+impl NodeLabel {
+    fn set(node: &str, key: &str) -> Self {
+        run(Command::new("kubectl").args(["label", "node", node, &format!("{key}=yes")]));
+        Self {
+            node: node.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for NodeLabel {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args(["label", "node", &self.node, &format!("{}-", self.key)])
+            .output();
+    }
 }

@@ -111,6 +111,12 @@ pub struct RestoreFetchArgs {
     /// Expected sha256 (hex); the object's own metadata when absent.
     #[arg(long)]
     pub sha256: Option<String>,
+    /// The ETag the restore pinned: any other object at the key is refused.
+    #[arg(long)]
+    pub etag: Option<String>,
+    /// The version id the restore pinned (versioned buckets); needs `--etag`.
+    #[arg(long, requires = "etag")]
+    pub version_id: Option<String>,
     /// The member's etcd version: a snapshot of a newer minor release is refused.
     #[arg(long)]
     pub etcd_version: Option<semver::Version>,

@@ -165,6 +165,10 @@ fn restore_fetch(args: RestoreFetchArgs) -> anyhow::Result<()> {
         snapshot: args.out,
         restored: args.restored,
     };
+    let pin = args.etag.map(|etag| etcd_operator::backup::ObjectPin {
+        etag,
+        version_id: args.version_id,
+    });
     let rt = tokio::runtime::Runtime::new()?;
     let fetched = rt.block_on(async {
         let s3 = etcd_operator::backup::client(&connection, None).await;
@@ -173,6 +177,7 @@ fn restore_fetch(args: RestoreFetchArgs) -> anyhow::Result<()> {
             &args.bucket,
             &args.key,
             args.sha256.as_deref(),
+            pin.as_ref(),
             args.etcd_version.as_ref(),
             &paths,
         )

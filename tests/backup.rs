@@ -15,7 +15,8 @@ use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
 use etcd_operator::backup::key::{Scope, parse_key};
 use etcd_operator::backup::{
     Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
-    apply_retention, client, download, fetch_snapshot, list_backups, take_backup, upload_stream,
+    apply_retention, client, download, fetch_snapshot, list_backups, pin_object, take_backup,
+    upload_stream,
 };
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, free_port, wait_for};
@@ -32,6 +33,7 @@ fn destination(garage: &TestGarage, prefix: &str) -> S3Destination {
         prefix: Some(prefix.into()),
         connection: garage.connection(),
         part_size_mib: None,
+        compression: None,
     }
 }
 
@@ -195,6 +197,7 @@ async fn backup_of_three_members_restores_every_key_into_a_new_cluster() {
             cluster: Some("main".into()),
             backup: Some("nightly".into()),
             cluster_uid: Some("uid-1".into()),
+            compression: None,
         }
     );
     assert_eq!(record.cluster_id, cluster_id.to_string());
@@ -296,7 +299,7 @@ async fn wrong_or_unknown_credentials_are_a_credentials_error() {
             .unwrap_err();
         assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
         assert!(!err.is_retryable());
-        let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+        let err = download(&s3, BUCKET, "k.db", None, None, &dir.path().join("x"))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
@@ -347,9 +350,16 @@ async fn a_missing_bucket_is_bucket_missing() {
     .unwrap_err();
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
     let dir = tempfile::tempdir().unwrap();
-    let err = download(&s3, "no-such-bucket", "k.db", None, &dir.path().join("x"))
-        .await
-        .unwrap_err();
+    let err = download(
+        &s3,
+        "no-such-bucket",
+        "k.db",
+        None,
+        None,
+        &dir.path().join("x"),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::BucketMissing { .. }), "{err:?}");
     let err = list_backups(&s3, "no-such-bucket", &scope(None, "main"))
         .await
@@ -374,7 +384,7 @@ async fn an_endpoint_nobody_listens_on_is_unreachable() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
     let dir = tempfile::tempdir().unwrap();
-    let err = download(&s3, BUCKET, "k.db", None, &dir.path().join("x"))
+    let err = download(&s3, BUCKET, "k.db", None, None, &dir.path().join("x"))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "Unreachable", "{err:?}");
@@ -593,9 +603,16 @@ async fn objects_beyond_the_single_copy_limit_get_metadata_by_multipart_copy() {
     assert_eq!(got.sha256.as_deref(), Some(uploaded.sha256.as_str()));
     assert_eq!((got.size, got.revision), (Some(size as u64), Some(42)));
     let dir = tempfile::tempdir().unwrap();
-    let downloaded = download(&s3, BUCKET, "p/main/big.db", None, &dir.path().join("b"))
-        .await
-        .unwrap();
+    let downloaded = download(
+        &s3,
+        BUCKET,
+        "p/main/big.db",
+        None,
+        None,
+        &dir.path().join("b"),
+    )
+    .await
+    .unwrap();
     assert_eq!(downloaded.sha256, uploaded.sha256);
     assert!(multipart_uploads(&s3).await.is_empty());
 }
@@ -776,4 +793,219 @@ async fn two_hundred_megabytes_round_trip_through_backup_and_restore() {
 
     let got = digests(&connect(&restored.client_urls()).await, 20).await;
     assert_same_data(&got, &expected_digests("big", KEYS, VALUE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_download_gets_the_pinned_object_or_refuses_a_replaced_one() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A plain upload: no digest anywhere, so the ETag is all that pins it.
+    put(
+        &s3,
+        "manual/x.db",
+        value_for(1, 300_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let pinned = pin_object(&s3, BUCKET, "manual/x.db", None).await.unwrap();
+    assert_eq!(
+        (pinned.sha256.as_deref(), pinned.size),
+        (None, Some(300_000))
+    );
+    let first = download(
+        &s3,
+        BUCKET,
+        "manual/x.db",
+        None,
+        Some(&pinned.pin),
+        &dir.path().join("a"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.size, 300_000);
+
+    put(
+        &s3,
+        "manual/x.db",
+        value_for(2, 300_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dest = dir.path().join("b");
+    let err = download(&s3, BUCKET, "manual/x.db", None, Some(&pinned.pin), &dest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SourceChanged { .. }), "{err:?}");
+    assert_eq!(err.reason(), "SourceChanged");
+    assert!(
+        !err.is_retryable(),
+        "restoring another object needs a new restore"
+    );
+    assert!(!dest.exists() && !dir.path().join("b.part").exists());
+    // Unpinned, the replaced object is taken as it is: what members did before pins.
+    let unpinned = download(&s3, BUCKET, "manual/x.db", None, None, &dest)
+        .await
+        .unwrap();
+    assert_ne!(unpinned.sha256, first.sha256);
+
+    // A digest given to the pin must be the one the object records.
+    let meta = SnapshotMetadata {
+        sha256: Some(unpinned.sha256.clone()),
+        ..SnapshotMetadata::default()
+    };
+    put(&s3, "ours/y.db", value_for(2, 300_000), &meta).await;
+    let err = pin_object(&s3, BUCKET, "ours/y.db", Some(&"ab".repeat(32)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ShaMismatch");
+    let pinned = pin_object(&s3, BUCKET, "ours/y.db", None).await.unwrap();
+    assert_eq!(pinned.sha256.as_deref(), Some(unpinned.sha256.as_str()));
+    let err = pin_object(&s3, BUCKET, "ours/none.db", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ObjectMissing");
+}
+
+/// `zstd`, the plain tool users restore compressed backups with (`scripts/install-deps test`
+/// installs it).
+fn zstd_bin() -> std::path::PathBuf {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("zstd"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| panic!("zstd not found on PATH: run scripts/install-deps test"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_backup_restores_through_our_path_and_through_zstd_and_etcdutl() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let kv = connect(&cluster.client_urls()).await;
+    fill(&kv, "z", 400, 300, 16).await;
+    // Text-like values as well, which compress, next to `fill`'s random ones, which do not.
+    for i in 0..2000 {
+        let value = format!(
+            "{{\"id\":{i},\"owner\":\"team-{}\",\"state\":\"ready\"}}",
+            i % 9
+        );
+        kv.clone()
+            .put(format!("json/{i:05}"), value, None)
+            .await
+            .unwrap();
+    }
+    let s3 = garage.client().await;
+    let dest = S3Destination {
+        compression: Some(etcd_operator::api::backup::Compression::Zstd),
+        ..destination(&garage, "z")
+    };
+    let record = backup(&cluster, &s3, &dest, "main").await;
+    assert!(record.key.ends_with(".db.zst"), "{}", record.key);
+    assert!(
+        parse_key(&scope(Some("z"), "main"), &record.key).is_some(),
+        "retention sees it"
+    );
+    let head = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    let meta = SnapshotMetadata::from_map(head.metadata().unwrap());
+    assert_eq!(
+        meta.compression,
+        Some(etcd_operator::api::backup::Compression::Zstd)
+    );
+    let object = get_bytes(&s3, &record.key).await;
+    assert_eq!(
+        object.len() as i64,
+        record.size,
+        "the record is the object's"
+    );
+    assert_eq!(
+        meta.sha256.as_deref(),
+        Some(hex_sha256(&object).as_str()),
+        "the digest is the object's, as stored"
+    );
+
+    // Our path: downloaded, decompressed, checked, restored.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.db");
+    let fetched = fetch_snapshot(
+        &s3,
+        BUCKET,
+        &record.key,
+        Some(&record.sha256),
+        &ours,
+        &bin.dir,
+        &bin.version,
+    )
+    .await
+    .unwrap();
+    let plain_size = std::fs::metadata(&ours).unwrap().len();
+    assert!(
+        (record.size as u64) < plain_size,
+        "compressed {} of {plain_size}",
+        record.size
+    );
+    assert!(fetched.revision >= record.revision);
+    let want = digests(&kv, 2400).await;
+    let mut restored = RestoredCluster::restore(&bin, &ours, 1, &dir.path().join("a")).await;
+    restored.start(&bin, &[]).await;
+    assert_same_data(
+        &digests(&connect(&restored.client_urls()).await, 2400).await,
+        &want,
+    );
+    drop(restored);
+
+    // The plain tools, as README shows: zstd -d, then etcdutl snapshot restore.
+    let downloaded = dir.path().join("backup.db.zst");
+    std::fs::write(&downloaded, &object).unwrap();
+    let plain = dir.path().join("backup.db");
+    let out = tokio::process::Command::new(zstd_bin())
+        .args(["-d", "-q"])
+        .arg(&downloaded)
+        .arg("-o")
+        .arg(&plain)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256_file(&plain), sha256_file(&ours), "same snapshot");
+    let mut restored = RestoredCluster::restore(&bin, &plain, 1, &dir.path().join("b")).await;
+    restored.start(&bin, &[]).await;
+    assert_same_data(
+        &digests(&connect(&restored.client_urls()).await, 2400).await,
+        &want,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_that_claims_compression_but_is_not_fails_to_decompress() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    put(
+        &s3,
+        "manual/x.db.zst",
+        value_for(3, 100_000),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x.db");
+    let err = download(&s3, BUCKET, "manual/x.db.zst", None, None, &dest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Decompress", "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(!dest.exists() && !dir.path().join("x.db.part").exists());
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -704,3 +704,114 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_layout_backup_stays_listed_restorable_by_backup_name_and_survives_retention() {
+    let (mut s, garage, v) = running_with_keys("legacy", 200).await;
+    let cluster = cluster_yaml("legacy", 1, &v, "");
+    let secret = secret_yaml("s3", &garage.credentials(), true);
+    let once = backup_yaml("nightly", "legacy", &garage, BUCKET, "keep", "s3", "");
+    s.write(&docs(&[&cluster, &secret, &once]));
+    let taken = s.wait_backup("nightly", "backup ready", is_ready).await;
+    s.stop_operator().await;
+
+    // What an operator before the per-EtcdBackup layout left: the object under
+    // `<prefix>/<cluster>/`, metadata without its owner, and a status naming it.
+    let record = taken.last_backup.clone().unwrap();
+    let file = record.key.rsplit('/').next().unwrap();
+    let legacy = format!("keep/legacy/{file}");
+    let s3 = garage.client().await;
+    let object = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    let old_metadata = SnapshotMetadata {
+        namespace: None,
+        cluster: None,
+        backup: None,
+        cluster_uid: None,
+        ..SnapshotMetadata::from_map(object.metadata().unwrap())
+    };
+    let body = object.body.collect().await.unwrap().into_bytes().to_vec();
+    put(&s3, &legacy, body, &old_metadata).await;
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(&record.key)
+        .send()
+        .await
+        .unwrap();
+    let files = StatusFiles::new(&s.state_dir());
+    let mut doc: etcd_operator::api::EtcdBackup = files.read("nightly").unwrap().unwrap();
+    let old_record = etcd_operator::api::backup::BackupRecord {
+        key: legacy.clone(),
+        ..record.clone()
+    };
+    let status = doc.status.as_mut().unwrap();
+    status.last_backup = Some(old_record.clone());
+    status.history = vec![old_record.clone()];
+    files.write(&doc).unwrap();
+
+    // The upgraded operator restores it by backupName.
+    let restore = restore_yaml("from-legacy", "    backupName: nightly\n", "copy", 1, &v);
+    s.write(&docs(&[&cluster, &secret, &once, &restore]));
+    s.start();
+    let restored = s
+        .wait_restore("from-legacy", "restore of the old-layout object", |r| {
+            r.phase == RestorePhase::Completed
+        })
+        .await;
+    assert_eq!(restored.source_key.as_deref(), Some(legacy.as_str()));
+    assert_eq!(restored.sha256.as_deref(), Some(record.sha256.as_str()));
+    assert_keys(&s.wait_running("copy", 1, &v).await, "legacy", 200).await;
+
+    // Backups every second keeping one: new objects come and go in the new folder; the old
+    // one stays, in the bucket and in the history.
+    let every_second = backup_yaml(
+        "nightly",
+        "legacy",
+        &garage,
+        BUCKET,
+        "keep",
+        "s3",
+        "  schedule: \"* * * * * *\"\n  retention:\n    keepLast: 1\n",
+    );
+    s.write(&docs(&[&cluster, &secret, &every_second, &restore]));
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let st = s
+        .wait_backup("nightly", "three new backups", |st| {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(
+                st.history
+                    .iter()
+                    .map(|r| r.key.clone())
+                    .filter(|k| k.starts_with("keep/default/legacy/nightly/")),
+            );
+            seen.len() >= 3 && is_ready(st)
+        })
+        .await;
+    assert!(
+        st.history.iter().any(|r| r.key == legacy),
+        "the old object is still listed: {:?}",
+        st.history
+    );
+    let scope = Scope {
+        prefix: Some("keep"),
+        namespace: "default",
+        cluster: "legacy",
+        backup: "nightly",
+    };
+    let ours = etcd_operator::testing::wait_for(LONG, "retention down to one", || async {
+        let ours = list_backups(&s3, BUCKET, &scope).await.unwrap();
+        if ours.len() == 1 { Ok(ours) } else { Err(ours) }
+    })
+    .await
+    .unwrap();
+    assert_ne!(ours[0].key, legacy);
+    assert!(
+        object_keys(&s3, BUCKET).await.contains(&legacy),
+        "retention never deletes the old layout"
+    );
+}

@@ -104,4 +104,27 @@ pub struct EtcdRestoreStatus {
     /// The new cluster's id.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "clusterID")]
     pub cluster_id: Option<String>,
+    /// The object version resolved when the restore started, which every member restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<PinnedSource>,
+}
+
+/// The object version a restore resolved once, before creating any member: every member
+/// downloads exactly this (or fails with `SourceChanged`), so an object overwritten during a
+/// restore cannot give members different data.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedSource {
+    /// The object's ETag; members download with `If-Match`.
+    pub etag: String,
+    /// The object's version id, when the bucket keeps versions: members download it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// The digest members verify: `spec.source.sha256`, the backup's recorded digest, or the
+    /// object's own metadata; absent for an object without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The object's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
 }

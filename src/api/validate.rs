@@ -849,6 +849,7 @@ mod tests {
                         ..Default::default()
                     },
                     part_size_mib: None,
+                    compression: None,
                 },
             },
             schedule: Some("0 */6 * * *".into()),

@@ -287,6 +287,31 @@ pub enum Error {
     #[error("snapshot sha256 is {actual}, expected {expected}")]
     ShaMismatch { expected: String, actual: String },
 
+    /// The object at the key is no longer the one the restore pinned (its ETag changed, or
+    /// the server refused `If-Match`): it was overwritten while the restore ran.
+    #[error(
+        "s3 object {key} in bucket {bucket} changed since the restore pinned it (etag {pinned}, now {now}); restore again to use the new object"
+    )]
+    SourceChanged {
+        bucket: String,
+        key: String,
+        pinned: String,
+        /// The ETag now there, when the server said.
+        now: String,
+    },
+
+    #[error("compressing the snapshot")]
+    Compress(#[source] std::io::Error),
+
+    /// The object says it is compressed but does not decompress: corrupt, or not what its
+    /// metadata or key suffix claims.
+    #[error("decompressing {key}")]
+    Decompress {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{path} is not an etcd snapshot: {stderr}")]
     NotASnapshot { path: PathBuf, stderr: String },
 
@@ -466,6 +491,8 @@ fn classify(status: Option<u16>, code: Option<&str>, op: S3Op) -> Cause {
         (Some(code), _) if CREDENTIALS.contains(&code) => Cause::Credentials,
         (Some("NoSuchBucket"), _) => Cause::BucketMissing,
         (Some("NoSuchKey"), _) => Cause::ObjectMissing,
+        // HEAD has no body: the SDK names a 404 `NotFound`.
+        (Some("NotFound"), Some(404)) if op == S3Op::HeadObject => Cause::ObjectMissing,
         (Some(_), _) => Cause::Other,
         (None, Some(401 | 403)) => Cause::Credentials,
         (None, Some(404)) if op == S3Op::HeadObject => Cause::ObjectMissing,
@@ -515,6 +542,10 @@ mod tests {
         );
         assert_eq!(
             classify(Some(404), None, S3Op::HeadObject),
+            Cause::ObjectMissing
+        );
+        assert_eq!(
+            classify(Some(404), Some("NotFound"), S3Op::HeadObject),
             Cause::ObjectMissing
         );
         assert_eq!(

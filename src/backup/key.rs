@@ -1,5 +1,6 @@
 //! The object key layout of backups,
-//! `<prefix>/<namespace>/<cluster>/<backup>/<UTC %Y%m%dT%H%M%SZ>-rev<revision>.db`: one folder
+//! `<prefix>/<namespace>/<cluster>/<backup>/<UTC %Y%m%dT%H%M%SZ>-rev<revision>.db` (`.db.zst`
+//! when compressed): one folder
 //! per EtcdBackup, so retention and cleanup of one never reach another's objects (another
 //! EtcdBackup of the same cluster, a cluster of the same name in another namespace).
 //! Building keys and recognising ours among what a bucket lists. Pure.
@@ -10,6 +11,8 @@
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
+
+use crate::api::backup::Compression;
 
 const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
@@ -53,10 +56,23 @@ fn prefix_folder(prefix: Option<&str>) -> String {
     }
 }
 
-/// The key of a backup in `scope` taken at `at` (second precision) at `revision`.
-pub fn backup_key(scope: &Scope<'_>, at: Timestamp, revision: i64) -> String {
+/// The key of a backup in `scope` taken at `at` (second precision) at `revision`, with the
+/// suffix of its `compression` (`.db.zst`) when compressed.
+pub fn backup_key(
+    scope: &Scope<'_>,
+    at: Timestamp,
+    revision: i64,
+    compression: Option<Compression>,
+) -> String {
     let time = at.to_zoned(TimeZone::UTC).strftime(TIME_FORMAT);
-    format!("{}{time}-rev{revision}.db", scope.folder())
+    let suffix = compression.map_or("", Compression::key_suffix);
+    format!("{}{time}-rev{revision}.db{suffix}", scope.folder())
+}
+
+/// The compression a key's suffix names (`.zst`), for objects without our metadata.
+pub fn compression_of_key(key: &str) -> Option<Compression> {
+    key.ends_with(Compression::Zstd.key_suffix())
+        .then_some(Compression::Zstd)
 }
 
 /// A key in our layout, read back.
@@ -88,6 +104,9 @@ pub fn parse_legacy_key(scope: &Scope<'_>, key: &str) -> Option<BackupKey> {
 fn parse_in(folder: &str, key: &str) -> Option<BackupKey> {
     let name = key.strip_prefix(folder)?;
     let (time, rest) = name.split_once("-rev")?;
+    let rest = rest
+        .strip_suffix(Compression::Zstd.key_suffix())
+        .unwrap_or(rest);
     let revision = rest.strip_suffix(".db")?;
     if revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -126,15 +145,15 @@ mod tests {
     fn key_has_prefix_namespace_cluster_backup_utc_time_and_revision() {
         let at = ts("2025-03-04T05:06:07.890Z");
         assert_eq!(
-            backup_key(&scope(Some("/backups/")), at, 42),
+            backup_key(&scope(Some("/backups/")), at, 42, None),
             "backups/db/main/nightly/20250304T050607Z-rev42.db"
         );
         assert_eq!(
-            backup_key(&scope(None), at, 42),
+            backup_key(&scope(None), at, 42, None),
             "db/main/nightly/20250304T050607Z-rev42.db"
         );
         assert_eq!(
-            backup_key(&scope(Some("")), at, 1),
+            backup_key(&scope(Some("")), at, 1, None),
             "db/main/nightly/20250304T050607Z-rev1.db"
         );
     }
@@ -142,7 +161,7 @@ mod tests {
     #[test]
     fn our_keys_parse_back() {
         let at = ts("2025-03-04T05:06:07Z");
-        let key = backup_key(&scope(Some("p/q")), at, 7);
+        let key = backup_key(&scope(Some("p/q")), at, 7, None);
         assert_eq!(
             parse_key(&scope(Some("p/q")), &key),
             Some(BackupKey {
@@ -151,6 +170,14 @@ mod tests {
                 revision: 7
             })
         );
+        let zst = backup_key(&scope(Some("p/q")), at, 7, Some(Compression::Zstd));
+        assert_eq!(zst, "p/q/db/main/nightly/20250304T050607Z-rev7.db.zst");
+        assert_eq!(
+            parse_key(&scope(Some("p/q")), &zst).map(|k| k.revision),
+            Some(7)
+        );
+        assert_eq!(compression_of_key(&zst), Some(Compression::Zstd));
+        assert_eq!(compression_of_key("p/q/x.db"), None);
     }
 
     #[test]
@@ -172,6 +199,8 @@ mod tests {
             "p/db/other/nightly/20250304T050607Z-rev7.db",
             "p/db/main/nightly/x/20250304T050607Z-rev7.db",
             "p/db/main/nightly/20250304T050607Z-rev7.db.bak",
+            "p/db/main/nightly/20250304T050607Z-rev7.zst",
+            "p/db/main/nightly/20250304T050607Z-rev7.db.zst.part",
             "p/db/main/nightly/20250304T050607Z-rev.db",
             "p/db/main/nightly/20250304T050607Z-rev-1.db",
             "p/db/main/nightly/2025-03-04-rev7.db",

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::Error;
+use super::pin::ObjectPin;
 use super::restore::{Downloaded, check_version, download};
 use crate::error_chain::error_chain;
 
@@ -72,17 +73,20 @@ pub enum Finished {
 /// data already (then [`EMPTY_SNAPSHOT`] is staged).
 ///
 /// The download is checked against `expected_sha256` or, without it, the object's `sha256`
-/// metadata; a snapshot whose metadata names an etcd version newer than `target` is refused.
-/// Leftovers of an interrupted restore are removed first.
+/// metadata, and against `pin`, the object version the restore resolved when it started
+/// ([`super::pin`]): every member restores that version or none. A snapshot whose metadata
+/// names an etcd version newer than `target` is refused. Leftovers of an interrupted
+/// restore are removed first.
 ///
 /// # Errors
-/// [`Error::ShaMismatch`], [`Error::SnapshotTooNew`], [`Error::WriteFile`], and
-/// [`download`]'s. On error nothing is staged.
+/// [`Error::SourceChanged`], [`Error::ShaMismatch`], [`Error::SnapshotTooNew`],
+/// [`Error::WriteFile`], and [`download`]'s. On error nothing is staged.
 pub async fn fetch_for_member(
     client: &Client,
     bucket: &str,
     key: &str,
     expected_sha256: Option<&str>,
+    pin: Option<&ObjectPin>,
     target: Option<&semver::Version>,
     paths: &MemberRestorePaths,
 ) -> Result<Fetched, Error> {
@@ -105,7 +109,7 @@ pub async fn fetch_for_member(
         info!(data_dir = %paths.data_dir.display(), "member has data already, nothing to fetch");
         return Ok(Fetched::AlreadyRestored);
     }
-    let downloaded = download(client, bucket, key, expected_sha256, &paths.snapshot).await?;
+    let downloaded = download(client, bucket, key, expected_sha256, pin, &paths.snapshot).await?;
     if let (Some(snapshot), Some(target)) = (&downloaded.metadata.etcd_version, target)
         && let Err(e) = check_version(snapshot, target)
     {
@@ -323,7 +327,7 @@ mod tests {
         tokio::fs::create_dir_all(p.restored.join("member"))
             .await
             .unwrap();
-        let fetched = fetch_for_member(&unreachable_client().await, "b", "k", None, None, &p)
+        let fetched = fetch_for_member(&unreachable_client().await, "b", "k", None, None, None, &p)
             .await
             .unwrap();
         assert_eq!(fetched, Fetched::AlreadyRestored);

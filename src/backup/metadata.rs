@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::api::backup::Compression;
+
 /// `x-amz-meta-sha256`: hex sha256 of the whole object.
 pub const SHA256: &str = "sha256";
 /// `x-amz-meta-size`: object size in bytes.
@@ -21,6 +23,9 @@ pub const BACKUP: &str = "backup";
 /// `x-amz-meta-cluster-uid`: the EtcdCluster's uid (locally, its incarnation), telling
 /// backups of an earlier cluster of the same name from the current one's.
 pub const CLUSTER_UID: &str = "cluster-uid";
+/// `x-amz-meta-compression`: how the object is compressed (`zstd`); absent when it is not.
+/// `sha256` and `size` describe the object as stored.
+pub const COMPRESSION: &str = "compression";
 
 /// What we record about a snapshot object. Every field is optional when read back: absent
 /// or unparseable values are `None`.
@@ -35,6 +40,7 @@ pub struct SnapshotMetadata {
     pub cluster: Option<String>,
     pub backup: Option<String>,
     pub cluster_uid: Option<String>,
+    pub compression: Option<Compression>,
 }
 
 impl SnapshotMetadata {
@@ -58,6 +64,7 @@ impl SnapshotMetadata {
         put(CLUSTER, self.cluster.clone());
         put(BACKUP, self.backup.clone());
         put(CLUSTER_UID, self.cluster_uid.clone());
+        put(COMPRESSION, self.compression.map(|c| c.as_str().to_owned()));
         map
     }
 
@@ -81,6 +88,11 @@ impl SnapshotMetadata {
             cluster: get(CLUSTER).map(str::to_owned),
             backup: get(BACKUP).map(str::to_owned),
             cluster_uid: get(CLUSTER_UID).map(str::to_owned),
+            compression: get(COMPRESSION).and_then(|c| {
+                [Compression::Zstd]
+                    .into_iter()
+                    .find(|k| k.as_str().eq_ignore_ascii_case(c))
+            }),
         }
     }
 
@@ -109,6 +121,7 @@ mod tests {
             cluster: Some("main".into()),
             backup: Some("nightly".into()),
             cluster_uid: Some("0b7c".into()),
+            compression: Some(Compression::Zstd),
         };
         assert_eq!(SnapshotMetadata::from_map(&meta.to_map()), meta);
         let scope = super::super::key::Scope {

@@ -11,10 +11,15 @@ use aws_sdk_s3::Client;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+use crate::api::backup::Compression;
 use tracing::{info, warn};
 
+use super::compress::zstd_decompressor;
 use super::error::Call;
+use super::key::compression_of_key;
 use super::metadata::SnapshotMetadata;
+use super::pin::{ObjectPin, same_etag};
 use super::{Error, S3Failure, S3Op};
 
 /// A downloaded object.
@@ -60,17 +65,27 @@ pub struct SnapshotStatus {
 /// download is not verified here (etcd 3.5 snapshots carry their own digest, which the
 /// restore tool checks).
 ///
+/// A compressed object (its metadata or its key's `.zst` says so) is decompressed on the
+/// way: `dest` holds etcd's plain snapshot; the digest and `size` are the object's.
+///
+/// With a `pin` ([`super::pin`]) only that object version is accepted: the GET carries
+/// `If-Match` (and `versionId` when pinned), and the ETag that comes back must be the
+/// pinned one, for servers that ignore `If-Match`.
+///
 /// `dest` only ever holds a complete, verified download (written as `dest.part`, fsynced,
 /// renamed); a failed download leaves nothing.
 ///
 /// # Errors
-/// [`Error::ShaMismatch`], [`Error::ObjectMissing`], [`Error::Download`],
-/// [`Error::WriteFile`], or the cause-specific S3 variants.
+/// [`Error::SourceChanged`] when the object is not the pinned one, [`Error::ShaMismatch`],
+/// [`Error::Decompress`],
+/// [`Error::ObjectMissing`], [`Error::Download`], [`Error::WriteFile`], or the
+/// cause-specific S3 variants.
 pub async fn download(
     client: &Client,
     bucket: &str,
     key: &str,
     expected_sha256: Option<&str>,
+    pin: Option<&ObjectPin>,
     dest: &Path,
 ) -> Result<Downloaded, Error> {
     let call = Call {
@@ -82,13 +97,29 @@ pub async fn download(
         key: key.to_owned(),
         source,
     };
+    let changed = |now: Option<&str>| Error::SourceChanged {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        pinned: pin.map(|p| p.etag.clone()).unwrap_or_default(),
+        now: now.unwrap_or("unknown").to_owned(),
+    };
     let resp = client
         .get_object()
         .bucket(bucket)
         .key(key)
+        .set_if_match(pin.map(|p| p.etag.clone()))
+        .set_version_id(pin.and_then(|p| p.version_id.clone()))
         .send()
         .await
-        .map_err(|e| call.error(e, download_err))?;
+        .map_err(|e| match call.error(e, download_err) {
+            Error::Download { source, .. } if source.status() == Some(412) => changed(None),
+            other => other,
+        })?;
+    if let Some(pin) = pin
+        && !resp.e_tag().is_some_and(|now| same_etag(now, &pin.etag))
+    {
+        return Err(changed(resp.e_tag()));
+    }
     let metadata = resp
         .metadata()
         .map(SnapshotMetadata::from_map)
@@ -97,23 +128,47 @@ pub async fn download(
         .map(str::to_ascii_lowercase)
         .or_else(|| metadata.sha256.clone());
 
+    let compression = metadata.compression.or_else(|| compression_of_key(key));
+
     let part = part_path(dest);
     let write_err = |source| Error::WriteFile {
         path: part.clone(),
         source,
     };
+    // A compressed object is decompressed on its way to the file; the digest is the
+    // object's, as stored.
+    let decompress_err = |source| Error::Decompress {
+        key: key.to_owned(),
+        source,
+    };
     let mut body = resp.body;
     let written = async {
-        let mut file = tokio::fs::File::create(&part).await.map_err(write_err)?;
+        let file = tokio::fs::File::create(&part).await.map_err(write_err)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(write_err)?;
+        match compression {
+            None => {
+                let mut file = file;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    file.write_all(&chunk).await.map_err(write_err)?;
+                }
+                file.sync_all().await.map_err(write_err)?;
+            }
+            Some(Compression::Zstd) => {
+                let mut decoder = zstd_decompressor(file);
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    decoder.write_all(&chunk).await.map_err(decompress_err)?;
+                }
+                decoder.shutdown().await.map_err(decompress_err)?;
+                decoder.get_mut().sync_all().await.map_err(write_err)?;
+            }
         }
-        file.sync_all().await.map_err(write_err)?;
         Ok((size, hex::encode(hasher.finalize())))
     }
     .await;
@@ -217,7 +272,7 @@ pub async fn fetch_snapshot(
     tool_bin_dir: &Path,
     target: &semver::Version,
 ) -> Result<VerifiedSnapshot, Error> {
-    let downloaded = download(client, bucket, key, expected_sha256, dest).await?;
+    let downloaded = download(client, bucket, key, expected_sha256, None, dest).await?;
     let checked = async {
         if let Some(version) = &downloaded.metadata.etcd_version {
             check_version(version, target)?;

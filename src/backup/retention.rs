@@ -87,7 +87,7 @@ mod tests {
     /// A key of ours `hours_ago` before NOW.
     fn ours(hours_ago: i64) -> String {
         let at = now() - SignedDuration::from_hours(hours_ago);
-        backup_key(&SCOPE, at, 10_000 - hours_ago)
+        backup_key(&SCOPE, at, 10_000 - hours_ago, None)
     }
 
     fn policy(keep_last: Option<i32>, max_age: Option<&str>) -> Retention {
@@ -168,8 +168,8 @@ mod tests {
     #[test]
     fn same_second_backups_order_by_revision() {
         let at = now();
-        let older = backup_key(&SCOPE, at, 5);
-        let newer = backup_key(&SCOPE, at, 6);
+        let older = backup_key(&SCOPE, at, 5, None);
+        let newer = backup_key(&SCOPE, at, 6, None);
         let listed = vec![newer.clone(), older.clone()];
         assert_eq!(run(&listed, &policy(Some(1), None), &newer), [older]);
     }

@@ -1,6 +1,7 @@
 //! Takes one backup: picks a healthy member (a follower when one is healthy), reads its
-//! revision, version and cluster id, and streams its snapshot into
-//! `<prefix>/<cluster>/<UTC time>-rev<revision>.db`.
+//! revision, version and cluster id, and streams its snapshot (through zstd when the
+//! destination asks) into `<prefix>/<namespace>/<cluster>/<backup>/<UTC time>-rev<revision>.db`
+//! (`.db.zst` compressed).
 //!
 //! When to take one, retention and status updates are the caller's.
 
@@ -8,15 +9,16 @@ use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use etcd_client::{ConnectOptions, GetOptions};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{debug, info, instrument, warn};
 
 use super::Error;
+use super::compress::zstd_compress;
 use super::key::{Scope, backup_key};
 use super::metadata::SnapshotMetadata;
 use super::upload::{UploadOptions, upload_stream};
-use crate::api::backup::{BackupRecord, S3Destination};
+use crate::api::backup::{BackupRecord, Compression, S3Destination};
 use crate::etcd::{ClientError, ClusterId, EndpointStatus, EtcdAdmin, TlsConfig};
 
 /// Who a backup belongs to: the EtcdBackup `backup` in `namespace`, of the EtcdCluster
@@ -79,7 +81,13 @@ pub async fn take_backup(
     let (member, cluster_id) = pick_member(admin).await?;
     let endpoint = member.endpoint.clone();
     let revision = read_revision(&endpoint, tls, admin.timeouts()).await?;
-    let key = backup_key(&owner.scope(destination.prefix.as_deref()), at, revision);
+    let compression = destination.compression;
+    let key = backup_key(
+        &owner.scope(destination.prefix.as_deref()),
+        at,
+        revision,
+        compression,
+    );
     info!(cluster, member = %endpoint, key, revision, "taking backup");
 
     let snapshot_err = |source| Error::Snapshot {
@@ -89,11 +97,15 @@ pub async fn take_backup(
     let pinned = EtcdAdmin::connect_with([endpoint.as_str()], tls.cloned(), admin.timeouts())
         .await
         .map_err(snapshot_err)?;
-    let chunks = pinned
+    let snapshot = pinned
         .snapshot()
         .await
         .map_err(snapshot_err)?
         .map_err(snapshot_err);
+    let chunks = match compression {
+        None => snapshot.boxed(),
+        Some(Compression::Zstd) => zstd_compress(snapshot).boxed(),
+    };
     let metadata = SnapshotMetadata {
         revision: Some(revision),
         etcd_version: Some(member.version.clone()),
@@ -102,6 +114,7 @@ pub async fn take_backup(
         cluster: Some(owner.cluster.to_owned()),
         backup: Some(owner.backup.to_owned()),
         cluster_uid: owner.cluster_uid.map(str::to_owned),
+        compression,
         ..SnapshotMetadata::default()
     };
     let options = UploadOptions::with_part_size_mib(destination.part_size_mib);

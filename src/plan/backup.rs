@@ -323,6 +323,7 @@ pub(super) mod tests {
                     prefix: Some("p".into()),
                     connection: S3Connection::default(),
                     part_size_mib: None,
+                    compression: None,
                 },
             },
             schedule: schedule.map(str::to_owned),

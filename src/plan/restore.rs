@@ -17,7 +17,7 @@ use super::backup::reasons;
 use super::failure::{Failure, Precondition, set_failed};
 use crate::api::EtcdBackup;
 use crate::api::condition::{self, Status, types};
-use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase};
+use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, PinnedSource, RestorePhase};
 use crate::api::s3::S3Connection;
 use crate::api::validate::Report;
 
@@ -222,6 +222,18 @@ pub fn restore_status_completed(
     st
 }
 
+/// `status` with the object version the restore pinned, unless it records one already: the
+/// first pin is what every member restores, whatever a later pass reads.
+pub fn restore_status_pinned(
+    mut status: EtcdRestoreStatus,
+    pin: Option<&PinnedSource>,
+) -> EtcdRestoreStatus {
+    if status.pinned.is_none() {
+        status.pinned = pin.cloned();
+    }
+    status
+}
+
 /// A completed restore, now with the new cluster's id.
 pub fn restore_status_with_cluster_id(
     status: &EtcdRestoreStatus,
@@ -338,6 +350,42 @@ mod tests {
         );
         let st = restore_status_with_cluster_id(&st, "cdf818194e3a8c32");
         assert_eq!(st.cluster_id.as_deref(), Some("cdf818194e3a8c32"));
+    }
+
+    #[test]
+    fn the_first_pin_stays_through_every_later_status() {
+        let pin = PinnedSource {
+            etag: "\"e1\"".into(),
+            version_id: None,
+            sha256: Some("ab".repeat(32)),
+            size: Some(20512),
+        };
+        let st = restore_status_downloading(None, 1, "k.db", now());
+        let st = restore_status_pinned(st, Some(&pin));
+        assert_eq!(st.pinned.as_ref(), Some(&pin));
+        let later = PinnedSource {
+            etag: "\"e2\"".into(),
+            ..pin.clone()
+        };
+        let st = restore_status_pinned(
+            restore_status_restoring(Some(&st), 1, "k.db", None, Some(3), now()),
+            Some(&later),
+        );
+        assert_eq!(st.pinned.as_ref(), Some(&pin), "never re-pinned");
+        let st = restore_status_failed(
+            Some(&st),
+            &Error::SourceChanged {
+                bucket: "b".into(),
+                key: "k.db".into(),
+                pinned: "\"e1\"".into(),
+                now: "\"e2\"".into(),
+            },
+            1,
+            now(),
+        );
+        assert_eq!(st.phase, RestorePhase::Failed);
+        assert_eq!(cond(&st.conditions, types::FAILED).reason, "SourceChanged");
+        assert_eq!(st.pinned.as_ref(), Some(&pin));
     }
 
     #[test]

@@ -12,14 +12,18 @@
 //!    (`Failed`, `ClusterExists`, Warning Event); nothing is created or changed.
 //! 4. No such cluster: resolve the source (a `backupName` becomes its latest backup's object
 //!    and digest), check the credentials Secret exists and a recorded snapshot version is
-//!    not newer than the target, then create the cluster from `spec.cluster` with the
-//!    annotations [`ANNOTATION_RESTORE_FROM`] (`<namespace>/<restore>`) and
-//!    [`ANNOTATION_RESTORE_SOURCE`] (the resolved object): `Downloading`, Event
-//!    `ClusterCreated`. It has no owner: deleting the restore keeps the cluster.
+//!    not newer than the target, then pin the object: one HEAD gives its ETag, its version
+//!    id where the bucket keeps versions, and its recorded digest (which must match the
+//!    expected one) — [`crate::backup::pin`]. Then create the cluster from `spec.cluster`
+//!    with the annotations [`ANNOTATION_RESTORE_FROM`] (`<namespace>/<restore>`) and
+//!    [`ANNOTATION_RESTORE_SOURCE`] (the object and its pin, which every member's fetch
+//!    enforces): `Downloading` with `status.pinned`, Event `ClusterCreated`. It has no
+//!    owner: deleting the restore keeps the cluster.
 //! 5. Our cluster: its members' restore init containers say how far they got (their
 //!    termination messages, [`StepReport`]): `Downloading` until every bootstrap member has
 //!    its snapshot, then `Restoring`; a failed container (a crash loop too) fails the
-//!    restore with its reason, and so does a container whose image cannot be pulled
+//!    restore with its reason (`SourceChanged` when the object was overwritten after the
+//!    pin: that member never starts), and so does a container whose image cannot be pulled
 //!    (`ImagePull`, final) and a member Pod unschedulable for more than 5 minutes
 //!    (`Unschedulable`, phase `Pending` until it schedules).
 //!    Once the cluster is `Available`: `Completed` with its cluster id, Event `Restored`.
@@ -35,9 +39,11 @@
 //! unreachable, a Secret added late) resumes by itself.
 //!
 //! # Tests
-//! The mocked API server covers refusal, creation and following; the init containers'
-//! programs are tested on files in [`crate::backup::member_restore`] and the download
-//! against real S3 in `tests/backup.rs`. The restore of real members needs a cluster.
+//! The mocked API server covers refusal, creation (pinning against a real Garage, so
+//! these tests need it) and following; the init containers' programs are tested on files in
+//! [`crate::backup::member_restore`] and against real S3 in `tests/member_restore.rs` (an
+//! object overwritten after the pin) and `tests/backup.rs`; real members in e2e
+//! (`restore-image`, `restore-overwritten`).
 
 #[cfg(test)]
 mod tests;
@@ -62,17 +68,17 @@ use tracing::{info, instrument, warn};
 
 use super::{Failures, apply_status, log_result};
 use crate::api::condition::{self, types};
-use crate::api::restore::{EtcdRestoreStatus, S3Object};
+use crate::api::restore::{EtcdRestoreStatus, PinnedSource, S3Object};
 use crate::api::{EtcdBackup, EtcdCluster, EtcdRestore, validate};
 use crate::backup::member_restore::StepReport;
-use crate::backup::{StaticCredentials, check_version};
+use crate::backup::{StaticCredentials, check_version, pin_object};
 use crate::error_chain::error_chain;
 use crate::metrics::Metrics;
 use crate::plan::failure::{AttemptError, Failure, Precondition, retry_delay};
 use crate::plan::restore::{
     RestoreFrom, RestoreNext, restore_next, restore_source, restore_status_completed,
     restore_status_downloading, restore_status_failed, restore_status_invalid,
-    restore_status_restoring, restore_status_with_cluster_id,
+    restore_status_pinned, restore_status_restoring, restore_status_with_cluster_id,
 };
 use crate::runtime::pods::restore::{
     ANNOTATION_RESTORE_FROM, ANNOTATION_RESTORE_SOURCE, FETCH_CONTAINER, FINISH_CONTAINER,
@@ -268,21 +274,26 @@ impl Pass<'_> {
             Ok(from) => from,
             Err(waiting) => return self.fail(&waiting).await,
         };
-        if let Some(failure) = self.check_credentials(&from).await? {
-            return self.fail(&failure).await;
-        }
+        let credentials = match self.credentials(&from).await? {
+            Ok(credentials) => credentials,
+            Err(failure) => return self.fail(&failure).await,
+        };
         let recorded = backup
             .as_ref()
             .and_then(|b| b.status.as_ref()?.last_backup.as_ref())
             .and_then(|r| semver::Version::parse(&r.etcd_version).ok());
         let target = validate::parse_version(&spec.cluster.spec.version).ok();
-        if let (Some(snapshot), Some(target)) = (recorded, target)
-            && let Err(e) = check_version(&snapshot, &target)
+        if let (Some(snapshot), Some(target)) = (recorded, &target)
+            && let Err(e) = check_version(&snapshot, target)
         {
             return self.fail(&AttemptError::Backup(e)).await;
         }
+        let pin = match pin_source(&from, credentials, target.as_ref()).await {
+            Ok(pin) => pin,
+            Err(e) => return self.fail(&AttemptError::Backup(e)).await,
+        };
 
-        let cluster = new_cluster(self.restore, &from);
+        let cluster = new_cluster(self.restore, &from, &pin);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
@@ -300,30 +311,41 @@ impl Pass<'_> {
                 });
             }
         }
-        info!(cluster = self.target(), key = %from.key, "created cluster to restore into");
+        info!(cluster = self.target(), key = %from.key, etag = %pin.etag, "created cluster to restore into");
         self.ctx.failures.clear(&ObjectRef::from_obj(self.restore));
-        let new = restore_status_downloading(self.status(), self.generation, &from.key, self.now);
+        let new = restore_status_pinned(
+            restore_status_downloading(self.status(), self.generation, &from.key, self.now),
+            Some(&pin),
+        );
         self.apply_if_changed(&new).await?;
         let note = format!(
-            "created EtcdCluster {} to restore s3://{}/{}",
+            "created EtcdCluster {} to restore s3://{}/{} (pinned to etag {})",
             self.target(),
             from.bucket,
-            from.key
+            from.key,
+            pin.etag
         );
         self.publish(EventType::Normal, "ClusterCreated", note)
             .await;
         Ok(Action::requeue(WHILE_RESTORING))
     }
 
-    /// The credentials Secret must exist and hold a key pair before members are created
-    /// that would wait for it forever.
-    async fn check_credentials(&self, from: &RestoreFrom) -> Result<Option<AttemptError>, Error> {
+    /// The source's credentials: the Secret must exist and hold a key pair before members
+    /// are created that would wait for it forever. `None` is the ambient chain, when allowed.
+    async fn credentials(
+        &self,
+        from: &RestoreFrom,
+    ) -> Result<Result<Option<StaticCredentials>, AttemptError>, Error> {
         let Some(name) = &from.connection.credentials_secret else {
-            return Ok((!self.ctx.allow_ambient_credentials).then(|| {
-                AttemptError::Precondition(Precondition::AmbientCredentialsNotAllowed {
-                    namespace: self.namespace.clone(),
-                })
-            }));
+            return Ok(if self.ctx.allow_ambient_credentials {
+                Ok(None)
+            } else {
+                Err(AttemptError::Precondition(
+                    Precondition::AmbientCredentialsNotAllowed {
+                        namespace: self.namespace.clone(),
+                    },
+                ))
+            });
         };
         let secret =
             self.api::<Secret>()
@@ -334,15 +356,15 @@ impl Pass<'_> {
                     source,
                 })?;
         Ok(match secret {
-            None => Some(AttemptError::Precondition(
+            None => Err(AttemptError::Precondition(
                 Precondition::CredentialsSecretMissing {
                     namespace: self.namespace.clone(),
                     secret: name.clone(),
                 },
             )),
             Some(secret) => StaticCredentials::from_secret_data(&secret.data.unwrap_or_default())
-                .err()
-                .map(AttemptError::Backup),
+                .map(Some)
+                .map_err(AttemptError::Backup),
         })
     }
 
@@ -350,6 +372,7 @@ impl Pass<'_> {
     async fn follow(&self, cluster: &EtcdCluster) -> Result<Action, Error> {
         // The cluster's annotation is what its members restore from.
         let source = source_of(&cluster.metadata).ok().flatten();
+        let pin = source.as_ref().and_then(pinned_of);
         let key = source
             .as_ref()
             .map(|s| s.object.key.clone())
@@ -379,14 +402,17 @@ impl Pass<'_> {
             cluster_status.is_some_and(|s| condition::is_true(&s.conditions, types::AVAILABLE));
         if available {
             let cluster_id = cluster_status.and_then(|s| s.cluster_id.clone());
-            let new = restore_status_completed(
-                self.status(),
-                self.generation,
-                &key,
-                sha256.as_deref(),
-                revision,
-                cluster_id,
-                self.now,
+            let new = restore_status_pinned(
+                restore_status_completed(
+                    self.status(),
+                    self.generation,
+                    &key,
+                    sha256.as_deref(),
+                    revision,
+                    cluster_id,
+                    self.now,
+                ),
+                pin.as_ref(),
             );
             if self.apply_if_changed(&new).await? {
                 let note = format!("EtcdCluster {} serves the data of {key}", self.target());
@@ -396,7 +422,7 @@ impl Pass<'_> {
             return Ok(Action::await_change());
         }
         if let Progress::Failed(failure) = &progress {
-            return self.fail(failure).await;
+            return self.fail_pinned(failure, pin.as_ref()).await;
         }
         let new = match &progress {
             Progress::Fetched { .. } => restore_status_restoring(
@@ -409,6 +435,7 @@ impl Pass<'_> {
             ),
             _ => restore_status_downloading(self.status(), self.generation, &key, self.now),
         };
+        let new = restore_status_pinned(new, pin.as_ref());
         self.apply_if_changed(&new).await?;
         Ok(Action::requeue(WHILE_RESTORING))
     }
@@ -432,7 +459,19 @@ impl Pass<'_> {
     /// Writes the failure; an Event when it is news. Retryable failures come back after
     /// [`retry_delay`], the others wait for a spec change.
     async fn fail(&self, failure: &impl Failure) -> Result<Action, Error> {
-        let new = restore_status_failed(self.status(), failure, self.generation, self.now);
+        self.fail_pinned(failure, None).await
+    }
+
+    /// [`Self::fail`] for a restore whose cluster's members restore `pin`.
+    async fn fail_pinned(
+        &self,
+        failure: &impl Failure,
+        pin: Option<&PinnedSource>,
+    ) -> Result<Action, Error> {
+        let new = restore_status_pinned(
+            restore_status_failed(self.status(), failure, self.generation, self.now),
+            pin,
+        );
         if self.apply_if_changed(&new).await? {
             warn!(reason = failure.reason(), error = %failure.message(), "restore failed");
             self.publish(EventType::Warning, failure.reason(), failure.message())
@@ -472,16 +511,53 @@ impl Pass<'_> {
     }
 }
 
+/// Resolves the source object once (HEAD, [`pin_object`]) into the version every member
+/// restores; a snapshot whose metadata names an etcd version newer than `target` is refused
+/// here, before any member exists.
+///
+/// # Errors
+/// [`pin_object`]'s (a missing object, a digest other than the expected one, S3 failures)
+/// and [`crate::backup::Error::SnapshotTooNew`].
+async fn pin_source(
+    from: &RestoreFrom,
+    credentials: Option<StaticCredentials>,
+    target: Option<&semver::Version>,
+) -> Result<PinnedSource, crate::backup::Error> {
+    let s3 = crate::backup::client(&from.connection, credentials).await;
+    let pinned = pin_object(&s3, &from.bucket, &from.key, from.sha256.as_deref()).await?;
+    if let (Some(snapshot), Some(target)) = (&pinned.metadata.etcd_version, target) {
+        check_version(snapshot, target)?;
+    }
+    Ok(PinnedSource {
+        etag: pinned.pin.etag,
+        version_id: pinned.pin.version_id,
+        sha256: pinned.sha256,
+        size: pinned.size.and_then(|n| i64::try_from(n).ok()),
+    })
+}
+
+/// The pin a restored cluster's annotation carries (none on clusters restored before pins).
+fn pinned_of(source: &SnapshotSource) -> Option<PinnedSource> {
+    Some(PinnedSource {
+        etag: source.etag.clone()?,
+        version_id: source.version_id.clone(),
+        sha256: source.sha256.clone(),
+        size: None,
+    })
+}
+
 /// The EtcdCluster a restore creates: `spec.cluster`, annotated with where it comes from
-/// and what its members restore; no owner, so it outlives the restore.
-pub fn new_cluster(restore: &EtcdRestore, from: &RestoreFrom) -> EtcdCluster {
+/// and the object version its members restore (`pin`); no owner, so it outlives the restore.
+pub fn new_cluster(restore: &EtcdRestore, from: &RestoreFrom, pin: &PinnedSource) -> EtcdCluster {
     let source = SnapshotSource {
         object: S3Object {
             bucket: from.bucket.clone(),
             key: from.key.clone(),
             connection: from.connection.clone(),
         },
-        sha256: from.sha256.clone(),
+        sha256: pin.sha256.clone(),
+        etag: Some(pin.etag.clone()),
+        version_id: pin.version_id.clone(),
     };
     let namespace = restore.namespace().unwrap_or_default();
     EtcdCluster {
@@ -551,6 +627,8 @@ const STEP_REASONS: &[&str] = &[
     "Download",
     "WriteFile",
     "ShaMismatch",
+    "SourceChanged",
+    "Decompress",
     "SnapshotTooNew",
     "RestoredDataMissing",
 ];
@@ -729,9 +807,10 @@ fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
     })
 }
 
-/// The revision in a key of our layout (`...-rev<n>.db`).
+/// The revision in a key of our layout (`...-rev<n>.db`, `.db.zst` compressed).
 fn revision_in_key(key: &str) -> Option<i64> {
     let (_, rest) = key.rsplit_once("-rev")?;
+    let rest = rest.strip_suffix(".zst").unwrap_or(rest);
     let digits = rest.strip_suffix(".db")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

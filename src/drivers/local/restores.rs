@@ -31,6 +31,11 @@
 //!   changed mid-restore) with data dirs present stops at `PartialRestore` until the spec
 //!   is changed back or the directory removed; nothing is deleted.
 //! - A failure deletes no data and creates no member before the snapshot is verified.
+//! - Every member restores the same bytes: the snapshot is downloaded and verified once,
+//!   and every bootstrap member's data dir comes from that one file (its digest in the
+//!   journal before any member exists), so an object overwritten while the restore runs
+//!   cannot split the members. The Kubernetes runtime, whose members each download, pins
+//!   the object instead ([`crate::backup::pin`]).
 //!
 //! # The restored cluster
 //! From `Restoring` on, the cluster (named in the journal, spec from `spec.cluster.spec`) is

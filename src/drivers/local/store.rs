@@ -422,6 +422,7 @@ mod tests {
                         prefix: None,
                         connection: Default::default(),
                         part_size_mib: None,
+                        compression: None,
                     },
                 },
                 schedule: Some("0 */6 * * *".into()),

@@ -5,8 +5,9 @@
 //!
 //! # Containers, in order
 //! 1. `restore-fetch` (operator image): download and verify the snapshot into
-//!    `/var/lib/etcd/restore/snapshot.db`, S3 credentials from the Secret as environment
-//!    variables (never flags, never logged).
+//!    `/var/lib/etcd/restore/snapshot.db`: only the object version the restore pinned
+//!    (ETag, version id) with the pinned digest. S3 credentials from the Secret as
+//!    environment variables (never flags, never logged).
 //! 2. `restore` (etcd image): `etcdutl snapshot restore` (`etcdctl` on 3.4) with the member's
 //!    name, initial cluster, peer URL and token into `/var/lib/etcd/restore/data`.
 //! 3. `restore-finish` (operator image): rename that to etcd's `/var/lib/etcd/data`.
@@ -45,7 +46,8 @@ pub const SNAPSHOT_PATH: &str = "/var/lib/etcd/restore/snapshot.db";
 pub const RESTORED_PATH: &str = "/var/lib/etcd/restore/data";
 
 /// The object a cluster is restored from, resolved by the restore controller (a `backupName`
-/// becomes its latest backup's object and digest).
+/// becomes its latest backup's object and digest) and pinned to the version it found
+/// ([`crate::backup::pin`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSource {
@@ -54,6 +56,13 @@ pub struct SnapshotSource {
     /// Expected sha256 (hex); the object's metadata is trusted when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The ETag the restore pinned: members accept no other object (clusters restored
+    /// before pinning have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The version id the restore pinned, in a bucket that keeps versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 impl SnapshotSource {
@@ -103,6 +112,12 @@ impl RestoreContainers<'_> {
         }
         if let Some(sha256) = &self.source.sha256 {
             args.push(format!("--sha256={sha256}"));
+        }
+        if let Some(etag) = &self.source.etag {
+            args.push(format!("--etag={etag}"));
+        }
+        if let Some(version_id) = &self.source.version_id {
+            args.push(format!("--version-id={version_id}"));
         }
         args.extend([
             format!("--etcd-version={}", launch.version),

@@ -1400,6 +1400,8 @@ fn restored_cluster(spec: EtcdClusterSpec) -> EtcdCluster {
             },
         },
         sha256: Some("ab".repeat(32)),
+        etag: Some("\"9b2cf535f27731c974343645a3985328\"".into()),
+        version_id: Some("v-1".into()),
     };
     let mut c = cluster(spec);
     c.metadata.annotations = Some(BTreeMap::from([
@@ -1467,6 +1469,8 @@ async fn a_restored_bootstrap_member_fetches_restores_and_finishes_before_etcd_s
                     "--region=garage",
                     "--force-path-style",
                     format!("--sha256={}", "ab".repeat(32)),
+                    "--etag=\"9b2cf535f27731c974343645a3985328\"",
+                    "--version-id=v-1",
                     "--etcd-version=3.5.16",
                     "--out=/var/lib/etcd/restore/snapshot.db",
                     "--restored=/var/lib/etcd/restore/data",
@@ -1533,6 +1537,7 @@ async fn a_restored_3_4_member_restores_with_etcdctl_and_without_credentials_use
         serde_json::from_str(&annotations[restore::ANNOTATION_RESTORE_SOURCE]).unwrap();
     source.object.connection = Default::default();
     source.sha256 = None;
+    (source.etag, source.version_id) = (None, None);
     annotations.insert(
         restore::ANNOTATION_RESTORE_SOURCE.to_string(),
         source.to_annotation(),

@@ -33,6 +33,7 @@ fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
                     credentials_secret: Some("s3-creds".into()),
                 },
                 part_size_mib: None,
+                compression: None,
             },
         },
         schedule: schedule.map(str::to_owned),

@@ -11,7 +11,9 @@ use super::*;
 use crate::api::EtcdClusterSpec;
 use crate::api::restore::{EtcdRestoreSpec, RestoreSource, RestoreTarget};
 use crate::api::s3::S3Connection;
+use crate::backup::SnapshotMetadata;
 use crate::testing::api_server::{ApiServer, within_1s};
+use crate::testing::garage::{BUCKET, TestGarage};
 
 const NS: &str = "db";
 const KEY: &str = "prod/main/20250610T073000Z-rev42.db";
@@ -94,23 +96,80 @@ fn context_allowing_ambient(client: Client) -> Arc<Context> {
     Arc::new(ctx)
 }
 
+/// The pin of the object `our_cluster` restores.
+fn pin() -> PinnedSource {
+    PinnedSource {
+        etag: "\"9b2cf535f27731c974343645a3985328\"".into(),
+        version_id: None,
+        sha256: Some("cd".repeat(32)),
+        size: Some(20512),
+    }
+}
+
 /// The cluster `restored` as this restore created it, with `status`.
 fn our_cluster(status: Value) -> Value {
     let from = restore_source(NS, &restore(from_s3()).spec, None).unwrap();
-    let mut c = serde_json::to_value(new_cluster(&restore(from_s3()), &from)).unwrap();
+    let mut c = serde_json::to_value(new_cluster(&restore(from_s3()), &from, &pin())).unwrap();
     c["metadata"]["uid"] = json!("uid-c");
     c["status"] = status;
     c
 }
 
-fn secret() -> Value {
+/// A real Garage holding a snapshot-sized object at [`KEY`] with `metadata`; returns it
+/// with its ETag.
+async fn garage_with_object(metadata: &SnapshotMetadata) -> (TestGarage, String) {
+    let garage = TestGarage::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let put = garage
+        .client()
+        .await
+        .put_object()
+        .bucket(BUCKET)
+        .key(KEY)
+        .set_metadata(Some(metadata.to_map()))
+        .body(
+            crate::backup::member_restore::EMPTY_SNAPSHOT
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_owned();
+    (garage, etag)
+}
+
+/// `garage`'s key pair as the Secret `s3-creds`.
+fn garage_secret(garage: &TestGarage) -> Value {
+    let c = garage.credentials();
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": { "name": "s3-creds", "namespace": "db" },
-        // base64 of "AKID" and "s3cr3t".
-        "data": { "accessKeyId": "QUtJRA==", "secretAccessKey": "czNjcjN0" },
+        "data": {
+            "accessKeyId": base64(c.access_key_id.as_bytes()),
+            "secretAccessKey": base64(c.secret_access_key().as_bytes()),
+        },
     })
+}
+
+fn base64(bytes: &[u8]) -> Value {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap()
+}
+
+/// A restore of [`KEY`] in `garage`, through the Secret `s3-creds`.
+fn from_garage(garage: &TestGarage, sha256: Option<String>) -> RestoreSource {
+    RestoreSource {
+        s3: Some(S3Object {
+            bucket: BUCKET.into(),
+            key: KEY.into(),
+            connection: S3Connection {
+                credentials_secret: Some("s3-creds".into()),
+                ..garage.connection()
+            },
+        }),
+        backup_name: None,
+        sha256,
+    }
 }
 
 fn pod_list(pods: Vec<Value>) -> Value {
@@ -251,30 +310,44 @@ async fn a_refused_restore_stays_refused_without_requests() {
 }
 
 #[tokio::test]
-async fn a_restore_creates_its_cluster_annotated_and_without_owner() {
+async fn a_restore_pins_its_object_and_creates_its_cluster_annotated_and_without_owner() {
+    // A plain object someone uploaded: no digest in the spec, only the object's metadata.
+    let digest = "cd".repeat(32);
+    let metadata = SnapshotMetadata {
+        sha256: Some(digest.clone()),
+        ..SnapshotMetadata::default()
+    };
+    let (garage, etag) = garage_with_object(&metadata).await;
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
+    let secret = garage_secret(&garage);
+    let endpoint = garage.endpoint().to_owned();
+    let source = from_garage(&garage, None);
     let server = server.run(|mut s| async move {
         s.expect(Method::GET, CLUSTER)
             .await
             .fail(StatusCode::NOT_FOUND, "NotFound");
-        s.expect(Method::GET, SECRET).await.reply(&secret());
+        s.expect(Method::GET, SECRET).await.reply(&secret);
         let create = s.expect(Method::POST, CLUSTERS).await;
         assert!(create.query.contains("fieldManager=etcd-operator"));
-        let source: Value = serde_json::from_str(
+        let annotated: Value = serde_json::from_str(
             create.body["metadata"]["annotations"]["etcd.operator.dev/restore-source"]
                 .as_str()
                 .unwrap(),
         )
         .unwrap();
+        // What every member's restore-fetch gets: the object, its ETag and its digest.
         assert_eq!(
-            source,
+            annotated,
             json!({
                 "bucket": "backups",
                 "key": KEY,
-                "endpoint": "http://garage.storage.svc:3900",
+                "endpoint": endpoint,
+                "region": "garage",
                 "forcePathStyle": true,
                 "credentialsSecret": "s3-creds",
+                "sha256": digest,
+                "etag": etag,
             })
         );
         let mut body = create.body.clone();
@@ -300,6 +373,14 @@ async fn a_restore_creates_its_cluster_annotated_and_without_owner() {
         assert_eq!(status["phase"], "Downloading");
         assert_eq!(status["sourceKey"], KEY);
         assert_eq!(
+            status["pinned"],
+            json!({
+                "etag": etag,
+                "sha256": digest,
+                "size": crate::backup::member_restore::EMPTY_SNAPSHOT.len(),
+            })
+        );
+        assert_eq!(
             status["conditions"][1],
             condition("Ready", "False", "Restoring", &format!("downloading {KEY}"))
         );
@@ -308,12 +389,43 @@ async fn a_restore_creates_its_cluster_annotated_and_without_owner() {
         assert_eq!(event["reason"], "ClusterCreated");
         assert_eq!(
             event["note"],
-            format!("created EtcdCluster restored to restore s3://backups/{KEY}")
+            format!(
+                "created EtcdCluster restored to restore s3://backups/{KEY} (pinned to etag {etag})"
+            )
         );
     });
-    let action = reconcile(Arc::new(restore(from_s3())), ctx).await.unwrap();
+    let action = reconcile(Arc::new(restore(source)), ctx).await.unwrap();
     within_1s(server).await;
     assert_eq!(action, Action::requeue(WHILE_RESTORING));
+}
+
+#[tokio::test]
+async fn an_object_whose_digest_is_not_the_expected_one_is_refused_before_anything_is_created() {
+    // The object at the key was replaced since the digest in the spec was taken.
+    let metadata = SnapshotMetadata {
+        sha256: Some("cd".repeat(32)),
+        ..SnapshotMetadata::default()
+    };
+    let (garage, _) = garage_with_object(&metadata).await;
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let secret = garage_secret(&garage);
+    let source = from_garage(&garage, Some("ab".repeat(32)));
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        s.expect(Method::GET, SECRET).await.reply(&secret);
+        let status = expect_status(&mut s, from_s3()).await;
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["conditions"][1]["reason"], "ShaMismatch");
+        assert_eq!(status.get("pinned"), None);
+        assert_eq!(expect_event(&mut s).await["reason"], "ShaMismatch");
+        // The script ends here: creating the cluster would fail the reconcile.
+    });
+    let action = reconcile(Arc::new(restore(source)), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
 }
 
 fn backup_with_last(etcd_version: &str) -> Value {
@@ -330,6 +442,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
                         ..connection()
                     },
                     part_size_mib: None,
+                    compression: None,
                 },
             },
             schedule: None,
@@ -360,17 +473,24 @@ fn backup_with_last(etcd_version: &str) -> Value {
 
 #[tokio::test]
 async fn a_backup_name_restores_its_latest_backup_with_its_digest() {
+    let metadata = SnapshotMetadata {
+        sha256: Some("ab".repeat(32)),
+        ..SnapshotMetadata::default()
+    };
+    let (garage, etag) = garage_with_object(&metadata).await;
     let (client, server) = ApiServer::client(NS);
-    // The backup names no Secret: these run with ambient credentials allowed.
-    let ctx = context_allowing_ambient(client);
+    let ctx = context(client);
+    let mut backup = backup_with_last("3.5.16");
+    backup["spec"]["destination"]["s3"]["endpoint"] = json!(garage.endpoint());
+    backup["spec"]["destination"]["s3"]["region"] = json!("garage");
+    backup["spec"]["destination"]["s3"]["credentialsSecret"] = json!("s3-creds");
+    let secret = garage_secret(&garage);
     let server = server.run(|mut s| async move {
         s.expect(Method::GET, CLUSTER)
             .await
             .fail(StatusCode::NOT_FOUND, "NotFound");
-        s.expect(Method::GET, BACKUP)
-            .await
-            .reply(&backup_with_last("3.5.16"));
-        // The backup's destination names no Secret: nothing to check.
+        s.expect(Method::GET, BACKUP).await.reply(&backup);
+        s.expect(Method::GET, SECRET).await.reply(&secret);
         let create = s.expect(Method::POST, CLUSTERS).await;
         let source: Value = serde_json::from_str(
             create.body["metadata"]["annotations"]["etcd.operator.dev/restore-source"]
@@ -380,6 +500,7 @@ async fn a_backup_name_restores_its_latest_backup_with_its_digest() {
         .unwrap();
         assert_eq!(source["key"], KEY);
         assert_eq!(source["sha256"], "ab".repeat(32));
+        assert_eq!(source["etag"], etag);
         create.echo();
         expect_status(&mut s, from_backup()).await;
         expect_event(&mut s).await;
@@ -538,6 +659,55 @@ async fn a_failed_fetch_fails_the_restore_with_its_reason() {
 }
 
 #[tokio::test]
+async fn an_object_changed_after_the_pin_fails_the_restore_for_good() {
+    let (client, server) = ApiServer::client(NS);
+    let ctx = context(client);
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER)
+            .await
+            .reply(&our_cluster(json!({ "phase": "Creating" })));
+        let changed = crate::backup::Error::SourceChanged {
+            bucket: "backups".into(),
+            key: KEY.into(),
+            pinned: pin().etag,
+            now: "\"0f\"".into(),
+        };
+        let fetch = init_status(
+            "restore-fetch",
+            json!({ "waiting": { "reason": "CrashLoopBackOff" } }),
+            terminated(1, &StepReport::failed(&changed).to_message()),
+        );
+        let done = init_status(
+            "restore-fetch",
+            terminated(0, &fetched_report().to_message()),
+            json!({}),
+        );
+        s.expect(Method::GET, PODS).await.reply(&pod_list(vec![
+            member_pod(0, json!([done])),
+            member_pod(1, json!([fetch])),
+        ]));
+        let status = expect_status(&mut s, from_s3()).await;
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["conditions"][1]["reason"], "SourceChanged");
+        assert!(
+            status["conditions"][1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("changed since the restore pinned it"),
+            "{status}"
+        );
+        // The pin is recorded from the cluster's annotation even if no earlier pass did.
+        assert_eq!(status["pinned"]["etag"], pin().etag);
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "SourceChanged");
+    });
+    let action = reconcile(Arc::new(restore(from_s3())), ctx).await.unwrap();
+    within_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
 async fn a_restore_whose_init_image_cannot_be_pulled_fails_instead_of_downloading() {
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
@@ -568,12 +738,16 @@ async fn a_restore_whose_init_image_cannot_be_pulled_fails_instead_of_downloadin
     assert_eq!(action, Action::await_change());
 }
 
-fn fetched_pods() -> Value {
-    let report = StepReport::Fetched {
+fn fetched_report() -> StepReport {
+    StepReport::Fetched {
         sha256: "cd".repeat(32),
         size: 20512,
         revision: Some(42),
-    };
+    }
+}
+
+fn fetched_pods() -> Value {
+    let report = fetched_report();
     let done = |name| init_status(name, terminated(0, &report.to_message()), json!({}));
     pod_list(
         (0..3)
@@ -834,6 +1008,7 @@ fn a_retry_that_succeeded_clears_an_earlier_failure() {
 #[test]
 fn the_revision_is_read_from_our_key_layout_only() {
     assert_eq!(revision_in_key(KEY), Some(42));
+    assert_eq!(revision_in_key(&format!("{KEY}.zst")), Some(42));
     assert_eq!(revision_in_key("manual/snapshot.db"), None);
     assert_eq!(revision_in_key("a-rev.db"), None);
 }
