@@ -50,6 +50,9 @@ struct EtcdSide {
     status: HashMap<MemberId, EndpointStatus>,
     healthy: HashMap<MemberId, bool>,
     alarms: Vec<Alarm>,
+    /// Members whose own status answered with another cluster id than the member list's:
+    /// their data dir holds another cluster's data (a volume left by an earlier cluster).
+    foreign: Vec<MemberId>,
 }
 
 /// Observes one cluster.
@@ -87,7 +90,14 @@ pub async fn observe_with_space<R: MemberRuntime>(
     let etcd = observe_etcd(&runtime_members).await;
     let space = etcd.as_ref().map(space_of).unwrap_or_default();
     let now = Instant::now();
-    let mut observed = join(cluster, runtime_members, etcd, tracker, now);
+    let mut observed = join(
+        cluster,
+        runtime_members,
+        etcd,
+        recorded_cluster_id,
+        tracker,
+        now,
+    );
     observed.highest_ordinal_used = highest_ordinal_used;
     observed.recorded_cluster_id = recorded_cluster_id;
     Ok((observed, space))
@@ -197,6 +207,7 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
         status,
         healthy: healths.collect(),
         alarms,
+        foreign,
     })
 }
 
@@ -204,9 +215,20 @@ fn join(
     cluster: &ClusterRef,
     runtime_members: Vec<RuntimeMember>,
     etcd: Option<EtcdSide>,
+    recorded_cluster_id: Option<ClusterId>,
     tracker: &mut HealthTracker,
     now: Instant,
 ) -> Observed {
+    // A member of ours whose data dir answers as another cluster has none of this cluster's
+    // data: it is reported without data, so it is replaced at once rather than restarted
+    // on it and waited for (seen on a real cluster: a recycled volume that kept an earlier
+    // cluster's data). Only when the member list is known to be this cluster's.
+    let ours = etcd
+        .as_ref()
+        .is_some_and(|e| recorded_cluster_id == Some(e.info.cluster_id));
+    let foreign_data = |id: Option<MemberId>| {
+        ours && id.is_some_and(|id| etcd.as_ref().is_some_and(|e| e.foreign.contains(&id)))
+    };
     let wall_now = jiff::Timestamp::now();
     let mut members = Vec::new();
     let mut matched: Vec<MemberId> = Vec::new();
@@ -248,12 +270,13 @@ fn join(
             matched.push(em.id);
         }
         let healthy = rm.running && em.as_ref().is_some_and(|e| e.healthy);
+        let has_data = rm.has_data && !foreign_data(em.as_ref().map(|e| e.id));
         members.push(ObservedMember {
             unhealthy_for: tracker.update(&rm.name, healthy, now),
             name: MemberName::from(rm.name.clone()),
             runtime: Some(RuntimeState {
                 running: rm.running,
-                has_data: rm.has_data,
+                has_data,
                 version: rm.version.clone(),
                 peer_url: rm.address.peer_url.clone(),
                 client_url: rm.address.client_url.clone(),
@@ -302,5 +325,101 @@ fn join(
         served_version: None,
         members,
         etcd: view,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::Member;
+    use crate::runtime::MemberAddress;
+
+    fn runtime_member(n: u32) -> RuntimeMember {
+        RuntimeMember {
+            name: format!("c-{n}"),
+            address: MemberAddress {
+                name: format!("c-{n}"),
+                peer_url: format!("http://c-{n}:2380"),
+                client_url: format!("http://c-{n}:2379"),
+            },
+            running: true,
+            has_data: true,
+            version: semver::Version::new(3, 5, 16),
+            started_at: None,
+            restart_keeps_data: true,
+        }
+    }
+
+    fn status(n: u32, cluster: u64) -> EndpointStatus {
+        EndpointStatus {
+            endpoint: format!("http://c-{n}:2379"),
+            cluster_id: ClusterId(cluster),
+            member_id: MemberId(u64::from(n) + 1),
+            version: semver::Version::new(3, 5, 16),
+            leader: MemberId(1),
+            raft_index: 10,
+            raft_term: 2,
+            raft_applied_index: 10,
+            db_size: 0,
+            db_size_in_use: 0,
+            is_learner: false,
+            errors: Vec::new(),
+            revision: 1,
+        }
+    }
+
+    /// Three members listed by the cluster 0xaa; `c-2`'s own status answers as 0xbb.
+    fn side() -> EtcdSide {
+        let members = (0u32..3)
+            .map(|n| Member {
+                id: MemberId(u64::from(n) + 1),
+                name: format!("c-{n}"),
+                peer_urls: vec![format!("http://c-{n}:2380")],
+                client_urls: vec![format!("http://c-{n}:2379")],
+                is_learner: false,
+            })
+            .collect();
+        EtcdSide {
+            info: ClusterInfo {
+                cluster_id: ClusterId(0xaa),
+                member_id_of_answerer: MemberId(1),
+                members,
+            },
+            status: (0u32..2)
+                .map(|n| (MemberId(u64::from(n) + 1), status(n, 0xaa)))
+                .collect(),
+            healthy: (0u64..3).map(|n| (MemberId(n + 1), n < 2)).collect(),
+            alarms: Vec::new(),
+            foreign: vec![MemberId(3)],
+        }
+    }
+
+    #[test]
+    fn a_member_whose_data_answers_as_another_cluster_has_none_of_ours() {
+        let cref = ClusterRef::new("default", "c");
+        let members = || (0..3).map(runtime_member).collect::<Vec<_>>();
+        let mut tracker = HealthTracker::default();
+        let o = join(
+            &cref,
+            members(),
+            Some(side()),
+            Some(ClusterId(0xaa)),
+            &mut tracker,
+            Instant::now(),
+        );
+        let c2 = o.member(&MemberName::from("c-2")).unwrap();
+        assert!(c2.has_lost_data(), "{c2:?}");
+        assert!(o.member(&MemberName::from("c-0")).unwrap().has_data());
+        // Without a recorded id the member list's cluster may itself be the stranger:
+        // nothing is concluded.
+        let unknown = join(
+            &cref,
+            members(),
+            Some(side()),
+            None,
+            &mut tracker,
+            Instant::now(),
+        );
+        assert!(unknown.member(&MemberName::from("c-2")).unwrap().has_data());
     }
 }
