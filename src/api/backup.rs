@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::s3::S3Connection;
 
 /// Default multipart part size in MiB.
-pub const DEFAULT_PART_SIZE_MIB: i32 = 16;
+pub const DEFAULT_PART_SIZE_MIB: i32 = 5;
 /// How many entries `status.history` keeps.
 pub const HISTORY_LIMIT: usize = 10;
 
@@ -72,7 +72,7 @@ pub struct S3Destination {
     pub prefix: Option<String>,
     #[serde(flatten)]
     pub connection: S3Connection,
-    /// Multipart part size in MiB (5 to 5120); 16 when absent.
+    /// Multipart part size in MiB (5 to 5120); 5 when absent.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -362,14 +362,14 @@ pub(super) mod tests {
     #[test]
     fn part_sizes_over_the_memory_budget_are_refused_with_the_numbers() {
         let mut dest = spec(None).destination.s3;
-        // The default 16 MiB parts hold 4 x 16 = 64 MiB.
-        assert_eq!(fits_memory_budget(&dest, 64), Ok(()));
+        // The default 5 MiB parts hold 4 x 5 = 20 MiB.
+        assert_eq!(fits_memory_budget(&dest, 20), Ok(()));
         assert_eq!(
-            fits_memory_budget(&dest, 63),
+            fits_memory_budget(&dest, 19),
             Err(Precondition::MemoryBudget {
-                part_size_mib: 16,
-                needed_mib: 64,
-                budget_mib: 63,
+                part_size_mib: 5,
+                needed_mib: 20,
+                budget_mib: 19,
             })
         );
         dest.part_size_mib = Some(5120);
