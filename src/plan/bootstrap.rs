@@ -12,13 +12,16 @@
 //!    initial cluster and token and leaves the existing ones alone, until the first quorum
 //!    forms (issue 9, item 6).
 //! 3. spec.version was set back to the version the cluster last served at (status
-//!    `currentVersion`) and a member with data runs a later one: `RollBackMember` it. An
+//!    `currentVersion`), or a later patch of it, and a member with data runs a later one:
+//!    `RollBackMember` it. An
 //!    upgrade of a lone member that never came up leaves no member to answer, so this is
 //!    how rollback by spec works for size 1 (issue 9, item 10).
-//! 4. A member moved to spec.version, which the cluster never served at, down past the
-//!    upgrade deadline: an upgrade that did not come up, `Blocked(UpgradeStalled)` (which
+//! 4. A member moved to spec.version, which the cluster never served at, or to any later
+//!    version than the cluster served at, down past the upgrade deadline: an upgrade that
+//!    did not come up, `Blocked(UpgradeStalled)` (which
 //!    says to set the version back). Otherwise some member has data: the cluster exists.
-//!    Never bootstrap over it. Restart stopped members that have data, lowest ordinal first.
+//!    Never bootstrap over it. Restart stopped members that have data, lowest ordinal first,
+//!    those an upgrade did not move to spec.version first.
 //! 5. They all run and none answers: wait (up to the upgrade deadline for a member an
 //!    upgrade moved, else up to the grace: they may be starting), then
 //!    `Blocked(QuorumLost)`; `voters` is then the number of members with data.
@@ -75,7 +78,9 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
 
     // 4.
     if let Some(m) = members.iter().find(|m| {
-        m.has_data() && moved_off_served(ctx, m) && down_for(m) > ctx.policy.upgrade_health_deadline
+        m.has_data()
+            && (moved_off_served(ctx, m) || runs_later_than_served(ctx, m))
+            && at_version_down_for(m) > ctx.policy.upgrade_health_deadline
     }) {
         return Step::Blocked {
             reason: BlockReason::UpgradeStalled {
@@ -83,9 +88,16 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
             },
         };
     }
+    // Members off the upgrade's target first: one stuck at an upgrade that does not come
+    // up must not keep the others from being restarted.
+    let stopped =
+        |m: &&&ObservedMember| m.runtime.as_ref().is_some_and(|r| !r.running && r.has_data);
+    let suspect = |m: &&&ObservedMember| moved_off_served(ctx, m);
     if let Some(m) = members
         .iter()
-        .find(|m| m.runtime.as_ref().is_some_and(|r| !r.running && r.has_data))
+        .filter(stopped)
+        .find(|m| !suspect(m))
+        .or_else(|| members.iter().find(stopped))
     {
         return Step::RestartMember {
             name: m.name.clone(),
@@ -129,8 +141,15 @@ pub(super) fn plan(ctx: &Ctx) -> Step {
 /// runs a later one: it was moved there by an upgrade that never served (the cluster
 /// version stays at the lowest member's until every member runs the new one, so its data
 /// is still readable by the old version).
+///
+/// Also when spec.version is a later patch of the served minor than the version served (what
+/// the other members run, mid-upgrade): the member's data is still readable there.
 fn rolls_back(ctx: &Ctx, m: &ObservedMember) -> bool {
-    ctx.observed.served_version.as_ref() == Some(&ctx.target)
+    let t = &ctx.target;
+    ctx.observed
+        .served_version
+        .as_ref()
+        .is_some_and(|s| s.major == t.major && s.minor == t.minor && s <= t)
         && m.has_data()
         && m.version().is_some_and(|v| *v > ctx.target)
 }
@@ -142,6 +161,27 @@ fn moved_off_served(ctx: &Ctx, m: &ObservedMember) -> bool {
         .as_ref()
         .is_some_and(|served| *served != ctx.target)
         && m.version() == Some(&ctx.target)
+}
+
+/// Rule 4: how long `m` has been down at the version it runs now: a member started again
+/// (rolled back, restarted) a moment ago has not had its chance yet, however long it was
+/// down before (it may only wait for the others to come back).
+fn at_version_down_for(m: &ObservedMember) -> std::time::Duration {
+    let down = down_for(m);
+    m.runtime
+        .as_ref()
+        .and_then(|r| r.started_for)
+        .map_or(down, |started| started.min(down))
+}
+
+/// Rule 4: `m` runs a later version than the cluster ever served at, one spec.version no
+/// longer names (the user moved the spec elsewhere before the upgrade came up): still an
+/// upgrade that never came up, never restarted in place forever.
+fn runs_later_than_served(ctx: &Ctx, m: &ObservedMember) -> bool {
+    ctx.observed
+        .served_version
+        .as_ref()
+        .is_some_and(|served| m.version().is_some_and(|v| v > served))
 }
 
 /// Rule 2: the cluster never formed (no id recorded), so no member has served a write, and
@@ -294,6 +334,18 @@ mod tests {
                 to: v("3.4.23"),
             }
         );
+        // A later patch of the served minor will do too (what the others run).
+        let mut patched = late.clone();
+        if let Some(r) = patched.members[0].runtime.as_mut() {
+            r.version = v("3.5.0");
+        }
+        assert_eq!(
+            next_step(&spec(1, "3.4.25"), &patched, &policy()),
+            Step::RollBackMember {
+                name: name(0),
+                to: v("3.4.25"),
+            }
+        );
         // Never further back than what served, and not when the new version had served.
         assert!(!matches!(silent("3.4.20"), Step::RollBackMember { .. }));
         let mut served_new = late.clone();
@@ -302,6 +354,98 @@ mod tests {
             next_step(&spec(1, "3.4.23"), &served_new, &policy()),
             Step::RollBackMember { .. }
         ));
+    }
+
+    #[test]
+    fn a_lone_member_stuck_at_a_version_the_spec_moved_off_is_reported_stalled() {
+        // Served at 3.5.16; moved to 3.5.21, which never comes up; the user then set
+        // spec.version to 3.5.9. Restarting it at 3.5.21 forever helps nobody: it is a
+        // stalled upgrade, and setting the version back to 3.5.16 rolls it back. (Found by
+        // the simulated cluster: BadUpgrade then Patch.)
+        let mut o = empty()
+            .with_running_silent(0)
+            .with_version(0, "3.5.21")
+            .down_for(0, secs(121));
+        if let Some(r) = o.members[0].runtime.as_mut() {
+            r.running = false;
+        }
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        o.served_version = Some(v("3.5.16"));
+        assert_eq!(
+            next_step(&spec(1, "3.5.9"), &o, &policy()),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(0) }
+            }
+        );
+        assert_eq!(
+            next_step(&spec(1, "3.5.16"), &o, &policy()),
+            Step::RollBackMember {
+                name: name(0),
+                to: v("3.5.16"),
+            }
+        );
+        // Within the deadline it is restarted as before.
+        let fresh = o.clone().down_for(0, secs(30));
+        assert_eq!(
+            next_step(&spec(1, "3.5.9"), &fresh, &policy()),
+            Step::RestartMember { name: name(0) }
+        );
+    }
+
+    #[test]
+    fn a_member_just_started_at_the_target_is_not_stalled_while_the_others_are_down() {
+        // example-0 was rolled back to 3.5.20 (what example-1 runs) 10 s ago after 300 s
+        // down at a release that never came up; example-1 is stopped. No member answers.
+        // Reporting example-0 stalled again would block forever; restart example-1 (found
+        // by the simulated cluster: BadUpgrade, rollback, then a stopped peer).
+        let mut o = empty()
+            .with_running_silent(0)
+            .with_version(0, "3.5.20")
+            .down_for(0, secs(300))
+            .with_running_silent(1)
+            .with_version(1, "3.5.20")
+            .down_for(1, secs(30));
+        if let Some(r) = o.members[0].runtime.as_mut() {
+            r.started_for = Some(secs(10));
+        }
+        if let Some(r) = o.members[1].runtime.as_mut() {
+            r.running = false;
+            r.started_for = None;
+        }
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        o.served_version = Some(v("3.5.16"));
+        assert_eq!(
+            next_step(&spec(2, "3.5.20"), &o, &policy()),
+            Step::RestartMember { name: name(1) }
+        );
+        // Both stopped: the one at a version the cluster served is restarted first, not
+        // the one an upgrade moved (which may never come up).
+        if let Some(r) = o.members[0].runtime.as_mut() {
+            r.running = false;
+            r.started_for = None;
+        }
+        let both = o.clone().down_for(0, secs(30));
+        assert_eq!(
+            next_step(
+                &spec(2, "3.5.20"),
+                &both.clone().with_version(1, "3.5.16"),
+                &policy()
+            ),
+            Step::RestartMember { name: name(1) }
+        );
+        if let Some(r) = o.members[0].runtime.as_mut() {
+            r.running = true;
+        }
+        // Still down 130 s after its start at the target: stalled.
+        if let Some(r) = o.members[0].runtime.as_mut() {
+            r.started_for = Some(secs(130));
+        }
+        assert_eq!(
+            next_step(&spec(2, "3.5.20"), &o, &policy()),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(0) }
+            }
+        );
     }
 
     #[test]

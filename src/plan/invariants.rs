@@ -331,10 +331,14 @@ pub fn version_within_one_minor(step: &Step, spec: &EtcdClusterSpec, observed: &
                     .min_version()
                     .is_some_and(|current| version_change(current, to).is_ok())
         }
-        // Back to the version the cluster last served at, only while no member answers.
+        // Back to the version the cluster last served at (or a later patch of it), only
+        // while no member answers.
         Step::RollBackMember { name, to } => {
             Some(to) == target_of(spec).as_ref()
-                && observed.served_version.as_ref() == Some(to)
+                && observed
+                    .served_version
+                    .as_ref()
+                    .is_some_and(|s| s.major == to.major && s.minor == to.minor && s <= to)
                 && observed.etcd.is_none()
                 && observed
                     .member(name)

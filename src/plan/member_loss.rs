@@ -5,7 +5,9 @@
 //! 1. A member down (stopped or unhealthy) with its data, off spec.version while every other
 //!    member already runs it: `UpgradeMember` it rather than restart it. It has no health to
 //!    lose, and this finishes an upgrade on a dead member, or rolls back a stalled one once
-//!    spec.version is set back to what the others run.
+//!    spec.version is set back to what the others run. Also when the others run mixed
+//!    versions, if it runs a later version than the cluster ever served at (an upgrade that
+//!    never came up): restarting it there would fail forever.
 //! 2. A member etcd lists as started whose process stopped but whose data is there:
 //!    `RestartMember`, same id, same data. No membership change, so safe without quorum (and
 //!    how a lost quorum comes back). Past its patience it is replaced instead, unless quorum
@@ -57,11 +59,19 @@ pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
                 .filter(|other| other.name != m.name)
                 .all(|other| other.version().is_none_or(|ver| *ver == ctx.target))
         };
+        // It runs a later version than the cluster ever served at: an upgrade that never
+        // came up, and spec.version no longer names it. Its data is still readable by
+        // what served, so it is rolled over to spec.version whatever the others run.
+        let never_served_at = |m: &ObservedMember| {
+            o.served_version
+                .as_ref()
+                .is_some_and(|served| m.version().is_some_and(|ver| ver > served))
+        };
         let off_and_down = started.iter().find(|m| {
             !m.is_healthy()
                 && m.has_data()
                 && m.version().is_some_and(|ver| *ver != ctx.target)
-                && others_at_target(m)
+                && (others_at_target(m) || never_served_at(m))
         });
         if let Some(m) = off_and_down
             && let Some(id) = m.id()
@@ -277,6 +287,38 @@ fn remaining(ctx: &Ctx, m: &ObservedMember) -> Duration {
 mod tests {
     use crate::plan::fixtures::*;
     use crate::plan::{BlockReason, RemovalReason, ReplaceReason, Step, WaitReason, next_step};
+
+    #[test]
+    fn a_stalled_member_is_rolled_back_though_the_others_run_mixed_versions() {
+        // An upgrade to 3.5.20 was under way (example-2 done, example-0 not yet) when the
+        // user moved spec.version to 3.5.21; example-1 was moved there and never came up.
+        // spec.version is set back to 3.5.16, the version served. Restarting example-1 at
+        // 3.5.21 would fail forever (found by the simulated cluster: BadUpgrade mid-roll).
+        let mut o = observed(3)
+            .with_version(2, "3.5.20")
+            .with_version(1, "3.5.21")
+            .with_dead(1)
+            .down_for(1, secs(200));
+        o.served_version = Some(v("3.5.16"));
+        assert_eq!(
+            next_step(&spec(3, "3.5.16"), &o, &policy()),
+            Step::UpgradeMember {
+                name: name(1),
+                id: id(1),
+                to: v("3.5.16"),
+            }
+        );
+        // A member down at a version the cluster served at is restarted as before.
+        let mut served = o
+            .clone()
+            .with_version(1, "3.5.16")
+            .with_version(2, "3.5.16");
+        served.served_version = Some(v("3.5.16"));
+        assert_eq!(
+            next_step(&spec(3, "3.5.16"), &served, &policy()),
+            Step::RestartMember { name: name(1) }
+        );
+    }
 
     fn plan(o: &crate::plan::Observed) -> Step {
         next_step(&spec(3, VERSION), o, &policy())

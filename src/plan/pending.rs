@@ -7,6 +7,8 @@
 //!    ours): `DeleteRuntimeMember`. It can never rejoin with that data. A reservation while
 //!    etcd has a learner or an unstarted member is deleted too: it could not be added
 //!    without two changes in flight (our adds never leave this state; it is cleaned up).
+//!    So is one while a voter is down: etcd refuses every add then (strict
+//!    reconfiguration), and the down voter is replaced first.
 //! 2. An etcd member that never started: `StartMember` when its runtime member is stopped;
 //!    `RemoveMember(Orphan)` when it has no runtime member; when its process runs, wait for
 //!    it to join. Either way, once it has not joined for longer than the grace,
@@ -44,13 +46,18 @@ fn sorted<'a>(ctx: &Ctx<'a>, keep: impl Fn(&ObservedMember) -> bool) -> Vec<&'a 
     members
 }
 
-/// 1, and reservations that cannot be added because etcd has a change in flight.
+/// 1, and reservations that cannot be added because etcd has a change in flight or a voter
+/// is down: etcd's strict reconfiguration check refuses every `member add` ("unhealthy
+/// cluster") until each voter has been connected for 5 s, so insisting on the add would
+/// keep the down voter from being replaced. (Without quorum the add waits: that is
+/// reported as lost quorum.)
 fn leftover(ctx: &Ctx) -> Option<Step> {
     let etcd_busy = ctx
         .observed
         .members
         .iter()
-        .any(|m| m.is_learner() || m.is_unstarted());
+        .any(|m| m.is_learner() || m.is_unstarted())
+        || (quorum::has_quorum(ctx.observed) && ctx.observed.voters().any(|m| !m.is_healthy()));
     sorted(ctx, |m| {
         m.is_leftover() || (etcd_busy && m.is_reservation())
     })
@@ -176,6 +183,27 @@ mod tests {
 
     fn plan(size: i32, o: &crate::plan::Observed) -> Step {
         next_step(&spec(size, VERSION), o, &policy())
+    }
+
+    #[test]
+    fn a_reservation_is_dropped_while_a_voter_is_down_so_the_voter_is_replaced() {
+        // example-3 was reserved; then example-1 lost its data. etcd refuses every add
+        // until all voters are connected, so re-adding example-3 would be refused forever
+        // and example-1 never replaced (found by the simulated cluster).
+        let o = observed(3).with_reservation(3).with_data_lost(1);
+        assert_eq!(plan(4, &o), Step::DeleteRuntimeMember { name: name(3) });
+        let o = observed(3).with_data_lost(1);
+        assert!(
+            matches!(
+                plan(4, &o),
+                Step::RemoveMember {
+                    reason: RemovalReason::Replace(ReplaceReason::DataLost),
+                    ..
+                }
+            ),
+            "{}",
+            plan(4, &o)
+        );
     }
 
     #[test]
