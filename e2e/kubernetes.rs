@@ -1147,6 +1147,13 @@ async fn install(client: &Client) {
                 let (repository, tag) = image.rsplit_once(':').expect("OPERATOR_IMAGE has a tag");
                 values = serde_json::json!({"image": {"repository": repository, "tag": tag}});
             }
+            // Helm installs a chart's crds/ only when the release is new and never upgrades
+            // them: apply them first, as README tells users to before `helm upgrade` (found
+            // when a release left by an earlier run was upgraded: the new status field
+            // `pinned` was refused by the old schema).
+            run(Command::new("kubectl")
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(repo().join("charts/etcd-operator/crds")));
             helm(serde_json::json!({
                 "command": "install",
                 "kubeconfig": kubeconfig(),
