@@ -4,7 +4,8 @@
 //! (later) promote; a removal as `member remove` -> delete runtime member. A crash between
 //! any two parts leaves one of the states below, each finished here, in this order:
 //! 1. A runtime member etcd does not list that runs or has data (left by a removal, or not
-//!    ours): `DeleteRuntimeMember`. It can never rejoin with that data. A reservation while
+//!    ours): `DeleteRuntimeMember` once it has stayed unlisted past the grace (a member
+//!    list can lag). It can never rejoin with that data. A reservation while
 //!    etcd has a learner or an unstarted member is deleted too: it could not be added
 //!    without two changes in flight (our adds never leave this state; it is cleaned up).
 //!    So is one while a voter is down: etcd refuses every add then (strict
@@ -58,11 +59,19 @@ fn leftover(ctx: &Ctx) -> Option<Step> {
         .iter()
         .any(|m| m.is_learner() || m.is_unstarted())
         || (quorum::has_quorum(ctx.observed) && ctx.observed.voters().any(|m| !m.is_healthy()));
-    sorted(ctx, |m| {
+    let m = sorted(ctx, |m| {
         m.is_leftover() || (etcd_busy && m.is_reservation())
     })
     .first()
-    .map(|m| Step::DeleteRuntimeMember {
+    .copied()?;
+    // A member list can lag (an answer from a member that has not applied the latest
+    // change): a member with data it does not list yet is deleted only once it has stayed
+    // unlisted past the grace. Found by the simulated cluster: a lagging list right after
+    // the bootstrap of a one-member cluster had its only member's data deleted.
+    if m.is_leftover() && !is_overdue(ctx, m) {
+        return Some(wait_for(ctx, m, false));
+    }
+    Some(Step::DeleteRuntimeMember {
         name: m.name.clone(),
     })
 }
@@ -207,9 +216,19 @@ mod tests {
     }
 
     #[test]
-    fn member_left_behind_by_a_removal_is_deleted() {
+    fn member_left_behind_by_a_removal_is_deleted_once_it_stays_unlisted() {
+        // Just seen unlisted: the member list may lag, so its data is not deleted yet.
         assert_eq!(
             plan(3, &observed(3).with_leftover(3)),
+            Step::Wait {
+                reason: WaitReason::MemberUnhealthy {
+                    name: name(3),
+                    remaining: secs(55),
+                }
+            }
+        );
+        assert_eq!(
+            plan(3, &observed(3).with_leftover(3).down_for(3, secs(61))),
             Step::DeleteRuntimeMember { name: name(3) }
         );
     }
