@@ -50,6 +50,10 @@ impl LocalOperatorDir {
                 "500ms".into(),
                 "--unhealthy-grace".into(),
                 "6s".into(),
+                // As `operator::fast_policy`: a member restarted in place that stays
+                // unhealthy is replaced 20 s after it went down, not 10 min.
+                "--replace-grace".into(),
+                "20s".into(),
                 "--upgrade-health-deadline".into(),
                 "60s".into(),
             ],
