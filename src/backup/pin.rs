@@ -11,7 +11,6 @@
 
 use aws_sdk_s3::Client;
 
-use super::error::Call;
 use super::metadata::SnapshotMetadata;
 use super::{Error, S3Op};
 
@@ -51,23 +50,7 @@ pub async fn pin_object(
     key: &str,
     expected_sha256: Option<&str>,
 ) -> Result<Pinned, Error> {
-    let call = Call {
-        op: S3Op::HeadObject,
-        bucket,
-        key,
-    };
-    let head = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| {
-            call.error(e, |source| Error::HeadObject {
-                key: key.to_owned(),
-                source,
-            })
-        })?;
+    let head = super::prune::head_object(client, bucket, key).await?;
     let etag = head
         .e_tag()
         .filter(|t| !t.is_empty())

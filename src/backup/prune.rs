@@ -103,21 +103,21 @@ pub async fn apply_retention(
     Ok(gone)
 }
 
-/// The user metadata of object `key` (HEAD).
+/// HEAD of object `key`, its errors mapped once for every caller (retention, restore pins).
 ///
 /// # Errors
 /// [`Error::HeadObject`] or the cause-specific S3 variants.
-pub async fn head_metadata(
+pub(crate) async fn head_object(
     client: &Client,
     bucket: &str,
     key: &str,
-) -> Result<SnapshotMetadata, Error> {
+) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, Error> {
     let call = Call {
         op: S3Op::HeadObject,
         bucket,
         key,
     };
-    let head = client
+    client
         .head_object()
         .bucket(bucket)
         .key(key)
@@ -128,7 +128,19 @@ pub async fn head_metadata(
                 key: key.to_owned(),
                 source,
             })
-        })?;
+        })
+}
+
+/// The user metadata of object `key` (HEAD).
+///
+/// # Errors
+/// [`Error::HeadObject`] or the cause-specific S3 variants.
+pub async fn head_metadata(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<SnapshotMetadata, Error> {
+    let head = head_object(client, bucket, key).await?;
     Ok(head
         .metadata()
         .map(SnapshotMetadata::from_map)
