@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod certs;
 pub mod drivers;
 pub mod error_chain;
 pub mod etcd;
