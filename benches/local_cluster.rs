@@ -108,11 +108,16 @@ async fn upgrade_with_writer() {
     s.start();
     let st = s.wait_running("upg", 3, &v34).await;
     let urls = client_urls(&st);
+    let options = etcd_operator::testing::converged::connect_options(
+        etcd_operator::testing::operator::client_tls(&st).as_ref(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut c = etcd_client::Client::connect(urls, None).await.unwrap();
+            let mut c = etcd_client::Client::connect(urls, Some(options))
+                .await
+                .unwrap();
             let (mut acked, mut longest, mut i) = (0u64, Duration::ZERO, 0u64);
             let mut last_ok = Instant::now();
             while !stop.load(Ordering::Relaxed) {

@@ -59,9 +59,12 @@ async fn converge(dir: &mut LocalOperatorDir, name: &str, size: usize, version: 
 }
 
 async fn put_keys(c: &Converged, prefix: &str) {
-    let mut client = etcd_client::Client::connect(&c.client_urls, None)
-        .await
-        .unwrap();
+    let mut client = etcd_client::Client::connect(
+        &c.client_urls,
+        Some(converged::connect_options(c.client_tls.as_ref())),
+    )
+    .await
+    .unwrap();
     for i in 0..KEYS {
         client
             .put(format!("{prefix}/{i:04}"), format!("v{i}"), None)
@@ -71,9 +74,12 @@ async fn put_keys(c: &Converged, prefix: &str) {
 }
 
 async fn assert_keys(c: &Converged, prefix: &str) {
-    let client = etcd_client::Client::connect(&c.client_urls, None)
-        .await
-        .unwrap();
+    let client = etcd_client::Client::connect(
+        &c.client_urls,
+        Some(converged::connect_options(c.client_tls.as_ref())),
+    )
+    .await
+    .unwrap();
     let resp = wait_for(Duration::from_secs(30), "a member answers the read", || {
         let mut client = client.clone();
         let key = format!("{prefix}/");

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
+use etcd_operator::etcd::TlsConfig;
 use etcd_operator::testing::converged::{self, Converged};
 use etcd_operator::testing::operator::{cluster_yaml, latest};
 use etcd_operator::testing::process::{LocalOperatorDir, OperatorProcess};
@@ -66,8 +67,8 @@ fn current_urls(state: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn connect(urls: &[String]) -> Option<Client> {
-    let opts = ConnectOptions::new()
+async fn connect(urls: &[String], tls: Option<&TlsConfig>) -> Option<Client> {
+    let opts = converged::connect_options(tls)
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(2));
     Client::connect(urls, Some(opts)).await.ok()
@@ -81,7 +82,8 @@ async fn writer(state: std::path::PathBuf, acks: Arc<Mutex<Acks>>, stop: Arc<Ato
     let mut last_ack = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
-            client = connect(&current_urls(&state)).await;
+            let tls = converged::local_client_tls(&state, NAME);
+            client = connect(&current_urls(&state), tls.as_ref()).await;
             if client.is_none() {
                 // Between member restarts there may be nothing to connect to yet.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -111,7 +113,9 @@ async fn writer(state: std::path::PathBuf, acks: Arc<Mutex<Acks>>, stop: Arc<Ato
 
 /// A linearizable read answers: a quorum is there.
 async fn has_quorum(c: &Converged) -> Result<(), String> {
-    let mut client = connect(&c.client_urls).await.ok_or("no connection")?;
+    let mut client = connect(&c.client_urls, c.client_tls.as_ref())
+        .await
+        .ok_or("no connection")?;
     client
         .get("quorum-probe", None)
         .await
@@ -168,7 +172,8 @@ impl Run {
             "a membership change in flight",
             || async {
                 let urls = current_urls(&state);
-                let admin = etcd_operator::etcd::EtcdAdmin::connect(urls, None)
+                let tls = converged::local_client_tls(&state, NAME);
+                let admin = etcd_operator::etcd::EtcdAdmin::connect(urls, tls)
                     .await
                     .map_err(|e| e.to_string())?;
                 let info = admin.member_list().await.map_err(|e| e.to_string())?;
@@ -338,7 +343,7 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
 
     // Every acknowledged write reads back, with its value; in pages, as 200 steps write
     // more than one gRPC message holds.
-    let mut client = connect(&c.client_urls)
+    let mut client = connect(&c.client_urls, c.client_tls.as_ref())
         .await
         .expect("connect for the final read");
     let mut found: BTreeMap<String, String> = BTreeMap::new();

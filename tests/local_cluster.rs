@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_operator::api::cluster::ClusterPhase;
 use etcd_operator::api::condition;
+use etcd_operator::testing::converged;
 use etcd_operator::testing::operator::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,11 +273,14 @@ async fn upgrade_three_four_to_three_five_keeps_every_acknowledged_write() {
     s.start();
     let st = s.wait_running("upgrade", 3, &v34).await;
     let urls = client_urls(&st);
+    let options = converged::connect_options(client_tls(&st).as_ref());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut c = etcd_client::Client::connect(urls, None).await.unwrap();
+            let mut c = etcd_client::Client::connect(urls, Some(options))
+                .await
+                .unwrap();
             let (mut acked, mut longest, mut i) = (Vec::new(), Duration::ZERO, 0u64);
             let mut last_ok = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -131,7 +131,9 @@ impl Writer {
 }
 
 async fn active_alarms(st: &EtcdClusterStatus) -> Vec<AlarmKind> {
-    let admin = EtcdAdmin::connect(client_urls(st), None).await.unwrap();
+    let admin = EtcdAdmin::connect(client_urls(st), client_tls(st))
+        .await
+        .unwrap();
     admin
         .alarm_list()
         .await

@@ -14,7 +14,7 @@ use etcd_operator::api::cluster::{AutoCompactionMode, EtcdOptions};
 use etcd_operator::runtime::local::Seed;
 use etcd_operator::runtime::{
     ClusterRef, Error, InitialClusterState, LocalRuntime, MemberAddress, MemberExited,
-    MemberLaunch, MemberRuntime, RuntimeMember,
+    MemberLaunch, MemberRuntime, RuntimeMember, Transport,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -101,7 +101,11 @@ async fn create_cluster(
 ) -> Vec<MemberAddress> {
     let mut addresses = Vec::new();
     for name in names {
-        addresses.push(rt.reserve(cluster, name).await.expect("reserve"));
+        addresses.push(
+            rt.reserve(cluster, name, Transport::Plain)
+                .await
+                .expect("reserve"),
+        );
     }
     for name in names {
         rt.create(cluster, &launch(name, version, &addresses, options.clone()))
@@ -127,6 +131,7 @@ fn launch(
         state: InitialClusterState::New,
         cluster_token: "test-token".to_string(),
         options,
+        transport: Transport::Plain,
     }
 }
 
@@ -258,7 +263,10 @@ async fn second_runtime_adopts_running_members_without_starting_new_ones() {
         .await
         .unwrap();
     assert_eq!(pid_of(&rt2, &c, "trio-1"), pid);
-    assert_eq!(rt2.reserve(&c, "trio-1").await.unwrap(), addresses[1]);
+    assert_eq!(
+        rt2.reserve(&c, "trio-1", Transport::Plain).await.unwrap(),
+        addresses[1]
+    );
 
     rt2.stop_all(&c).await.unwrap();
     assert!(rt.list(&c).await.unwrap().iter().all(|m| !m.running));
@@ -365,7 +373,7 @@ async fn missing_binary_is_reported_with_its_path() {
     let absent = semver::Version::new(3, 3, 99);
     let expected_path = bin_dir().join("3.3.99").join("etcd");
 
-    let me = rt.reserve(&c, "nobin-0").await.unwrap();
+    let me = rt.reserve(&c, "nobin-0", Transport::Plain).await.unwrap();
     let err = rt
         .create(
             &c,
@@ -403,10 +411,16 @@ async fn reserved_addresses_are_stable_and_distinct() {
     let sb = Sandbox::new();
     let rt = &sb.runtime;
     let c = cluster("ports");
-    let a = rt.reserve(&c, "ports-0").await.unwrap();
-    assert_eq!(rt.reserve(&c, "ports-0").await.unwrap(), a);
-    let b = rt.reserve(&c, "ports-1").await.unwrap();
-    let other = rt.reserve(&cluster("elsewhere"), "ports-0").await.unwrap();
+    let a = rt.reserve(&c, "ports-0", Transport::Plain).await.unwrap();
+    assert_eq!(
+        rt.reserve(&c, "ports-0", Transport::Plain).await.unwrap(),
+        a
+    );
+    let b = rt.reserve(&c, "ports-1", Transport::Plain).await.unwrap();
+    let other = rt
+        .reserve(&cluster("elsewhere"), "ports-0", Transport::Plain)
+        .await
+        .unwrap();
     let mut urls = vec![
         &a.peer_url,
         &a.client_url,
@@ -422,7 +436,10 @@ async fn reserved_addresses_are_stable_and_distinct() {
 
     // A restarted operator hands out the same address; reserved members are not listed.
     let rt2 = runtime_on(sb.dir.path());
-    assert_eq!(rt2.reserve(&c, "ports-0").await.unwrap(), a);
+    assert_eq!(
+        rt2.reserve(&c, "ports-0", Transport::Plain).await.unwrap(),
+        a
+    );
     assert_eq!(rt2.list(&c).await.unwrap(), []);
 }
 

@@ -16,7 +16,7 @@ use etcd_operator::backup::member_restore::EMPTY_SNAPSHOT;
 use etcd_operator::backup::member_restore::StepReport;
 use etcd_operator::backup::{Owner, download, pin_object, take_backup};
 use etcd_operator::runtime::pods::restore::{RestoreContainers, SnapshotSource};
-use etcd_operator::runtime::{InitialClusterState, MemberLaunch};
+use etcd_operator::runtime::{InitialClusterState, MemberLaunch, Transport};
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, MemberAddr, TestCluster, bin_for_minor, free_port};
 use k8s_openapi::api::core::v1::{Container, VolumeMount};
@@ -153,6 +153,7 @@ async fn init_containers_restore_every_member_and_a_rerun_keeps_its_data() {
             state: InitialClusterState::New,
             cluster_token: "restored".into(),
             options: None,
+            transport: Transport::Plain,
         };
         let volume = dir.path().join(&m.name);
         std::fs::create_dir_all(&volume).unwrap();
@@ -222,6 +223,7 @@ fn pod_init(source: &SnapshotSource, bin: &EtcdBin, member: &str) -> Vec<Contain
         state: InitialClusterState::New,
         cluster_token: "restored".into(),
         options: None,
+        transport: Transport::Plain,
     };
     containers.for_member(&launch, "/var/lib/etcd/data")
 }

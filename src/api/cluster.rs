@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::maintenance::{MaintenanceSpec, MaintenanceStatus};
+use super::tls::{TlsSpec, TlsStatus};
 
 /// Default image repository for members on Kubernetes (the official etcd image).
 pub const DEFAULT_REPOSITORY: &str = "gcr.io/etcd-development/etcd";
@@ -72,7 +73,7 @@ pub struct EtcdClusterSpec {
     /// etcd server options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdOptions>,
-    /// TLS for client and peer traffic.
+    /// TLS for client and peer traffic; on, with operator-issued certificates, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
     /// When true the operator takes no step on this cluster (status is still observed).
@@ -214,29 +215,6 @@ pub struct EtcdOptions {
     pub extra_args: BTreeMap<String, String>,
 }
 
-/// TLS for client and peer traffic.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<TlsSource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer: Option<TlsSource>,
-}
-
-/// Where certificates come from: exactly one of `operatorIssued` or `secretName`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.operatorIssued) != has(self.secretName)").message("set exactly one of operatorIssued or secretName"))]
-pub struct TlsSource {
-    /// The operator issues and rotates certificates from its own CA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operator_issued: Option<bool>,
-    /// A Secret with `ca.crt`, `tls.crt` and `tls.key`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-}
-
 /// The coarse state of a cluster, for humans and printer columns.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ClusterPhase {
@@ -286,6 +264,9 @@ pub struct EtcdClusterStatus {
     /// Compaction, defragmentation and NOSPACE handling: the run in progress and the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceStatus>,
+    /// What members serve (TLS or plaintext) and the expiry of each certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
 }
 
 /// One member as etcd and the runtime report it.

@@ -14,6 +14,9 @@ pub mod types {
     /// A compaction/defragmentation run (NOSPACE or scheduled) is in progress; the message
     /// says how far it got, or how the last one ended.
     pub const MAINTENANCE: &str = "Maintenance";
+    /// Members serve TLS with client certificates as the spec asks; False says why not
+    /// (plaintext by the spec's choice, or members that serve otherwise than it asks).
+    pub const TLS: &str = "TLS";
     /// The spec passed validation; False names every problem.
     pub const SPEC_VALID: &str = "SpecValid";
     /// Backup/restore: the last run succeeded.

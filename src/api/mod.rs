@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod quantity;
 pub mod restore;
 pub mod s3;
+pub mod tls;
 pub mod unknown_fields;
 pub mod validate;
 

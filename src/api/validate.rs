@@ -13,6 +13,7 @@ use super::backup::EtcdBackupSpec;
 use super::cluster::EtcdClusterSpec;
 use super::quantity::{parse_bytes, parse_duration};
 use super::restore::EtcdRestoreSpec;
+use super::tls::{TlsMode, TlsSpec};
 
 /// Lowest and highest etcd minor versions (of major 3) this operator manages.
 pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u64> = 4..=6;
@@ -419,24 +420,11 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             );
         }
     }
-    if let Some(tls) = &spec.tls {
-        for (side, src) in [("client", &tls.client), ("peer", &tls.peer)] {
-            if let Some(src) = src
-                && src.operator_issued.is_some() == src.secret_name.is_some()
-            {
-                r.error(
-                    &f(&format!("tls.{side}")),
-                    "set exactly one of operatorIssued or secretName",
-                );
-            }
-        }
-        if tls.client.is_some() || tls.peer.is_some() {
-            // Refusing is safer than silently serving plaintext to someone who asked for TLS.
-            r.error(
-                &f("tls"),
-                "TLS is not implemented by this operator version yet; remove spec.tls to run without it",
-            );
-        }
+    if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
+        r.warn(
+            &f("tls.mode"),
+            "TLS is disabled: anyone who reaches a member's ports reads and writes every key; remove spec.tls to serve TLS",
+        );
     }
 }
 
@@ -769,9 +757,10 @@ fn truncated(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::api::backup::{BackupDestination, Retention, S3Destination};
-    use crate::api::cluster::{EtcdOptions, StorageSpec, TlsSource, TlsSpec};
+    use crate::api::cluster::{EtcdOptions, StorageSpec};
     use crate::api::restore::{RestoreSource, RestoreTarget, S3Object};
     use crate::api::s3::S3Connection;
+    use crate::api::tls::{TlsMode, TlsSpec};
 
     fn fields(r: &Report) -> Vec<&str> {
         r.errors.iter().map(|p| p.field.as_str()).collect()
@@ -825,16 +814,19 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_until_implemented() {
+    fn disabled_tls_is_valid_with_a_warning() {
         let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        assert!(cluster("a", &spec).warnings.is_empty());
         spec.tls = Some(TlsSpec {
-            client: Some(TlsSource {
-                operator_issued: Some(true),
-                secret_name: None,
-            }),
-            peer: None,
+            mode: TlsMode::Disabled,
         });
-        assert_eq!(fields(&cluster("a", &spec)), vec!["spec.tls"]);
+        let r = cluster("a", &spec);
+        assert!(r.is_valid());
+        assert!(
+            r.warnings_message().contains("TLS is disabled"),
+            "{}",
+            r.warnings_message()
+        );
     }
 
     fn backup_spec() -> EtcdBackupSpec {

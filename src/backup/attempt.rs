@@ -12,12 +12,14 @@ use super::take::Owner;
 use super::{Error, StaticCredentials, abort_stale_uploads, apply_retention, take_backup};
 use crate::api::backup::{BackupRecord, Retention, S3Destination};
 use crate::error_chain::error_chain;
-use crate::etcd::EtcdAdmin;
+use crate::etcd::{EtcdAdmin, TlsConfig};
 
 /// What one attempt needs.
 pub struct Attempt<'a> {
     /// Client URLs of the cluster's healthy members.
     pub endpoints: Vec<String>,
+    /// The operator's client certificate for a cluster serving TLS.
+    pub tls: Option<TlsConfig>,
     pub destination: &'a S3Destination,
     /// From the named Secret; `None` uses the default AWS chain.
     pub credentials: Option<StaticCredentials>,
@@ -42,6 +44,7 @@ pub struct Outcome {
 pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
     let Attempt {
         endpoints,
+        tls,
         destination,
         credentials,
         owner,
@@ -49,11 +52,12 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
     } = attempt;
     let cluster = owner.cluster;
     let scope = owner.scope(destination.prefix.as_deref());
-    let admin = EtcdAdmin::connect(endpoints, None)
+    let tls = TlsConfig::for_endpoints(&endpoints, tls.as_ref());
+    let admin = EtcdAdmin::connect(endpoints, tls.clone())
         .await
         .map_err(|e| Error::NoHealthyMember { last: Some(e) })?;
     let s3 = super::client(&destination.connection, credentials).await;
-    let record = take_backup(&admin, None, &s3, destination, &owner).await?;
+    let record = take_backup(&admin, tls.as_ref(), &s3, destination, &owner).await?;
     info!(
         cluster,
         key = %record.key,

@@ -4,6 +4,7 @@
 //! Pure apart from key generation: where the PEM lives (files under the local state dir, or
 //! Secrets) is each runtime's business, and which names a leaf must carry is too.
 
+pub mod bundle;
 pub mod inspect;
 pub mod issue;
 

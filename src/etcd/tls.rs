@@ -57,7 +57,21 @@ impl TlsConfig {
         Ok(())
     }
 
-    pub(crate) fn to_options(&self) -> Result<TlsOptions, Error> {
+    /// `tls` when one of `endpoints` is `https://`, else `None`: a plaintext cluster is
+    /// dialled without TLS even when the operator holds certificates for it.
+    pub fn for_endpoints<S: AsRef<str>>(endpoints: &[S], tls: Option<&TlsConfig>) -> Option<Self> {
+        endpoints
+            .iter()
+            .any(|e| e.as_ref().starts_with("https://"))
+            .then(|| tls.cloned())
+            .flatten()
+    }
+
+    /// etcd-client's options for this identity.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTls`] when a part is not PEM.
+    pub fn to_options(&self) -> Result<TlsOptions, Error> {
         self.validate()?;
         Ok(TlsOptions::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use tracing::info;
 
+use crate::api::tls::{TlsMode, TlsSpec};
 use crate::api::{EtcdCluster, EtcdClusterSpec};
-use crate::etcd::{self, EtcdAdmin, Member, MemberId, Timeouts};
+use crate::etcd::{self, EtcdAdmin, Member, MemberId, Timeouts, TlsConfig};
 use crate::failpoint::{self, crash_point};
 use crate::plan::{Observed, Step};
-use crate::runtime::{ClusterRef, InitialClusterState, MemberLaunch, MemberRuntime};
+use crate::runtime::{ClusterRef, InitialClusterState, MemberLaunch, MemberRuntime, Transport};
 
 use super::Error;
 
@@ -104,8 +105,10 @@ fn endpoints(observed: &Observed) -> Vec<String> {
         .collect()
 }
 
-async fn admin(observed: &Observed) -> Result<EtcdAdmin, Error> {
-    EtcdAdmin::connect_with(endpoints(observed), None, admin_timeouts())
+async fn admin(observed: &Observed, tls: Option<&TlsConfig>) -> Result<EtcdAdmin, Error> {
+    let endpoints = endpoints(observed);
+    let tls = TlsConfig::for_endpoints(&endpoints, tls);
+    EtcdAdmin::connect_with(endpoints, tls, admin_timeouts())
         .await
         .map_err(|source| Error::Connect { source })
 }
@@ -136,7 +139,31 @@ fn is_not_yet(e: &etcd::Error) -> bool {
     )
 }
 
-/// Executes `step` for `cluster`.
+/// What the cluster's ports speak, which every new member must speak too: that of the
+/// members the runtime has (all alike: moving a running cluster between the two is not
+/// supported yet), else what the spec asks for.
+pub fn transport(spec: &EtcdClusterSpec, observed: &Observed) -> Transport {
+    let (tls, plain) = observed
+        .members
+        .iter()
+        .filter_map(|m| m.runtime.as_ref())
+        .fold((0, 0), |(tls, plain), r| {
+            match Transport::of_url(&r.client_url) {
+                Transport::Tls => (tls + 1, plain),
+                Transport::Plain => (tls, plain + 1),
+            }
+        });
+    match (tls, plain) {
+        (0, 0) => match TlsSpec::mode_of(spec.tls.as_ref()) {
+            TlsMode::Enabled => Transport::Tls,
+            TlsMode::Disabled => Transport::Plain,
+        },
+        (tls, plain) if tls >= plain => Transport::Tls,
+        _ => Transport::Plain,
+    }
+}
+
+/// Executes `step` for `cluster`, dialling TLS members with `tls`.
 pub async fn execute<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
@@ -144,13 +171,15 @@ pub async fn execute<R: MemberRuntime>(
     spec: &EtcdClusterSpec,
     observed: &Observed,
     step: &Step,
+    tls: Option<&TlsConfig>,
 ) -> Result<Executed, Error> {
+    let transport = transport(spec, observed);
     match step {
         Step::Bootstrap { members, version } => {
             let mut initial = Vec::new();
             for name in members {
                 let addr = runtime
-                    .reserve(cluster, name.as_str())
+                    .reserve(cluster, name.as_str(), transport)
                     .await
                     .map_err(|source| Error::Bootstrap { source })?;
                 initial.push((addr.name.clone(), addr.peer_url.clone()));
@@ -164,6 +193,7 @@ pub async fn execute<R: MemberRuntime>(
                     state: InitialClusterState::New,
                     cluster_token: token.to_string(),
                     options: spec.etcd.clone(),
+                    transport,
                 };
                 runtime
                     .create(cluster, &launch)
@@ -178,13 +208,13 @@ pub async fn execute<R: MemberRuntime>(
         }
         Step::AddLearner { name, version } => {
             let addr = runtime
-                .reserve(cluster, name.as_str())
+                .reserve(cluster, name.as_str(), transport)
                 .await
                 .map_err(|source| Error::AddLearner {
                     source: source.into(),
                 })?;
             crash_point(failpoint::ADD_LEARNER_AFTER_RESERVE);
-            let admin = admin(observed).await?;
+            let admin = admin(observed, tls).await?;
             let (added, members) = match admin.member_add([addr.peer_url.clone()], true).await {
                 Ok(r) => r,
                 Err(e) if is_not_yet(&e) => return Ok(Executed::NotYet(e.to_string())),
@@ -199,6 +229,7 @@ pub async fn execute<R: MemberRuntime>(
                 state: InitialClusterState::Existing,
                 cluster_token: String::new(),
                 options: spec.etcd.clone(),
+                transport,
             };
             runtime
                 .create(cluster, &launch)
@@ -211,7 +242,7 @@ pub async fn execute<R: MemberRuntime>(
         }
         Step::StartMember { name, id } => {
             let version = join_version(spec, observed)?;
-            let admin = admin(observed).await?;
+            let admin = admin(observed, tls).await?;
             let info = admin
                 .member_list()
                 .await
@@ -225,6 +256,7 @@ pub async fn execute<R: MemberRuntime>(
                 state: InitialClusterState::Existing,
                 cluster_token: String::new(),
                 options: spec.etcd.clone(),
+                transport,
             };
             runtime
                 .create(cluster, &launch)
@@ -236,7 +268,7 @@ pub async fn execute<R: MemberRuntime>(
             Ok(Executed::Applied)
         }
         Step::PromoteLearner { id, .. } => {
-            let admin = admin(observed).await?;
+            let admin = admin(observed, tls).await?;
             match admin.member_promote(*id).await {
                 Ok(_) => {
                     crash_point(failpoint::PROMOTE_AFTER_ETCD_PROMOTE);
@@ -247,7 +279,7 @@ pub async fn execute<R: MemberRuntime>(
             }
         }
         Step::RemoveMember { name, id, .. } => {
-            let admin = admin(observed).await?;
+            let admin = admin(observed, tls).await?;
             match admin.member_remove(*id).await {
                 Ok(_) | Err(etcd::Error::MemberNotFound { .. }) => {}
                 Err(e) if is_not_yet(&e) => return Ok(Executed::NotYet(e.to_string())),
@@ -281,7 +313,7 @@ pub async fn execute<R: MemberRuntime>(
             Ok(Executed::Applied)
         }
         Step::MoveLeader { to_id: to, .. } => {
-            let admin = admin(observed).await?;
+            let admin = admin(observed, tls).await?;
             match admin.move_leader(*to).await {
                 Ok(()) => {
                     crash_point(failpoint::MOVE_LEADER_AFTER_ETCD_MOVE);
@@ -302,7 +334,7 @@ pub async fn execute<R: MemberRuntime>(
             Ok(Executed::Applied)
         }
         Step::Maintain { action, .. } => {
-            super::maintain::execute(observed, endpoints(observed), action)
+            super::maintain::execute(observed, endpoints(observed), tls, action)
                 .await
                 .map_err(|source| Error::Maintain { source })
         }

@@ -34,9 +34,11 @@ fn client_url<'a>(observed: &'a Observed, name: &MemberName) -> Option<&'a str> 
 pub async fn execute(
     observed: &Observed,
     endpoints: Vec<String>,
+    tls: Option<&etcd::TlsConfig>,
     action: &MaintenanceAction,
 ) -> Result<Executed, etcd::Error> {
-    let admin = EtcdAdmin::connect_with(endpoints, None, timeouts()).await?;
+    let tls = etcd::TlsConfig::for_endpoints(&endpoints, tls);
+    let admin = EtcdAdmin::connect_with(endpoints, tls, timeouts()).await?;
     match action {
         MaintenanceAction::Compact { revision } => {
             let started = Instant::now();

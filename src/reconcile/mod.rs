@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition;
+use crate::api::tls::{TlsMode, TlsSpec};
 use crate::api::{EtcdCluster, validate};
 use crate::plan::maintenance::{self, Space};
 use crate::plan::{self, BlockReason, Observed, Policy, Step};
@@ -97,6 +98,11 @@ pub enum Error {
         #[source]
         source: runtime::Error,
     },
+    #[error("issuing or reading the cluster's certificates")]
+    Certificates {
+        #[source]
+        source: runtime::Error,
+    },
     #[error("compacting, defragmenting or disarming an alarm")]
     Maintain {
         #[source]
@@ -150,6 +156,19 @@ fn schedule_due(cluster: &EtcdCluster, now: &Time) -> bool {
     crate::backup::schedule::next_run(&defrag.schedule, base.0).is_ok_and(|next| next <= now.0)
 }
 
+/// Whether the operator keeps certificates for `cluster`: it asks for TLS, or its members
+/// were last seen serving it (a TLS cluster whose spec now says `Disabled` is still dialled
+/// over TLS: moving a running cluster off TLS is not supported yet).
+fn wants_certificates(cluster: &EtcdCluster) -> bool {
+    TlsSpec::mode_of(cluster.spec.tls.as_ref()) == TlsMode::Enabled
+        || cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.tls.as_ref())
+            .and_then(|t| t.scheme.as_deref())
+            == Some("https")
+}
+
 /// Observes `cluster`, plans the next step, executes it and computes the new status.
 ///
 /// Errors while observing are returned; errors while executing are in [`Pass::executed`]
@@ -181,6 +200,21 @@ pub async fn reconcile_once<R: MemberRuntime>(
     };
     let mut refusal = None;
     let mut space = Space::default();
+    // Certificates are kept current on every pass of a cluster that serves TLS or asks to.
+    let certificates = if report.is_valid() && wants_certificates(cluster) {
+        Some(
+            runtime
+                .ensure_certificates(&cref)
+                .await
+                .map_err(|source| Error::Certificates { source })?,
+        )
+    } else {
+        None
+    };
+    for issued in certificates.iter().flat_map(|c| &c.issued) {
+        info!(cluster = %name, entry = issued.entry, reason = issued.reason, "certificate issued");
+    }
+    let client_tls = certificates.as_ref().map(|c| &c.operator);
     let observed = if report.is_valid() {
         let highest = cluster
             .status
@@ -200,8 +234,15 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .as_ref()
             .and_then(|s| s.current_version.as_deref())
             .and_then(|v| v.parse().ok());
-        match observe::observe_with_space(runtime, &cref, highest, recorded_cluster_id, tracker)
-            .await
+        match observe::observe_with_space(
+            runtime,
+            &cref,
+            highest,
+            recorded_cluster_id,
+            tracker,
+            client_tls,
+        )
+        .await
         {
             Ok((observed, seen)) => {
                 space = seen;
@@ -259,6 +300,7 @@ pub async fn reconcile_once<R: MemberRuntime>(
         &cluster.spec,
         &observed,
         &step,
+        client_tls,
     )
     .await;
     if let Err(e) = &executed {
@@ -271,6 +313,15 @@ pub async fn reconcile_once<R: MemberRuntime>(
         &observed,
         &step,
         cluster.status.as_ref(),
+        now.clone(),
+    );
+    status::with_tls(
+        &mut status,
+        &cluster.spec,
+        &observed,
+        execute::transport(&cluster.spec, &observed),
+        certificates.as_ref(),
+        cluster.metadata.generation,
         now.clone(),
     );
     let applied = matches!(executed, Ok(Executed::Applied));

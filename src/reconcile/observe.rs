@@ -10,6 +10,7 @@ use tracing::debug;
 
 use crate::etcd::{
     Alarm, AlarmKind, ClusterId, ClusterInfo, EndpointStatus, EtcdAdmin, MemberId, Timeouts,
+    TlsConfig,
 };
 use crate::plan::maintenance::{MemberSpace, Space};
 use crate::plan::{EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, RuntimeState};
@@ -55,13 +56,14 @@ struct EtcdSide {
     foreign: Vec<MemberId>,
 }
 
-/// Observes one cluster.
+/// Observes one cluster, dialling TLS members with `tls`.
 pub async fn observe<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
     highest_ordinal_used: Option<u32>,
     recorded_cluster_id: Option<ClusterId>,
     tracker: &mut HealthTracker,
+    tls: Option<&TlsConfig>,
 ) -> Result<Observed, Error> {
     observe_with_space(
         runtime,
@@ -69,6 +71,7 @@ pub async fn observe<R: MemberRuntime>(
         highest_ordinal_used,
         recorded_cluster_id,
         tracker,
+        tls,
     )
     .await
     .map(|(observed, _)| observed)
@@ -82,12 +85,13 @@ pub async fn observe_with_space<R: MemberRuntime>(
     highest_ordinal_used: Option<u32>,
     recorded_cluster_id: Option<ClusterId>,
     tracker: &mut HealthTracker,
+    tls: Option<&TlsConfig>,
 ) -> Result<(Observed, Space), Error> {
     let runtime_members = runtime
         .list(cluster)
         .await
         .map_err(|source| Error::ListMembers { source })?;
-    let etcd = observe_etcd(&runtime_members).await;
+    let etcd = observe_etcd(&runtime_members, tls).await;
     let space = etcd.as_ref().map(space_of).unwrap_or_default();
     let now = Instant::now();
     let mut observed = join(
@@ -130,7 +134,10 @@ fn space_of(e: &EtcdSide) -> Space {
     }
 }
 
-async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
+async fn observe_etcd(
+    runtime_members: &[RuntimeMember],
+    tls: Option<&TlsConfig>,
+) -> Option<EtcdSide> {
     let endpoints: Vec<String> = runtime_members
         .iter()
         .filter(|m| m.running)
@@ -143,7 +150,8 @@ async fn observe_etcd(runtime_members: &[RuntimeMember]) -> Option<EtcdSide> {
         request: OBSERVE_TIMEOUT,
         ..Timeouts::default()
     };
-    let admin = EtcdAdmin::connect_with(endpoints.clone(), None, timeouts)
+    let tls = TlsConfig::for_endpoints(&endpoints, tls);
+    let admin = EtcdAdmin::connect_with(endpoints.clone(), tls, timeouts)
         .await
         .ok()?;
     let info = match admin.member_list().await {

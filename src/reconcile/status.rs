@@ -7,9 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::EtcdClusterSpec;
 use crate::api::cluster::{ClusterPhase, EtcdClusterStatus, MemberStatus};
 use crate::api::condition::{self, Status, types};
+use crate::api::tls::{CertificateStatus, TlsMode, TlsSpec, TlsStatus};
 use crate::api::validate::Report;
 use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
 use crate::plan::{BlockReason, Observed, Step};
+use crate::runtime::{ClusterCertificates, Transport};
 
 /// The status after a pass that observed `observed` and chose `step`.
 pub fn cluster_status(
@@ -254,6 +256,79 @@ fn maintenance_reason(action: &MaintenanceAction) -> &'static str {
         MaintenanceAction::Finish { disarm: true, .. } => "NoSpaceResolved",
         MaintenanceAction::Finish { .. } => "DefragmentationFinished",
     }
+}
+
+/// Adds what members serve and the certificates' expiries to `st`, and the `TLS`
+/// condition. `serving` is the members' transport ([`super::execute::transport`]); it is
+/// recorded once the runtime has members.
+pub fn with_tls(
+    st: &mut EtcdClusterStatus,
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+    serving: Transport,
+    certificates: Option<&ClusterCertificates>,
+    generation: Option<i64>,
+    now: Time,
+) {
+    let tls = st.tls.get_or_insert_with(TlsStatus::default);
+    let has_members = observed.members.iter().any(|m| m.runtime.is_some());
+    if has_members {
+        tls.scheme = Some(serving.scheme().to_string());
+    }
+    if let Some(c) = certificates {
+        tls.client_certificate = Some(c.client_location.clone());
+        tls.certificates = c
+            .expiries
+            .iter()
+            .map(|(entry, at)| CertificateStatus {
+                name: entry.trim_end_matches(".crt").to_string(),
+                not_after: Time(*at),
+            })
+            .collect();
+    }
+    let asked = TlsSpec::mode_of(spec.tls.as_ref());
+    let earliest = tls
+        .certificates
+        .iter()
+        .min_by_key(|c| c.not_after.0)
+        .map(|c| format!("; earliest expiry: {} ({})", c.not_after.0, c.name))
+        .unwrap_or_default();
+    let (status, reason, message) = match (asked, has_members.then_some(serving)) {
+        (TlsMode::Disabled, None | Some(Transport::Plain)) => (
+            Status::False,
+            "Disabled",
+            "spec.tls.mode is Disabled: members serve plaintext".to_string(),
+        ),
+        (TlsMode::Enabled, None) => (
+            Status::False,
+            "Pending",
+            format!("certificates issued, no member serves yet{earliest}"),
+        ),
+        (TlsMode::Enabled, Some(Transport::Tls)) => (
+            Status::True,
+            "Serving",
+            format!("members serve TLS and require client certificates{earliest}"),
+        ),
+        (TlsMode::Enabled, Some(Transport::Plain)) => (
+            Status::False,
+            "PlaintextMembers",
+            "members serve plaintext (they were made before TLS, or with spec.tls.mode Disabled); moving a running cluster to TLS is not supported yet: set spec.tls.mode to Disabled to say so, or restore a backup into a new cluster".to_string(),
+        ),
+        (TlsMode::Disabled, Some(Transport::Tls)) => (
+            Status::True,
+            "TlsMembers",
+            format!("spec.tls.mode is Disabled but members serve TLS; moving a running cluster off TLS is not supported yet, so it stays on{earliest}"),
+        ),
+    };
+    condition::set(
+        &mut st.conditions,
+        types::TLS,
+        status,
+        reason,
+        message,
+        generation,
+        now,
+    );
 }
 
 /// Adds what maintenance saw and did to `st`: each member's backend sizes, the run

@@ -5,17 +5,20 @@
 
 use crate::api::cluster::{AutoCompactionMode, EtcdOptions};
 use crate::api::validate::refused_flag;
-use crate::runtime::{Error, MemberAddress, MemberLaunch};
+use crate::runtime::{Error, MemberAddress, MemberLaunch, TlsFiles, Transport};
 
-/// The flags for `launch`, listening on `address` and keeping data in `data_dir`.
+/// The flags for `launch`, listening on `address` and keeping data in `data_dir`; with
+/// `tls`'s certificates when the address speaks TLS.
 ///
 /// # Errors
 /// [`Error::ReservedFlag`] when `extraArgs` names a flag the runtime sets or refuses
-/// ([`refused_flag`]; validation rejects such specs first, this guards callers that skipped it).
+/// ([`refused_flag`]; validation rejects such specs first, this guards callers that skipped it);
+/// [`Error::MissingTlsFiles`] when the address is `https` and `tls` is `None`.
 pub fn etcd_flags(
     launch: &MemberLaunch,
     address: &MemberAddress,
     data_dir: &str,
+    tls: Option<&TlsFiles>,
 ) -> Result<Vec<String>, Error> {
     let initial_cluster = launch
         .initial_cluster
@@ -34,10 +37,39 @@ pub fn etcd_flags(
         format!("--initial-cluster-state={}", launch.state.as_flag()),
         format!("--initial-cluster-token={}", launch.cluster_token),
     ];
+    flags.extend(transport_flags(address, tls)?);
     if let Some(options) = &launch.options {
         flags.extend(option_flags(options)?);
     }
     Ok(flags)
+}
+
+/// The certificate flags of a member whose address speaks TLS (none for plaintext): the
+/// server and peer certificates, the cluster CA for both, and client certificates required
+/// on both ports.
+///
+/// # Errors
+/// [`Error::MissingTlsFiles`] when the address is `https` and `tls` is `None`.
+pub fn transport_flags(
+    address: &MemberAddress,
+    tls: Option<&TlsFiles>,
+) -> Result<Vec<String>, Error> {
+    if Transport::of_url(&address.client_url) == Transport::Plain {
+        return Ok(Vec::new());
+    }
+    let files = tls.ok_or_else(|| Error::MissingTlsFiles {
+        name: address.name.clone(),
+    })?;
+    Ok(vec![
+        format!("--cert-file={}", files.server_cert),
+        format!("--key-file={}", files.server_key),
+        format!("--trusted-ca-file={}", files.ca),
+        "--client-cert-auth=true".into(),
+        format!("--peer-cert-file={}", files.peer_cert),
+        format!("--peer-key-file={}", files.peer_key),
+        format!("--peer-trusted-ca-file={}", files.ca),
+        "--peer-client-cert-auth=true".into(),
+    ])
 }
 
 /// The `--data-dir=` flag value a member's process is recognized by in `/proc`.
@@ -101,6 +133,7 @@ mod tests {
             state: InitialClusterState::Existing,
             cluster_token: "tok".into(),
             options,
+            transport: Transport::Plain,
         }
     }
 
@@ -114,7 +147,7 @@ mod tests {
 
     #[test]
     fn owned_flags_name_address_and_initial_cluster() {
-        let flags = etcd_flags(&launch(None), &address(), "/s/data").unwrap();
+        let flags = etcd_flags(&launch(None), &address(), "/s/data", None).unwrap();
         assert_eq!(
             flags,
             [
@@ -142,7 +175,7 @@ mod tests {
             election_timeout_ms: Some(500),
             extra_args: [("max-txn-ops".to_string(), "256".to_string())].into(),
         };
-        let flags = etcd_flags(&launch(Some(options)), &address(), "/d").unwrap();
+        let flags = etcd_flags(&launch(Some(options)), &address(), "/d", None).unwrap();
         assert_eq!(
             flags[9..],
             [
@@ -163,7 +196,36 @@ mod tests {
             extra_args: [("--data-dir".to_string(), "/x".to_string())].into(),
             ..Default::default()
         };
-        let err = etcd_flags(&launch(Some(options)), &address(), "/d").unwrap_err();
+        let err = etcd_flags(&launch(Some(options)), &address(), "/d", None).unwrap_err();
         assert!(matches!(err, Error::ReservedFlag { flag } if flag == "data-dir"));
+    }
+
+    #[test]
+    fn a_tls_address_serves_and_requires_certificates_on_both_ports() {
+        let tls_address = MemberAddress {
+            name: "a".into(),
+            peer_url: "https://127.0.0.1:1".into(),
+            client_url: "https://127.0.0.1:2".into(),
+        };
+        let err = etcd_flags(&launch(None), &tls_address, "/d", None).unwrap_err();
+        assert!(matches!(err, Error::MissingTlsFiles { .. }), "{err}");
+        let files = TlsFiles::in_dir("/s/tls/");
+        let flags = etcd_flags(&launch(None), &tls_address, "/d", Some(&files)).unwrap();
+        assert_eq!(
+            flags[9..],
+            [
+                "--cert-file=/s/tls/server.crt",
+                "--key-file=/s/tls/server.key",
+                "--trusted-ca-file=/s/tls/ca.crt",
+                "--client-cert-auth=true",
+                "--peer-cert-file=/s/tls/peer.crt",
+                "--peer-key-file=/s/tls/peer.key",
+                "--peer-trusted-ca-file=/s/tls/ca.crt",
+                "--peer-client-cert-auth=true",
+            ]
+        );
+        // A plaintext address ignores files it is given.
+        let plain = etcd_flags(&launch(None), &address(), "/d", Some(&files)).unwrap();
+        assert_eq!(plain.len(), 9);
     }
 }

@@ -58,6 +58,72 @@ pub struct MemberAddress {
     pub client_url: String,
 }
 
+/// How a member's ports speak: plaintext, or TLS requiring client certificates. Fixed when
+/// its address is reserved: it is the scheme of the member's URLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transport {
+    Plain,
+    Tls,
+}
+
+impl Transport {
+    /// The URL scheme.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Plain => "http",
+            Self::Tls => "https",
+        }
+    }
+
+    /// The transport a URL speaks.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("https://") {
+            Self::Tls
+        } else {
+            Self::Plain
+        }
+    }
+}
+
+/// The certificate files (paths as the member sees them) a TLS member's flags name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub peer_cert: String,
+    pub peer_key: String,
+}
+
+impl TlsFiles {
+    /// The files named as the bundle's entries under `dir`.
+    pub fn in_dir(dir: &str) -> Self {
+        use crate::certs::bundle::{CA_CERT, PEER_CERT, PEER_KEY, SERVER_CERT, SERVER_KEY};
+        let at = |entry: &str| format!("{}/{entry}", dir.trim_end_matches('/'));
+        Self {
+            ca: at(CA_CERT),
+            server_cert: at(SERVER_CERT),
+            server_key: at(SERVER_KEY),
+            peer_cert: at(PEER_CERT),
+            peer_key: at(PEER_KEY),
+        }
+    }
+}
+
+/// A cluster's certificates as its runtime keeps them, after
+/// [`MemberRuntime::ensure_certificates`].
+#[derive(Clone, Debug)]
+pub struct ClusterCertificates {
+    /// What the operator presents to (and trusts of) the cluster's members.
+    pub operator: crate::etcd::TlsConfig,
+    /// What this call issued, and why (empty when everything was current).
+    pub issued: Vec<crate::certs::bundle::Issued>,
+    /// Each certificate's expiry, by entry name (`ca.crt`, `server.crt`, ...).
+    pub expiries: Vec<(String, jiff::Timestamp)>,
+    /// Where applications find a client certificate: a Secret name or a directory.
+    pub client_location: String,
+}
+
 /// `--initial-cluster-state`: bootstrap a new cluster, or join one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +152,8 @@ pub struct MemberLaunch {
     pub state: InitialClusterState,
     pub cluster_token: String,
     pub options: Option<EtcdOptions>,
+    /// What its ports speak; the scheme of the address it is reserved with.
+    pub transport: Transport,
 }
 
 /// A member as the runtime sees it (nothing here comes from etcd).
@@ -120,7 +188,8 @@ pub struct MemberExited {
 /// # Assumptions
 /// One runtime instance (the elected operator) writes a given state at a time.
 pub trait MemberRuntime: Send + Sync {
-    /// A stable address for a new member, the same for every call with this name.
+    /// A stable address for a new member, the same for every call with this name; its URLs
+    /// speak `transport` (a member reserved earlier keeps what it was reserved with).
     ///
     /// Local: allocates free 127.0.0.1 client and peer ports and persists them, so a
     /// restarted operator hands out the same ones. Kubernetes: DNS names.
@@ -128,7 +197,17 @@ pub trait MemberRuntime: Send + Sync {
         &self,
         cluster: &ClusterRef,
         name: &str,
+        transport: Transport,
     ) -> impl Future<Output = Result<MemberAddress, Error>> + Send;
+
+    /// Makes sure the cluster's CA and certificates exist where its members read them,
+    /// issuing what is missing, unusable, lacking a member name or due for renewal (see
+    /// [`crate::certs::bundle::complete`]), and returns them. Idempotent; members that run
+    /// pick renewed files up on their next connection.
+    fn ensure_certificates(
+        &self,
+        cluster: &ClusterRef,
+    ) -> impl Future<Output = Result<ClusterCertificates, Error>> + Send;
 
     /// Starts the member (reserving its address if needed) and persists its launch flags.
     ///
@@ -194,6 +273,20 @@ pub enum Error {
         snapshot: PathBuf,
         #[source]
         source: Box<crate::backup::Error>,
+    },
+    #[error("member {name} speaks TLS but no certificate files were given for it")]
+    MissingTlsFiles { name: String },
+    #[error("issue the certificates of cluster {cluster}")]
+    Certificates {
+        cluster: ClusterRef,
+        #[source]
+        source: crate::certs::Error,
+    },
+    #[error("read or write certificate file {}", path.display())]
+    CertificateFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("extraArgs may not set --{flag}, the runtime sets it")]
     ReservedFlag { flag: String },
@@ -324,6 +417,18 @@ pub enum Error {
     },
     #[error("restarting member {name} would lose its data: it has no PVC")]
     RestartLosesData { name: String },
+    #[error("get secret {name}")]
+    GetSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("apply secret {name}")]
+    ApplySecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("apply service {name}")]
     ApplyService {
         name: String,

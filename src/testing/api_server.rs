@@ -41,6 +41,34 @@ impl ApiServer {
         self.expect_where(method, path, |p| p == path).await
     }
 
+    /// A TLS cluster's first pass: its four certificate Secrets (`-ca`, `-member-tls`,
+    /// `-operator-tls`, `-client-tls`) are read, found missing, and applied. Returns the
+    /// applied Secrets.
+    pub async fn serve_new_certificates(&mut self, ns: &str, cluster: &str) -> Vec<Value> {
+        let suffixes = ["-ca", "-member-tls", "-operator-tls", "-client-tls"];
+        for suffix in suffixes {
+            self.expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/{ns}/secrets/{cluster}{suffix}"),
+            )
+            .await
+            .fail(http::StatusCode::NOT_FOUND, "NotFound");
+        }
+        let mut applied = Vec::new();
+        for suffix in suffixes {
+            let call = self
+                .expect(
+                    Method::PATCH,
+                    &format!("/api/v1/namespaces/{ns}/secrets/{cluster}{suffix}"),
+                )
+                .await;
+            call.assert_apply();
+            applied.push(call.body.clone());
+            call.echo();
+        }
+        applied
+    }
+
     /// The next request, which must be `method` on a path under `prefix` (for names the
     /// client generates, such as a repeated Event's).
     pub async fn expect_under(&mut self, method: Method, prefix: &str) -> Call {

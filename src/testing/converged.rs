@@ -12,6 +12,8 @@ use crate::etcd::{EtcdAdmin, Timeouts};
 /// A cluster found converged.
 #[derive(Debug, Clone)]
 pub struct Converged {
+    /// The application client certificate of a TLS cluster ([`local_client_tls`]).
+    pub client_tls: Option<crate::etcd::TlsConfig>,
     /// Member names, sorted.
     pub members: Vec<String>,
     pub client_urls: Vec<String>,
@@ -67,6 +69,34 @@ pub fn member_dirs(state: &Path, name: &str) -> BTreeMap<String, Option<String>>
     out
 }
 
+/// The application client certificate the operator issued for local cluster `name` under
+/// `state` (`<state>/tls/default/<name>/client.crt`, `client.key`, `ca.crt`); `None` when
+/// it has none (a plaintext cluster).
+pub fn local_client_tls(state: &Path, name: &str) -> Option<crate::etcd::TlsConfig> {
+    client_tls_in(&state.join("tls/default").join(name))
+}
+
+/// The client certificate, key and CA in `dir`, as the operator lays them out.
+pub fn client_tls_in(dir: &Path) -> Option<crate::etcd::TlsConfig> {
+    let read = |f: &str| std::fs::read(dir.join(f)).ok();
+    Some(crate::etcd::TlsConfig::new(
+        read("ca.crt")?,
+        read("client.crt")?,
+        read("client.key")?,
+    ))
+}
+
+/// Connect options that present `tls` (plaintext when `None`), with short timeouts.
+pub fn connect_options(tls: Option<&crate::etcd::TlsConfig>) -> etcd_client::ConnectOptions {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    match tls {
+        Some(tls) => options.with_tls(tls.to_options().expect("issued PEM is well formed")),
+        None => options,
+    }
+}
+
 /// `Ok` when local cluster `name` under `state` has exactly `size` members at `version`:
 /// one directory and one live etcd process per member and no other, each the process its
 /// pid file names (the one the runtime stops and watches), etcd lists exactly
@@ -115,7 +145,9 @@ pub async fn check(
         request: Duration::from_secs(3),
         ..Timeouts::default()
     };
-    let admin = EtcdAdmin::connect_with(urls.clone(), None, timeouts)
+    let client_tls = local_client_tls(state, name);
+    let tls = crate::etcd::TlsConfig::for_endpoints(&urls, client_tls.as_ref());
+    let admin = EtcdAdmin::connect_with(urls.clone(), tls, timeouts)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let info = admin
@@ -152,6 +184,7 @@ pub async fn check(
         return Err(format!("members disagree on the leader: {leaders:?}"));
     }
     Ok(Converged {
+        client_tls,
         members: dirs.keys().cloned().collect(),
         client_urls: urls,
     })

@@ -369,12 +369,6 @@ pub fn spec_cases() -> Vec<SpecCase> {
             "spec.etcd.extraArgs.max-txn-ops",
         ));
     }
-    c.push(case(
-        Cluster,
-        "/spec/tls",
-        json!({"client": {"operatorIssued": true, "secretName": "s"}}),
-        "spec.tls.client",
-    ));
 
     // EtcdBackup: the names become S3 keys, the S3 fields reach the SDK.
     for v in ["", "../x", "A", &huge(100), "clüster"] {

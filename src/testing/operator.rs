@@ -226,17 +226,29 @@ pub fn client_urls(st: &EtcdClusterStatus) -> Vec<String> {
         .collect()
 }
 
+/// The application client certificate of a TLS cluster, from the directory its status
+/// names (what a user of the local runtime is told to use); `None` for plaintext.
+pub fn client_tls(st: &EtcdClusterStatus) -> Option<crate::etcd::TlsConfig> {
+    let dir = st.tls.as_ref()?.client_certificate.as_ref()?;
+    super::converged::client_tls_in(Path::new(dir))
+}
+
 /// The member list, asked of etcd itself.
 pub async fn members_via_etcd(st: &EtcdClusterStatus) -> ClusterInfo {
-    let admin = EtcdAdmin::connect(client_urls(st), None).await.unwrap();
+    let admin = EtcdAdmin::connect(client_urls(st), client_tls(st))
+        .await
+        .unwrap();
     admin.member_list().await.unwrap()
 }
 
-/// A KV client on every member.
+/// A KV client on every member (with the cluster's client certificate when it serves TLS).
 pub async fn kv(st: &EtcdClusterStatus) -> etcd_client::Client {
-    etcd_client::Client::connect(client_urls(st), None)
-        .await
-        .unwrap()
+    etcd_client::Client::connect(
+        client_urls(st),
+        Some(super::converged::connect_options(client_tls(st).as_ref())),
+    )
+    .await
+    .unwrap()
 }
 
 /// Writes `n` keys `<prefix>/<i>` = `v<i>`.

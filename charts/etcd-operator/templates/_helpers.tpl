@@ -58,7 +58,7 @@ watchNamespace. Least privilege, no wildcards; manifests/rbac/clusterrole.yaml e
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]

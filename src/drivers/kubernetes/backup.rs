@@ -296,10 +296,17 @@ async fn attempt(
         Ok(credentials) => credentials,
         Err(failure) => return Ok(Err(failure)),
     };
+    let tls = crate::runtime::pods::operator_tls(&ctx.client, &namespace, cluster_name)
+        .await
+        .map_err(|source| Error::GetSecret {
+            name: format!("{cluster_name}-operator-tls"),
+            source,
+        })?;
     info!(cluster = %cluster_name, bucket = %destination.bucket, "taking backup");
     let backup_name = backup.name_any();
     Ok(attempt::run(Attempt {
         endpoints,
+        tls,
         destination,
         credentials,
         owner: Owner {

@@ -8,6 +8,7 @@
 //! cluster: the snapshot is read through etcd's client API only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -106,6 +107,8 @@ pub struct Backups {
     /// Part data all backups may hold in memory (`--backup-memory-budget-mib`).
     memory_budget_mib: u64,
     status_files: StatusFiles,
+    /// The runtime's state dir, where each cluster's certificates are.
+    state_dir: PathBuf,
     wake: Arc<Notify>,
     states: HashMap<String, BackupState>,
 }
@@ -123,9 +126,15 @@ impl Drop for Backups {
 
 impl Backups {
     /// Backups whose tasks call `wake` when they finish.
-    pub fn new(status_files: StatusFiles, wake: Arc<Notify>, memory_budget_mib: u64) -> Self {
+    pub fn new(
+        status_files: StatusFiles,
+        state_dir: PathBuf,
+        wake: Arc<Notify>,
+        memory_budget_mib: u64,
+    ) -> Self {
         Self {
             status_files,
+            state_dir,
             wake,
             memory_budget_mib,
             states: HashMap::new(),
@@ -172,15 +181,12 @@ impl Backups {
                 state.retry_at = None;
             }
             let before = state.doc.status.clone();
-            let at = step(
-                state,
-                doc,
-                docs,
-                clusters,
-                &self.wake,
-                self.memory_budget_mib,
-                now,
-            );
+            let inputs = JobInputs {
+                wake: &self.wake,
+                budget_mib: self.memory_budget_mib,
+                state_dir: &self.state_dir,
+            };
+            let at = step(state, doc, docs, clusters, &inputs, now);
             if let Some(at) = at {
                 wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
@@ -206,16 +212,29 @@ impl Backups {
     }
 }
 
+/// What a backup's job is made with, besides its documents.
+struct JobInputs<'a> {
+    /// Called by the job's task when it ends.
+    wake: &'a Arc<Notify>,
+    budget_mib: u64,
+    /// The runtime's state dir, where the cluster's certificates are.
+    state_dir: &'a Path,
+}
+
 /// Moves one backup on; returns when to look again (besides the resync and task wake-ups).
 fn step(
     state: &mut BackupState,
     doc: &EtcdBackup,
     docs: &Documents,
     clusters: &[EtcdCluster],
-    wake: &Arc<Notify>,
-    budget_mib: u64,
+    inputs: &JobInputs<'_>,
     now: Timestamp,
 ) -> Option<Timestamp> {
+    let JobInputs {
+        wake,
+        budget_mib,
+        state_dir,
+    } = *inputs;
     let name = doc.metadata.name.clone().unwrap_or_default();
     if let Some(running) = &mut state.running {
         match running.done.try_recv() {
@@ -273,7 +292,7 @@ fn step(
                 .and_then(|s| s.next_schedule_time.as_ref())
                 .map(|t| t.0);
             let namespace = namespace_of(&doc.metadata);
-            match prepare(doc, namespace, docs, clusters, budget_mib) {
+            match prepare(doc, namespace, docs, clusters, budget_mib, state_dir) {
                 Ok(job) => {
                     info!(backup = %name, cluster = %doc.spec.cluster_name, "starting backup");
                     state.running = Some(spawn(job, name, state.doc.generation, wake.clone()));
@@ -345,6 +364,7 @@ fn collect(
 /// Everything a backup task needs, resolved from the documents.
 struct Job {
     endpoints: Vec<String>,
+    tls: Option<crate::etcd::TlsConfig>,
     destination: S3Destination,
     credentials: Option<StaticCredentials>,
     namespace: String,
@@ -362,6 +382,7 @@ fn prepare(
     docs: &Documents,
     clusters: &[EtcdCluster],
     budget_mib: u64,
+    state_dir: &Path,
 ) -> Result<Job, Error> {
     fits_memory_budget(&doc.spec.destination.s3, budget_mib)?;
     let cluster_name = &doc.spec.cluster_name;
@@ -378,8 +399,15 @@ fn prepare(
     let endpoints = backup_endpoints(cluster_name, cluster.status.as_ref())?;
     let destination = doc.spec.destination.s3.clone();
     let credentials = credentials(&destination.connection, namespace, &docs.secrets)?;
+    let cref = crate::runtime::ClusterRef::new(namespace, cluster_name.as_str());
+    // Unreadable certificates show up as the connection's failure.
+    let tls = crate::runtime::local::operator_tls(state_dir, &cref).unwrap_or_else(|e| {
+        warn!(cluster = %cref, error = %crate::error_chain::error_chain(&e), "cannot read the cluster's certificates");
+        None
+    });
     Ok(Job {
         endpoints,
+        tls,
         destination,
         credentials,
         namespace: namespace.to_owned(),
@@ -409,6 +437,7 @@ async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
     info!(backup = name, cluster = %job.cluster, "taking backup");
     let outcome = attempt::run(Attempt {
         endpoints: job.endpoints,
+        tls: job.tls,
         destination: &job.destination,
         credentials: job.credentials,
         owner: Owner {

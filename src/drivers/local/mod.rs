@@ -248,6 +248,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let mut backups = Backups::new(
         status_files.clone(),
+        runtime.state_dir().to_path_buf(),
         wake.clone(),
         opts.backup_memory_budget_mib,
     );

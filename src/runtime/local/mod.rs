@@ -7,6 +7,9 @@
 //! admin layer's job; the on-disk format is [`record`]'s, the command line [`flags`]'.
 
 // The pod runtime shares `option_flags`.
+mod certificates;
+
+pub use certificates::operator_tls;
 mod process;
 mod record;
 
@@ -27,7 +30,8 @@ use self::record::{LaunchRecord, MemberPaths, MemberRecord};
 use super::InitialClusterState;
 use super::flags;
 use super::{
-    ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch, MemberRuntime, RuntimeMember,
+    ClusterCertificates, ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch,
+    MemberRuntime, RuntimeMember, TlsFiles, Transport,
 };
 
 /// The snapshot a restored cluster's bootstrap members start from ([`LocalRuntime::set_seed`]):
@@ -76,6 +80,8 @@ struct Shared {
     member_locks: Mutex<HashMap<MemberKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Serializes port allocation, so two reservations never pick the same port.
     allocation: Mutex<()>,
+    /// Serializes reading and issuing certificates.
+    certificates: tokio::sync::Mutex<()>,
     poller_started: AtomicBool,
 }
 
@@ -108,6 +114,7 @@ impl LocalRuntime {
                 tracked: Mutex::default(),
                 member_locks: Mutex::default(),
                 allocation: Mutex::default(),
+                certificates: tokio::sync::Mutex::default(),
                 poller_started: AtomicBool::new(false),
             }),
         }
@@ -127,6 +134,15 @@ impl LocalRuntime {
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The certificate files of `cluster`'s members (see [`certificates`]).
+    fn tls_files(&self, cluster: &ClusterRef) -> Result<TlsFiles, Error> {
+        let dir = certificates::dir(&self.state_dir, cluster)?;
+        let dir = dir.to_str().ok_or_else(|| Error::NonUtf8StateDir {
+            path: self.state_dir.clone(),
+        })?;
+        Ok(TlsFiles::in_dir(dir))
     }
 
     /// Events for member processes that exit without this runtime stopping them.
@@ -265,6 +281,7 @@ impl LocalRuntime {
         cluster: &ClusterRef,
         name: &str,
         paths: &MemberPaths,
+        transport: Transport,
     ) -> Result<MemberRecord, Error> {
         let _allocating = lock(&self.shared.allocation);
         if let Some(record) = paths.read_record()? {
@@ -281,8 +298,8 @@ impl LocalRuntime {
             cluster: cluster.clone(),
             address: MemberAddress {
                 name: name.to_string(),
-                peer_url: format!("http://127.0.0.1:{peer}"),
-                client_url: format!("http://127.0.0.1:{client}"),
+                peer_url: format!("{}://127.0.0.1:{peer}", transport.scheme()),
+                client_url: format!("{}://127.0.0.1:{client}", transport.scheme()),
             },
             launch: None,
         };
@@ -432,11 +449,26 @@ async fn poll_adopted(shared: Weak<Shared>) {
 }
 
 impl MemberRuntime for LocalRuntime {
-    async fn reserve(&self, cluster: &ClusterRef, name: &str) -> Result<MemberAddress, Error> {
+    async fn reserve(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        transport: Transport,
+    ) -> Result<MemberAddress, Error> {
         let paths = self.paths(cluster, name)?;
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
-        Ok(self.reserve_locked(cluster, name, &paths)?.address)
+        Ok(self
+            .reserve_locked(cluster, name, &paths, transport)?
+            .address)
+    }
+
+    async fn ensure_certificates(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<ClusterCertificates, Error> {
+        let _issuing = self.shared.certificates.lock().await;
+        certificates::ensure(&self.state_dir, cluster, jiff::Timestamp::now())
     }
 
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {
@@ -446,7 +478,7 @@ impl MemberRuntime for LocalRuntime {
         let flag = self.data_dir_flag(&paths)?;
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
-        let mut record = self.reserve_locked(cluster, name, &paths)?;
+        let mut record = self.reserve_locked(cluster, name, &paths, launch.transport)?;
         if let Some(pid) = live_pid(&paths, &flag)? {
             debug!(%cluster, member = name, pid, "member already runs");
             self.adopt(cluster, name, pid, flag);
@@ -460,7 +492,12 @@ impl MemberRuntime for LocalRuntime {
         })?;
         let launch = LaunchRecord {
             version: launch.version.clone(),
-            flags: flags::etcd_flags(launch, &record.address, data)?,
+            flags: flags::etcd_flags(
+                launch,
+                &record.address,
+                data,
+                Some(&self.tls_files(cluster)?),
+            )?,
             pid: None,
             started_at: None,
         };

@@ -122,6 +122,14 @@ pub fn cluster_dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Er
         .join(path_component("cluster", &cluster.name)?))
 }
 
+/// `<state>/tls/<namespace>/<cluster>`: the cluster's CA and certificates.
+pub fn tls_dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {
+    Ok(state_dir
+        .join("tls")
+        .join(path_component("namespace", &cluster.namespace)?)
+        .join(path_component("cluster", &cluster.name)?))
+}
+
 /// `<state>/seeds/<namespace>/<cluster>.json`: the snapshot a restored cluster's bootstrap
 /// members start from ([`super::Seed`]), while it is being restored.
 pub fn seed_path(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {

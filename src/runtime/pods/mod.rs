@@ -36,6 +36,9 @@
 //! One reconcile of a cluster at a time (kube-runtime's Controller guarantees it), so two
 //! methods never race on one member.
 
+mod certificates;
+
+pub use certificates::operator_tls;
 mod objects;
 pub mod restore;
 #[cfg(test)]
@@ -59,7 +62,10 @@ pub use self::objects::{
     LABEL_MEMBER, LABEL_VERSION, PEER_PORT,
 };
 use self::objects::{LaunchAnnotation, Objects};
-use super::{ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime, RuntimeMember};
+use super::{
+    ClusterCertificates, ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime,
+    RuntimeMember, Transport,
+};
 use crate::api::EtcdCluster;
 
 /// How long a restart waits for the old Pod to go (its grace period is 30 s by default).
@@ -399,9 +405,23 @@ impl PodRuntime {
 
 impl MemberRuntime for PodRuntime {
     /// DNS names through the headless Service; no request is sent.
-    async fn reserve(&self, cluster: &ClusterRef, name: &str) -> Result<MemberAddress, Error> {
+    async fn reserve(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        transport: Transport,
+    ) -> Result<MemberAddress, Error> {
         self.check(cluster)?;
-        Ok(self.objects.address(name))
+        Ok(self.objects.address(name, transport))
+    }
+
+    /// Reads and completes the cluster's four certificate Secrets.
+    async fn ensure_certificates(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<ClusterCertificates, Error> {
+        self.check(cluster)?;
+        certificates::ensure(&self.client, &self.objects).await
     }
 
     /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the
@@ -583,8 +603,15 @@ impl MemberRuntime for PodRuntime {
                 (None, Some(pvc)) => version_label("pvc", pvc)?,
                 (None, None) => continue,
             };
+            // What its URLs speak is in its launch; a member made before TLS has none.
+            let transport = pod
+                .as_ref()
+                .map(|p| &p.metadata)
+                .or(pvc.as_ref().map(|p| &p.metadata))
+                .and_then(|meta| LaunchAnnotation::decode("pod", meta).ok())
+                .map_or(Transport::Plain, |l| l.transport);
             members.push(RuntimeMember {
-                address: self.objects.address(&name),
+                address: self.objects.address(&name, transport),
                 name,
                 running,
                 has_data: running || pvc.is_some(),

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -19,13 +19,20 @@ use serde::{Deserialize, Serialize};
 
 use super::restore::{RestoreContainers, SnapshotSource};
 use crate::api::cluster::{EtcdClusterSpec, EtcdOptions, RetentionPolicyType};
-use crate::runtime::flags::option_flags;
-use crate::runtime::{ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch};
+use crate::runtime::flags::{option_flags, transport_flags};
+use crate::runtime::{
+    ClusterRef, Error, InitialClusterState, MemberAddress, MemberLaunch, TlsFiles, Transport,
+};
 
 /// The field manager of every object this runtime writes.
 pub const FIELD_MANAGER: &str = "etcd-operator";
 pub const CLIENT_PORT: i32 = 2379;
 pub const PEER_PORT: i32 = 2380;
+/// Plain HTTP `/health` and `/metrics` of a TLS member, for probes and scrapers.
+pub const METRICS_PORT: i32 = 2381;
+/// Where a TLS member's certificates are mounted (the member Secret's entries as files).
+pub const TLS_MOUNT: &str = "/etc/etcd/tls";
+pub const TLS_VOLUME: &str = "tls";
 /// The member container's name.
 pub const CONTAINER: &str = "etcd";
 /// The data volume's name and where it is mounted.
@@ -74,16 +81,35 @@ pub struct Objects {
 impl Objects {
     /// The member's stable DNS addresses: `<name>.<cluster>.<ns>.svc`, resolvable through
     /// the headless Service as soon as the Pod exists.
-    pub fn address(&self, name: &str) -> MemberAddress {
+    pub fn address(&self, name: &str, transport: Transport) -> MemberAddress {
         let host = format!(
             "{name}.{}.{}.svc",
             self.cluster.name, self.cluster.namespace
         );
+        let scheme = transport.scheme();
         MemberAddress {
             name: name.to_string(),
-            peer_url: format!("http://{host}:{PEER_PORT}"),
-            client_url: format!("http://{host}:{CLIENT_PORT}"),
+            peer_url: format!("{scheme}://{host}:{PEER_PORT}"),
+            client_url: format!("{scheme}://{host}:{CLIENT_PORT}"),
         }
+    }
+
+    /// Every name a member is reached by, for the server and peer certificates: members
+    /// through the headless Service (a wildcard: etcd accepts a peer whose address
+    /// reverse-resolves under it), the client Service, and loopback inside the Pod.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let (cluster, ns) = (&self.cluster.name, &self.cluster.namespace);
+        let client = client_service_name(&self.cluster);
+        vec![
+            format!("*.{cluster}.{ns}.svc"),
+            format!("*.{cluster}.{ns}.svc.cluster.local"),
+            client.clone(),
+            format!("{client}.{ns}"),
+            format!("{client}.{ns}.svc"),
+            format!("{client}.{ns}.svc.cluster.local"),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ]
     }
 
     /// Where new members keep their data, as the spec says (a PVC when unset).
@@ -205,6 +231,7 @@ impl Objects {
     /// [`Error::EncodeLaunch`]; [`Error::MissingOperatorImage`] for a restored member when
     /// the operator does not know its image.
     pub fn pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<Pod, Error> {
+        let tls = launch.transport == Transport::Tls;
         let name = launch.name.as_str();
         let policy = self.spec.pod.clone().unwrap_or_default();
         // The user's labels and annotations first, so ours win.
@@ -247,13 +274,31 @@ impl Objects {
             image: Some(self.image(&launch.version)),
             command: Some(vec!["etcd".into()]),
             args: Some(self.flags(launch)?),
-            ports: Some(vec![
-                container_port("client", CLIENT_PORT),
-                container_port("peer", PEER_PORT),
-            ]),
-            volume_mounts: Some(vec![data_mount]),
+            ports: Some(
+                [
+                    container_port("client", CLIENT_PORT),
+                    container_port("peer", PEER_PORT),
+                ]
+                .into_iter()
+                .chain(tls.then(|| container_port("metrics", METRICS_PORT)))
+                .collect(),
+            ),
+            volume_mounts: Some(
+                std::iter::once(data_mount)
+                    .chain(tls.then(|| VolumeMount {
+                        name: TLS_VOLUME.into(),
+                        mount_path: TLS_MOUNT.into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }))
+                    .collect(),
+            ),
             resources: self.spec.resources.clone(),
-            readiness_probe: Some(readiness_probe()),
+            readiness_probe: Some(readiness_probe(if tls {
+                METRICS_PORT
+            } else {
+                CLIENT_PORT
+            })),
             security_context: Some(container_security()),
             ..Default::default()
         };
@@ -290,7 +335,20 @@ impl Objects {
                 subdomain: Some(self.cluster.name.clone()),
                 init_containers,
                 containers: vec![container],
-                volumes: Some(vec![volume]),
+                volumes: Some(
+                    std::iter::once(volume)
+                        .chain(tls.then(|| Volume {
+                            name: TLS_VOLUME.into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(member_tls_secret_name(&self.cluster)),
+                                // Readable by the member's user only (fsGroup owns it).
+                                default_mode: Some(0o440),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }))
+                        .collect(),
+                ),
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),
                     run_as_user: Some(MEMBER_UID),
@@ -323,7 +381,8 @@ impl Objects {
 
     /// The etcd command line after `etcd`: listen on every interface, advertise DNS names.
     pub fn flags(&self, launch: &MemberLaunch) -> Result<Vec<String>, Error> {
-        let address = self.address(&launch.name);
+        let address = self.address(&launch.name, launch.transport);
+        let scheme = launch.transport.scheme();
         let initial_cluster = launch
             .initial_cluster
             .iter()
@@ -333,14 +392,24 @@ impl Objects {
         let mut flags = vec![
             format!("--name={}", launch.name),
             format!("--data-dir={DATA_DIR}"),
-            format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
+            format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
             format!("--advertise-client-urls={}", address.client_url),
-            format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
+            format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
             format!("--initial-advertise-peer-urls={}", address.peer_url),
             format!("--initial-cluster={initial_cluster}"),
             format!("--initial-cluster-state={}", launch.state.as_flag()),
             format!("--initial-cluster-token={}", launch.cluster_token),
         ];
+        if launch.transport == Transport::Tls {
+            flags.extend(transport_flags(
+                &address,
+                Some(&TlsFiles::in_dir(TLS_MOUNT)),
+            )?);
+            // The client port wants a certificate the kubelet has not: probes go here.
+            flags.push(format!(
+                "--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"
+            ));
+        }
         if let Some(options) = &launch.options {
             flags.extend(option_flags(options)?);
         }
@@ -405,7 +474,7 @@ impl Objects {
         labels
     }
 
-    fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    pub(super) fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(self.cluster.namespace.clone()),
@@ -439,6 +508,12 @@ impl Objects {
     }
 }
 
+/// `<cluster>-member-tls`: the CA certificate and the server and peer certificates and
+/// keys every member mounts.
+pub fn member_tls_secret_name(cluster: &ClusterRef) -> String {
+    format!("{}-member-tls", cluster.name)
+}
+
 /// `<cluster>-client`.
 pub fn client_service_name(cluster: &ClusterRef) -> String {
     format!("{}-client", cluster.name)
@@ -458,14 +533,15 @@ fn container_security() -> SecurityContext {
     }
 }
 
-/// `GET /health` on the client port, which every supported version (3.4–3.6) serves. It
-/// fails while the member has no leader, has an alarm raised or is a learner, so such a
-/// member gets no client traffic and the PDB blocks evictions until it recovers.
-fn readiness_probe() -> Probe {
+/// `GET /health` on the client port (the metrics port of a TLS member), which every
+/// supported version (3.4–3.6) serves. It fails while the member has no leader, has an
+/// alarm raised or is a learner, so such a member gets no client traffic and the PDB
+/// blocks evictions until it recovers.
+fn readiness_probe(port: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/health".into()),
-            port: IntOrString::Int(CLIENT_PORT),
+            port: IntOrString::Int(port),
             ..Default::default()
         }),
         period_seconds: Some(5),
@@ -504,6 +580,17 @@ pub struct LaunchAnnotation {
     pub cluster_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<EtcdOptions>,
+    /// Absent on members made before TLS existed: they are plaintext.
+    #[serde(default = "plain", skip_serializing_if = "is_plain")]
+    pub transport: Transport,
+}
+
+fn plain() -> Transport {
+    Transport::Plain
+}
+
+fn is_plain(t: &Transport) -> bool {
+    *t == Transport::Plain
 }
 
 /// One `--initial-cluster` entry.
@@ -534,6 +621,7 @@ impl LaunchAnnotation {
             state: launch.state,
             cluster_token: launch.cluster_token.clone(),
             options: launch.options.clone(),
+            transport: launch.transport,
         };
         serde_json::to_string(&a).map_err(|source| Error::EncodeLaunch {
             name: launch.name.clone(),
@@ -572,6 +660,7 @@ impl LaunchAnnotation {
             state: a.state,
             cluster_token: a.cluster_token,
             options: a.options,
+            transport: a.transport,
         })
     }
 }

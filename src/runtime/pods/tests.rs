@@ -73,6 +73,7 @@ fn launch(ordinal: u32, state: InitialClusterState, peers: &[u32]) -> MemberLaun
         state,
         cluster_token: "example-uid-1".into(),
         options: None,
+        transport: Transport::Plain,
     }
 }
 
@@ -923,7 +924,10 @@ async fn list_reads_members_from_pods_and_pvcs() {
             ("example-2", false, false, "3.5.16".to_string()),
         ]
     );
-    assert_eq!(members[1].address, rt.objects.address("example-1"));
+    assert_eq!(
+        members[1].address,
+        rt.objects.address("example-1", Transport::Plain)
+    );
 }
 
 #[tokio::test]
@@ -1301,7 +1305,10 @@ async fn another_cluster_is_refused_without_requests() {
 async fn reserve_hands_out_dns_names_without_requests() {
     let (rt, server) = runtime(pvc_spec());
     let server = server.run(|_| async {});
-    let address = rt.reserve(&cluster_ref(), "example-4").await.unwrap();
+    let address = rt
+        .reserve(&cluster_ref(), "example-4", Transport::Plain)
+        .await
+        .unwrap();
     assert_eq!(
         address,
         MemberAddress {

@@ -60,6 +60,18 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
     let server = server.run(|mut s| async move {
+        // TLS by default: the CA and certificates first, in four Secrets.
+        let secrets = s.serve_new_certificates("db", "example").await;
+        let member = &secrets[1];
+        assert_eq!(member["type"], "kubernetes.io/tls");
+        let keys: Vec<&String> = member["data"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["ca.crt", "peer.crt", "peer.key", "server.crt", "server.key"]);
+        assert!(
+            secrets[0]["data"].get("ca.key").is_some()
+                && secrets.iter().skip(1).all(|s| s["data"].get("ca.key").is_none()),
+            "only the CA Secret holds the CA key"
+        );
+        assert_eq!(secrets[3]["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));
@@ -93,7 +105,25 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
             let args: Vec<String> =
                 serde_json::from_value(pod.body["spec"]["containers"][0]["args"].clone()).unwrap();
             assert!(args.contains(&"--initial-cluster-state=new".to_string()));
-            assert!(args.contains(&"--initial-cluster=example-0=http://example-0.example.db.svc:2380,example-1=http://example-1.example.db.svc:2380,example-2=http://example-2.example.db.svc:2380".to_string()));
+            assert!(args.contains(&"--initial-cluster=example-0=https://example-0.example.db.svc:2380,example-1=https://example-1.example.db.svc:2380,example-2=https://example-2.example.db.svc:2380".to_string()));
+            for flag in [
+                "--client-cert-auth=true",
+                "--peer-client-cert-auth=true",
+                "--trusted-ca-file=/etc/etcd/tls/ca.crt",
+                "--listen-metrics-urls=http://0.0.0.0:2381",
+            ] {
+                assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+            }
+            let spec = &pod.body["spec"];
+            assert_eq!(spec["volumes"][1]["secret"]["secretName"], "example-member-tls");
+            assert_eq!(
+                spec["containers"][0]["volumeMounts"][1]["mountPath"],
+                "/etc/etcd/tls"
+            );
+            assert_eq!(
+                spec["containers"][0]["readinessProbe"]["httpGet"]["port"],
+                2381
+            );
             tokens.extend(
                 args.iter()
                     .filter(|a| a.starts_with("--initial-cluster-token="))
@@ -113,8 +143,22 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         status.assert_apply();
         assert_eq!(status.body["apiVersion"], "etcd.operator.dev/v1alpha1");
         assert_eq!(status.body["kind"], "EtcdCluster");
+        let mut st = without_times(status.body["status"].clone());
+        let tls = st.as_object_mut().unwrap().remove("tls").unwrap();
+        assert_eq!(tls["clientCertificate"], "secret/example-client-tls");
+        let names: Vec<&str> = tls["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["ca", "client", "operator", "peer", "server"]);
+        let conditions = st["conditions"].as_array_mut().unwrap();
+        let tls_condition = conditions.pop().unwrap();
+        assert_eq!(tls_condition["type"], "TLS");
+        assert_eq!(tls_condition["reason"], "Pending");
         assert_eq!(
-            without_times(status.body["status"].clone()),
+            st,
             json!({
                 "phase": "Creating",
                 "observedGeneration": 1,
@@ -216,6 +260,7 @@ async fn pvcs_retained_from_an_earlier_cluster_block_it_with_a_condition_and_an_
     let (client, server) = ApiServer::client(NS);
     let ctx = context(client);
     let server = server.run(|mut s| async move {
+        s.serve_new_certificates("db", "example").await;
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));
@@ -384,6 +429,7 @@ async fn a_maintenance_run_in_progress_is_kept_and_explained_while_members_are_d
         ..Default::default()
     });
     let server = server.run(|mut s| async move {
+        s.serve_new_certificates("db", "example").await;
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));

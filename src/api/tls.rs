@@ -1,0 +1,61 @@
+//! `spec.tls` and `status.tls` of an EtcdCluster: whether members serve TLS, and the
+//! certificates the operator issued for them.
+//!
+//! Data only: which certificates to issue is `certs::bundle`'s decision, where they live
+//! each runtime's.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// TLS for client and peer traffic. Absent: on, with certificates from a CA the operator
+/// makes for this cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `Enabled` (the default): clients and peers must present a certificate of the
+    /// cluster's CA. `Disabled`: plaintext, anyone who reaches a member reads and writes
+    /// everything; reported by a warning.
+    #[serde(default)]
+    pub mode: TlsMode,
+}
+
+/// Whether members serve TLS.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+impl TlsSpec {
+    /// The mode `spec.tls` asks for, `Enabled` when absent.
+    pub fn mode_of(tls: Option<&TlsSpec>) -> TlsMode {
+        tls.map(|t| t.mode).unwrap_or_default()
+    }
+}
+
+/// What members serve and the certificates the operator keeps for them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// `https` when members serve TLS, `http` when plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Where applications find a client certificate, key and the CA (a Secret name on
+    /// Kubernetes, a directory locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// Each certificate's expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One certificate and when it expires.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// `ca`, `server`, `peer`, `operator` or `client`.
+    pub name: String,
+    pub not_after: Time,
+}

@@ -1,0 +1,106 @@
+//! A local cluster's TLS material: `<state>/tls/<namespace>/<cluster>/`, one PEM file per
+//! bundle entry (mode 0600, directory 0700), valid for 127.0.0.1 and localhost.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::certs::bundle::{self, Entries, Wanted};
+use crate::etcd::TlsConfig;
+use crate::runtime::{ClusterCertificates, ClusterRef, Error};
+
+use super::record;
+
+/// Every name a local member is reached by.
+const NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// The files of every entry of the bundle that exists under `dir`.
+fn read_entries(dir: &Path) -> Result<Entries, Error> {
+    let mut entries = BTreeMap::new();
+    for name in bundle::ALL {
+        let path = dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(pem) => {
+                entries.insert(name.to_string(), pem);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::CertificateFile { path, source }),
+        }
+    }
+    Ok(entries)
+}
+
+/// Completes the cluster's material on disk (see [`bundle::complete`]) and returns it.
+pub fn ensure(
+    state_dir: &Path,
+    cluster: &ClusterRef,
+    now: jiff::Timestamp,
+) -> Result<ClusterCertificates, Error> {
+    let dir = record::tls_dir(state_dir, cluster)?;
+    fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        Error::CertificateFile {
+            path: dir.clone(),
+            source,
+        }
+    })?;
+    let existing = read_entries(&dir)?;
+    let wanted = Wanted {
+        cluster: cluster.name.clone(),
+        names: NAMES.iter().map(|n| n.to_string()).collect(),
+        leaf_lifetime: crate::certs::LEAF_LIFETIME,
+        ca_lifetime: crate::certs::CA_LIFETIME,
+    };
+    let (entries, issued) =
+        bundle::complete(&existing, &wanted, now).map_err(|source| Error::Certificates {
+            cluster: cluster.clone(),
+            source,
+        })?;
+    // Keys before certificates, the CA last: a member reading mid-write sees at worst an
+    // old certificate with its old key still next to it for a moment.
+    for name in bundle::ALL.iter().rev() {
+        if existing.get(*name) != entries.get(*name)
+            && let Some(pem) = entries.get(*name)
+        {
+            // Written atomically, 0600 (a new temporary file's mode).
+            record::write_file(&dir.join(name), pem.as_bytes())?;
+        }
+    }
+    Ok(ClusterCertificates {
+        operator: TlsConfig::new(
+            entries[bundle::CA_CERT].clone(),
+            entries[bundle::OPERATOR_CERT].clone(),
+            entries[bundle::OPERATOR_KEY].clone(),
+        ),
+        issued,
+        expiries: bundle::expiries(&entries),
+        client_location: dir.display().to_string(),
+    })
+}
+
+/// The directory of a cluster's material, as members' flags name it.
+pub fn dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {
+    record::tls_dir(state_dir, cluster)
+}
+
+/// The operator's client identity for `cluster` as it is on disk, without issuing anything;
+/// `None` when the cluster has no certificates.
+pub fn operator_tls(state_dir: &Path, cluster: &ClusterRef) -> Result<Option<TlsConfig>, Error> {
+    let entries = read_entries(&record::tls_dir(state_dir, cluster)?)?;
+    let get = |entry| entries.get(entry).cloned();
+    Ok(
+        match (
+            get(bundle::CA_CERT),
+            get(bundle::OPERATOR_CERT),
+            get(bundle::OPERATOR_KEY),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsConfig::new(ca, cert, key)),
+            _ => None,
+        },
+    )
+}
