@@ -141,7 +141,77 @@ fn create_three(client: Client, ns: String) -> Scenario {
         etcdctl(&ns, &pods[0].name_any(), &["put", "e2e", "kept"]);
         let other = pods[2].name_any();
         assert!(etcdctl(&ns, &other, &["get", "e2e", "--print-value-only"]).contains("kept"));
+        assert_serves_tls_only(&client, &clusters, &ns, &pods[1].name_any()).await;
     })
+}
+
+/// TLS by default (issue 12): the status says https, a client without a certificate (or
+/// in plaintext) is refused inside the member's own Pod, and the application Secret
+/// `<cluster>-client-tls` reads the key `e2e` from outside through a port-forward.
+async fn assert_serves_tls_only(client: &Client, clusters: &Api<EtcdCluster>, ns: &str, pod: &str) {
+    let st = status_of(clusters, CLUSTER).await.expect("status");
+    let tls = st.tls.expect("status.tls");
+    assert_eq!(tls.scheme.as_deref(), Some("https"));
+    assert_eq!(
+        tls.client_certificate.as_deref(),
+        Some(format!("secret/{CLUSTER}-client-tls").as_str())
+    );
+    for endpoint in [
+        vec!["--endpoints=http://127.0.0.1:2379"],
+        vec![
+            "--endpoints=https://127.0.0.1:2379",
+            "--cacert=/etc/etcd/tls/ca.crt",
+        ],
+    ] {
+        let out = Command::new("kubectl")
+            .args(["-n", ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
+            .args(&endpoint)
+            .args(["--dial-timeout=3s", "--command-timeout=5s", "get", "e2e"])
+            .output()
+            .expect("kubectl exec");
+        assert!(!out.status.success(), "{endpoint:?} was served");
+    }
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get(&format!("{CLUSTER}-client-tls"))
+        .await
+        .expect("the client Secret");
+    let data = secret.data.expect("data");
+    let part = |k: &str| data.get(k).unwrap_or_else(|| panic!("{k}")).0.clone();
+    let identity =
+        etcd_operator::etcd::TlsConfig::new(part("ca.crt"), part("tls.crt"), part("tls.key"));
+    let mut forward = Command::new("kubectl")
+        .args(["-n", ns, "port-forward", &format!("pod/{pod}"), ":2379"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut output = std::io::BufReader::new(forward.stdout.take().unwrap());
+    let port = {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        line.split(" -> ")
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("port-forward said {line:?}"))
+    };
+    let options = etcd_client::ConnectOptions::new()
+        .with_tls(identity.to_options().expect("PEM"))
+        .with_timeout(Duration::from_secs(5));
+    let got = async {
+        let mut c =
+            etcd_client::Client::connect([format!("https://127.0.0.1:{port}")], Some(options))
+                .await?;
+        c.get("e2e", None).await
+    }
+    .await;
+    let _ = forward.kill();
+    let _ = forward.wait();
+    drop(output);
+    let got = got.expect("the application certificate is served");
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
 }
 
 /// An idle 3-member cluster is looked at by requeue only (every 30 s): its unchanged status
@@ -1062,7 +1132,7 @@ fn etcdctl_stdin(ns: &str, pod: &str, args: &[&str], input: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("kubectl")
         .args(["-n", ns, "exec", "-i", pod, "-c", "etcd", "--", "etcdctl"])
-        .arg("--endpoints=http://127.0.0.1:2379")
+        .args(endpoint_flags(ns, pod))
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1408,8 +1478,33 @@ fn image_of(pod: &Pod) -> String {
 fn etcdctl(ns: &str, pod: &str, args: &[&str]) -> String {
     run(Command::new("kubectl")
         .args(["-n", ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
-        .arg("--endpoints=http://127.0.0.1:2379")
+        .args(endpoint_flags(ns, pod))
         .args(args))
+}
+
+/// How `etcdctl` inside member `pod` reaches it: over TLS with the member's own server
+/// certificate (it carries client auth and 127.0.0.1) when the member serves TLS, else
+/// plaintext.
+fn endpoint_flags(ns: &str, pod: &str) -> Vec<String> {
+    let args = run(Command::new("kubectl").args([
+        "-n",
+        ns,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.spec.containers[0].args}",
+    ]));
+    if args.contains("--client-cert-auth=true") {
+        vec![
+            "--endpoints=https://127.0.0.1:2379".into(),
+            "--cacert=/etc/etcd/tls/ca.crt".into(),
+            "--cert=/etc/etcd/tls/server.crt".into(),
+            "--key=/etc/etcd/tls/server.key".into(),
+        ]
+    } else {
+        vec!["--endpoints=http://127.0.0.1:2379".into()]
+    }
 }
 
 // --- an S3 server in the scenario's namespace ------------------------------------------

@@ -498,9 +498,19 @@ async fn restore_of_a_plain_etcdctl_snapshot_object() {
     let bin = bin_for_version(&v).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved.db");
+    // With the application client certificate the operator issued (TLS by default).
+    let certs = origin
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_certificate.clone())
+        .expect("the client certificate directory");
     let out = tokio::process::Command::new(bin.etcdctl())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", client_urls(&origin)[0]))
+        .arg(format!("--cacert={certs}/ca.crt"))
+        .arg(format!("--cert={certs}/client.crt"))
+        .arg(format!("--key={certs}/client.key"))
+        .arg("--dial-timeout=5s")
         .args(["snapshot", "save"])
         .arg(&saved)
         .output()
