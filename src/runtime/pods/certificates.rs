@@ -119,11 +119,13 @@ pub async fn ensure(client: &Client, objects: &Objects) -> Result<ClusterCertifi
         let name = secret_name(objects, layout);
         let secret = Secret {
             metadata: objects.meta(&name, objects.cluster_labels()),
+            // `kubernetes.io/tls` requires `tls.crt` and `tls.key`: only the client
+            // identities have that shape.
             type_: Some(
-                if layout.suffix == "-ca" {
-                    "Opaque"
-                } else {
+                if layout.keys.iter().any(|(key, _)| *key == "tls.crt") {
                     "kubernetes.io/tls"
+                } else {
+                    "Opaque"
                 }
                 .into(),
             ),

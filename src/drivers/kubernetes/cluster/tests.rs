@@ -63,7 +63,10 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         // TLS by default: the CA and certificates first, in four Secrets.
         let secrets = s.serve_new_certificates("db", "example").await;
         let member = &secrets[1];
-        assert_eq!(member["type"], "kubernetes.io/tls");
+        // The API server requires tls.crt and tls.key of a kubernetes.io/tls Secret.
+        assert_eq!(member["type"], "Opaque");
+        assert_eq!(secrets[0]["type"], "Opaque");
+        assert_eq!(secrets[3]["type"], "kubernetes.io/tls");
         let keys: Vec<&String> = member["data"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["ca.crt", "peer.crt", "peer.key", "server.crt", "server.key"]);
         assert!(
