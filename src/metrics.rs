@@ -74,6 +74,7 @@ pub struct Metrics {
     pub member_db_size_in_use: Family<MemberLabels, Gauge>,
     pub defragmentations: Family<ClusterLabels, Counter>,
     pub defrag_reclaimed_bytes: Family<ClusterLabels, Counter>,
+    pub certificate_expiry: Family<ClusterLabels, Gauge>,
     ready: Arc<AtomicBool>,
 }
 
@@ -151,6 +152,12 @@ impl Metrics {
             "Backend bytes given back by the operator's finished defragmentation runs",
             defrag_reclaimed_bytes.clone(),
         );
+        let certificate_expiry = Family::<ClusterLabels, Gauge>::default();
+        r.register(
+            "certificate_expiry_seconds",
+            "Seconds until the earliest expiry among a cluster's certificates",
+            certificate_expiry.clone(),
+        );
         Self {
             registry: Arc::new(r),
             reconciles,
@@ -165,6 +172,7 @@ impl Metrics {
             member_db_size_in_use,
             defragmentations,
             defrag_reclaimed_bytes,
+            certificate_expiry,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -188,6 +196,32 @@ impl Metrics {
         };
         self.members.get_or_create(&l).set(members);
         self.healthy_members.get_or_create(&l).set(healthy);
+    }
+
+    /// Records the seconds from `now` to the earliest certificate expiry `status` shows
+    /// (nothing for a cluster without certificates).
+    pub fn observe_certificates(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        status: &EtcdClusterStatus,
+        now: jiff::Timestamp,
+    ) {
+        let earliest = status
+            .tls
+            .iter()
+            .flat_map(|t| &t.certificates)
+            .map(|c| c.not_after.0)
+            .min();
+        if let Some(at) = earliest {
+            let l = ClusterLabels {
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
+            };
+            self.certificate_expiry
+                .get_or_create(&l)
+                .set(at.as_second() - now.as_second());
+        }
     }
 
     /// Records each member's backend sizes from `status`, and what an executed maintenance
@@ -318,6 +352,51 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_earliest_certificate_expiry_is_a_gauge_of_seconds_left() {
+        use crate::api::tls::{CertificateStatus, TlsStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |s| Time(jiff::Timestamp::from_second(s).unwrap());
+        let status = EtcdClusterStatus {
+            tls: Some(TlsStatus {
+                certificates: vec![
+                    CertificateStatus {
+                        name: "ca".into(),
+                        not_after: at(10_000),
+                    },
+                    CertificateStatus {
+                        name: "server".into(),
+                        not_after: at(1_600),
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = Metrics::new();
+        m.observe_certificates(
+            "db",
+            "example",
+            &status,
+            jiff::Timestamp::from_second(1_000).unwrap(),
+        );
+        // A plaintext cluster has no series.
+        m.observe_certificates(
+            "db",
+            "open",
+            &EtcdClusterStatus::default(),
+            jiff::Timestamp::now(),
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "etcd_operator_certificate_expiry_seconds{namespace=\"db\",cluster=\"example\"} 600"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("cluster=\"open\"}"), "{text}");
+    }
 
     #[tokio::test]
     async fn serves_metrics_health_and_readiness() {

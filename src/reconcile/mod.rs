@@ -125,6 +125,8 @@ pub struct Pass {
     pub executed: Result<Executed, Error>,
     pub status: EtcdClusterStatus,
     pub took: Duration,
+    /// Certificates this pass issued, and why.
+    pub certificates_issued: Vec<crate::certs::bundle::Issued>,
 }
 
 impl Pass {
@@ -340,5 +342,6 @@ pub async fn reconcile_once<R: MemberRuntime>(
         executed,
         status,
         took: started.elapsed(),
+        certificates_issued: certificates.map(|c| c.issued).unwrap_or_default(),
     })
 }

@@ -69,6 +69,29 @@ impl ApiServer {
         applied
     }
 
+    /// The Event a TLS cluster's first pass publishes: every certificate issued, each
+    /// "missing" or "new CA".
+    pub async fn expect_certificates_issued_event(&mut self, ns: &str) {
+        let event = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"),
+            )
+            .await;
+        assert_eq!(event.body["type"], "Normal");
+        assert_eq!(event.body["reason"], "CertificatesIssued");
+        let note = event.body["note"].as_str().unwrap_or_default().to_string();
+        for entry in [
+            "ca (missing)",
+            "server (new CA)",
+            "peer (new CA)",
+            "client (new CA)",
+        ] {
+            assert!(note.contains(entry), "{note}");
+        }
+        event.echo();
+    }
+
     /// The next request, which must be `method` on a path under `prefix` (for names the
     /// client generates, such as a repeated Event's).
     pub async fn expect_under(&mut self, method: Method, prefix: &str) -> Call {

@@ -183,7 +183,16 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         &pass.step,
         pass.acted(),
     );
-    if let Some(event) = event_for(&pass.step, &pass.executed) {
+    ctx.metrics.observe_certificates(
+        &key.namespace,
+        &key.name,
+        &pass.status,
+        jiff::Timestamp::now(),
+    );
+    let events = certificates_event(&pass.certificates_issued)
+        .into_iter()
+        .chain(event_for(&pass.step, &pass.executed));
+    for event in events {
         // An Event is a courtesy; failing to publish one must not fail the pass.
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
             warn!(error = %e, reason = event.reason, "publishing event failed");
@@ -219,6 +228,25 @@ fn next_pass(step: &Step) -> Action {
 }
 
 /// The Event a pass deserves: executed and failed steps, and refusals.
+/// A Normal Event naming each certificate issued in a pass and why (first issue, renewal,
+/// a new member name, ...).
+fn certificates_event(issued: &[crate::certs::bundle::Issued]) -> Option<Event> {
+    if issued.is_empty() {
+        return None;
+    }
+    let what: Vec<String> = issued
+        .iter()
+        .map(|i| format!("{} ({})", i.entry.trim_end_matches(".crt"), i.reason))
+        .collect();
+    Some(Event {
+        type_: EventType::Normal,
+        reason: "CertificatesIssued".into(),
+        note: Some(format!("issued {}", what.join(", "))),
+        action: "IssueCertificates".into(),
+        secondary: None,
+    })
+}
+
 fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Option<Event> {
     let event = |type_, reason: String, note: String| Event {
         type_,

@@ -389,6 +389,15 @@ async fn reconcile_cluster(
             pass.status.members.len() as i64,
             i64::from(healthy),
         );
+        metrics.observe_certificates(
+            doc.metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(manifest::DEFAULT_NAMESPACE),
+            &name,
+            &pass.status,
+            jiff::Timestamp::now(),
+        );
         metrics.observe_maintenance(
             doc.metadata
                 .namespace

@@ -202,6 +202,7 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
         let body = stored(&status.body);
         status.reply(&body);
 
+        s.expect_certificates_issued_event("db").await;
         let event = s
             .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
             .await;
@@ -311,6 +312,7 @@ async fn pvcs_retained_from_an_earlier_cluster_block_it_with_a_condition_and_an_
         );
         let body = stored(&status.body);
         status.reply(&body);
+        s.expect_certificates_issued_event("db").await;
         let event = s
             .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
             .await;
@@ -468,6 +470,7 @@ async fn a_maintenance_run_in_progress_is_kept_and_explained_while_members_are_d
         );
         let body = stored(&status.body);
         status.reply(&body);
+        s.expect_certificates_issued_event("db").await;
         let event = s
             .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
             .await;
