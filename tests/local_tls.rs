@@ -205,6 +205,37 @@ async fn serves_tls_only(minor: u64) {
         .collect();
     assert_eq!(pids, after, "no member restarted");
 
+    // A rotation on request: every leaf issued again once for the value, the CA kept, the
+    // new client certificate served, still no restart.
+    let client_crt = Path::new(&dir).join("client.crt");
+    let (old_client, old_ca) = (
+        std::fs::read(&client_crt).unwrap(),
+        std::fs::read(Path::new(&dir).join("ca.crt")).unwrap(),
+    );
+    s.write(&cluster_yaml(
+        "secure",
+        3,
+        &version,
+        "  tls:\n    rotate: \"r1\"\n",
+    ));
+    s.wait_status("secure", "rotation r1 recorded", |st| {
+        st.tls.as_ref().and_then(|t| t.rotated.as_deref()) == Some("r1")
+    })
+    .await;
+    assert_ne!(std::fs::read(&client_crt).unwrap(), old_client);
+    assert_ne!(std::fs::read(&server_crt).unwrap(), new);
+    assert_eq!(
+        std::fs::read(Path::new(&dir).join("ca.crt")).unwrap(),
+        old_ca
+    );
+    etcdctl(&version, endpoint, &[&ca, &cert, &key, "get", "k"]).expect("served after rotation");
+    let after: Vec<_> = members
+        .members
+        .iter()
+        .map(|m| member_pid(&state, "secure", &m.name))
+        .collect();
+    assert_eq!(pids, after, "no member restarted");
+
     // The real state agrees: one process per member, etcd lists them, over TLS.
     let c = converged::check(&s.state_dir(), "secure", 3, &version)
         .await

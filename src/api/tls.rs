@@ -18,6 +18,11 @@ pub struct TlsSpec {
     /// everything; reported by a warning.
     #[serde(default)]
     pub mode: TlsMode,
+    /// Set (or change) to any value to issue every leaf certificate again now (server, peer
+    /// and client; the CA is kept). Members serve the new ones on their next connection,
+    /// without a restart; done once per value (`status.tls.rotated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate: Option<String>,
 }
 
 /// Whether members serve TLS.
@@ -32,6 +37,15 @@ impl TlsSpec {
     /// The mode `spec.tls` asks for, `Enabled` when absent.
     pub fn mode_of(tls: Option<&TlsSpec>) -> TlsMode {
         tls.map(|t| t.mode).unwrap_or_default()
+    }
+
+    /// The `rotate` value still to act on: set, and not the one `status` says was done.
+    pub fn rotation_due<'a>(
+        tls: Option<&'a TlsSpec>,
+        status: Option<&TlsStatus>,
+    ) -> Option<&'a str> {
+        let asked = tls?.rotate.as_deref()?;
+        (status.and_then(|s| s.rotated.as_deref()) != Some(asked)).then_some(asked)
     }
 }
 
@@ -49,6 +63,9 @@ pub struct TlsStatus {
     /// Each certificate's expiry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateStatus>,
+    /// The `spec.tls.rotate` value the leaves were last issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated: Option<String>,
 }
 
 /// One certificate and when it expires.

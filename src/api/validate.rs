@@ -420,6 +420,14 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             );
         }
     }
+    if let Some(value) = spec.tls.as_ref().and_then(|t| t.rotate.as_deref())
+        && (value.is_empty() || value.len() > 63 || value.chars().any(char::is_control))
+    {
+        r.error(
+            &f("tls.rotate"),
+            "must be 1 to 63 characters without control characters (any value; change it to rotate again)",
+        );
+    }
     if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
         r.warn(
             &f("tls.mode"),
@@ -814,11 +822,29 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_value_is_short_printable_text() {
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        for (value, valid) in [("2026-12-05", true), ("", false), ("a\nb", false)] {
+            spec.tls = Some(TlsSpec {
+                rotate: Some(value.into()),
+                ..Default::default()
+            });
+            assert_eq!(cluster("a", &spec).is_valid(), valid, "{value:?}");
+        }
+        spec.tls = Some(TlsSpec {
+            rotate: Some("x".repeat(64)),
+            ..Default::default()
+        });
+        assert_eq!(fields(&cluster("a", &spec)), vec!["spec.tls.rotate"]);
+    }
+
+    #[test]
     fn disabled_tls_is_valid_with_a_warning() {
         let mut spec = EtcdClusterSpec::new(3, "3.5.16");
         assert!(cluster("a", &spec).warnings.is_empty());
         spec.tls = Some(TlsSpec {
             mode: TlsMode::Disabled,
+            ..Default::default()
         });
         let r = cluster("a", &spec);
         assert!(r.is_valid());

@@ -90,6 +90,7 @@ pub struct Issued {
 /// its life: then every leaf is issued again too), and each leaf that is missing, unusable,
 /// not signed by the CA, lacking a wanted name, or past two thirds of its lifetime.
 /// Entries that are fine are kept byte for byte; the second value lists what changed.
+/// `rotate_leaves` issues every leaf again whatever its state (a user asked for it).
 ///
 /// # Errors
 /// From issuing ([`Error::InvalidName`] for a name no certificate can carry, …).
@@ -97,6 +98,7 @@ pub fn complete(
     existing: &Entries,
     wanted: &Wanted,
     now: Timestamp,
+    rotate_leaves: bool,
 ) -> Result<(Entries, Vec<Issued>), Error> {
     let mut out = existing.clone();
     let mut issued = Vec::new();
@@ -132,6 +134,8 @@ pub fn complete(
         };
         let reason = if ca_reason.is_some() {
             Some("new CA")
+        } else if rotate_leaves {
+            Some("rotation requested")
         } else {
             leaf_problem(&out, cert_entry, key_entry, &ca, names, now)
         };
@@ -229,8 +233,13 @@ mod tests {
 
     #[test]
     fn an_empty_set_gets_a_ca_and_every_leaf_and_a_complete_one_is_kept() {
-        let (first, issued) =
-            complete(&Entries::new(), &wanted(&["127.0.0.1"]), at(1_800_000_000)).unwrap();
+        let (first, issued) = complete(
+            &Entries::new(),
+            &wanted(&["127.0.0.1"]),
+            at(1_800_000_000),
+            false,
+        )
+        .unwrap();
         assert_eq!(first.len(), 10);
         assert_eq!(issued.len(), 5);
         assert!(
@@ -240,7 +249,7 @@ mod tests {
         );
         // A pass later: nothing changes.
         let (second, issued) =
-            complete(&first, &wanted(&["127.0.0.1"]), at(1_800_000_060)).unwrap();
+            complete(&first, &wanted(&["127.0.0.1"]), at(1_800_000_060), false).unwrap();
         assert!(issued.is_empty(), "{issued:?}");
         assert_eq!(first, second);
     }
@@ -248,31 +257,39 @@ mod tests {
     #[test]
     fn leaves_are_renewed_at_two_thirds_and_when_names_change_but_the_ca_is_kept() {
         let start = 1_800_000_000;
-        let (first, _) = complete(&Entries::new(), &wanted(&["127.0.0.1"]), at(start)).unwrap();
+        let (first, _) =
+            complete(&Entries::new(), &wanted(&["127.0.0.1"]), at(start), false).unwrap();
         let day = 86_400;
         // 59 days into 90: not yet; 61 days: every leaf, never the CA.
-        let (_, issued) = complete(&first, &wanted(&["127.0.0.1"]), at(start + 59 * day)).unwrap();
+        let (_, issued) =
+            complete(&first, &wanted(&["127.0.0.1"]), at(start + 59 * day), false).unwrap();
         assert!(issued.is_empty(), "{issued:?}");
         let (renewed, issued) =
-            complete(&first, &wanted(&["127.0.0.1"]), at(start + 61 * day)).unwrap();
+            complete(&first, &wanted(&["127.0.0.1"]), at(start + 61 * day), false).unwrap();
         assert_eq!(issued.len(), 4, "{issued:?}");
         assert!(issued.iter().all(|i| i.reason == "renewal due"));
         assert_eq!(renewed[CA_CERT], first[CA_CERT]);
         // A new member name: server and peer leaves only.
-        let (_, issued) =
-            complete(&first, &wanted(&["127.0.0.1", "localhost"]), at(start)).unwrap();
+        let (_, issued) = complete(
+            &first,
+            &wanted(&["127.0.0.1", "localhost"]),
+            at(start),
+            false,
+        )
+        .unwrap();
         let entries: Vec<_> = issued.iter().map(|i| i.entry).collect();
         assert_eq!(entries, [SERVER_CERT, PEER_CERT]);
     }
 
     #[test]
     fn a_leaf_of_another_ca_or_a_swapped_key_is_issued_again() {
-        let (mut set, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000)).unwrap();
-        let (other, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000)).unwrap();
+        let (mut set, _) =
+            complete(&Entries::new(), &wanted(&[]), at(1_800_000_000), false).unwrap();
+        let (other, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000), false).unwrap();
         set.insert(SERVER_CERT.into(), other[SERVER_CERT].clone());
         set.insert(SERVER_KEY.into(), other[SERVER_KEY].clone());
         set.insert(PEER_KEY.into(), set[CLIENT_KEY].clone());
-        let (_, issued) = complete(&set, &wanted(&[]), at(1_800_000_000)).unwrap();
+        let (_, issued) = complete(&set, &wanted(&[]), at(1_800_000_000), false).unwrap();
         let reasons: Vec<_> = issued.iter().map(|i| (i.entry, i.reason)).collect();
         assert_eq!(
             reasons,
@@ -284,8 +301,27 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_rotation_issues_every_leaf_and_keeps_the_ca() {
+        let (set, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000), false).unwrap();
+        let (rotated, issued) = complete(&set, &wanted(&[]), at(1_800_000_060), true).unwrap();
+        assert_eq!(issued.len(), 4, "{issued:?}");
+        assert!(issued.iter().all(|i| i.reason == "rotation requested"));
+        assert_eq!(rotated[CA_CERT], set[CA_CERT]);
+        assert_eq!(rotated[CA_KEY], set[CA_KEY]);
+        for entry in [
+            SERVER_CERT,
+            SERVER_KEY,
+            PEER_CERT,
+            CLIENT_KEY,
+            OPERATOR_CERT,
+        ] {
+            assert_ne!(rotated[entry], set[entry], "{entry}");
+        }
+    }
+
+    #[test]
     fn the_earliest_expiry_is_found() {
-        let (set, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000)).unwrap();
+        let (set, _) = complete(&Entries::new(), &wanted(&[]), at(1_800_000_000), false).unwrap();
         let (_, when) = earliest_expiry(&set).unwrap();
         assert_eq!(when, at(1_800_000_000) + crate::certs::LEAF_LIFETIME);
     }

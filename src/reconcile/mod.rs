@@ -203,10 +203,14 @@ pub async fn reconcile_once<R: MemberRuntime>(
     let mut refusal = None;
     let mut space = Space::default();
     // Certificates are kept current on every pass of a cluster that serves TLS or asks to.
+    let rotation = TlsSpec::rotation_due(
+        cluster.spec.tls.as_ref(),
+        cluster.status.as_ref().and_then(|s| s.tls.as_ref()),
+    );
     let certificates = if report.is_valid() && wants_certificates(cluster) {
         Some(
             runtime
-                .ensure_certificates(&cref)
+                .ensure_certificates(&cref, rotation.is_some())
                 .await
                 .map_err(|source| Error::Certificates { source })?,
         )
@@ -326,6 +330,13 @@ pub async fn reconcile_once<R: MemberRuntime>(
         cluster.metadata.generation,
         now.clone(),
     );
+    // Done once per value: the leaves were issued again above.
+    if let (Some(value), Some(_)) = (rotation, &certificates)
+        && let Some(tls) = status.tls.as_mut()
+    {
+        info!(cluster = %name, rotate = value, "every leaf certificate issued again, as asked");
+        tls.rotated = Some(value.to_string());
+    }
     let applied = matches!(executed, Ok(Executed::Applied));
     status::with_maintenance(
         &mut status,

@@ -203,10 +203,12 @@ pub trait MemberRuntime: Send + Sync {
     /// Makes sure the cluster's CA and certificates exist where its members read them,
     /// issuing what is missing, unusable, lacking a member name or due for renewal (see
     /// [`crate::certs::bundle::complete`]), and returns them. Idempotent; members that run
-    /// pick renewed files up on their next connection.
+    /// pick renewed files up on their next connection. `rotate_leaves` issues every leaf
+    /// again (a user asked to).
     fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
+        rotate_leaves: bool,
     ) -> impl Future<Output = Result<ClusterCertificates, Error>> + Send;
 
     /// Starts the member (reserving its address if needed) and persists its launch flags.

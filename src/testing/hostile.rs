@@ -370,6 +370,15 @@ pub fn spec_cases() -> Vec<SpecCase> {
         ));
     }
 
+    for v in ["", "a\nb", &huge(64)] {
+        c.push(case(
+            Cluster,
+            "/spec/tls",
+            json!({ "rotate": v }),
+            "spec.tls.rotate",
+        ));
+    }
+
     // EtcdBackup: the names become S3 keys, the S3 fields reach the SDK.
     for v in ["", "../x", "A", &huge(100), "clüster"] {
         c.push(case(

@@ -37,6 +37,7 @@ pub fn ensure(
     state_dir: &Path,
     cluster: &ClusterRef,
     now: jiff::Timestamp,
+    rotate_leaves: bool,
 ) -> Result<ClusterCertificates, Error> {
     let dir = record::tls_dir(state_dir, cluster)?;
     fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
@@ -57,9 +58,11 @@ pub fn ensure(
         ca_lifetime: crate::certs::CA_LIFETIME,
     };
     let (entries, issued) =
-        bundle::complete(&existing, &wanted, now).map_err(|source| Error::Certificates {
-            cluster: cluster.clone(),
-            source,
+        bundle::complete(&existing, &wanted, now, rotate_leaves).map_err(|source| {
+            Error::Certificates {
+                cluster: cluster.clone(),
+                source,
+            }
         })?;
     // Keys before certificates, the CA last: a member reading mid-write sees at worst an
     // old certificate with its old key still next to it for a moment.

@@ -466,9 +466,15 @@ impl MemberRuntime for LocalRuntime {
     async fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
+        rotate_leaves: bool,
     ) -> Result<ClusterCertificates, Error> {
         let _issuing = self.shared.certificates.lock().await;
-        certificates::ensure(&self.state_dir, cluster, jiff::Timestamp::now())
+        certificates::ensure(
+            &self.state_dir,
+            cluster,
+            jiff::Timestamp::now(),
+            rotate_leaves,
+        )
     }
 
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {

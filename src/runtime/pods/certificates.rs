@@ -73,7 +73,11 @@ fn data_of(layout: &Layout, entries: &Entries) -> BTreeMap<String, ByteString> {
 }
 
 /// Completes the cluster's Secrets (see [`bundle::complete`]) and returns what they hold.
-pub async fn ensure(client: &Client, objects: &Objects) -> Result<ClusterCertificates, Error> {
+pub async fn ensure(
+    client: &Client,
+    objects: &Objects,
+    rotate_leaves: bool,
+) -> Result<ClusterCertificates, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &objects.cluster.namespace);
     let mut existing = Entries::new();
     let mut current = Vec::with_capacity(LAYOUTS.len());
@@ -104,12 +108,12 @@ pub async fn ensure(client: &Client, objects: &Objects) -> Result<ClusterCertifi
         ca_lifetime: crate::certs::CA_LIFETIME,
     };
     let (entries, issued) =
-        bundle::complete(&existing, &wanted, jiff::Timestamp::now()).map_err(|source| {
-            Error::Certificates {
+        bundle::complete(&existing, &wanted, jiff::Timestamp::now(), rotate_leaves).map_err(
+            |source| Error::Certificates {
                 cluster: objects.cluster.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for (layout, data) in LAYOUTS.iter().zip(&current) {
         let want = data_of(layout, &entries);

@@ -419,9 +419,10 @@ impl MemberRuntime for PodRuntime {
     async fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
+        rotate_leaves: bool,
     ) -> Result<ClusterCertificates, Error> {
         self.check(cluster)?;
-        certificates::ensure(&self.client, &self.objects).await
+        certificates::ensure(&self.client, &self.objects, rotate_leaves).await
     }
 
     /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the
