@@ -56,8 +56,9 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 20] = [
+    let scenarios: [(&str, ScenarioFn); 21] = [
         ("create-three", create_three),
+        ("tls-rotate", rotation_on_request_restarts_nothing),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -145,6 +146,151 @@ fn create_three(client: Client, ns: String) -> Scenario {
     })
 }
 
+/// The application identity in the cluster's `<cluster>-client-tls` Secret.
+async fn client_identity(client: &Client, ns: &str) -> etcd_operator::etcd::TlsConfig {
+    let data = secret_data(client, ns, &format!("{CLUSTER}-client-tls")).await;
+    let part = |k: &str| data.get(k).unwrap_or_else(|| panic!("{k}")).0.clone();
+    etcd_operator::etcd::TlsConfig::new(part("ca.crt"), part("tls.crt"), part("tls.key"))
+}
+
+async fn secret_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, k8s_openapi::ByteString> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    secret.data.unwrap_or_default()
+}
+
+/// `kubectl port-forward` to a Pod's port, on a free local port; stopped when dropped.
+struct PortForward {
+    child: std::process::Child,
+    /// Kept open while forwarding: kubectl dies of SIGPIPE once nobody reads its output.
+    _output: std::io::BufReader<std::process::ChildStdout>,
+    port: u16,
+}
+
+impl PortForward {
+    fn start(ns: &str, pod: &str, remote: u16) -> Self {
+        let mut child = Command::new("kubectl")
+            .args([
+                "-n",
+                ns,
+                "port-forward",
+                &format!("pod/{pod}"),
+                &format!(":{remote}"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+        let port = {
+            use std::io::BufRead as _;
+            let mut line = String::new();
+            output.read_line(&mut line).unwrap();
+            // "Forwarding from 127.0.0.1:41234 -> 2379"
+            line.split(" -> ")
+                .next()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| p.trim().parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("port-forward said {line:?}"))
+        };
+        Self {
+            child,
+            _output: output,
+            port,
+        }
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rotation on request (`spec.tls.rotate`) issues every leaf again into the Secrets, and
+/// members serve the new server certificate once the kubelet has refreshed their mounted
+/// Secret, with no Pod restarted or recreated. Prints how long members took to serve it.
+fn rotation_on_request_restarts_nothing(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, FROM)).await;
+        wait_running(&clusters, 3, FROM).await;
+        let before: Vec<(String, Option<String>, i32)> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| {
+                let restarts = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .map_or(0, |c| c.restart_count);
+                (p.name_any(), p.uid(), restarts)
+            })
+            .collect();
+        let pod = before[0].0.clone();
+        let identity = client_identity(&client, &ns).await;
+        let forward = PortForward::start(&ns, &pod, 2379);
+        let address = format!("127.0.0.1:{}", forward.port);
+        let old = etcd_operator::testing::tls::served_certificate(&address, "127.0.0.1", &identity)
+            .expect("served before");
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tls": {"rotate": "r1"}}})),
+            )
+            .await
+            .expect("patch spec.tls.rotate");
+        wait_for("status.tls.rotated r1", || async {
+            status_of(&clusters, CLUSTER)
+                .await
+                .and_then(|s| s.tls)
+                .and_then(|t| t.rotated)
+                .as_deref()
+                == Some("r1")
+        })
+        .await;
+        let rotated_at = Instant::now();
+        let member = secret_data(&client, &ns, &format!("{CLUSTER}-member-tls")).await;
+        let new = etcd_operator::testing::tls::der_of(&member["server.crt"].0).unwrap();
+        assert_ne!(new, old, "the Secret holds a new server certificate");
+        let identity = client_identity(&client, &ns).await;
+        wait_for("members serve the new server certificate", || async {
+            etcd_operator::testing::tls::served_certificate(&address, "127.0.0.1", &identity)
+                .is_ok_and(|served| served == new)
+        })
+        .await;
+        println!(
+            "rotation: members served the new certificate {:.1}s after it was issued",
+            rotated_at.elapsed().as_secs_f64()
+        );
+        drop(forward);
+        let after: Vec<(String, Option<String>, i32)> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| {
+                let restarts = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .map_or(0, |c| c.restart_count);
+                (p.name_any(), p.uid(), restarts)
+            })
+            .collect();
+        assert_eq!(before, after, "no member Pod restarted or recreated");
+        etcdctl(&ns, &pod, &["put", "e2e", "after-rotation"]);
+    })
+}
+
 /// TLS by default (issue 12): the status says https, a client without a certificate (or
 /// in plaintext) is refused inside the member's own Pod, and the application Secret
 /// `<cluster>-client-tls` reads the key `e2e` from outside through a port-forward.
@@ -171,32 +317,9 @@ async fn assert_serves_tls_only(client: &Client, clusters: &Api<EtcdCluster>, ns
             .expect("kubectl exec");
         assert!(!out.status.success(), "{endpoint:?} was served");
     }
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get(&format!("{CLUSTER}-client-tls"))
-        .await
-        .expect("the client Secret");
-    let data = secret.data.expect("data");
-    let part = |k: &str| data.get(k).unwrap_or_else(|| panic!("{k}")).0.clone();
-    let identity =
-        etcd_operator::etcd::TlsConfig::new(part("ca.crt"), part("tls.crt"), part("tls.key"));
-    let mut forward = Command::new("kubectl")
-        .args(["-n", ns, "port-forward", &format!("pod/{pod}"), ":2379"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl port-forward");
-    let mut output = std::io::BufReader::new(forward.stdout.take().unwrap());
-    let port = {
-        use std::io::BufRead as _;
-        let mut line = String::new();
-        output.read_line(&mut line).unwrap();
-        line.split(" -> ")
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.trim().parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("port-forward said {line:?}"))
-    };
+    let identity = client_identity(client, ns).await;
+    let forward = PortForward::start(ns, pod, 2379);
+    let port = forward.port;
     let options = etcd_client::ConnectOptions::new()
         .with_tls(identity.to_options().expect("PEM"))
         .with_timeout(Duration::from_secs(5));
@@ -207,9 +330,7 @@ async fn assert_serves_tls_only(client: &Client, clusters: &Api<EtcdCluster>, ns
         c.get("e2e", None).await
     }
     .await;
-    let _ = forward.kill();
-    let _ = forward.wait();
-    drop(output);
+    drop(forward);
     let got = got.expect("the application certificate is served");
     assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
 }

@@ -6,17 +6,13 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_operator::api::EtcdClusterStatus;
 use etcd_operator::api::condition;
 use etcd_operator::etcd::TlsConfig;
 use etcd_operator::testing::operator::*;
-use etcd_operator::testing::{converged, wait_for};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use etcd_operator::testing::{converged, tls, wait_for};
 
 /// `etcdctl` of `version` with `args` against `endpoint`; its stdout, or its stderr as the
 /// error.
@@ -39,43 +35,13 @@ fn etcdctl(version: &str, endpoint: &str, args: &[&str]) -> Result<String, Strin
     }
 }
 
-/// The DER of the first certificate in `pem`.
 fn der(pem: &[u8]) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem).expect("PEM").to_vec()
+    tls::der_of(pem).expect("PEM")
 }
 
-/// The certificate a member serves at `address` (`127.0.0.1:port`) to a client presenting
-/// `identity`.
+/// The certificate a member serves at `address` to a client presenting `identity`.
 async fn served_certificate(address: &str, identity: &TlsConfig) -> Result<Vec<u8>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(&identity.ca_pem).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let served = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .ok_or("no certificate")?;
-    Ok(served[0].to_vec())
+    tls::served_certificate(address, "127.0.0.1", identity)
 }
 
 fn condition_of<'a>(

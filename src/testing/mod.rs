@@ -20,6 +20,7 @@ pub mod etcd_bin;
 pub mod garage;
 pub mod hostile;
 pub mod ports;
+pub mod tls;
 pub mod wait;
 
 use std::path::PathBuf;
