@@ -420,11 +420,46 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             );
         }
     }
+    if let Some(recovery) = &spec.recovery {
+        recovery_into(r, &f("recovery"), recovery);
+    }
     if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
         r.warn(
             &f("tls.mode"),
             "TLS is disabled: anyone who reaches a member's ports reads and writes every key; remove spec.tls to serve TLS",
         );
+    }
+}
+
+/// Below this `spec.recovery.after` is warned about: a member restarting (a node reboot, a
+/// slow disk) may take longer than that to come back, and a recovery is not undone.
+pub const SHORT_RECOVERY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn recovery_into(r: &mut Report, at: &str, spec: &super::recovery::RecoverySpec) {
+    let f = |s: &str| format!("{at}.{s}");
+    if spec.from_backup.is_none() && spec.from_survivor != Some(true) {
+        r.error(
+            at,
+            "set fromSurvivor: true, fromBackup.backupName, or both (or remove spec.recovery to only be told when quorum is lost)",
+        );
+    }
+    if let Some(b) = &spec.from_backup {
+        check_name(r, &f("fromBackup.backupName"), &b.backup_name, 63);
+    }
+    if let Some(after) = &spec.after {
+        match parse_duration(after) {
+            Err(e) => r.error(
+                &f("after"),
+                format!("{e}; a duration such as 90s, 10m or 1h"),
+            ),
+            Ok(d) if d < SHORT_RECOVERY_AFTER => r.warn(
+                &f("after"),
+                format!(
+                    "{after} is short: a member that only restarts may take longer to come back, and a recovery is not undone"
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
 }
 

@@ -161,7 +161,14 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         .map_err(Error::PodRuntime)?
         .with_operator_image(ctx.operator_image.clone());
     let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
-    let pass = reconcile_once(&runtime, &cluster, &ctx.policy, &mut tracker).await;
+    let pass = reconcile_once(
+        &runtime,
+        &reconcile::NoBackups,
+        &cluster,
+        &ctx.policy,
+        &mut tracker,
+    )
+    .await;
     lock(&ctx.trackers).insert(key.clone(), tracker);
     let pass = pass.map_err(Error::Observe)?;
 
