@@ -7,7 +7,7 @@
 //! the cluster took from the loss of quorum to serving again.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use etcd_operator::api::EtcdClusterStatus;
 use etcd_operator::api::backup::EtcdBackupStatus;
@@ -129,6 +129,22 @@ async fn running_with_garage(
     (s, garage, v, st)
 }
 
+/// Waits until the operator has made `passes` more reconcile passes: what "nothing
+/// changes" is asserted after, instead of a fixed sleep.
+async fn wait_passes(s: &Scenario, passes: u64) {
+    let from = s.metrics.reconciles.get();
+    wait_for(LONG, &format!("{passes} more reconcile passes"), || async {
+        let now = s.metrics.reconciles.get();
+        if now >= from + passes {
+            Ok(())
+        } else {
+            Err(now - from)
+        }
+    })
+    .await
+    .unwrap();
+}
+
 fn is_backed_up(s: &EtcdBackupStatus) -> bool {
     condition::is_true(&s.conditions, types::READY) && s.last_backup.is_some()
 }
@@ -246,8 +262,8 @@ async fn without_spec_recovery_nothing_changes_until_the_annotation_asks() {
         "{}",
         degraded.message
     );
-    // Passes go by: nothing changes.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Passes go by (one every resync, 0.5 s): nothing changes.
+    wait_passes(&s, 16).await;
     let later = s.status("alone").unwrap().status.unwrap();
     assert_eq!(later.cluster_id, st.cluster_id);
     assert!(later.recovery.as_ref().unwrap().run.is_none());
@@ -283,7 +299,7 @@ async fn without_spec_recovery_nothing_changes_until_the_annotation_asks() {
         assert!(!st.members.iter().any(|m| &m.name == name));
     }
     // Handled: it does not run again while it stays.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_passes(&s, 6).await;
     let again = s.status("alone").unwrap().status.unwrap();
     assert_eq!(again.recovery.unwrap().recoveries, 1);
 }
@@ -359,7 +375,7 @@ async fn from_survivor_keeps_the_writes_after_the_last_backup_and_grows_back_to_
 async fn a_minority_loss_or_members_back_within_after_is_never_recovered() {
     let v = latest(5);
     let mut s = Scenario::new(fast_policy());
-    let recovery = "  recovery:\n    fromSurvivor: true\n    after: 40s\n";
+    let recovery = "  recovery:\n    fromSurvivor: true\n    after: 90s\n";
     s.write(&cluster_yaml("steady", 3, &v, recovery));
     s.start();
     let st = s.wait_running("steady", 3, &v).await;
@@ -407,8 +423,10 @@ async fn a_minority_loss_or_members_back_within_after_is_never_recovered() {
         })
         .await;
     let (_, _, message) = recovery_condition(&waiting).unwrap();
-    assert!(message.contains("40s"), "{message}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(message.contains("1m30s"), "{message}");
+    // Hung for a few more passes (each waits out the hung members' 2 s observation
+    // timeouts), well within `after`.
+    wait_passes(&s, 3).await;
     for pid in &pids {
         kill(*pid, Signal::SIGCONT).unwrap();
     }
@@ -449,4 +467,50 @@ async fn a_minority_loss_or_members_back_within_after_is_never_recovered() {
     assert!(never_recovered(&st), "{:?}", st.recovery);
     assert!(kept_dirs(&s, "steady").is_empty());
     assert_keys(&st, "k", 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_that_cannot_fetch_its_backup_changes_nothing_and_says_why() {
+    let v = latest(5);
+    let mut s = Scenario::new(fast_policy());
+    let recovery = "  recovery:\n    fromBackup:\n      backupName: missing\n    after: 2s\n";
+    s.write(&cluster_yaml("nobackup", 3, &v, recovery));
+    s.start();
+    let st = s.wait_running("nobackup", 3, &v).await;
+    put_keys(&st, "k", 10).await;
+    let survivor = st.members[0].name.clone();
+    let pid = member_pid(&s.state_dir(), "nobackup", &survivor);
+    lose_all_but(&s, "nobackup", &st, &survivor);
+    let failed = s
+        .wait_status("nobackup", "the recovery failed, saying why", |st| {
+            last_outcome(st) == Some(RecoveryOutcome::Failed)
+        })
+        .await;
+    let rec = failed.recovery.clone().unwrap();
+    let run = rec.last_run.clone().unwrap();
+    assert_eq!(run.reason.as_deref(), Some("BackupNotFound"));
+    assert!(
+        run.message.as_deref().is_some_and(|m| m.contains("EtcdBackup missing")
+            && m.ends_with("nothing was changed")),
+        "{run:?}"
+    );
+    assert!(run.kept.is_empty());
+    let (_, reason, message) = recovery_condition(&failed).unwrap();
+    assert!(
+        ["RecoveryFailed", "BackingOff"].contains(&reason.as_str()),
+        "{reason}: {message}"
+    );
+    // Everything as it was: the survivor runs on its data, same process, same cluster.
+    assert_eq!(member_pid(&s.state_dir(), "nobackup", &survivor), pid);
+    assert!(has_wal(&member_dir(&s, "nobackup", &survivor)));
+    assert!(kept_dirs(&s, "nobackup").is_empty());
+    assert_eq!(failed.cluster_id, st.cluster_id);
+    // It is tried again after a back-off, and fails the same way.
+    let again = s
+        .wait_status("nobackup", "a second attempt", |st| {
+            st.recovery.as_ref().is_some_and(|r| r.failures >= 2)
+        })
+        .await;
+    assert_eq!(again.recovery.unwrap().recoveries, 0);
+    assert_eq!(member_pid(&s.state_dir(), "nobackup", &survivor), pid);
 }

@@ -1044,4 +1044,49 @@ mod tests {
             r.errors_message()
         );
     }
+
+    #[test]
+    fn recovery_needs_a_mode_a_backup_name_and_a_duration() {
+        use crate::api::recovery::{RecoveryFromBackup, RecoverySpec};
+        let with = |r: RecoverySpec| {
+            let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+            spec.recovery = Some(r);
+            cluster("a", &spec)
+        };
+        let none = with(RecoverySpec::default());
+        assert_eq!(fields(&none), ["spec.recovery"]);
+        assert!(none.errors_message().contains("fromSurvivor: true"));
+        let off = with(RecoverySpec {
+            from_survivor: Some(false),
+            ..RecoverySpec::default()
+        });
+        assert_eq!(fields(&off), ["spec.recovery"]);
+        let bad = with(RecoverySpec {
+            from_backup: Some(RecoveryFromBackup {
+                backup_name: "Not/A/Name".into(),
+            }),
+            after: Some("soon".into()),
+            ..RecoverySpec::default()
+        });
+        assert_eq!(
+            fields(&bad),
+            ["spec.recovery.fromBackup.backupName", "spec.recovery.after"]
+        );
+        assert!(bad.errors_message().contains("90s, 10m or 1h"));
+        let short = with(RecoverySpec {
+            from_survivor: Some(true),
+            after: Some("5s".into()),
+            ..RecoverySpec::default()
+        });
+        assert!(short.is_valid());
+        assert_eq!(short.warnings[0].field, "spec.recovery.after");
+        let fine = with(RecoverySpec {
+            from_survivor: Some(true),
+            from_backup: Some(RecoveryFromBackup {
+                backup_name: "nightly".into(),
+            }),
+            after: Some("10m".into()),
+        });
+        assert!(fine.is_valid() && fine.warnings.is_empty(), "{fine:?}");
+    }
 }

@@ -293,6 +293,7 @@ proptest! {
         let decision = plan(&Input {
             spec: &spec,
             valid: crate::api::validate::cluster(CLUSTER, &spec).is_valid(),
+            supported: true,
             trigger,
             status: Some(&status),
             observed: &observed,

@@ -154,6 +154,8 @@ pub enum Hold {
     BackingOff { failures: i32 },
     /// None of the allowed recoveries applies; each says why.
     NotPossible { why: Vec<String> },
+    /// This runtime cannot carry a recovery out (yet).
+    Unsupported,
 }
 
 /// What recovery asks of this pass.
@@ -204,6 +206,8 @@ pub struct Input<'a> {
     pub spec: &'a EtcdClusterSpec,
     /// The spec validated.
     pub valid: bool,
+    /// The runtime can carry recoveries out (`MemberRuntime::supports_recovery`).
+    pub supported: bool,
     /// The value of the `etcd.operator.dev/recover` annotation, if set.
     pub trigger: Option<&'a str>,
     pub status: Option<&'a RecoveryStatus>,
@@ -309,6 +313,9 @@ pub fn plan(input: &Input) -> Decision {
             });
         }
     };
+    if !input.supported {
+        return Decision::Hold(Hold::Unsupported);
+    }
     let since = status.quorum_lost_since.clone();
     if by == RecoveryTrigger::Spec {
         let lost_for = since
@@ -484,6 +491,24 @@ fn roll_back(o: &Observed, run: &RecoveryRun, reason: &str, message: String) -> 
 /// The next action of the run under way.
 fn go_on(input: &Input, run: &RecoveryRun) -> Decision {
     let o = input.observed;
+    // Rule 2 holds for every change, not only the first: quorum back (or a voter answering)
+    // before anything was set aside ends the run with nothing changed.
+    let untouched = run.kept.is_empty()
+        && matches!(
+            run.phase,
+            RecoveryPhase::Fetching | RecoveryPhase::SettingAside
+        );
+    let answering = o
+        .voters()
+        .find(|m| m.etcd.as_ref().is_some_and(|e| e.healthy));
+    if untouched && let Some(m) = answering {
+        return roll_back(
+            o,
+            run,
+            "QuorumBack",
+            format!("{} answers with quorum again; nothing was changed", m.name),
+        );
+    }
     match (run.mode, run.phase) {
         (_, RecoveryPhase::RollingBack) => roll_back(o, run, "Failed", "a step failed".into()),
         (_, RecoveryPhase::Ended) => act(run, RecoveryAction::Finish),
@@ -800,6 +825,9 @@ impl fmt::Display for Hold {
                 "the last {failures} automatic recovery attempt(s) failed (status.recovery.lastRun says why); trying again after a back-off"
             ),
             Hold::NotPossible { why } => write!(f, "no recovery applies: {}", why.join("; ")),
+            Hold::Unsupported => f.write_str(
+                "this runtime cannot recover a cluster yet (the local runtime can); restore a backup into a new cluster with an EtcdRestore",
+            ),
         }
     }
 }

@@ -315,6 +315,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
     let recovery_decision = recovery::plan(&recovery::Input {
         spec: &cluster.spec,
         valid: report.is_valid(),
+        supported: runtime.supports_recovery(),
         trigger,
         status: previous_recovery,
         observed: &observed,

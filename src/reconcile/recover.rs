@@ -301,7 +301,12 @@ pub async fn execute<R: MemberRuntime, E: RecoveryEnv>(
             info!(%cluster, %mode, what = %describe(&done), since_quorum_lost_s = ?took.map(|d| d.as_secs()), "recovery finished: the cluster serves again");
             Ok((Executed::Applied, Outcome::Done))
         }
-        RecoveryAction::RollBack { created, kept, .. } => {
+        RecoveryAction::RollBack {
+            created,
+            kept,
+            reason,
+            message,
+        } => {
             for name in created {
                 runtime
                     .delete(cluster, name.as_str())
@@ -317,7 +322,7 @@ pub async fn execute<R: MemberRuntime, E: RecoveryEnv>(
             if let Err(f) = env.clean_up(cluster).await {
                 warn!(%cluster, error = %f.message, "recovery: could not remove the downloaded snapshot");
             }
-            warn!(%cluster, %mode, reason = ?run.reason, error = ?run.message, "recovery rolled back: the members it created were deleted and the kept data put back");
+            warn!(%cluster, %mode, %reason, error = %message, deleted = created.len(), put_back = kept.len(), "recovery ended without recovering: the members it created were deleted and the kept data put back");
             Ok((Executed::Applied, Outcome::Done))
         }
     }

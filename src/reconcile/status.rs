@@ -481,6 +481,7 @@ pub fn with_recovery(
                     recovery::Hold::AlreadyRecovered { .. } => "AlreadyRecovered",
                     recovery::Hold::BackingOff { .. } => "BackingOff",
                     recovery::Hold::NotPossible { .. } => "NotPossible",
+                    recovery::Hold::Unsupported => "Unsupported",
                 };
                 (Status::False, reason, format!("{since}{hold}"))
             }
@@ -951,5 +952,76 @@ mod tests {
         // A later pass keeps the first time.
         with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(9));
         assert_eq!(st.maintenance.unwrap().last_schedule_time, Some(at(5)));
+    }
+
+    #[test]
+    fn lost_quorum_says_what_to_set_in_degraded_and_recovery() {
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let report = validate::cluster("example", &spec);
+        let mut obs = observed(&[false, false, false]);
+        obs.recorded_cluster_id = Some(ClusterId(0xabc));
+        let step = Step::Blocked {
+            reason: BlockReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            },
+        };
+        let mut st = cluster_status(&spec, Some(1), &report, &obs, &step, None, at(10));
+        let hold = recovery::Decision::Hold(recovery::Hold::NotConfigured { survivor: None });
+        with_recovery(&mut st, &hold, None, None, &obs, at(10));
+        let degraded = cond(&st, types::DEGRADED);
+        assert_eq!(degraded.reason, "QuorumLost");
+        assert!(
+            degraded.message.contains("; recovery: quorum lost since")
+                && degraded
+                    .message
+                    .contains("spec.recovery.fromSurvivor: true"),
+            "{}",
+            degraded.message
+        );
+        let rec = cond(&st, types::RECOVERY);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("False", "NotConfigured")
+        );
+        assert!(st.recovery.as_ref().unwrap().quorum_lost_since.is_some());
+        // The same pass again writes the same status (nothing counts down in it).
+        let mut again = cluster_status(&spec, Some(1), &report, &obs, &step, Some(&st), at(20));
+        with_recovery(&mut again, &hold, None, None, &obs, at(20));
+        assert_eq!(again.conditions, st.conditions);
+        // Quorum back: the clock stops and the condition says so.
+        let healthy = observed(&[true, true, true]);
+        let mut back = cluster_status(
+            &spec,
+            Some(1),
+            &report,
+            &healthy,
+            &Step::Done,
+            Some(&st),
+            at(30),
+        );
+        with_recovery(
+            &mut back,
+            &recovery::Decision::Idle,
+            None,
+            None,
+            &healthy,
+            at(30),
+        );
+        assert!(back.recovery.is_none());
+        assert_eq!(cond(&back, types::RECOVERY).reason, "QuorumHealthy");
+        // A cluster that never lost quorum has no Recovery condition at all.
+        let mut plain =
+            cluster_status(&spec, Some(1), &report, &healthy, &Step::Done, None, at(30));
+        with_recovery(
+            &mut plain,
+            &recovery::Decision::Idle,
+            None,
+            None,
+            &healthy,
+            at(30),
+        );
+        assert!(condition::find(&plain.conditions, types::RECOVERY).is_none());
+        assert!(plain.recovery.is_none());
     }
 }

@@ -250,6 +250,12 @@ pub trait MemberRuntime: Send + Sync {
     /// Stops every member process of the cluster and keeps their data.
     fn stop_all(&self, cluster: &ClusterRef) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Whether [`Self::set_aside`], [`Self::put_back`] and [`Self::force_new_cluster`] are
+    /// implemented: recovery from lost quorum is only planned on runtimes that have them.
+    fn supports_recovery(&self) -> bool {
+        false
+    }
+
     /// Recovery from lost quorum: stops the member and keeps its data aside, out of the
     /// cluster, never deleted (local: its directory moved under `<state>/kept/`; Kubernetes:
     /// its Pod deleted, its PVC retained and relabelled). Returns where the data is, `None`

@@ -101,6 +101,7 @@ impl Case {
         plan(&Input {
             spec: &self.spec,
             valid: true,
+            supported: true,
             trigger: self.trigger.as_deref(),
             status: self.status.as_ref(),
             observed: &self.observed,
@@ -610,4 +611,53 @@ fn paused_and_invalid_clusters_are_left_alone() {
     s.paused = true;
     let c = Case::new(s, two_lost()).status(lost_since(-3600));
     assert_eq!(c.plan(), Decision::Idle);
+}
+
+#[test]
+fn a_runtime_that_cannot_recover_only_says_so() {
+    let c = Case::new(survivor_spec("1m"), two_lost()).status(lost_since(-3600));
+    let step = c.step();
+    let d = plan(&Input {
+        spec: &c.spec,
+        valid: true,
+        supported: false,
+        trigger: None,
+        status: c.status.as_ref(),
+        observed: &c.observed,
+        step: &step,
+        cluster_id: None,
+        namespace: "default",
+        now: &c.now,
+    });
+    assert_eq!(d, Decision::Hold(Hold::Unsupported));
+    assert!(d.step(step.clone()) == step);
+}
+
+#[test]
+fn quorum_back_before_anything_changed_ends_the_run_with_nothing_changed() {
+    let mut c = Case::new(backup_spec("1m"), two_lost()).status(lost_since(-61));
+    c.apply(Outcome::Fetched(RecoveredBackup {
+        backup_name: "nightly".into(),
+        bucket: "b".into(),
+        key: "k".into(),
+        sha256: "00".repeat(32),
+        revision: 1,
+        taken_at: None,
+    }));
+    c.observed = formed(observed(3));
+    match action(&c.apply(Outcome::Done)) {
+        RecoveryAction::RollBack {
+            created,
+            kept,
+            reason,
+            ..
+        } => {
+            assert!(created.is_empty() && kept.is_empty());
+            assert_eq!(reason, "QuorumBack");
+        }
+        other => panic!("{other:?}"),
+    }
+    let st = c.status.unwrap();
+    assert!(st.run.is_none());
+    assert_eq!(st.recoveries, 0, "nothing changed: not counted");
 }

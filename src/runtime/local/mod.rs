@@ -592,6 +592,10 @@ impl MemberRuntime for LocalRuntime {
         Ok(members)
     }
 
+    fn supports_recovery(&self) -> bool {
+        true
+    }
+
     async fn set_aside(
         &self,
         cluster: &ClusterRef,
