@@ -116,13 +116,14 @@ async fn one(mode: &str, recovery: &str, keys: u64, after: &str) {
     let st = s.wait_running(&cluster, 3, &v).await;
     let at_size = t.elapsed();
     let run = st.recovery.unwrap().last_run.unwrap();
+    let after_d = etcd_operator::api::quantity::parse_duration(after).unwrap_or_default();
     println!(
-        "{mode}: {keys} keys of 1 KiB (backup at revision {}), after {after}: quorum lost seen {}, recovery started {}, serving {} (recovery itself {}), 3 healthy voters {}; restored revision {:?}",
+        "{mode}: {keys} keys of 1 KiB (backup at revision {}), after {after}: from the kill, quorum lost seen {}, run recorded {}, serving {} (the recovery itself, serving - seen - after: {}), 3 healthy voters {}; revision {:?}",
         backup.revision,
         secs(seen),
         secs(started),
         secs(serving),
-        secs(serving.saturating_sub(started)),
+        secs(serving.saturating_sub(seen).saturating_sub(after_d)),
         secs(at_size),
         run.revision,
     );

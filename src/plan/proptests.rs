@@ -294,6 +294,7 @@ proptest! {
             spec: &spec,
             valid: crate::api::validate::cluster(CLUSTER, &spec).is_valid(),
             supported: true,
+            backups: true,
             trigger,
             status: Some(&status),
             observed: &observed,
@@ -317,10 +318,10 @@ proptest! {
             let run = start.as_deref().unwrap();
             let survivor = run.survivor.clone().unwrap_or_default();
             let s = observed.member(&MemberName::from(survivor.as_str()));
-            prop_assert!(s.is_some_and(|s| s.is_voter() && s.has_data() && s.is_running()));
+            prop_assert!(s.is_some_and(|s| s.is_voter() && s.restart_keeps_data() && s.is_running()));
             let best = observed
                 .voters()
-                .filter(|m| m.has_data() && m.is_running())
+                .filter(|m| m.restart_keeps_data() && m.is_running())
                 .filter_map(|m| m.etcd.as_ref()?.raft_index)
                 .max();
             prop_assert_eq!(run.survivor_raft_index.and_then(|i| u64::try_from(i).ok()), best);

@@ -208,6 +208,8 @@ pub struct Input<'a> {
     pub valid: bool,
     /// The runtime can carry recoveries out (`MemberRuntime::supports_recovery`).
     pub supported: bool,
+    /// The driver can fetch backups for fromBackup (`RecoveryEnv::supports_backups`).
+    pub backups: bool,
     /// The value of the `etcd.operator.dev/recover` annotation, if set.
     pub trigger: Option<&'a str>,
     pub status: Option<&'a RecoveryStatus>,
@@ -372,6 +374,9 @@ pub fn plan(input: &Input) -> Decision {
                 Err(e) => why.push(format!("fromSurvivor: {e}")),
             },
             // Rule 5.
+            Requested::FromBackup { .. } if !input.backups => why.push(
+                "fromBackup: restoring a backup in place is not available on this runtime yet (restore it into a new cluster with an EtcdRestore)".to_owned(),
+            ),
             Requested::FromBackup { backup_name } => {
                 let Ok(size) = u32::try_from(input.spec.size) else {
                     return Decision::Idle;
@@ -410,8 +415,9 @@ pub fn plan(input: &Input) -> Decision {
 /// The voter to recover from: its data is there, its status answers, highest raft index
 /// (ties: lowest ordinal).
 fn best_survivor(o: &Observed) -> Option<(&ObservedMember, u64)> {
+    // A restart must keep its data (not an emptyDir Pod): the survivor is restarted twice.
     o.voters()
-        .filter(|m| m.has_data() && m.is_running())
+        .filter(|m| m.restart_keeps_data() && m.is_running())
         .filter_map(|m| Some((m, m.etcd.as_ref()?.raft_index?)))
         .min_by(|(a, ai), (b, bi)| bi.cmp(ai).then_with(|| a.order_key().cmp(&b.order_key())))
 }
@@ -826,7 +832,7 @@ impl fmt::Display for Hold {
             ),
             Hold::NotPossible { why } => write!(f, "no recovery applies: {}", why.join("; ")),
             Hold::Unsupported => f.write_str(
-                "this runtime cannot recover a cluster yet (the local runtime can); restore a backup into a new cluster with an EtcdRestore",
+                "this runtime cannot recover a cluster; restore a backup into a new cluster with an EtcdRestore",
             ),
         }
     }

@@ -316,6 +316,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         spec: &cluster.spec,
         valid: report.is_valid(),
         supported: runtime.supports_recovery(),
+        backups: env.supports_backups(),
         trigger,
         status: previous_recovery,
         observed: &observed,

@@ -41,6 +41,11 @@ impl Failed {
 /// credentials live with the driver (YAML documents and status files locally, the API on
 /// Kubernetes).
 pub trait RecoveryEnv: Send + Sync {
+    /// Whether [`Self::fetch`] can fetch backups at all (fromBackup is planned only then).
+    fn supports_backups(&self) -> bool {
+        true
+    }
+
     /// Resolves the latest successful backup of EtcdBackup `backup_name` in the cluster's
     /// namespace, downloads it and verifies its digest and that etcd `version` restores it,
     /// so the cluster's bootstrap members can start from it ([`Self::seed`]). Changes
@@ -64,6 +69,10 @@ pub trait RecoveryEnv: Send + Sync {
 pub struct NoBackups;
 
 impl RecoveryEnv for NoBackups {
+    fn supports_backups(&self) -> bool {
+        false
+    }
+
     async fn fetch(
         &self,
         _: &ClusterRef,

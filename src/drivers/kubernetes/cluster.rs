@@ -198,7 +198,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     );
     let events = certificates_event(&pass.certificates_issued)
         .into_iter()
-        .chain(event_for(&pass.step, &pass.executed));
+        .chain(event_for(&pass.step, &pass.executed))
+        .chain(recovery_event(&pass.step, &pass.executed, &pass.status));
     for event in events {
         // An Event is a courtesy; failing to publish one must not fail the pass.
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
@@ -280,6 +281,56 @@ fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Opti
         )),
         (Ok(_), _) => None,
     }
+}
+
+/// The Event of a recovery from lost quorum that ended in this pass: `Recovered` naming the
+/// revision restored to, the backup object or the survivor, how much time the backup
+/// covered and where the old data was kept; `RecoveryFailed` saying why.
+fn recovery_event(
+    step: &Step,
+    executed: &Result<Executed, reconcile::Error>,
+    status: &crate::api::EtcdClusterStatus,
+) -> Option<Event> {
+    use crate::api::recovery::RecoveryOutcome;
+    if !matches!(
+        (step, executed),
+        (Step::Recover { .. }, Ok(Executed::Applied))
+    ) {
+        return None;
+    }
+    let rec = status.recovery.as_ref()?;
+    if rec.run.is_some() {
+        return None;
+    }
+    let last = rec.last_run.as_ref()?;
+    let (type_, reason, note) = match last.outcome {
+        Some(RecoveryOutcome::Succeeded) => (
+            EventType::Normal,
+            "Recovered",
+            format!(
+                "recovered ({}): {}",
+                last.mode,
+                crate::plan::recovery::describe(last)
+            ),
+        ),
+        _ => (
+            EventType::Warning,
+            "RecoveryFailed",
+            format!(
+                "recovery ({}) failed: {} ({})",
+                last.mode,
+                last.message.as_deref().unwrap_or("no reason recorded"),
+                last.reason.as_deref().unwrap_or("Unknown")
+            ),
+        ),
+    };
+    Some(Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Recovering".to_string(),
+        secondary: None,
+    })
 }
 
 /// Retries by error kind, doubling per consecutive failure of the cluster up to
