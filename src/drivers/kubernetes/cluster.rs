@@ -363,6 +363,19 @@ fn cluster_of_pvc(pvc: PersistentVolumeClaim) -> Option<ObjectRef<EtcdCluster>> 
 
 /// The EtcdCluster Controller (one namespace or all), also triggered by changes of the Pods,
 /// PVCs, Services and PDBs it owns; ready to run until `shutdown`.
+/// What wakes the controller on an EtcdCluster: a new generation, or a new value of the
+/// `etcd.operator.dev/recover` annotation (the one-shot recovery, which is no spec change).
+fn generation_or_recover_annotation(cluster: &EtcdCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(cluster).hash(&mut h);
+    cluster
+        .annotations()
+        .get(crate::api::recovery::RECOVER_ANNOTATION)
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 pub fn controller(
     client: Client,
     ns: Option<&str>,
@@ -377,7 +390,7 @@ pub fn controller(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_or_recover_annotation, Default::default());
     Controller::for_stream(clusters, reader)
         .owns(api::<Pod>(&client, ns), owned.clone())
         // Retained PVCs have no owner: they are mapped to their cluster by label.

@@ -404,6 +404,32 @@ fn only_executed_failed_and_refused_steps_make_events() {
     assert_eq!(failed.reason, "InvalidVersionFailed");
 }
 
+/// The recover annotation wakes the controller like a spec change; a status write does not.
+#[test]
+fn the_recover_annotation_wakes_the_controller_and_a_status_write_does_not() {
+    let mut c = cluster(EtcdClusterSpec::new(3, "3.5.16"));
+    c.metadata.generation = Some(1);
+    let before = generation_or_recover_annotation(&c);
+    let mut status_only = c.clone();
+    status_only.status = Some(crate::api::EtcdClusterStatus {
+        ready_members: 3,
+        ..Default::default()
+    });
+    assert_eq!(generation_or_recover_annotation(&status_only), before);
+    let mut asked = c.clone();
+    asked.metadata.annotations = Some(
+        [(
+            crate::api::recovery::RECOVER_ANNOTATION.to_string(),
+            "fromSurvivor".to_string(),
+        )]
+        .into(),
+    );
+    assert_ne!(generation_or_recover_annotation(&asked), before);
+    let mut newer = c.clone();
+    newer.metadata.generation = Some(2);
+    assert_ne!(generation_or_recover_annotation(&newer), before);
+}
+
 /// A recovery that ended in the pass gets an Event naming what it restored; one under way,
 /// or a step that was not a recovery's, none.
 #[test]
