@@ -804,17 +804,14 @@ impl fmt::Display for Hold {
                 "members that only stopped are restarted first; no recovery while they may bring quorum back",
             ),
             Hold::NotConfigured { survivor } => f.write_str(&what_to_set(survivor.as_ref())),
-            Hold::Waiting { after, since, modes } => {
+            // The status says since when; the message stays the same from pass to pass.
+            Hold::Waiting { after, modes, .. } => {
                 let modes: Vec<String> = modes.iter().map(ToString::to_string).collect();
                 write!(
                     f,
-                    "spec.recovery ({}) recovers once quorum has been lost for {}{}",
+                    "spec.recovery ({}) recovers once quorum has been lost for {}",
                     modes.join(", then "),
-                    Human(*after),
-                    since
-                        .as_ref()
-                        .map(|s| format!(" (lost since {})", s.0))
-                        .unwrap_or_default()
+                    Human(*after)
                 )
             }
             Hold::VoterAnswers { member } => write!(
