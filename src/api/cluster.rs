@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::maintenance::{MaintenanceSpec, MaintenanceStatus};
+use super::recovery::{RecoverySpec, RecoveryStatus};
 use super::tls::{TlsSpec, TlsStatus};
 
 /// Default image repository for members on Kubernetes (the official etcd image).
@@ -82,6 +83,9 @@ pub struct EtcdClusterSpec {
     /// Routine maintenance: scheduled defragmentation. NOSPACE alarms are handled without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceSpec>,
+    /// What to do once quorum is lost for good: restore a backup in place or recover from the most up-to-date survivor (see `api::recovery`). Without it the operator only reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
 }
 
 /// Member storage: exactly one of `emptyDir` or `pvc`.
@@ -267,6 +271,9 @@ pub struct EtcdClusterStatus {
     /// What members serve (TLS or plaintext) and the expiry of each certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// Lost quorum and the recoveries run (see `api::recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
 }
 
 /// One member as etcd and the runtime report it.
@@ -312,6 +319,7 @@ impl EtcdClusterSpec {
             tls: None,
             paused: false,
             maintenance: None,
+            recovery: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub mod types {
     /// Members serve TLS with client certificates as the spec asks; False says why not
     /// (plaintext by the spec's choice, or members that serve otherwise than it asks).
     pub const TLS: &str = "TLS";
+    /// Lost quorum: a recovery under way, how the last one ended, or what could be set.
+    pub const RECOVERY: &str = "Recovery";
     /// The spec passed validation; False names every problem.
     pub const SPEC_VALID: &str = "SpecValid";
     /// Backup/restore: the last run succeeded.

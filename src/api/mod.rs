@@ -9,6 +9,7 @@ pub mod condition;
 pub mod crd;
 pub mod maintenance;
 pub mod quantity;
+pub mod recovery;
 pub mod restore;
 pub mod s3;
 pub mod tls;

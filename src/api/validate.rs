@@ -428,11 +428,46 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             "must be 1 to 63 characters without control characters (any value; change it to rotate again)",
         );
     }
+    if let Some(recovery) = &spec.recovery {
+        recovery_into(r, &f("recovery"), recovery);
+    }
     if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
         r.warn(
             &f("tls.mode"),
             "TLS is disabled: anyone who reaches a member's ports reads and writes every key; remove spec.tls to serve TLS",
         );
+    }
+}
+
+/// Below this `spec.recovery.after` is warned about: a member restarting (a node reboot, a
+/// slow disk) may take longer than that to come back, and a recovery is not undone.
+pub const SHORT_RECOVERY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn recovery_into(r: &mut Report, at: &str, spec: &super::recovery::RecoverySpec) {
+    let f = |s: &str| format!("{at}.{s}");
+    if spec.from_backup.is_none() && spec.from_survivor != Some(true) {
+        r.error(
+            at,
+            "set fromSurvivor: true, fromBackup.backupName, or both (or remove spec.recovery to only be told when quorum is lost)",
+        );
+    }
+    if let Some(b) = &spec.from_backup {
+        check_name(r, &f("fromBackup.backupName"), &b.backup_name, 63);
+    }
+    if let Some(after) = &spec.after {
+        match parse_duration(after) {
+            Err(e) => r.error(
+                &f("after"),
+                format!("{e}; a duration such as 90s, 10m or 1h"),
+            ),
+            Ok(d) if d < SHORT_RECOVERY_AFTER => r.warn(
+                &f("after"),
+                format!(
+                    "{after} is short: a member that only restarts may take longer to come back, and a recovery is not undone"
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
 }
 
@@ -1034,5 +1069,50 @@ mod tests {
             "{}",
             r.errors_message()
         );
+    }
+
+    #[test]
+    fn recovery_needs_a_mode_a_backup_name_and_a_duration() {
+        use crate::api::recovery::{RecoveryFromBackup, RecoverySpec};
+        let with = |r: RecoverySpec| {
+            let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+            spec.recovery = Some(r);
+            cluster("a", &spec)
+        };
+        let none = with(RecoverySpec::default());
+        assert_eq!(fields(&none), ["spec.recovery"]);
+        assert!(none.errors_message().contains("fromSurvivor: true"));
+        let off = with(RecoverySpec {
+            from_survivor: Some(false),
+            ..RecoverySpec::default()
+        });
+        assert_eq!(fields(&off), ["spec.recovery"]);
+        let bad = with(RecoverySpec {
+            from_backup: Some(RecoveryFromBackup {
+                backup_name: "Not/A/Name".into(),
+            }),
+            after: Some("soon".into()),
+            ..RecoverySpec::default()
+        });
+        assert_eq!(
+            fields(&bad),
+            ["spec.recovery.fromBackup.backupName", "spec.recovery.after"]
+        );
+        assert!(bad.errors_message().contains("90s, 10m or 1h"));
+        let short = with(RecoverySpec {
+            from_survivor: Some(true),
+            after: Some("5s".into()),
+            ..RecoverySpec::default()
+        });
+        assert!(short.is_valid());
+        assert_eq!(short.warnings[0].field, "spec.recovery.after");
+        let fine = with(RecoverySpec {
+            from_survivor: Some(true),
+            from_backup: Some(RecoveryFromBackup {
+                backup_name: "nightly".into(),
+            }),
+            after: Some("10m".into()),
+        });
+        assert!(fine.is_valid() && fine.warnings.is_empty(), "{fine:?}");
     }
 }

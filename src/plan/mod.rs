@@ -40,6 +40,7 @@ mod member_loss;
 pub mod observed;
 mod pending;
 pub mod quorum;
+pub mod recovery;
 pub mod restore;
 mod scale;
 pub mod step;

@@ -265,6 +265,73 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(2_000))]
+
+    /// Recovery never starts on a cluster with quorum or one a voter answers for, and
+    /// fromSurvivor picks the most up-to-date answering voter and never sets it aside.
+    #[test]
+    fn recovery_only_without_quorum_and_from_the_freshest(
+        spec in gen_spec(),
+        observed in gen_observed(),
+        trigger in prop::option::of(prop_oneof![Just("fromSurvivor"), Just("fromBackup:b")]),
+    ) {
+        use super::recovery::{Decision, Input, RecoveryAction, plan};
+        use crate::api::recovery::{RecoveryFromBackup, RecoveryMode, RecoverySpec, RecoveryStatus};
+        let mut spec = spec;
+        spec.recovery = Some(RecoverySpec {
+            from_backup: Some(RecoveryFromBackup { backup_name: "b".into() }),
+            from_survivor: Some(true),
+            after: Some("0s".into()),
+        });
+        let now = crate::api::condition::now();
+        let status = RecoveryStatus {
+            quorum_lost_since: Some(now.clone()),
+            ..RecoveryStatus::default()
+        };
+        let step = next_step(&spec, &observed, &Policy::default());
+        let decision = plan(&Input {
+            spec: &spec,
+            valid: crate::api::validate::cluster(CLUSTER, &spec).is_valid(),
+            supported: true,
+            backups: true,
+            trigger,
+            status: Some(&status),
+            observed: &observed,
+            step: &step,
+            cluster_id: Some("c1"),
+            namespace: "default",
+            now: &now,
+        });
+        let shown = decision.step(step.clone()).to_string();
+        prop_assert!(!shown.contains('\n'));
+        let Decision::Act { start, mode, action } = &decision else {
+            return Ok(());
+        };
+        prop_assert!(observed.formed() && !super::quorum::has_quorum(&observed), "{decision:?}");
+        prop_assert!(
+            !observed.voters().any(|m| m.etcd.as_ref().is_some_and(|e| e.healthy)),
+            "{decision:?}"
+        );
+        prop_assert!(start.is_some());
+        if *mode == RecoveryMode::FromSurvivor {
+            let run = start.as_deref().unwrap();
+            let survivor = run.survivor.clone().unwrap_or_default();
+            let s = observed.member(&MemberName::from(survivor.as_str()));
+            prop_assert!(s.is_some_and(|s| s.is_voter() && s.restart_keeps_data() && s.is_running()));
+            let best = observed
+                .voters()
+                .filter(|m| m.restart_keeps_data() && m.is_running())
+                .filter_map(|m| m.etcd.as_ref()?.raft_index)
+                .max();
+            prop_assert_eq!(run.survivor_raft_index.and_then(|i| u64::try_from(i).ok()), best);
+            if let RecoveryAction::SetAside { members } = action {
+                prop_assert!(!members.iter().any(|m| m.as_str() == survivor));
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the simulated cluster
 
 #[derive(Clone, Debug)]
@@ -813,8 +880,10 @@ impl Sim {
                 }
                 r.running = r.has_data && comes_up;
             }
-            // next_step never plans maintenance (the reconcile pass asks plan::maintenance).
+            // next_step never plans maintenance or recovery (the reconcile pass asks
+            // plan::maintenance and plan::recovery).
             Step::Maintain { .. }
+            | Step::Recover { .. }
             | Step::Wait { .. }
             | Step::Blocked { .. }
             | Step::Paused

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::backup::reasons;
 use super::failure::{Failure, Precondition, set_failed};
 use crate::api::EtcdBackup;
+use crate::api::backup::BackupRecord;
 use crate::api::condition::{self, Status, types};
 use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, PinnedSource, RestorePhase};
 use crate::api::s3::S3Connection;
@@ -74,22 +75,45 @@ pub fn restore_source(
         });
     }
     let name = src.backup_name.clone().unwrap_or_default();
+    let (mut from, _) = latest_backup(namespace, &name, backup)?;
+    if let Some(sha) = &src.sha256 {
+        from.sha256 = Some(sha.clone());
+    }
+    Ok(from)
+}
+
+/// The latest successful backup of the EtcdBackup `name` (`backup`, `None` if it does not
+/// exist), with its record, to be verified against the digest recorded for it. What a
+/// restore of `backupName` and a recovery from a backup both restore.
+///
+/// # Errors
+/// [`Precondition::BackupNotFound`], [`Precondition::NoSuccessfulBackup`].
+pub fn latest_backup<'a>(
+    namespace: &str,
+    name: &str,
+    backup: Option<&'a EtcdBackup>,
+) -> Result<(RestoreFrom, &'a BackupRecord), Precondition> {
     let backup = backup.ok_or_else(|| Precondition::BackupNotFound {
         namespace: namespace.to_owned(),
-        backup: name.clone(),
+        backup: name.to_owned(),
     })?;
     let last = backup
         .status
         .as_ref()
         .and_then(|s| s.last_backup.as_ref())
-        .ok_or(Precondition::NoSuccessfulBackup { backup: name })?;
+        .ok_or_else(|| Precondition::NoSuccessfulBackup {
+            backup: name.to_owned(),
+        })?;
     let s3 = &backup.spec.destination.s3;
-    Ok(RestoreFrom {
-        bucket: s3.bucket.clone(),
-        key: last.key.clone(),
-        connection: s3.connection.clone(),
-        sha256: src.sha256.clone().or_else(|| Some(last.sha256.clone())),
-    })
+    Ok((
+        RestoreFrom {
+            bucket: s3.bucket.clone(),
+            key: last.key.clone(),
+            connection: s3.connection.clone(),
+            sha256: Some(last.sha256.clone()),
+        },
+        last,
+    ))
 }
 
 fn restore_base(

@@ -11,7 +11,9 @@ use semver::Version;
 
 use super::maintenance::MaintenanceAction;
 use super::observed::MemberName;
+use super::recovery::RecoveryAction;
 use crate::api::maintenance::MaintenanceReason;
+use crate::api::recovery::RecoveryMode;
 use crate::etcd::{ClusterId, MemberId};
 
 /// The next thing to do to one cluster.
@@ -69,6 +71,13 @@ pub enum Step {
     Maintain {
         reason: MaintenanceReason,
         action: MaintenanceAction,
+    },
+    /// One action of a recovery from lost quorum: see `plan::recovery`. Planned only by
+    /// it (the reconcile pass asks it), once quorum is lost for good and the user allowed
+    /// or asked for a recovery, or while a recovery runs.
+    Recover {
+        mode: RecoveryMode,
+        action: RecoveryAction,
     },
     /// Nothing safe to do yet; look again later.
     Wait { reason: WaitReason },
@@ -132,6 +141,8 @@ pub enum WaitReason {
     NoLeader,
     /// Members have data but none answered; they may be starting.
     NoAnswer { remaining: Duration },
+    /// A recovery waits for its members.
+    Recovering { mode: RecoveryMode, what: String },
 }
 
 /// A refusal the user must see.
@@ -223,6 +234,7 @@ impl fmt::Display for Step {
                 write!(f, "roll {name} back to {to}, the version it last served at")
             }
             Step::Maintain { reason, action } => write!(f, "{reason}: {action}"),
+            Step::Recover { mode, action } => write!(f, "recover ({mode}): {action}"),
             Step::Wait { reason } => write!(f, "wait: {reason}"),
             Step::Blocked { reason } => write!(f, "blocked: {reason}"),
             Step::Paused => f.write_str("paused"),
@@ -286,6 +298,7 @@ impl fmt::Display for WaitReason {
                 "no member answered, quorum reported lost in {}",
                 Secs(*remaining)
             ),
+            WaitReason::Recovering { mode, what } => write!(f, "recovering ({mode}): {what}"),
         }
     }
 }

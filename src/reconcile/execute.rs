@@ -163,6 +163,49 @@ pub fn transport(spec: &EtcdClusterSpec, observed: &Observed) -> Transport {
     }
 }
 
+/// Reserves every member of a new cluster, then starts them all with
+/// `--initial-cluster-state new`, `token` and every one of them in `--initial-cluster`.
+/// Idempotent: a member already running is left alone.
+pub(super) async fn bootstrap<R: MemberRuntime>(
+    runtime: &R,
+    cluster: &ClusterRef,
+    token: &str,
+    spec: &EtcdClusterSpec,
+    members: &[crate::plan::MemberName],
+    version: &semver::Version,
+    transport: Transport,
+) -> Result<(), Error> {
+    let mut initial = Vec::new();
+    for name in members {
+        let addr = runtime
+            .reserve(cluster, name.as_str(), transport)
+            .await
+            .map_err(|source| Error::Bootstrap { source })?;
+        initial.push((addr.name.clone(), addr.peer_url.clone()));
+    }
+    crash_point(failpoint::BOOTSTRAP_AFTER_RESERVE);
+    for (i, name) in members.iter().enumerate() {
+        let launch = MemberLaunch {
+            name: name.to_string(),
+            version: version.clone(),
+            initial_cluster: initial.clone(),
+            state: InitialClusterState::New,
+            cluster_token: token.to_string(),
+            options: spec.etcd.clone(),
+            transport,
+        };
+        runtime
+            .create(cluster, &launch)
+            .await
+            .map_err(|source| Error::Bootstrap { source })?;
+        if i == 0 && members.len() > 1 {
+            crash_point(failpoint::BOOTSTRAP_AFTER_FIRST_START);
+        }
+    }
+    crash_point(failpoint::BOOTSTRAP_AFTER_START);
+    Ok(())
+}
+
 /// Executes `step` for `cluster`, dialling TLS members with `tls`.
 pub async fn execute<R: MemberRuntime>(
     runtime: &R,
@@ -176,34 +219,7 @@ pub async fn execute<R: MemberRuntime>(
     let transport = transport(spec, observed);
     match step {
         Step::Bootstrap { members, version } => {
-            let mut initial = Vec::new();
-            for name in members {
-                let addr = runtime
-                    .reserve(cluster, name.as_str(), transport)
-                    .await
-                    .map_err(|source| Error::Bootstrap { source })?;
-                initial.push((addr.name.clone(), addr.peer_url.clone()));
-            }
-            crash_point(failpoint::BOOTSTRAP_AFTER_RESERVE);
-            for (i, name) in members.iter().enumerate() {
-                let launch = MemberLaunch {
-                    name: name.to_string(),
-                    version: version.clone(),
-                    initial_cluster: initial.clone(),
-                    state: InitialClusterState::New,
-                    cluster_token: token.to_string(),
-                    options: spec.etcd.clone(),
-                    transport,
-                };
-                runtime
-                    .create(cluster, &launch)
-                    .await
-                    .map_err(|source| Error::Bootstrap { source })?;
-                if i == 0 && members.len() > 1 {
-                    crash_point(failpoint::BOOTSTRAP_AFTER_FIRST_START);
-                }
-            }
-            crash_point(failpoint::BOOTSTRAP_AFTER_START);
+            bootstrap(runtime, cluster, token, spec, members, version, transport).await?;
             Ok(Executed::Applied)
         }
         Step::AddLearner { name, version } => {
@@ -338,9 +354,12 @@ pub async fn execute<R: MemberRuntime>(
                 .await
                 .map_err(|source| Error::Maintain { source })
         }
-        Step::Wait { .. } | Step::Blocked { .. } | Step::Paused | Step::Done => {
-            Ok(Executed::Nothing)
-        }
+        // Carried out by `recover::execute`, which the reconcile pass calls instead.
+        Step::Recover { .. }
+        | Step::Wait { .. }
+        | Step::Blocked { .. }
+        | Step::Paused
+        | Step::Done => Ok(Executed::Nothing),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod execute;
 pub mod maintain;
 pub mod observe;
+pub mod recover;
 pub mod status;
 
 use std::time::{Duration, Instant};
@@ -15,15 +16,18 @@ use tracing::{debug, info, warn};
 
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition;
+use crate::api::recovery::{RECOVER_ANNOTATION, RecoveryMode, RecoveryPhase};
 use crate::api::tls::{TlsMode, TlsSpec};
 use crate::api::{EtcdCluster, validate};
 use crate::plan::maintenance::{self, Space};
+use crate::plan::recovery::{self, Outcome};
 use crate::plan::{self, BlockReason, Observed, Policy, Step};
 use crate::runtime::{self, ClusterRef, MemberRuntime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use execute::Executed;
 pub use observe::HealthTracker;
+pub use recover::{NoBackups, RecoveryEnv};
 
 /// Either half of a membership change failed.
 #[derive(Debug, Error)]
@@ -108,6 +112,11 @@ pub enum Error {
         #[source]
         source: crate::etcd::Error,
     },
+    #[error("recovering from lost quorum")]
+    Recover {
+        #[source]
+        source: runtime::Error,
+    },
 }
 
 impl Error {
@@ -127,6 +136,8 @@ pub struct Pass {
     pub took: Duration,
     /// Certificates this pass issued, and why.
     pub certificates_issued: Vec<crate::certs::bundle::Issued>,
+    /// What recovery from lost quorum decided (the step is its action when it acted).
+    pub recovery: recovery::Decision,
 }
 
 impl Pass {
@@ -175,8 +186,9 @@ fn wants_certificates(cluster: &EtcdCluster) -> bool {
 ///
 /// Errors while observing are returned; errors while executing are in [`Pass::executed`]
 /// (the status is still computed so it can be written).
-pub async fn reconcile_once<R: MemberRuntime>(
+pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
     runtime: &R,
+    env: &E,
     cluster: &EtcdCluster,
     policy: &Policy,
     tracker: &mut HealthTracker,
@@ -228,10 +240,23 @@ pub async fn reconcile_once<R: MemberRuntime>(
             .and_then(|s| s.highest_ordinal)
             .and_then(|o| u32::try_from(o).ok());
         // A cluster id in the status: the cluster formed once (never bootstrapped again).
-        let recorded_cluster_id = cluster
+        // A recovery from a backup makes a new cluster: from its fetch on, the old id no
+        // longer says whose members answer (the new id once they did).
+        let run = cluster
             .status
             .as_ref()
-            .and_then(|s| s.cluster_id.as_deref())
+            .and_then(|s| s.recovery.as_ref())
+            .and_then(|r| r.run.as_ref());
+        let recorded = match run {
+            Some(r) if r.mode == RecoveryMode::FromBackup && r.phase != RecoveryPhase::Fetching => {
+                r.cluster_id.as_deref()
+            }
+            _ => cluster
+                .status
+                .as_ref()
+                .and_then(|s| s.cluster_id.as_deref()),
+        };
+        let recorded_cluster_id = recorded
             // An unreadable id still means "formed": it is then reported as a mismatch,
             // never taken as leave to bootstrap again.
             .map(|id| id.parse().unwrap_or_default());
@@ -282,6 +307,32 @@ pub async fn reconcile_once<R: MemberRuntime>(
         None => plan::next_step(&cluster.spec, &observed, policy),
     };
     let now = condition::now();
+    // Recovery from lost quorum: once the rest of the planner is out of options, or while a
+    // recovery runs.
+    let previous_recovery = cluster.status.as_ref().and_then(|s| s.recovery.as_ref());
+    let trigger = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RECOVER_ANNOTATION))
+        .map(String::as_str);
+    let recovery_decision = recovery::plan(&recovery::Input {
+        spec: &cluster.spec,
+        valid: report.is_valid(),
+        supported: runtime.supports_recovery(),
+        backups: env.supports_backups(),
+        trigger,
+        status: previous_recovery,
+        observed: &observed,
+        step: &step,
+        cluster_id: cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.cluster_id.as_deref()),
+        namespace: &cref.namespace,
+        now: &now,
+    });
+    step = recovery_decision.step(step);
     // Maintenance (NOSPACE, scheduled defragmentation) only on a cluster otherwise done.
     let previous_run = cluster.status.as_ref().and_then(|s| s.maintenance.as_ref());
     let decision = if step == Step::Done {
@@ -299,16 +350,45 @@ pub async fn reconcile_once<R: MemberRuntime>(
     ) {
         info!(cluster = %name, %step, "executing step");
     }
-    let executed = execute::execute(
-        runtime,
-        &cref,
-        &execute::bootstrap_token(cluster),
-        &cluster.spec,
-        &observed,
-        &step,
-        client_tls,
-    )
-    .await;
+    let mut outcome: Option<Outcome> = None;
+    let executed = match (&step, &recovery_decision) {
+        (Step::Recover { mode, action }, recovery::Decision::Act { start, .. }) => {
+            let run = start
+                .as_deref()
+                .or_else(|| previous_recovery.and_then(|r| r.run.as_ref()));
+            match run {
+                Some(run) => recover::execute(
+                    runtime,
+                    env,
+                    &cref,
+                    &cluster.spec,
+                    &observed,
+                    run,
+                    *mode,
+                    action,
+                    client_tls,
+                )
+                .await
+                .map(|(executed, o)| {
+                    outcome = Some(o);
+                    executed
+                }),
+                None => Ok(Executed::Nothing),
+            }
+        }
+        _ => {
+            execute::execute(
+                runtime,
+                &cref,
+                &execute::bootstrap_token(cluster),
+                &cluster.spec,
+                &observed,
+                &step,
+                client_tls,
+            )
+            .await
+        }
+    };
     if let Err(e) = &executed {
         warn!(cluster = %name, %step, error = %e, "step failed");
     }
@@ -345,6 +425,14 @@ pub async fn reconcile_once<R: MemberRuntime>(
         &space,
         &decision,
         applied,
+        now.clone(),
+    );
+    status::with_recovery(
+        &mut status,
+        &recovery_decision,
+        outcome.as_ref(),
+        trigger,
+        &observed,
         now,
     );
     Ok(Pass {
@@ -354,5 +442,6 @@ pub async fn reconcile_once<R: MemberRuntime>(
         status,
         took: started.elapsed(),
         certificates_issued: certificates.map(|c| c.issued).unwrap_or_default(),
+        recovery: recovery_decision,
     })
 }

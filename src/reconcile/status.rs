@@ -10,6 +10,7 @@ use crate::api::condition::{self, Status, types};
 use crate::api::tls::{CertificateStatus, TlsMode, TlsSpec, TlsStatus};
 use crate::api::validate::Report;
 use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
+use crate::plan::recovery::{self, Outcome};
 use crate::plan::{BlockReason, Observed, Step};
 use crate::runtime::{ClusterCertificates, Transport};
 
@@ -202,6 +203,7 @@ fn progress_message(step: &Step) -> String {
             WaitReason::NoAnswer { .. } => {
                 "wait: no member answered, quorum reported lost if none does in time".to_string()
             }
+            WaitReason::Recovering { .. } => step.to_string(),
         },
         Step::RemoveMember {
             name,
@@ -240,6 +242,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::Maintain { action, .. } => maintenance_reason(action),
+        Step::Recover { .. } => "Recovering",
         Step::Wait { .. } => "Waiting",
         Step::Blocked { .. } => "Blocked",
         Step::Paused => "Paused",
@@ -386,6 +389,176 @@ pub fn with_maintenance(
     }
 }
 
+/// Adds what recovery from lost quorum decided and did to `st`: `status.recovery`
+/// ([`recovery::record`]), the cluster id a recovery from a backup made, the `Recovery`
+/// condition, and what the user can do in the `Degraded` message while quorum is lost.
+pub fn with_recovery(
+    st: &mut EtcdClusterStatus,
+    decision: &recovery::Decision,
+    outcome: Option<&Outcome>,
+    trigger: Option<&str>,
+    observed: &Observed,
+    now: Time,
+) {
+    use crate::api::recovery::{RecoveryMode, RecoveryOutcome, RecoveryPhase};
+    let lost = recovery::quorum_lost(observed);
+    let answered = observed.etcd.as_ref().map(|e| e.cluster_id.to_string());
+    st.recovery = recovery::record(
+        st.recovery.as_ref(),
+        decision,
+        outcome,
+        trigger,
+        lost,
+        answered.as_deref(),
+        &now,
+    );
+    let Some(rec) = &st.recovery else {
+        // Quorum came back without a recovery: the condition says so, once it had said more.
+        if condition::find(&st.conditions, types::RECOVERY).is_some() {
+            condition::set(
+                &mut st.conditions,
+                types::RECOVERY,
+                Status::False,
+                "QuorumHealthy",
+                "the cluster has quorum; no recovery ran",
+                st.observed_generation,
+                now,
+            );
+        }
+        return;
+    };
+    // The new cluster's id once its members answer (also in the pass that ends the run);
+    // the old one back after a rollback.
+    let ended_now = |what: fn(&recovery::RecoveryAction) -> bool| {
+        matches!(decision, recovery::Decision::Act { action, .. } if what(action))
+            && outcome.is_some()
+    };
+    let finished = ended_now(|a| matches!(a, recovery::RecoveryAction::Finish));
+    let rolled_back = ended_now(|a| matches!(a, recovery::RecoveryAction::RollBack { .. }));
+    let bootstrapping = rec
+        .run
+        .as_ref()
+        .filter(|r| r.phase == RecoveryPhase::Bootstrapping);
+    let just_finished = rec.last_run.as_ref().filter(|_| finished);
+    if let Some(run) = bootstrapping.or(just_finished)
+        && run.mode == RecoveryMode::FromBackup
+        && let Some(id) = &run.cluster_id
+    {
+        st.cluster_id = Some(id.clone());
+    }
+    if rolled_back
+        && let Some(last) = &rec.last_run
+        && last.mode == RecoveryMode::FromBackup
+        && last.previous_cluster_id.is_some()
+    {
+        st.cluster_id = last.previous_cluster_id.clone();
+    }
+    let since = rec
+        .quorum_lost_since
+        .as_ref()
+        .map(|t| format!("quorum lost since {}: ", t.0))
+        .unwrap_or_default();
+    let (status, reason, message) = if let Some(run) = &rec.run {
+        (
+            Status::True,
+            "Recovering",
+            format!(
+                "{} ({:?}, started {}): {}",
+                run.mode,
+                run.phase,
+                run.started_at.0,
+                recovery::describe(run)
+            ),
+        )
+    } else {
+        match decision {
+            recovery::Decision::Hold(hold) => {
+                let reason = match hold {
+                    recovery::Hold::Reviving => "Reviving",
+                    recovery::Hold::NotConfigured { .. } => "NotConfigured",
+                    recovery::Hold::Waiting { .. } => "Waiting",
+                    recovery::Hold::VoterAnswers { .. } => "QuorumAnswers",
+                    recovery::Hold::AlreadyRecovered { .. } => "AlreadyRecovered",
+                    recovery::Hold::BackingOff { .. } => "BackingOff",
+                    recovery::Hold::NotPossible { .. } => "NotPossible",
+                    recovery::Hold::Unsupported => "Unsupported",
+                };
+                (Status::False, reason, format!("{since}{hold}"))
+            }
+            recovery::Decision::Refuse { trigger, why } => (
+                Status::False,
+                "TriggerRefused",
+                format!(
+                    "{}={trigger:?} was not run: {why}",
+                    crate::api::recovery::RECOVER_ANNOTATION
+                ),
+            ),
+            _ => match &rec.last_run {
+                Some(last) if last.outcome == Some(RecoveryOutcome::Succeeded) => (
+                    Status::False,
+                    "Recovered",
+                    format!(
+                        "recovered ({}) at {}: {}",
+                        last.mode,
+                        last.finished_at.as_ref().unwrap_or(&last.started_at).0,
+                        recovery::describe(last)
+                    ),
+                ),
+                Some(last) => (
+                    Status::False,
+                    "RecoveryFailed",
+                    format!(
+                        "recovery ({}) failed at {}: {} ({}){}",
+                        last.mode,
+                        last.finished_at.as_ref().unwrap_or(&last.started_at).0,
+                        last.message.as_deref().unwrap_or("no reason recorded"),
+                        last.reason.as_deref().unwrap_or("Unknown"),
+                        if last.kept.is_empty() {
+                            String::new()
+                        } else {
+                            "; what it changed was put back".to_owned()
+                        }
+                    ),
+                ),
+                None => (
+                    Status::False,
+                    "QuorumHealthy",
+                    "the cluster has quorum; no recovery ran".to_owned(),
+                ),
+            },
+        }
+    };
+    if let recovery::Decision::Hold(_) = decision
+        && let Some(d) = condition::find(&st.conditions, types::DEGRADED)
+        && matches!(d.reason.as_str(), "QuorumLost" | "AllMembersLost")
+        && !d.message.contains("recovery:")
+    {
+        let degraded = format!("{}; recovery: {message}", d.message);
+        let (r, g) = (d.reason.clone(), d.observed_generation);
+        condition::set(
+            &mut st.conditions,
+            types::DEGRADED,
+            Status::True,
+            &r,
+            degraded,
+            g,
+            now.clone(),
+        );
+    }
+    if rec.run.is_some() {
+        st.phase = ClusterPhase::Recovering;
+    }
+    condition::set(
+        &mut st.conditions,
+        types::RECOVERY,
+        status,
+        reason,
+        message,
+        st.observed_generation,
+        now,
+    );
+}
+
 /// A PascalCase reason for a refusal.
 pub fn block_reason(reason: &BlockReason) -> &'static str {
     match reason {
@@ -426,6 +599,7 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         // Maintenance runs on a cluster that is otherwise done.
         Step::Maintain { .. } if available => ClusterPhase::Running,
         Step::Maintain { .. } => ClusterPhase::Degraded,
+        Step::Recover { .. } => ClusterPhase::Recovering,
         Step::Wait { .. } => previous.unwrap_or(ClusterPhase::Pending),
         Step::Blocked {
             reason: BlockReason::InvalidSpec { .. },
@@ -778,5 +952,76 @@ mod tests {
         // A later pass keeps the first time.
         with_maintenance(&mut st, &spec, &o, &space, &Decision::Idle, false, at(9));
         assert_eq!(st.maintenance.unwrap().last_schedule_time, Some(at(5)));
+    }
+
+    #[test]
+    fn lost_quorum_says_what_to_set_in_degraded_and_recovery() {
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let report = validate::cluster("example", &spec);
+        let mut obs = observed(&[false, false, false]);
+        obs.recorded_cluster_id = Some(ClusterId(0xabc));
+        let step = Step::Blocked {
+            reason: BlockReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+            },
+        };
+        let mut st = cluster_status(&spec, Some(1), &report, &obs, &step, None, at(10));
+        let hold = recovery::Decision::Hold(recovery::Hold::NotConfigured { survivor: None });
+        with_recovery(&mut st, &hold, None, None, &obs, at(10));
+        let degraded = cond(&st, types::DEGRADED);
+        assert_eq!(degraded.reason, "QuorumLost");
+        assert!(
+            degraded.message.contains("; recovery: quorum lost since")
+                && degraded
+                    .message
+                    .contains("spec.recovery.fromSurvivor: true"),
+            "{}",
+            degraded.message
+        );
+        let rec = cond(&st, types::RECOVERY);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("False", "NotConfigured")
+        );
+        assert!(st.recovery.as_ref().unwrap().quorum_lost_since.is_some());
+        // The same pass again writes the same status (nothing counts down in it).
+        let mut again = cluster_status(&spec, Some(1), &report, &obs, &step, Some(&st), at(20));
+        with_recovery(&mut again, &hold, None, None, &obs, at(20));
+        assert_eq!(again.conditions, st.conditions);
+        // Quorum back: the clock stops and the condition says so.
+        let healthy = observed(&[true, true, true]);
+        let mut back = cluster_status(
+            &spec,
+            Some(1),
+            &report,
+            &healthy,
+            &Step::Done,
+            Some(&st),
+            at(30),
+        );
+        with_recovery(
+            &mut back,
+            &recovery::Decision::Idle,
+            None,
+            None,
+            &healthy,
+            at(30),
+        );
+        assert!(back.recovery.is_none());
+        assert_eq!(cond(&back, types::RECOVERY).reason, "QuorumHealthy");
+        // A cluster that never lost quorum has no Recovery condition at all.
+        let mut plain =
+            cluster_status(&spec, Some(1), &report, &healthy, &Step::Done, None, at(30));
+        with_recovery(
+            &mut plain,
+            &recovery::Decision::Idle,
+            None,
+            None,
+            &healthy,
+            at(30),
+        );
+        assert!(condition::find(&plain.conditions, types::RECOVERY).is_none());
+        assert!(plain.recovery.is_none());
     }
 }

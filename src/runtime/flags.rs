@@ -7,6 +7,10 @@ use crate::api::cluster::{AutoCompactionMode, EtcdOptions};
 use crate::api::validate::refused_flag;
 use crate::runtime::{Error, MemberAddress, MemberLaunch, TlsFiles, Transport};
 
+/// Started once with it, a member drops every other member and serves as a cluster of one
+/// on its data (recovery from lost quorum only; never recorded, never in `extraArgs`).
+pub const FORCE_NEW_CLUSTER: &str = "--force-new-cluster";
+
 /// The flags for `launch`, listening on `address` and keeping data in `data_dir`; with
 /// `tls`'s certificates when the address speaks TLS.
 ///

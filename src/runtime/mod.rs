@@ -251,11 +251,72 @@ pub trait MemberRuntime: Send + Sync {
 
     /// Stops every member process of the cluster and keeps their data.
     fn stop_all(&self, cluster: &ClusterRef) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether [`Self::set_aside`], [`Self::put_back`] and [`Self::force_new_cluster`] are
+    /// implemented: recovery from lost quorum is only planned on runtimes that have them.
+    fn supports_recovery(&self) -> bool {
+        false
+    }
+
+    /// Recovery from lost quorum: stops the member and keeps its data aside, out of the
+    /// cluster, never deleted (local: its directory moved under `<state>/kept/`; Kubernetes:
+    /// its Pod deleted, its PVC retained and relabelled). Returns where the data is, `None`
+    /// when the member has nothing left to keep. `tag` names the recovery (a UTC time).
+    fn set_aside(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        tag: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send {
+        let _ = (cluster, name, tag);
+        async { Err(Error::Unsupported { what: "set_aside" }) }
+    }
+
+    /// Undoes [`Self::set_aside`] for a recovery rolled back: the data at `at` is the
+    /// member's again (stopped; a later pass starts it).
+    fn put_back(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        at: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (cluster, name, at);
+        async { Err(Error::Unsupported { what: "put_back" }) }
+    }
+
+    /// Recovery from lost quorum: stops the member and starts it once with
+    /// `--force-new-cluster` on its data, without recording the flag (a later restart runs
+    /// the recorded flags; the caller restarts it once it serves alone).
+    fn force_new_cluster(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (cluster, name);
+        async {
+            Err(Error::Unsupported {
+                what: "force_new_cluster",
+            })
+        }
+    }
 }
 
 /// What a runtime failed to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("this runtime cannot {what} yet")]
+    Unsupported { what: &'static str },
+    #[error("{path} is not where this runtime keeps members' data aside")]
+    NotKept { path: String },
+    #[error("member {name} exists; its kept data at {at} is not moved over it")]
+    MemberExists { name: String, at: String },
+    #[error("move {from} to {to}")]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{what} name {name:?} cannot name a member directory")]
     InvalidName { what: &'static str, name: String },
     #[error("state dir {} is not valid UTF-8", path.display())]

@@ -161,7 +161,14 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         .map_err(Error::PodRuntime)?
         .with_operator_image(ctx.operator_image.clone());
     let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
-    let pass = reconcile_once(&runtime, &cluster, &ctx.policy, &mut tracker).await;
+    let pass = reconcile_once(
+        &runtime,
+        &reconcile::NoBackups,
+        &cluster,
+        &ctx.policy,
+        &mut tracker,
+    )
+    .await;
     lock(&ctx.trackers).insert(key.clone(), tracker);
     let pass = pass.map_err(Error::Observe)?;
 
@@ -191,7 +198,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     );
     let events = certificates_event(&pass.certificates_issued)
         .into_iter()
-        .chain(event_for(&pass.step, &pass.executed));
+        .chain(event_for(&pass.step, &pass.executed))
+        .chain(recovery_event(&pass.step, &pass.executed, &pass.status));
     for event in events {
         // An Event is a courtesy; failing to publish one must not fail the pass.
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
@@ -275,6 +283,56 @@ fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Opti
     }
 }
 
+/// The Event of a recovery from lost quorum that ended in this pass: `Recovered` naming the
+/// revision restored to, the backup object or the survivor, how much time the backup
+/// covered and where the old data was kept; `RecoveryFailed` saying why.
+fn recovery_event(
+    step: &Step,
+    executed: &Result<Executed, reconcile::Error>,
+    status: &crate::api::EtcdClusterStatus,
+) -> Option<Event> {
+    use crate::api::recovery::RecoveryOutcome;
+    if !matches!(
+        (step, executed),
+        (Step::Recover { .. }, Ok(Executed::Applied))
+    ) {
+        return None;
+    }
+    let rec = status.recovery.as_ref()?;
+    if rec.run.is_some() {
+        return None;
+    }
+    let last = rec.last_run.as_ref()?;
+    let (type_, reason, note) = match last.outcome {
+        Some(RecoveryOutcome::Succeeded) => (
+            EventType::Normal,
+            "Recovered",
+            format!(
+                "recovered ({}): {}",
+                last.mode,
+                crate::plan::recovery::describe(last)
+            ),
+        ),
+        _ => (
+            EventType::Warning,
+            "RecoveryFailed",
+            format!(
+                "recovery ({}) failed: {} ({})",
+                last.mode,
+                last.message.as_deref().unwrap_or("no reason recorded"),
+                last.reason.as_deref().unwrap_or("Unknown")
+            ),
+        ),
+    };
+    Some(Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Recovering".to_string(),
+        secondary: None,
+    })
+}
+
 /// Retries by error kind, doubling per consecutive failure of the cluster up to
 /// [`MAX_BACKOFF`]; waits for a spec change when only that can help.
 pub fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -305,6 +363,19 @@ fn cluster_of_pvc(pvc: PersistentVolumeClaim) -> Option<ObjectRef<EtcdCluster>> 
 
 /// The EtcdCluster Controller (one namespace or all), also triggered by changes of the Pods,
 /// PVCs, Services and PDBs it owns; ready to run until `shutdown`.
+/// What wakes the controller on an EtcdCluster: a new generation, or a new value of the
+/// `etcd.operator.dev/recover` annotation (the one-shot recovery, which is no spec change).
+fn generation_or_recover_annotation(cluster: &EtcdCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(cluster).hash(&mut h);
+    cluster
+        .annotations()
+        .get(crate::api::recovery::RECOVER_ANNOTATION)
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 pub fn controller(
     client: Client,
     ns: Option<&str>,
@@ -319,7 +390,7 @@ pub fn controller(
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_or_recover_annotation, Default::default());
     Controller::for_stream(clusters, reader)
         .owns(api::<Pod>(&client, ns), owned.clone())
         // Retained PVCs have no owner: they are mapped to their cluster by label.

@@ -10,6 +10,7 @@
 pub mod backups;
 pub mod lock;
 pub mod manifest;
+pub mod recovery;
 pub mod restores;
 pub mod store;
 
@@ -264,8 +265,14 @@ pub async fn run(
         managed = managed_clusters(&docs, restores.restored_clusters(&docs.restores)?);
         forget_unmanaged(&managed, &mut states);
         for cluster in &managed {
+            let env = recovery::LocalRecovery {
+                runtime: &runtime,
+                status_files: &status_files,
+                docs: &docs,
+            };
             reconcile_cluster(
                 &runtime,
+                &env,
                 &status_files,
                 &opts.policy,
                 &opts.metrics,
@@ -324,8 +331,10 @@ pub async fn run(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_cluster(
     runtime: &LocalRuntime,
+    env: &recovery::LocalRecovery<'_>,
     status_files: &StatusFiles,
     policy: &Policy,
     metrics: &Metrics,
@@ -351,8 +360,14 @@ async fn reconcile_cluster(
     for _ in 0..MAX_STEPS_PER_TURN {
         let mut cluster = state.doc.document(doc);
         metrics.reconciles.inc();
-        let pass = match reconcile::reconcile_once(runtime, &cluster, policy, &mut state.tracker)
-            .await
+        let pass = match reconcile::reconcile_once(
+            runtime,
+            env,
+            &cluster,
+            policy,
+            &mut state.tracker,
+        )
+        .await
         {
             Ok(p) => p,
             Err(e) => {

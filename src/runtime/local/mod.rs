@@ -317,16 +317,13 @@ impl LocalRuntime {
         mut record: MemberRecord,
         mut launch: LaunchRecord,
         binary: &Path,
+        once: &[String],
     ) -> Result<(), Error> {
         let name = record.address.name.clone();
         let flag = self.data_dir_flag(paths)?;
-        let mut child = process::spawn(
-            binary,
-            &launch.version,
-            &launch.flags,
-            &paths.dir,
-            &paths.log(),
-        )?;
+        // `once`: flags for this start only, never written to the record.
+        let flags: Vec<String> = launch.flags.iter().chain(once).cloned().collect();
+        let mut child = process::spawn(binary, &launch.version, &flags, &paths.dir, &paths.log())?;
         let Some(pid) = child.id() else {
             return Err(Error::SpawnMember {
                 binary: binary.to_path_buf(),
@@ -511,7 +508,7 @@ impl MemberRuntime for LocalRuntime {
         record.launch = Some(launch.clone());
         paths.write_record(&record)?;
         crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_LAUNCH_RECORD);
-        self.start_locked(cluster, &paths, record, launch, &binary)
+        self.start_locked(cluster, &paths, record, launch, &binary, &[])
     }
 
     async fn restart(
@@ -535,7 +532,7 @@ impl MemberRuntime for LocalRuntime {
         // Before stopping anything: a missing binary must not take a member down.
         let binary = self.binary(&launch.version)?;
         self.stop_locked(cluster, name, &paths).await?;
-        self.start_locked(cluster, &paths, record, launch, &binary)
+        self.start_locked(cluster, &paths, record, launch, &binary, &[])
     }
 
     async fn delete(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {
@@ -599,6 +596,109 @@ impl MemberRuntime for LocalRuntime {
             });
         }
         Ok(members)
+    }
+
+    fn supports_recovery(&self) -> bool {
+        true
+    }
+
+    async fn set_aside(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        tag: &str,
+    ) -> Result<Option<String>, Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        self.stop_locked(cluster, name, &paths).await?;
+        if !paths.dir.exists() {
+            return Ok(None);
+        }
+        let kept = record::kept_dir(&self.state_dir, cluster, tag)?;
+        std::fs::create_dir_all(&kept).map_err(|source| Error::CreateDir {
+            path: kept.clone(),
+            source,
+        })?;
+        let mut to = kept.join(name);
+        let mut n = 1;
+        while to.exists() {
+            n += 1;
+            to = kept.join(format!("{name}.{n}"));
+        }
+        // One rename: the member is in the cluster or kept, never half of each.
+        std::fs::rename(&paths.dir, &to).map_err(|source| Error::Move {
+            from: paths.dir.clone(),
+            to: to.clone(),
+            source,
+        })?;
+        let at = to
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::NonUtf8StateDir {
+                path: self.state_dir.clone(),
+            })?;
+        warn!(%cluster, member = name, kept = %at, "member stopped and its data kept aside for the recovery; never deleted");
+        Ok(Some(at))
+    }
+
+    async fn put_back(&self, cluster: &ClusterRef, name: &str, at: &str) -> Result<(), Error> {
+        let from = PathBuf::from(at);
+        let root = record::kept_root(&self.state_dir);
+        if !from.starts_with(&root) || at.contains("/../") {
+            return Err(Error::NotKept {
+                path: at.to_owned(),
+            });
+        }
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        if !from.exists() {
+            // Put back already (a rollback repeated after a crash).
+            return Ok(());
+        }
+        if paths.dir.exists() {
+            return Err(Error::MemberExists {
+                name: name.to_owned(),
+                at: at.to_owned(),
+            });
+        }
+        if let Some(parent) = paths.dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::rename(&from, &paths.dir).map_err(|source| Error::Move {
+            from: from.clone(),
+            to: paths.dir.clone(),
+            source,
+        })?;
+        warn!(%cluster, member = name, from = %at, "kept data put back: the recovery was rolled back");
+        Ok(())
+    }
+
+    async fn force_new_cluster(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        let not_found = || Error::MemberNotFound {
+            cluster: cluster.clone(),
+            name: name.to_string(),
+        };
+        let record = paths.read_record()?.ok_or_else(not_found)?;
+        let launch = record.launch.clone().ok_or_else(not_found)?;
+        let binary = self.binary(&launch.version)?;
+        self.stop_locked(cluster, name, &paths).await?;
+        warn!(%cluster, member = name, "starting the member once with --force-new-cluster");
+        self.start_locked(
+            cluster,
+            &paths,
+            record,
+            launch,
+            &binary,
+            &[flags::FORCE_NEW_CLUSTER.to_owned()],
+        )
     }
 
     async fn stop_all(&self, cluster: &ClusterRef) -> Result<(), Error> {

@@ -142,6 +142,19 @@ pub fn seed_path(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Erro
         )))
 }
 
+/// `<state>/kept`: where recoveries keep old members' data aside.
+pub fn kept_root(state_dir: &Path) -> PathBuf {
+    state_dir.join("kept")
+}
+
+/// `<state>/kept/<namespace>/<cluster>/<tag>`: the data one recovery kept aside.
+pub fn kept_dir(state_dir: &Path, cluster: &ClusterRef, tag: &str) -> Result<PathBuf, Error> {
+    Ok(kept_root(state_dir)
+        .join(path_component("namespace", &cluster.namespace)?)
+        .join(path_component("cluster", &cluster.name)?)
+        .join(path_component("recovery", tag)?))
+}
+
 /// Writes `contents` to `path` atomically, creating its directory.
 pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));

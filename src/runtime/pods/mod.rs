@@ -186,7 +186,17 @@ impl PodRuntime {
     /// (phase `Failed` or `Succeeded`: evicted, or its node shut down) is deleted and
     /// created again, and one being deleted is waited for first (issue 9, items 3 and 4).
     async fn create_pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<(), Error> {
-        let pod = self.objects.pod(launch, volume)?;
+        self.create_pod_once(launch, volume, &[]).await
+    }
+
+    /// [`Self::create_pod`] of [`Objects::pod_once`].
+    async fn create_pod_once(
+        &self,
+        launch: &MemberLaunch,
+        volume: DataVolume,
+        once: &[String],
+    ) -> Result<(), Error> {
+        let pod = self.objects.pod_once(launch, volume, once)?;
         let name = launch.name.clone();
         let create = || async {
             match self.api::<Pod>().create(&post_params(), &pod).await {
@@ -627,6 +637,139 @@ impl MemberRuntime for PodRuntime {
             });
         }
         Ok(members)
+    }
+
+    fn supports_recovery(&self) -> bool {
+        true
+    }
+
+    /// Deletes the member's Pod (waiting until it is gone) and takes its PVC out of the
+    /// cluster: the cluster label is replaced by [`objects::LABEL_KEPT_FROM`] and
+    /// [`objects::LABEL_KEPT_BY`], and its owner reference removed, so neither this cluster
+    /// nor its deletion touches it again. `None` for a member without a PVC (emptyDir: its
+    /// data went with the Pod).
+    async fn set_aside(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        tag: &str,
+    ) -> Result<Option<String>, Error> {
+        self.check(cluster)?;
+        let pod = self
+            .api::<Pod>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPod {
+                name: name.to_string(),
+                source,
+            })?;
+        if let Some(pod) = pod.filter(|p| self.objects.is_own_pod(p)) {
+            self.delete_pod_and_wait(&pod).await?;
+        }
+        let Some(pvc) = self
+            .get_pvc(name)
+            .await?
+            .filter(|p| self.objects.is_own_pvc(p) && !is_terminating(p))
+        else {
+            return Ok(None);
+        };
+        let patch = json!({
+            "metadata": {
+                "labels": {
+                    objects::LABEL_CLUSTER: null,
+                    objects::LABEL_KEPT_FROM: cluster.name,
+                    objects::LABEL_KEPT_BY: tag,
+                },
+                "ownerReferences": null,
+            }
+        });
+        self.api::<PersistentVolumeClaim>()
+            .patch(
+                &pvc.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| Error::PatchPvc {
+                name: name.to_string(),
+                source,
+            })?;
+        info!(%cluster, member = name, kept_by = tag, "pod deleted and pvc kept aside for the recovery; never deleted");
+        Ok(Some(format!("pvc/{}", pvc.name_any())))
+    }
+
+    /// Gives the kept PVC back to the cluster (its labels and owner as the cluster makes
+    /// them); the member is stopped, a later pass starts it on it.
+    async fn put_back(&self, cluster: &ClusterRef, name: &str, at: &str) -> Result<(), Error> {
+        self.check(cluster)?;
+        let claim = at
+            .strip_prefix("pvc/")
+            .filter(|c| *c == name)
+            .ok_or_else(|| Error::NotKept {
+                path: at.to_owned(),
+            })?;
+        let Some(pvc) = self.get_pvc(claim).await? else {
+            return Ok(());
+        };
+        let launch = LaunchAnnotation::decode("pvc", &pvc.metadata)?;
+        let Some(own) = self.objects.pvc(&launch)? else {
+            return Ok(());
+        };
+        let mut labels =
+            serde_json::to_value(own.metadata.labels.unwrap_or_default()).unwrap_or_default();
+        labels[objects::LABEL_KEPT_FROM] = serde_json::Value::Null;
+        labels[objects::LABEL_KEPT_BY] = serde_json::Value::Null;
+        let patch = json!({
+            "metadata": {
+                "labels": labels,
+                "ownerReferences": own.metadata.owner_references,
+            }
+        });
+        self.api::<PersistentVolumeClaim>()
+            .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::PatchPvc {
+                name: claim.to_string(),
+                source,
+            })?;
+        info!(%cluster, member = name, "kept pvc put back: the recovery was rolled back");
+        Ok(())
+    }
+
+    /// A new Pod on the member's PVC whose etcd runs once with `--force-new-cluster` (the
+    /// launch on the PVC and the Pod is the member's own, without it).
+    async fn force_new_cluster(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {
+        self.check(cluster)?;
+        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
+            return Err(Error::RestartLosesData {
+                name: name.to_string(),
+            });
+        };
+        let launch = LaunchAnnotation::decode("pvc", &pvc.metadata)?;
+        let pod = self
+            .api::<Pod>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPod {
+                name: name.to_string(),
+                source,
+            })?;
+        if let Some(pod) = &pod {
+            if !self.objects.is_own_pod(pod) {
+                return Err(Error::ForeignPod {
+                    name: name.to_string(),
+                    owner: controller_uid(pod),
+                });
+            }
+            self.delete_pod_and_wait(pod).await?;
+        }
+        info!(%cluster, member = name, "creating the member's pod once with --force-new-cluster");
+        self.create_pod_once(
+            &launch,
+            DataVolume::Pvc,
+            &[super::flags::FORCE_NEW_CLUSTER.to_owned()],
+        )
+        .await
     }
 
     /// Deletes every Pod of the cluster and keeps the PVCs; emptyDir data goes with its Pod.

@@ -54,6 +54,11 @@ pub const LABEL_MEMBER: &str = "etcd.operator.dev/member";
 pub const LABEL_CLUSTER_UID: &str = "etcd.operator.dev/cluster-uid";
 /// The version a member runs (Pod) or last ran (PVC).
 pub const LABEL_VERSION: &str = "etcd.operator.dev/version";
+/// On a PVC a recovery from lost quorum kept aside: the cluster it was a member of (the
+/// cluster label is removed, so the cluster no longer selects it).
+pub const LABEL_KEPT_FROM: &str = "etcd.operator.dev/kept-from";
+/// On a PVC a recovery kept aside: the recovery (its UTC start time).
+pub const LABEL_KEPT_BY: &str = "etcd.operator.dev/kept-by-recovery";
 /// A member's launch as JSON (`LaunchAnnotation`), on its Pod and on its PVC.
 pub const ANNOTATION_LAUNCH: &str = "etcd.operator.dev/launch";
 
@@ -230,7 +235,19 @@ impl Objects {
     /// [`Error::ReservedFlag`] when `extraArgs` sets a flag the runtime owns;
     /// [`Error::EncodeLaunch`]; [`Error::MissingOperatorImage`] for a restored member when
     /// the operator does not know its image.
+    #[cfg(test)]
     pub fn pod(&self, launch: &MemberLaunch, volume: DataVolume) -> Result<Pod, Error> {
+        self.pod_once(launch, volume, &[])
+    }
+
+    /// [`Self::pod`] whose etcd gets `once` after its flags: for this Pod only, never in the
+    /// launch annotation, so the Pod a later restart creates runs without them.
+    pub fn pod_once(
+        &self,
+        launch: &MemberLaunch,
+        volume: DataVolume,
+        once: &[String],
+    ) -> Result<Pod, Error> {
         let tls = launch.transport == Transport::Tls;
         let name = launch.name.as_str();
         let policy = self.spec.pod.clone().unwrap_or_default();
@@ -273,7 +290,11 @@ impl Objects {
             name: CONTAINER.into(),
             image: Some(self.image(&launch.version)),
             command: Some(vec!["etcd".into()]),
-            args: Some(self.flags(launch)?),
+            args: Some({
+                let mut args = self.flags(launch)?;
+                args.extend(once.iter().cloned());
+                args
+            }),
             ports: Some(
                 [
                     container_port("client", CLIENT_PORT),

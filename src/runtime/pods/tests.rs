@@ -1621,3 +1621,174 @@ async fn a_garbled_restore_annotation_is_refused() {
         Err(Error::ParseRestoreSource { .. })
     ));
 }
+
+/// Recovery from lost quorum: the member's Pod is deleted and waited for, and its PVC leaves
+/// the cluster (no cluster label, no owner) with labels saying which recovery kept it.
+#[tokio::test]
+async fn set_aside_deletes_the_pod_and_takes_the_pvc_out_of_the_cluster() {
+    let (rt, server) = runtime(pvc_spec());
+    let pvc = serde_json::to_value(
+        rt.objects
+            .pvc(&launch(1, InitialClusterState::New, &[0, 1, 2]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let pod = with_uid_and_phase(
+        rt.objects
+            .pod(
+                &launch(1, InitialClusterState::New, &[0, 1, 2]),
+                DataVolume::Pvc,
+            )
+            .unwrap(),
+        "Running",
+    );
+    let pod = serde_json::to_value(pod).unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-1")
+            .await
+            .reply(&pod);
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-1")
+            .await
+            .reply(&pod);
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PodList",
+                "metadata": { "resourceVersion": "7" }, "items": [],
+            }));
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-1",
+        )
+        .await
+        .reply(&pvc);
+        let patch = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/persistentvolumeclaims/example-1",
+            )
+            .await;
+        assert_eq!(patch.content_type, "application/merge-patch+json");
+        assert_eq!(
+            patch.body,
+            json!({ "metadata": {
+                "labels": {
+                    "etcd.operator.dev/cluster": null,
+                    "etcd.operator.dev/kept-from": "example",
+                    "etcd.operator.dev/kept-by-recovery": "20250610T073000Z",
+                },
+                "ownerReferences": null,
+            } })
+        );
+        patch.reply(&pvc);
+    });
+    let kept = rt
+        .set_aside(&cluster_ref(), "example-1", "20250610T073000Z")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("pvc/example-1"));
+    within_1s(server).await;
+}
+
+/// A rolled-back recovery gives the PVC back: the cluster's labels again, the kept ones
+/// removed.
+#[tokio::test]
+async fn put_back_gives_the_kept_pvc_back_to_the_cluster() {
+    let (rt, server) = runtime(pvc_spec());
+    let mut kept = serde_json::to_value(
+        rt.objects
+            .pvc(&launch(1, InitialClusterState::New, &[0, 1, 2]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let labels = kept["metadata"]["labels"].as_object_mut().unwrap();
+    labels.remove("etcd.operator.dev/cluster");
+    labels.insert("etcd.operator.dev/kept-from".into(), json!("example"));
+    let server = server.run(|mut s| async move {
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-1",
+        )
+        .await
+        .reply(&kept);
+        let patch = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/persistentvolumeclaims/example-1",
+            )
+            .await;
+        let mut want = pvc_labels("example-1", "3.5.16");
+        want["etcd.operator.dev/kept-from"] = Value::Null;
+        want["etcd.operator.dev/kept-by-recovery"] = Value::Null;
+        assert_eq!(patch.body["metadata"]["labels"], want);
+        patch.reply(&kept);
+    });
+    rt.put_back(&cluster_ref(), "example-1", "pvc/example-1")
+        .await
+        .unwrap();
+    within_1s(server).await;
+    // Only a PVC of that member is put back.
+    let (rt, server) = runtime(pvc_spec());
+    let server = server.run(|_| async {});
+    assert!(matches!(
+        rt.put_back(&cluster_ref(), "example-1", "pvc/example-2")
+            .await,
+        Err(Error::NotKept { .. })
+    ));
+    within_1s(server).await;
+}
+
+/// The survivor's Pod is recreated on its PVC with `--force-new-cluster` after its flags;
+/// the launch it records (on the Pod) stays the member's own, so a restart drops the flag.
+#[tokio::test]
+async fn force_new_cluster_recreates_the_pod_once_with_the_flag() {
+    let (rt, server) = runtime(pvc_spec());
+    let l = launch(0, InitialClusterState::New, &[0, 1, 2]);
+    let pvc = serde_json::to_value(rt.objects.pvc(&l).unwrap().unwrap()).unwrap();
+    let running = serde_json::to_value(with_uid_and_phase(bootstrap_pod(&rt), "Running")).unwrap();
+    let plain = serde_json::to_value(bootstrap_pod(&rt)).unwrap();
+    let server = server.run(|mut s| async move {
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&pvc);
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1", "kind": "PodList",
+                "metadata": { "resourceVersion": "7" }, "items": [],
+            }));
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        let args = pod.body["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(args.last().unwrap(), "--force-new-cluster");
+        let mut without = pod.body.clone();
+        without["spec"]["containers"][0]["args"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        assert_eq!(without, plain, "the same Pod but for the one flag");
+        assert!(
+            !launch_annotation(&pod.body)
+                .to_string()
+                .contains("force-new-cluster")
+        );
+        pod.echo();
+    });
+    rt.force_new_cluster(&cluster_ref(), "example-0")
+        .await
+        .unwrap();
+    within_1s(server).await;
+}

@@ -404,6 +404,110 @@ fn only_executed_failed_and_refused_steps_make_events() {
     assert_eq!(failed.reason, "InvalidVersionFailed");
 }
 
+/// The recover annotation wakes the controller like a spec change; a status write does not.
+#[test]
+fn the_recover_annotation_wakes_the_controller_and_a_status_write_does_not() {
+    let mut c = cluster(EtcdClusterSpec::new(3, "3.5.16"));
+    c.metadata.generation = Some(1);
+    let before = generation_or_recover_annotation(&c);
+    let mut status_only = c.clone();
+    status_only.status = Some(crate::api::EtcdClusterStatus {
+        ready_members: 3,
+        ..Default::default()
+    });
+    assert_eq!(generation_or_recover_annotation(&status_only), before);
+    let mut asked = c.clone();
+    asked.metadata.annotations = Some(
+        [(
+            crate::api::recovery::RECOVER_ANNOTATION.to_string(),
+            "fromSurvivor".to_string(),
+        )]
+        .into(),
+    );
+    assert_ne!(generation_or_recover_annotation(&asked), before);
+    let mut newer = c.clone();
+    newer.metadata.generation = Some(2);
+    assert_ne!(generation_or_recover_annotation(&newer), before);
+}
+
+/// A recovery that ended in the pass gets an Event naming what it restored; one under way,
+/// or a step that was not a recovery's, none.
+#[test]
+fn a_recovery_that_ended_makes_an_event_naming_what_it_restored() {
+    use crate::api::recovery::{
+        RecoveredBackup, RecoveryMode, RecoveryOutcome, RecoveryPhase, RecoveryRun, RecoveryStatus,
+        RecoveryTrigger,
+    };
+    use crate::plan::recovery::RecoveryAction;
+    let now = crate::api::condition::now();
+    let run = RecoveryRun {
+        mode: RecoveryMode::FromBackup,
+        trigger: RecoveryTrigger::Spec,
+        phase: RecoveryPhase::Ended,
+        started_at: now.clone(),
+        phase_since: None,
+        serving_at: Some(now.clone()),
+        finished_at: Some(now.clone()),
+        outcome: Some(RecoveryOutcome::Succeeded),
+        reason: None,
+        message: None,
+        quorum_lost_since: None,
+        previous_cluster_id: Some("c1".into()),
+        cluster_id: Some("d2".into()),
+        survivor: None,
+        survivor_raft_index: None,
+        backup_name: Some("nightly".into()),
+        backup: Some(RecoveredBackup {
+            backup_name: "nightly".into(),
+            bucket: "b".into(),
+            key: "p/db/example/nightly/20250610T073000Z-rev42.db".into(),
+            sha256: "00".repeat(32),
+            revision: 42,
+            taken_at: Some(now.clone()),
+        }),
+        revision: Some(42),
+        members: vec![],
+        token: None,
+        kept: vec![],
+    };
+    let status = crate::api::EtcdClusterStatus {
+        recovery: Some(RecoveryStatus {
+            last_run: Some(run.clone()),
+            recoveries: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let finish = Step::Recover {
+        mode: RecoveryMode::FromBackup,
+        action: RecoveryAction::Finish,
+    };
+    let event = recovery_event(&finish, &Ok(Executed::Applied), &status).unwrap();
+    assert_eq!(event.type_, EventType::Normal);
+    assert_eq!(event.reason, "Recovered");
+    let note = event.note.unwrap();
+    assert!(
+        note.contains("revision 42 from EtcdBackup nightly")
+            && note.contains("s3://b/p/db/example/nightly/20250610T073000Z-rev42.db")
+            && note.contains("cluster id c1 -> d2"),
+        "{note}"
+    );
+    assert!(recovery_event(&Step::Done, &Ok(Executed::Nothing), &status).is_none());
+    let mut running = status.clone();
+    running.recovery.as_mut().unwrap().run = Some(run.clone());
+    assert!(recovery_event(&finish, &Ok(Executed::Applied), &running).is_none());
+    let mut failed = status;
+    let last = failed.recovery.as_mut().unwrap().last_run.as_mut().unwrap();
+    last.outcome = Some(RecoveryOutcome::Failed);
+    last.reason = Some("BackupNotFound".into());
+    last.message = Some("EtcdBackup nightly does not exist; nothing was changed".into());
+    let event = recovery_event(&finish, &Ok(Executed::Applied), &failed).unwrap();
+    assert_eq!(
+        (event.type_, event.reason.as_str()),
+        (EventType::Warning, "RecoveryFailed")
+    );
+}
+
 /// A NOSPACE run in progress when every member is gone: the status keeps the run and the
 /// Maintenance condition says what it waits for, next to the refusal (issue 14).
 #[tokio::test]
