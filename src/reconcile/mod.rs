@@ -203,8 +203,11 @@ pub async fn reconcile_once<R: MemberRuntime>(
         match observe::observe_with_space(runtime, &cref, highest, recorded_cluster_id, tracker)
             .await
         {
-            Ok((observed, seen)) => {
+            Ok((mut observed, seen)) => {
                 space = seen;
+                if let Some(st) = cluster.status.as_ref() {
+                    status::recorded_served_versions(&mut observed, st);
+                }
                 Observed {
                     served_version,
                     ..observed

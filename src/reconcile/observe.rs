@@ -273,6 +273,7 @@ fn join(
         let has_data = rm.has_data && !foreign_data(em.as_ref().map(|e| e.id));
         members.push(ObservedMember {
             unhealthy_for: tracker.update(&rm.name, healthy, now),
+            served_at: None,
             name: MemberName::from(rm.name.clone()),
             runtime: Some(RuntimeState {
                 running: rm.running,
@@ -301,6 +302,7 @@ fn join(
             };
             members.push(ObservedMember {
                 unhealthy_for: tracker.update(&name, false, now),
+                served_at: None,
                 name: MemberName::from(name),
                 runtime: None,
                 etcd: Some(etcd_state(e, m)),
