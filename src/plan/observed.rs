@@ -130,7 +130,8 @@ pub struct RuntimeState {
 pub struct EtcdMemberState {
     pub id: MemberId,
     pub is_learner: bool,
-    /// etcd knows its name: the process has joined at least once.
+    /// The process has joined at least once: etcd lists its name and client URLs (a
+    /// bootstrap member that never joined is listed with its name only).
     pub started: bool,
     /// Voters: a linearizable read succeeded. Learners: the status call answered.
     pub healthy: bool,
