@@ -10,6 +10,8 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use etcd_operator::api::EtcdCluster;
+use etcd_operator::drivers::local::store::StatusFiles;
 use etcd_operator::failpoint;
 use etcd_operator::testing::converged::{self, Converged};
 use etcd_operator::testing::operator::{cluster_yaml, latest};
@@ -97,13 +99,42 @@ async fn assert_keys(c: &Converged, prefix: &str) {
     }
 }
 
-/// A fresh cluster `name` killed at `point` while bootstrapping `size` members.
+/// The creation time the status file of `name` keeps (the local stand-in for the API
+/// server's), in seconds.
+fn created(d: &LocalOperatorDir, name: &str) -> Option<i64> {
+    let doc: EtcdCluster = StatusFiles::new(&d.state_dir()).read(name).ok()??;
+    doc.metadata.creation_timestamp.map(|t| t.0.as_second())
+}
+
+/// A fresh cluster `name` killed at `point` while bootstrapping `size` members, then
+/// finished by a clean operator started in a later second than the first (the local
+/// creation time, which the bootstrap token comes from, has second precision): the same
+/// members finish the same bootstrap, none is replaced.
 async fn bootstrap_crash(point: &str, size: usize) {
     let v = latest(5);
     let mut d = dir();
     d.write(&cluster_yaml("boot", size as i32, &v, ""));
     crash_at(&mut d, point).await;
+    let first = created(&d, "boot").expect("the creation time is kept before the first step");
+    wait_for(Duration::from_secs(5), "a later second", || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        if i64::try_from(now).unwrap_or(i64::MAX) > first {
+            Ok(())
+        } else {
+            Err(format!("{now} is still {first}"))
+        }
+    })
+    .await
+    .unwrap();
     let c = converge(&mut d, "boot", size, &v).await;
+    assert_eq!(created(&d, "boot"), Some(first), "creation time changed");
+    let mut names = c.members.clone();
+    names.sort();
+    let expected: Vec<String> = (0..size).map(|i| format!("boot-{i}")).collect();
+    assert_eq!(names, expected, "a bootstrap member was replaced");
     put_keys(&c, "boot").await;
     assert_keys(&c, "boot").await;
 }

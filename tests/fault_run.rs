@@ -3,21 +3,36 @@
 //! every acknowledged write, and faults come one at a time: kill -9 a member, SIGSTOP then
 //! SIGCONT a member, delete a member's data dir, kill -9 the operator (also in the middle of
 //! a membership change) and restart it, edit the spec (scale 3 <-> 5, upgrade 3.4 -> 3.5
-//! once). After each fault the run waits, with a deadline, for the cluster to converge
+//! once), fill the backend quota (the cluster runs with a 64 MiB `quotaBackendBytes`; a
+//! filler writes 768 KiB values until etcd answers NOSPACE, then deletes them, so the
+//! operator's NOSPACE run has to compact, defragment and disarm; every run has at least one).
+//! After each fault the run waits, with a deadline, for the cluster to converge
 //! (`testing::converged::check`: as many members as asked, one dir and one process each, no
-//! learner, one leader), then checks quorum with a linearizable read. At the end every
-//! acknowledged write must read back.
+//! learner, one leader; and no alarm). At the end every acknowledged write must read back.
+//!
+//! Quorum is sampled all along, during the faults and the convergence waits alike: every
+//! [`SAMPLE_EVERY`] a linearizable read goes to every member at once, and quorum is there
+//! when one answers. A time without quorum that starts while a member fault is injected or
+//! within [`FAULT_SETTLE`] after it (a killed or paused leader, and the election that
+//! follows) is the fault's; any other is the operator's (the other faults, spec edits,
+//! operator kills and the quota, touch no member themselves), and one of those lasting
+//! [`OPERATOR_LOSS`] or more fails the run. Each is printed with its step.
 //!
 //! `FAULT_SEED` picks the seed (random otherwise; it is printed), `FAULT_STEPS` the number
 //! of faults (20 by default, which CI runs). The long run:
 //! `FAULT_STEPS=200 FAULT_SEED=<seed> cargo test --test fault_run -- --nocapture`.
 //!
-//! Measured 2026-12-05 on the 2-core machine: seed 17259664800708966584, 200 steps in
-//! 678 s (kill -9 member 45, SIGSTOP 28, data dir deleted 37, operator killed 31 and
-//! 23 more times mid-change, scale 35, upgrade 1), 163341 writes acknowledged, 0 lost, slowest
-//! convergence 19.3 s (scale 3 -> 5 with the operator killed mid-change), longest time
-//! without an acknowledged write 2.9 s. Its first try found the interrupted member delete
-//! (step 25).
+//! Measured 2026-12-05 on the 2-core machine (shared with three other builds): seed
+//! 8809228642698938705, 200 steps in 701 s (kill -9 member 58, SIGSTOP 32, data dir deleted
+//! 32, operator killed 33 and 19 more times mid-change, scale 21, upgrade 1, quota filled 4
+//! times: 65-79 values of 768 KiB before NOSPACE, healed in 3.2-6.2 s), 149927 writes
+//! acknowledged, 0 lost, slowest convergence 18.0 s (scale 3 -> 5), longest time without an
+//! acknowledged write 4.0 s; quorum sampled 2411 times, 26 without an answer in 24 windows
+//! of at most 2.0 s, each a leader election after a member was killed (22) or paused (2),
+//! none the operator's. An earlier run of the same seed found NOSPACE given up on a member
+//! still compacting (step 60, fixed in `plan::maintenance` rule 5); the first run (seed
+//! 17259664800708966584, before the quota fault and the sampler) found the interrupted
+//! member delete (step 25).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions};
-use etcd_operator::etcd::TlsConfig;
+use etcd_client::{Client, DeleteOptions, GetOptions};
+use etcd_operator::api::maintenance::{MaintenanceOutcome, MaintenanceReason};
 use etcd_operator::testing::converged::{self, Converged};
 use etcd_operator::testing::operator::{cluster_yaml, latest};
 use etcd_operator::testing::process::{LocalOperatorDir, OperatorProcess};
@@ -39,6 +54,21 @@ use rand::{Rng, SeedableRng};
 const NAME: &str = "fault";
 /// How long one fault may take to heal.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(180);
+/// The cluster's backend quota: room for the writer's keys of a long run, small enough for
+/// the filler to reach in seconds.
+const QUOTA: u64 = 64 * 1024 * 1024;
+/// The filler's value size (etcd refuses requests over 1.5 MiB).
+const FILL_VALUE: usize = 768 * 1024;
+/// How often quorum is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// How long a sample waits for each member's answer.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A time without quorum starting this soon after a fault was injected is the fault's: a
+/// killed or paused leader and the election after it (etcd's election timeout is 1 s).
+const FAULT_SETTLE: Duration = Duration::from_secs(3);
+/// A time without quorum the operator caused fails the run from this long on: shorter
+/// than one leader election is below what sampling can tell apart from load.
+const OPERATOR_LOSS: Duration = Duration::from_secs(2);
 
 /// The faults, one per step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +80,7 @@ enum Fault {
     KillOperatorMidChange,
     Scale,
     Upgrade,
+    FillQuota,
 }
 
 /// What the writer acknowledged: key number -> value, and the longest time without one.
@@ -67,8 +98,11 @@ fn current_urls(state: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn connect(urls: &[String], tls: Option<&TlsConfig>) -> Option<Client> {
-    let opts = converged::connect_options(tls)
+/// A client on `urls`, with the cluster's application certificate from `state` (TLS by
+/// default).
+async fn connect(urls: &[String], state: &Path) -> Option<Client> {
+    let tls = converged::local_client_tls(state, NAME);
+    let opts = converged::connect_options(tls.as_ref())
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(2));
     Client::connect(urls, Some(opts)).await.ok()
@@ -82,8 +116,7 @@ async fn writer(state: std::path::PathBuf, acks: Arc<Mutex<Acks>>, stop: Arc<Ato
     let mut last_ack = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
-            let tls = converged::local_client_tls(&state, NAME);
-            client = connect(&current_urls(&state), tls.as_ref()).await;
+            client = connect(&current_urls(&state), &state).await;
             if client.is_none() {
                 // Between member restarts there may be nothing to connect to yet.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -104,6 +137,10 @@ async fn writer(state: std::path::PathBuf, acks: Arc<Mutex<Acks>>, stop: Arc<Ato
                 a.longest_gap = a.longest_gap.max(last_ack.elapsed());
                 last_ack = Instant::now();
             }
+            // NOSPACE (the quota fault): refused at once; back off rather than spin.
+            Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             // Unknown outcome: the key may or may not be there; only acknowledged ones count.
             _ => client = None,
         }
@@ -111,16 +148,178 @@ async fn writer(state: std::path::PathBuf, acks: Arc<Mutex<Acks>>, stop: Arc<Ato
     }
 }
 
-/// A linearizable read answers: a quorum is there.
-async fn has_quorum(c: &Converged) -> Result<(), String> {
-    let mut client = connect(&c.client_urls, c.client_tls.as_ref())
+/// The step under way, as the quorum sampler attributes what it sees.
+#[derive(Clone, Default)]
+struct Mark {
+    step: usize,
+    what: String,
+    /// When the fault's injection ended; `None` while it is being injected.
+    fault_done: Option<Instant>,
+    /// The fault kills, pauses or wipes a member: quorum may go for a moment by itself.
+    member_fault: bool,
+}
+
+/// A time without quorum.
+#[derive(Clone, Debug)]
+struct Window {
+    step: usize,
+    what: String,
+    lasted: Duration,
+    /// Not a member fault's doing (see the module's doc).
+    by_operator: bool,
+}
+
+/// What the quorum sampler saw.
+#[derive(Default)]
+struct Quorum {
+    samples: u64,
+    without: u64,
+    windows: Vec<Window>,
+    /// The window open now: when it started, and its step's mark then.
+    open: Option<(Instant, Mark)>,
+}
+
+impl Quorum {
+    fn record(&mut self, ok: bool, now: Instant, mark: &Mark) {
+        self.samples += 1;
+        if !ok {
+            self.without += 1;
+            if self.open.is_none() {
+                self.open = Some((now, mark.clone()));
+            }
+        } else {
+            self.close(now);
+        }
+    }
+
+    /// Ends the window open now, if any, at `now`.
+    fn close(&mut self, now: Instant) {
+        if let Some((start, m)) = self.open.take() {
+            let settling = m
+                .fault_done
+                .is_none_or(|done| start.saturating_duration_since(done) <= FAULT_SETTLE);
+            self.windows.push(Window {
+                step: m.step,
+                what: m.what,
+                lasted: now - start,
+                by_operator: !(m.member_fault && settling),
+            });
+        }
+    }
+
+    fn operator_losses(&self) -> Vec<&Window> {
+        self.windows
+            .iter()
+            .filter(|w| w.by_operator && w.lasted >= OPERATOR_LOSS)
+            .collect()
+    }
+}
+
+/// One linearizable read to every member at once (each with its own client, kept across
+/// samples): quorum is there when one answers. Membership changes move the URLs, so they
+/// are read from the member records on every sample.
+async fn sample(state: &Path, clients: &mut BTreeMap<String, Client>) -> bool {
+    let urls = current_urls(state);
+    clients.retain(|u, _| urls.contains(u));
+    for u in &urls {
+        if !clients.contains_key(u)
+            && let Some(c) = connect(std::slice::from_ref(u), state).await
+        {
+            clients.insert(u.clone(), c);
+        }
+    }
+    let reads = clients.values().map(|c| {
+        let mut c = c.clone();
+        async move {
+            matches!(
+                tokio::time::timeout(SAMPLE_TIMEOUT, c.get("quorum-probe", None)).await,
+                Ok(Ok(_))
+            )
+        }
+    });
+    futures::future::join_all(reads)
         .await
-        .ok_or("no connection")?;
-    client
-        .get("quorum-probe", None)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .into_iter()
+        .any(|ok| ok)
+}
+
+/// Samples quorum every [`SAMPLE_EVERY`] until `stop`, attributing what it sees to `mark`.
+async fn sampler(
+    state: std::path::PathBuf,
+    mark: Arc<Mutex<Mark>>,
+    quorum: Arc<Mutex<Quorum>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut clients = BTreeMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let ok = sample(&state, &mut clients).await;
+        let m = mark.lock().unwrap().clone();
+        quorum.lock().unwrap().record(ok, started, &m);
+        tokio::time::sleep(SAMPLE_EVERY.saturating_sub(started.elapsed())).await;
+    }
+    quorum.lock().unwrap().close(Instant::now());
+}
+
+/// Writes [`FILL_VALUE`]-byte values until etcd refuses with NOSPACE, then deletes them
+/// (deletes are served under the alarm), so compacting and defragmenting make room again.
+/// Returns how many values went in and whether NOSPACE was reached.
+async fn fill_quota(state: &Path) -> (usize, bool) {
+    let value = "f".repeat(FILL_VALUE);
+    let mut written = 0usize;
+    let mut full = false;
+    let mut client = None;
+    // Twice the quota in values: the quota counts the backend file, not the values.
+    let attempts = 2 * usize::try_from(QUOTA).unwrap_or(usize::MAX) / FILL_VALUE;
+    for _ in 0..attempts {
+        if client.is_none() {
+            client = connect(&current_urls(state), state).await;
+        }
+        let Some(c) = client.as_mut() else { continue };
+        let put = c.put(format!("fill/{written:04}"), value.clone(), None);
+        match tokio::time::timeout(Duration::from_secs(10), put).await {
+            Ok(Ok(_)) => written += 1,
+            Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
+                full = true;
+                break;
+            }
+            _ => client = None,
+        }
+    }
+    let cleared = wait_for(CONVERGE_WITHIN, "the filler's keys deleted", || async {
+        let mut c = connect(&current_urls(state), state)
+            .await
+            .ok_or("no connection")?;
+        c.delete("fill/", Some(DeleteOptions::new().with_prefix()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    if let Err(e) = cleared {
+        panic!("the filler's keys could not be deleted: {e}");
+    }
+    (written, full)
+}
+
+/// Waits until no member has an alarm raised (the operator disarms NOSPACE once every
+/// member has room again).
+async fn no_alarm(state: &Path) -> Result<(), String> {
+    wait_for(CONVERGE_WITHIN, "no alarm", || async {
+        let tls = converged::local_client_tls(state, NAME);
+        let admin = etcd_operator::etcd::EtcdAdmin::connect(current_urls(state), tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let alarms = admin.alarm_list().await.map_err(|e| e.to_string())?;
+        if alarms.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{alarms:?}"))
+        }
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn member_pid(state: &Path, member: &str) -> Option<i32> {
@@ -154,8 +353,7 @@ struct Run {
 
 impl Run {
     fn write_spec(&self) {
-        self.dir
-            .write(&cluster_yaml(NAME, self.size as i32, &self.version, ""));
+        self.dir.write(&spec_yaml(self.size, &self.version));
     }
 
     async fn restart_operator(&mut self) {
@@ -247,8 +445,26 @@ impl Run {
                 self.write_spec();
                 format!("upgrade {} -> {}", self.old, self.new)
             }
+            Fault::FillQuota => {
+                let (written, full) = fill_quota(&state).await;
+                format!(
+                    "fill the {} MiB quota: {written} values of {} KiB, {}, deleted",
+                    QUOTA >> 20,
+                    FILL_VALUE >> 10,
+                    if full { "NOSPACE" } else { "no NOSPACE" }
+                )
+            }
         }
     }
+}
+
+fn spec_yaml(size: usize, version: &str) -> String {
+    cluster_yaml(
+        NAME,
+        size as i32,
+        version,
+        &format!("  etcd:\n    quotaBackendBytes: {QUOTA}\n"),
+    )
 }
 
 fn draw(rng: &mut StdRng, upgraded: bool) -> Fault {
@@ -259,7 +475,8 @@ fn draw(rng: &mut StdRng, upgraded: bool) -> Fault {
             40..=54 => Fault::DeleteDataDir,
             55..=69 => Fault::KillOperator,
             70..=79 => Fault::KillOperatorMidChange,
-            80..=94 => Fault::Scale,
+            80..=89 => Fault::Scale,
+            90..=94 => Fault::FillQuota,
             _ => Fault::Upgrade,
         };
         if f != Fault::Upgrade || !upgraded {
@@ -284,7 +501,7 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
     let mut rng = StdRng::seed_from_u64(seed);
     let (old, new) = (latest(4), latest(5));
     let mut dir = LocalOperatorDir::new(env!("CARGO_BIN_EXE_etcd-operator"));
-    dir.write(&cluster_yaml(NAME, 3, &old, ""));
+    dir.write(&spec_yaml(3, &old));
     let op = dir.start(None);
     let mut run = Run {
         dir,
@@ -302,15 +519,47 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
     let acks = Arc::new(Mutex::new(Acks::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(writer(state.clone(), acks.clone(), stop.clone()));
+    let mark = Arc::new(Mutex::new(Mark::default()));
+    let quorum = Arc::new(Mutex::new(Quorum::default()));
+    let sampler = tokio::spawn(sampler(
+        state.clone(),
+        mark.clone(),
+        quorum.clone(),
+        stop.clone(),
+    ));
 
     let mut slowest = (Duration::ZERO, String::new());
     let mut counts: BTreeMap<Fault, usize> = BTreeMap::new();
     let started = Instant::now();
+    let mut filled = false;
     for step in 1..=steps {
-        let fault = draw(&mut rng, run.version == run.new);
+        let mut fault = draw(&mut rng, run.version == run.new);
+        // Every run reaches the NOSPACE path at least once, the short one too.
+        if step == steps.div_ceil(2) && !filled {
+            fault = Fault::FillQuota;
+        }
+        filled |= fault == Fault::FillQuota;
         *counts.entry(fault).or_default() += 1;
+        *mark.lock().unwrap() = Mark {
+            step,
+            what: format!("{fault:?}"),
+            fault_done: None,
+            member_fault: matches!(
+                fault,
+                Fault::KillMember | Fault::PauseMember | Fault::DeleteDataDir
+            ),
+        };
+        let (samples_before, without_before) = {
+            let q = quorum.lock().unwrap();
+            (q.samples, q.without)
+        };
         let at = Instant::now();
         let what = run.inject(fault, &c, &mut rng).await;
+        {
+            let mut m = mark.lock().unwrap();
+            m.what = what.clone();
+            m.fault_done = Some(Instant::now());
+        }
         if !run.op.is_running() {
             // The operator must never exit by itself; a crash would be a finding.
             panic!(
@@ -325,13 +574,36 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
                 tail(&run.op.stderr(), 60)
             ),
         };
-        let took = at.elapsed();
-        if let Err(e) = has_quorum(&c).await {
-            panic!("seed {seed} step {step} ({what}): converged but no quorum: {e}");
+        if let Err(e) = no_alarm(&state).await {
+            panic!(
+                "seed {seed} step {step} ({what}): an alarm stays raised: {e}\noperator log (tail):\n{}",
+                tail(&run.op.stderr(), 60)
+            );
         }
+        if fault == Fault::FillQuota {
+            // The alarm went away because the operator's NOSPACE run finished it.
+            let last = run
+                .dir
+                .status(NAME)
+                .and_then(|st| st.maintenance)
+                .and_then(|m| m.last_run);
+            assert!(
+                what.contains(", NOSPACE,")
+                    && last
+                        .as_ref()
+                        .is_some_and(|r| r.reason == MaintenanceReason::NoSpace
+                            && r.outcome == Some(MaintenanceOutcome::Finished)),
+                "seed {seed} step {step} ({what}): no finished NOSPACE run: {last:?}"
+            );
+        }
+        let took = at.elapsed();
         let acked = acks.lock().unwrap().written.len();
+        let (samples, without) = {
+            let q = quorum.lock().unwrap();
+            (q.samples - samples_before, q.without - without_before)
+        };
         println!(
-            "step {step:3}: {what:<60} converged in {:5.1} s, {acked} writes acknowledged",
+            "step {step:3}: {what:<60} converged in {:5.1} s, {acked} writes acknowledged, quorum sampled {samples} times, {without} without",
             took.as_secs_f64()
         );
         if took > slowest.0 {
@@ -340,10 +612,25 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
+    sampler.await.unwrap();
+    let quorum = std::mem::take(&mut *quorum.lock().unwrap());
+    for w in &quorum.windows {
+        println!(
+            "without quorum for {:.1} s at step {} ({}), {}",
+            w.lasted.as_secs_f64(),
+            w.step,
+            w.what,
+            if w.by_operator {
+                "the operator's"
+            } else {
+                "the member fault's"
+            }
+        );
+    }
 
     // Every acknowledged write reads back, with its value; in pages, as 200 steps write
     // more than one gRPC message holds.
-    let mut client = connect(&c.client_urls, c.client_tls.as_ref())
+    let mut client = connect(&c.client_urls, &state)
         .await
         .expect("connect for the final read");
     let mut found: BTreeMap<String, String> = BTreeMap::new();
@@ -374,14 +661,25 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
         .filter(|(n, v)| found.get(&format!("w/{n:08}")) != Some(*v))
         .map(|(n, _)| *n)
         .collect();
+    let longest_without = quorum
+        .windows
+        .iter()
+        .map(|w| w.lasted)
+        .max()
+        .unwrap_or_default();
     println!(
-        "fault run summary: seed {seed}, {steps} steps in {:.0} s, faults {counts:?}, {} writes acknowledged, {} lost, slowest convergence {:.1} s ({}), longest time without an acknowledged write {:.1} s",
+        "fault run summary: seed {seed}, {steps} steps in {:.0} s, faults {counts:?}, {} writes acknowledged, {} lost, slowest convergence {:.1} s ({}), longest time without an acknowledged write {:.1} s; quorum sampled {} times, {} without an answer in {} windows (longest {:.1} s), {} of them the operator's",
         started.elapsed().as_secs_f64(),
         acks.written.len(),
         lost.len(),
         slowest.0.as_secs_f64(),
         slowest.1,
-        acks.longest_gap.as_secs_f64()
+        acks.longest_gap.as_secs_f64(),
+        quorum.samples,
+        quorum.without,
+        quorum.windows.len(),
+        longest_without.as_secs_f64(),
+        quorum.operator_losses().len(),
     );
     assert!(
         lost.is_empty(),
@@ -389,6 +687,12 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
         &lost[..lost.len().min(20)]
     );
     assert!(!acks.written.is_empty(), "seed {seed}: nothing was written");
+    assert!(quorum.samples > 0, "seed {seed}: quorum was never sampled");
+    let losses = quorum.operator_losses();
+    assert!(
+        losses.is_empty(),
+        "seed {seed}: the operator lost quorum: {losses:?}"
+    );
     run.op.interrupt(Duration::from_secs(30)).await;
 }
 

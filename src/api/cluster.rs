@@ -290,6 +290,11 @@ pub struct MemberStatus {
     pub peer_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The version etcd reported for this member the last time it answered healthy, kept
+    /// while it does not answer: a member down at the version it served at is restarted,
+    /// one an upgrade moved to a version it never served at may be a stalled upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_version: Option<String>,
     #[serde(default)]
     pub is_learner: bool,
     #[serde(default)]

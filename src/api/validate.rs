@@ -403,7 +403,10 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
         if let Err(e) = croner::parser::CronParser::new().parse(&defrag.schedule) {
             r.error(
                 &f("maintenance.defrag.schedule"),
-                format!("{:?} is not a cron expression: {e}", defrag.schedule),
+                format!(
+                    "{:?} is not a cron expression: {e}",
+                    truncated(&defrag.schedule)
+                ),
             );
         }
         if let Some(b) = &defrag.min_fragmented_bytes

@@ -74,9 +74,13 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether the member's process has ever joined (etcd fills the name on first start).
+    /// Whether the member's process has ever joined: it published its name and client URLs
+    /// (etcd does so once the member serves). The name alone is not enough: a bootstrap
+    /// writes every member of `--initial-cluster` with its name, so a bootstrap member that
+    /// never ran (or runs in another cluster, e.g. started with another token) is listed
+    /// with its name and no client URLs.
     pub fn has_started(&self) -> bool {
-        !self.name.is_empty()
+        !self.name.is_empty() && !self.client_urls.is_empty()
     }
 }
 

@@ -19,7 +19,8 @@
 //! 4. A member moved to spec.version, which the cluster never served at, or to any later
 //!    version than the cluster served at, down past the upgrade deadline: an upgrade that
 //!    did not come up, `Blocked(UpgradeStalled)` (which
-//!    says to set the version back). Otherwise some member has data: the cluster exists.
+//!    says to set the version back). A member at a version some member's status records
+//!    serving at is none of these: that version came up, and it is restarted as any other. Otherwise some member has data: the cluster exists.
 //!    Never bootstrap over it. Restart stopped members that have data, lowest ordinal first,
 //!    those an upgrade did not move to spec.version first.
 //! 5. They all run and none answers: wait (up to the upgrade deadline for a member an
@@ -155,12 +156,15 @@ fn rolls_back(ctx: &Ctx, m: &ObservedMember) -> bool {
 }
 
 /// Rule 5: `m` runs spec.version, which the cluster never served at: an upgrade moved it.
+/// Not when a member's record says it served there (the cluster's version is the lowest
+/// any member served at, so mid-upgrade it predates the roll).
 fn moved_off_served(ctx: &Ctx, m: &ObservedMember) -> bool {
     ctx.observed
         .served_version
         .as_ref()
         .is_some_and(|served| *served != ctx.target)
         && m.version() == Some(&ctx.target)
+        && !ctx.observed.has_served_at(&ctx.target)
 }
 
 /// Rule 4: how long `m` has been down at the version it runs now: a member started again
@@ -182,6 +186,7 @@ fn runs_later_than_served(ctx: &Ctx, m: &ObservedMember) -> bool {
         .served_version
         .as_ref()
         .is_some_and(|served| m.version().is_some_and(|v| v > served))
+        && m.version().is_some_and(|v| !ctx.observed.has_served_at(v))
 }
 
 /// Rule 2: the cluster never formed (no id recorded), so no member has served a write, and
@@ -444,6 +449,86 @@ mod tests {
             next_step(&spec(2, "3.5.20"), &o, &policy()),
             Step::Blocked {
                 reason: BlockReason::UpgradeStalled { member: name(0) }
+            }
+        );
+    }
+
+    #[test]
+    fn a_member_that_served_at_the_new_version_is_restarted_after_a_full_outage() {
+        // Mid-upgrade to 3.5.20: example-1 was moved there and served (its status recorded
+        // it), the others still run 3.5.16, so the cluster's served version (the lowest)
+        // is 3.5.16. Then every process stopped for 5 minutes (a power cut). No member
+        // answers; example-1 is not an upgrade that never came up: bring the cluster back.
+        let stopped = |o: crate::plan::Observed, ordinal: u32| {
+            let mut o = o.down_for(ordinal, secs(300));
+            if let Some(r) = o.at(ordinal).runtime.as_mut() {
+                r.running = false;
+                r.started_for = None;
+            }
+            o
+        };
+        let mut o = empty()
+            .with_running_silent(0)
+            .with_running_silent(1)
+            .with_version(1, "3.5.20")
+            .served_at(1, "3.5.20")
+            .with_running_silent(2);
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        o.served_version = Some(v("3.5.16"));
+        let all_down = stopped(stopped(stopped(o.clone(), 0), 1), 2);
+        let plan = |o: &crate::plan::Observed| next_step(&spec(3, "3.5.20"), o, &policy());
+        assert_eq!(plan(&all_down), Step::RestartMember { name: name(0) });
+        // The other two are back (silent until a quorum forms); example-1 is still down.
+        let one_down = stopped(o.clone(), 1);
+        assert_eq!(plan(&one_down), Step::RestartMember { name: name(1) });
+        // Without the record it is what it was: an upgrade that never came up.
+        let mut unrecorded = one_down.clone();
+        unrecorded.at(1).served_at = None;
+        assert_eq!(
+            plan(&unrecorded),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(1) }
+            }
+        );
+        // A record of an earlier version is no record of this one: moved to 3.5.20 after
+        // serving at 3.5.16, it never came up.
+        let mut earlier = one_down;
+        earlier.at(1).served_at = Some(v("3.5.16"));
+        assert_eq!(
+            plan(&earlier),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(1) }
+            }
+        );
+    }
+
+    #[test]
+    fn a_member_rolled_back_to_a_version_a_peer_served_at_is_restarted() {
+        // Two members, served at 3.5.9 (example-1) and 3.5.16 (example-0, recorded). An
+        // upgrade to a release that never came up was rolled back by spec to 3.5.16; then
+        // example-1's host failed for a while. No member answers (two voters, one down).
+        // 3.5.16 is known to serve: restart example-1, do not report it stalled (found by
+        // the simulated cluster: Resize, BadUpgrade, Break).
+        let mut o = empty()
+            .with_running_silent(0)
+            .served_at(0, "3.5.16")
+            .with_running_silent(1)
+            .down_for(1, secs(300));
+        if let Some(r) = o.at(1).runtime.as_mut() {
+            r.running = false;
+            r.started_for = None;
+        }
+        o.at(1).served_at = Some(v("3.5.9"));
+        o.recorded_cluster_id = Some(crate::etcd::ClusterId(0xc1));
+        o.served_version = Some(v("3.5.9"));
+        let plan = |o: &crate::plan::Observed| next_step(&spec(2, "3.5.16"), o, &policy());
+        assert_eq!(plan(&o), Step::RestartMember { name: name(1) });
+        // Without that record it may be a release that never comes up.
+        o.at(0).served_at = None;
+        assert_eq!(
+            plan(&o),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(1) }
             }
         );
     }

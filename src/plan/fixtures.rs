@@ -71,6 +71,7 @@ pub(crate) fn voter(ordinal: u32, version: &str) -> ObservedMember {
             is_leader: ordinal == 0,
         }),
         unhealthy_for: None,
+        served_at: None,
     }
 }
 
@@ -195,6 +196,7 @@ impl Observed {
             runtime: Some(r),
             etcd: None,
             unhealthy_for: Some(JUST_NOW),
+            served_at: None,
         });
         self
     }
@@ -207,6 +209,7 @@ impl Observed {
             runtime: Some(runtime(ordinal, VERSION)),
             etcd: None,
             unhealthy_for: Some(JUST_NOW),
+            served_at: None,
         });
         self
     }
@@ -220,6 +223,7 @@ impl Observed {
             runtime: Some(r),
             etcd: None,
             unhealthy_for: Some(JUST_NOW),
+            served_at: None,
         });
         self
     }
@@ -260,6 +264,12 @@ impl Observed {
         {
             e.version = Some(v(version));
         }
+        self
+    }
+
+    /// The member's status records that it answered healthy at `version`.
+    pub(crate) fn served_at(mut self, ordinal: u32, version: &str) -> Self {
+        self.at(ordinal).served_at = Some(v(version));
         self
     }
 

@@ -6,8 +6,9 @@
 //!    member already runs it: `UpgradeMember` it rather than restart it. It has no health to
 //!    lose, and this finishes an upgrade on a dead member, or rolls back a stalled one once
 //!    spec.version is set back to what the others run. Also when the others run mixed
-//!    versions, if it runs a later version than the cluster ever served at (an upgrade that
-//!    never came up): restarting it there would fail forever.
+//!    versions, if it runs a later version than the cluster ever served at and no member's
+//!    status records serving at (an upgrade that never came up): restarting it there would
+//!    fail forever.
 //! 2. A member etcd lists as started whose process stopped but whose data is there:
 //!    `RestartMember`, same id, same data. No membership change, so safe without quorum (and
 //!    how a lost quorum comes back). Past its patience it is replaced instead, unless quorum
@@ -17,9 +18,9 @@
 //!    `RemoveMember(Replace(DataLost))` at once; scale adds a learner replacement on a later
 //!    pass and promotes it once caught up.
 //! 5. A member moved to spec.version during an upgrade (others still run another version)
-//!    that is not healthy: wait up to `upgrade_health_deadline`, then
-//!    `Blocked(UpgradeStalled)`. It is not replaced: a replacement at that version would
-//!    fail the same way.
+//!    that is not healthy, when no member's status records serving at spec.version: wait up
+//!    to `upgrade_health_deadline`, then `Blocked(UpgradeStalled)`. It is not replaced: a
+//!    replacement at that version would fail the same way.
 //! 6. Any other unhealthy member whose data survives a restart (a PVC, a local data dir),
 //!    down past `unhealthy_grace` and not restarted since it went down: `RestartMember` in
 //!    place, same id and data (issue 9, item 7). A node reboot, a long defrag or a fault
@@ -66,6 +67,7 @@ pub(super) fn revive(ctx: &Ctx) -> Option<Step> {
             o.served_version
                 .as_ref()
                 .is_some_and(|served| m.version().is_some_and(|ver| ver > served))
+                && m.version().is_some_and(|ver| !o.has_served_at(ver))
         };
         let off_and_down = started.iter().find(|m| {
             !m.is_healthy()
@@ -233,9 +235,12 @@ pub(super) fn quorum_lost(ctx: &Ctx) -> Step {
 }
 
 /// Moved to spec.version while another member still runs something else: an upgrade (or
-/// a rollback) is under way and `m` is the member it touched.
+/// a rollback) is under way and `m` is the member it touched. Not when spec.version is
+/// known to serve ([`super::Observed::has_served_at`]): such a member is restarted and
+/// replaced as any other.
 pub(super) fn is_mid_upgrade(ctx: &Ctx, m: &ObservedMember) -> bool {
     m.version() == Some(&ctx.target)
+        && !ctx.observed.has_served_at(&ctx.target)
         && ctx
             .observed
             .members

@@ -103,6 +103,11 @@ pub struct ObservedMember {
     pub etcd: Option<EtcdMemberState>,
     /// How long it has been continuously not running or not healthy; `None` when healthy.
     pub unhealthy_for: Option<Duration>,
+    /// The version etcd reported for it the last time it answered healthy (kept in the
+    /// member's status, `servedVersion`, across passes and operator restarts); `None` when
+    /// never recorded. Tells a member that served at the version it runs and then stopped
+    /// from one an upgrade moved there that never came up ([`Observed::has_served_at`]).
+    pub served_at: Option<Version>,
 }
 
 /// What the runtime knows of a member.
@@ -125,7 +130,8 @@ pub struct RuntimeState {
 pub struct EtcdMemberState {
     pub id: MemberId,
     pub is_learner: bool,
-    /// etcd knows its name: the process has joined at least once.
+    /// The process has joined at least once: etcd lists its name and client URLs (a
+    /// bootstrap member that never joined is listed with its name only).
     pub started: bool,
     /// Voters: a linearizable read succeeded. Learners: the status call answered.
     pub healthy: bool,
@@ -325,6 +331,19 @@ impl Observed {
                 .find(|m| m.etcd.as_ref().is_some_and(|e| e.is_leader))
                 .and_then(ObservedMember::id)
         })
+    }
+
+    /// `version` is known to serve: some member is recorded answering healthy at it (its
+    /// [`ObservedMember::served_at`]), or it is the cluster's served version. A member down
+    /// at such a version is not an upgrade that never came up: a restart (or a replacement)
+    /// at it can work. Mid-upgrade the cluster's served version (the lowest) predates the
+    /// roll, so only the members' records know the new version served.
+    pub fn has_served_at(&self, version: &Version) -> bool {
+        self.served_version.as_ref() == Some(version)
+            || self
+                .members
+                .iter()
+                .any(|m| m.served_at.as_ref() == Some(version))
     }
 
     /// Whether any part of a membership change is unfinished.

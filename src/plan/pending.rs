@@ -277,6 +277,50 @@ mod tests {
     }
 
     #[test]
+    fn a_bootstrap_member_that_never_joined_is_replaced_after_the_grace_not_restarted() {
+        // Bootstrapped with the others, so etcd lists it as a voter with its name, but it
+        // never published its client URLs: its process runs in another cluster (issue 13:
+        // an operator restarted mid-bootstrap used another token). A restart in place
+        // keeps that data and waits out the replace grace (10 min) for nothing.
+        let mut o = observed(3).with_unhealthy(2);
+        if let Some(e) = o.at(2).etcd.as_mut() {
+            e.started = false;
+            e.raft_index = None;
+        }
+        assert!(o.members[2].is_unstarted() && o.members[2].is_voter());
+        assert_eq!(
+            plan(3, &o),
+            Step::Wait {
+                reason: WaitReason::MemberStarting {
+                    name: name(2),
+                    remaining: secs(55),
+                }
+            }
+        );
+        assert_eq!(
+            plan(3, &o.clone().down_for(2, secs(61))),
+            Step::RemoveMember {
+                name: name(2),
+                id: id(2),
+                reason: RemovalReason::Replace(ReplaceReason::NeverStarted { for_: secs(61) }),
+            }
+        );
+        // Its process stopped: started again (joining the cluster etcd lists it in) while
+        // within the grace.
+        let mut stopped = o;
+        if let Some(r) = stopped.at(2).runtime.as_mut() {
+            r.running = false;
+        }
+        assert_eq!(
+            plan(3, &stopped),
+            Step::StartMember {
+                name: name(2),
+                id: id(2),
+            }
+        );
+    }
+
+    #[test]
     fn added_member_that_keeps_failing_to_start_is_replaced_after_the_grace() {
         let o = observed(3).with_unstarted(3, false).down_for(3, secs(61));
         assert_eq!(

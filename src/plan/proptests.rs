@@ -16,7 +16,9 @@
 //! - creates on a failed object "succeed" and start nothing ([`Failure::FailObject`]);
 //! - reservations never started and bootstraps interrupted after k of n members
 //!   ([`Failure::Crash`] up to 5 parts);
-//! - an upgrade to a release that never comes up ([`Failure::BadUpgrade`]).
+//! - an upgrade to a release that never comes up ([`Failure::BadUpgrade`]), also in the
+//!   middle of a roll; the status write after each pass keeps each member's served version
+//!   ([`Sim::record`]), lost when the executor crashes.
 //!
 //! A call real etcd (or the runtime) would refuse is a refusal (the executor gets an error,
 //! nothing more changes); one a correct planner never makes on a fresh view (a change
@@ -94,6 +96,8 @@ struct GenMember {
     version: usize,
     raft_index: Option<u64>,
     down_secs: u64,
+    /// Its status's record: none, the version it runs, or 3.5.16.
+    served: u8,
 }
 
 fn gen_member() -> impl Strategy<Value = GenMember> {
@@ -106,16 +110,20 @@ fn gen_member() -> impl Strategy<Value = GenMember> {
         prop_oneof![1 => Just(0usize), 1 => Just(1), 6 => Just(2), 2 => Just(3)],
         prop::option::weighted(0.9, 0u64..=1_100),
         prop_oneof![Just(0u64), 1u64..=300],
+        0u8..3,
     )
         .prop_map(
-            |(kind, running, has_data, healthy, version, raft_index, down_secs)| GenMember {
-                kind,
-                running,
-                has_data,
-                healthy,
-                version,
-                raft_index,
-                down_secs,
+            |(kind, running, has_data, healthy, version, raft_index, down_secs, served)| {
+                GenMember {
+                    kind,
+                    running,
+                    has_data,
+                    healthy,
+                    version,
+                    raft_index,
+                    down_secs,
+                    served,
+                }
             },
         )
 }
@@ -132,6 +140,7 @@ fn healthy_voter() -> impl Strategy<Value = GenMember> {
             version,
             raft_index: Some(1_000),
             down_secs: 0,
+            served: 1,
         }
     })
 }
@@ -195,11 +204,17 @@ fn build_observed(
             Kind::EtcdOnly => (None, Some(etcd(false, true))),
             Kind::UnstartedEtcdOnly => (None, Some(etcd(true, false))),
         };
+        let served_at = match g.served {
+            0 => None,
+            1 => Some(ver.clone()),
+            _ => Some(Version::new(3, 5, 16)),
+        };
         out.push(ObservedMember {
             name,
             runtime,
             etcd: if answered { etcd } else { None },
             unhealthy_for: None,
+            served_at,
         });
     }
     for (m, g) in out.iter_mut().zip(members) {
@@ -366,6 +381,9 @@ struct SimMember {
     hung_until: Option<Duration>,
     /// Since when it has served without a break: etcd's peers count it as connected.
     serving_since: Option<Duration>,
+    /// The version the operator last saw it answer healthy at: its status's record, kept
+    /// while it is down ([`Sim::record`]).
+    served_at: Option<Version>,
 }
 
 impl SimMember {
@@ -378,6 +396,7 @@ impl SimMember {
             broken_until: None,
             hung_until: None,
             serving_since: None,
+            served_at: None,
         }
     }
 
@@ -622,6 +641,7 @@ impl Sim {
                     }),
                     etcd,
                     unhealthy_for: m.down_since.map(|t| self.clock.saturating_sub(t)),
+                    served_at: m.served_at.clone(),
                 }
             })
             .collect();
@@ -636,6 +656,23 @@ impl Sim {
                 leader: self.leader,
                 leader_raft_index: self.raft_index,
             }),
+        }
+    }
+
+    /// The status write after an observation: each member that answered healthy has the
+    /// version it answered at recorded (`reconcile::status`); the others keep theirs.
+    fn record(&mut self, observed: &Observed) {
+        for om in &observed.members {
+            let answered = om
+                .etcd
+                .as_ref()
+                .filter(|e| e.healthy && om.is_running())
+                .and_then(|e| e.version.clone());
+            if let Some(version) = answered
+                && let Some(m) = self.members.iter_mut().find(|m| m.name == om.name)
+            {
+                m.served_at = Some(version);
+            }
         }
     }
 
@@ -1163,19 +1200,12 @@ fn inject(sim: &mut Sim, spec: &mut EtcdClusterSpec, failure: &Failure) {
                 r.running = false;
             }
         }
-        // Only from a cluster not mid-upgrade (every member at spec.version, so the
-        // version served is the one set back to). Mid-upgrade, a defect not fixed here
-        // shows: with no member answering, `served_version` (the lowest version when a
-        // quorum last answered) predates the roll, so a member that did serve at the new
-        // version and then stopped is reported UpgradeStalled and never restarted
-        // (bootstrap rule 4 cannot tell it from one that never came up).
+        // Also mid-upgrade: `served_version` (the lowest version when a quorum last
+        // answered) then predates the roll, and only each member's own record (its
+        // status's `servedVersion`) tells one that served at the new version and then
+        // stopped from one that never came up.
         Failure::BadUpgrade => {
-            let settled = sim.members.iter().all(|m| {
-                m.runtime
-                    .as_ref()
-                    .is_some_and(|r| r.version.to_string() == spec.version)
-            });
-            if settled && sim.formed && spec.version.starts_with("3.5.") {
+            if sim.formed && spec.version.starts_with("3.5.") {
                 spec.version = BAD_PATCH.to_string();
                 sim.bad_version = Some(version(BAD_PATCH));
             }
@@ -1238,6 +1268,10 @@ fn run_measured(case: &Case, trace: &mut Vec<String>) -> Result<Converged, Strin
             sim.settle();
         }
         let observed = sim.observe();
+        // The status is written after the step: a crashed executor never writes it.
+        if crash.is_none() {
+            sim.record(&observed);
+        }
         let step = next_step(&spec, &observed, &policy);
         trace.push(format!("{i:3} {step}"));
         let broken = broken_rules(&step, &spec, &observed);

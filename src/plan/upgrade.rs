@@ -208,6 +208,62 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_served_at_the_new_version_is_restarted_not_reported_stalled() {
+        // Mid-upgrade to 3.5.20: example-1 serves there (recorded), the others run 3.5.16.
+        // Its process stopped while the operator was away for 200 s, past the upgrade
+        // deadline. It came up at 3.5.20 once: a restart, not a stalled upgrade.
+        let o = observed(3)
+            .with_leader(0)
+            .with_version(1, "3.5.20")
+            .served_at(1, "3.5.20")
+            .with_dead(1)
+            .down_for(1, secs(200));
+        let plan = |o: &crate::plan::Observed| next_step(&spec(3, "3.5.20"), o, &policy());
+        assert_eq!(plan(&o), Step::RestartMember { name: name(1) });
+        // Running but unhealthy that long: restarted in place, as any member with its data.
+        let mut hung = o.clone();
+        if let Some(r) = hung.at(1).runtime.as_mut() {
+            r.running = true;
+            r.started_for = Some(secs(3600));
+        }
+        assert_eq!(plan(&hung), Step::RestartMember { name: name(1) });
+        // Without the record (or with one of an earlier version) it is a stalled upgrade.
+        for record in [None, Some(v("3.5.16"))] {
+            let mut unrecorded = o.clone();
+            unrecorded.at(1).served_at = record;
+            assert_eq!(
+                plan(&unrecorded),
+                Step::Blocked {
+                    reason: BlockReason::UpgradeStalled { member: name(1) }
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_rolled_back_to_the_version_served_is_restarted_not_reported_stalled() {
+        // An upgrade to 3.5.20 (example-2 there), then to a release that never came up;
+        // the user set spec.version back to 3.5.16, the version the cluster served at, and
+        // example-1 was rolled back to it. Its host then failed for a while: it is down
+        // past the upgrade deadline at a version known to serve, so it is restarted (found
+        // by the simulated cluster: BadUpgrade mid-roll, then Break).
+        let mut o = observed(3)
+            .with_version(2, "3.5.20")
+            .with_dead(1)
+            .down_for(1, secs(200));
+        o.served_version = Some(v("3.5.16"));
+        assert_eq!(plan("3.5.16", &o), Step::RestartMember { name: name(1) });
+        // Without a served version recorded it may be an upgrade that never came up.
+        o.served_version = None;
+        assert_eq!(
+            plan("3.5.16", &o),
+            Step::Blocked {
+                reason: BlockReason::UpgradeStalled { member: name(1) }
+            }
+        );
+    }
+
+    #[test]
     fn version_change_table() {
         let ok = [
             ("3.5.16", "3.5.16"),

@@ -275,8 +275,11 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         )
         .await
         {
-            Ok((observed, seen)) => {
+            Ok((mut observed, seen)) => {
                 space = seen;
+                if let Some(st) = cluster.status.as_ref() {
+                    status::recorded_served_versions(&mut observed, st);
+                }
                 Observed {
                     served_version,
                     ..observed

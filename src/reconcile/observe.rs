@@ -281,6 +281,7 @@ fn join(
         let has_data = rm.has_data && !foreign_data(em.as_ref().map(|e| e.id));
         members.push(ObservedMember {
             unhealthy_for: tracker.update(&rm.name, healthy, now),
+            served_at: None,
             name: MemberName::from(rm.name.clone()),
             runtime: Some(RuntimeState {
                 running: rm.running,
@@ -302,13 +303,15 @@ fn join(
         for m in e.info.members.iter().filter(|m| !matched.contains(&m.id)) {
             // etcd lists a member the runtime does not have: its process and data are gone,
             // or an add was interrupted before its process started.
-            let name = if m.has_started() {
+            // A bootstrap member that never joined is listed with its name already.
+            let name = if !m.name.is_empty() {
                 m.name.clone()
             } else {
                 format!("{}-unstarted-{}", cluster.name, m.id)
             };
             members.push(ObservedMember {
                 unhealthy_for: tracker.update(&name, false, now),
+                served_at: None,
                 name: MemberName::from(name),
                 runtime: None,
                 etcd: Some(etcd_state(e, m)),
@@ -400,6 +403,45 @@ mod tests {
             alarms: Vec::new(),
             foreign: vec![MemberId(3)],
         }
+    }
+
+    #[test]
+    fn a_bootstrap_member_listed_without_client_urls_never_joined() {
+        // A bootstrap lists every member of --initial-cluster by name; one whose process
+        // never joined has no client URLs (seen on etcd 3.5.16: `member list` says
+        // "started, c-2, http://c-2:2380, , false").
+        let cref = ClusterRef::new("default", "c");
+        let etcd = || {
+            let mut e = side();
+            e.foreign.clear();
+            e.info.members[2].client_urls.clear();
+            e
+        };
+        let members = (0..3).map(runtime_member).collect::<Vec<_>>();
+        let o = join(
+            &cref,
+            members,
+            Some(etcd()),
+            Some(ClusterId(0xaa)),
+            &mut HealthTracker::default(),
+            Instant::now(),
+        );
+        let c2 = o.member(&MemberName::from("c-2")).unwrap();
+        assert!(
+            c2.is_unstarted() && c2.is_voter() && c2.has_data(),
+            "{c2:?}"
+        );
+        assert!(o.member(&MemberName::from("c-1")).unwrap().is_started());
+        // Without its runtime member it keeps its name.
+        let o = join(
+            &cref,
+            (0..2).map(runtime_member).collect(),
+            Some(etcd()),
+            Some(ClusterId(0xaa)),
+            &mut HealthTracker::default(),
+            Instant::now(),
+        );
+        assert!(o.member(&MemberName::from("c-2")).unwrap().is_unstarted());
     }
 
     #[test]

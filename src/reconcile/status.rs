@@ -11,8 +11,40 @@ use crate::api::tls::{CertificateStatus, TlsMode, TlsSpec, TlsStatus};
 use crate::api::validate::Report;
 use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
 use crate::plan::recovery::{self, Outcome};
-use crate::plan::{BlockReason, Observed, Step};
+use crate::plan::{BlockReason, Observed, ObservedMember, Step};
 use crate::runtime::{ClusterCertificates, Transport};
+
+/// The version `m` serves at when it answers healthy, else the one its previous status
+/// recorded (issue 13: a member that served at an upgrade's version and then stopped is not
+/// an upgrade that never came up). Recorded from etcd's answer, never from the runtime's
+/// configuration, so an upgrade that never came up leaves the earlier version in place.
+fn served_version(m: &ObservedMember, previous: &[MemberStatus]) -> Option<String> {
+    let answering = m
+        .etcd
+        .as_ref()
+        .filter(|e| e.healthy && m.is_running())
+        .and_then(|e| e.version.as_ref());
+    match answering {
+        Some(version) => Some(version.to_string()),
+        None => previous
+            .iter()
+            .find(|p| p.name == m.name.as_str())
+            .and_then(|p| p.served_version.clone()),
+    }
+}
+
+/// Fills each observed member's [`ObservedMember::served_at`] from the member of the same
+/// name in `status` (what [`served_version`] kept); an unreadable version counts as none.
+pub fn recorded_served_versions(observed: &mut Observed, status: &EtcdClusterStatus) {
+    for m in &mut observed.members {
+        m.served_at = status
+            .members
+            .iter()
+            .find(|s| s.name == m.name.as_str())
+            .and_then(|s| s.served_version.as_deref())
+            .and_then(|v| v.parse().ok());
+    }
+}
 
 /// The status after a pass that observed `observed` and chose `step`.
 pub fn cluster_status(
@@ -27,6 +59,7 @@ pub fn cluster_status(
     let mut st = previous.cloned().unwrap_or_default();
     st.observed_generation = generation;
     st.target_version = Some(spec.version.clone());
+    let previous_members = std::mem::take(&mut st.members);
     st.members = observed
         .members
         .iter()
@@ -41,6 +74,7 @@ pub fn cluster_status(
                 .and_then(|e| e.version.as_ref())
                 .or(m.runtime.as_ref().map(|r| &r.version))
                 .map(ToString::to_string),
+            served_version: served_version(m, &previous_members),
             is_learner: m.etcd.as_ref().is_some_and(|e| e.is_learner),
             healthy: m.etcd.as_ref().is_some_and(|e| e.healthy)
                 && m.runtime.as_ref().is_some_and(|r| r.running),
@@ -661,6 +695,7 @@ mod tests {
                 is_leader: leader,
             }),
             unhealthy_for: (!healthy).then(|| std::time::Duration::from_secs(1)),
+            served_at: None,
         }
     }
 
@@ -688,6 +723,49 @@ mod tests {
         t: &str,
     ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         condition::find(&st.conditions, t).unwrap()
+    }
+
+    /// A member's served version is what etcd reported while it answered healthy, kept
+    /// while it does not answer (also across a new runtime version that never came up),
+    /// and read back into the next observation (issue 13).
+    #[test]
+    fn a_member_keeps_the_version_it_served_at_while_it_does_not_answer() {
+        let spec = EtcdClusterSpec::new(3, "3.5.20");
+        let report = validate::cluster("example", &spec);
+        let served = |st: &EtcdClusterStatus, i: usize| st.members[i].served_version.clone();
+        let pass = |o: &Observed, prev: Option<&EtcdClusterStatus>| {
+            cluster_status(&spec, Some(1), &report, o, &Step::Done, prev, at(1))
+        };
+        let first = pass(&observed(&[true, true, true]), None);
+        assert_eq!(served(&first, 1).as_deref(), Some("3.5.16"));
+        // example-1 moved to 3.5.20 and down: its record stays at 3.5.16.
+        let mut down = observed(&[true, false, true]);
+        if let Some(r) = down.members[1].runtime.as_mut() {
+            r.version = semver::Version::new(3, 5, 20);
+            r.running = false;
+        }
+        let second = pass(&down, Some(&first));
+        assert_eq!(served(&second, 1).as_deref(), Some("3.5.16"));
+        // It answers at 3.5.20: recorded; then it stops again: kept.
+        let mut up = observed(&[true, true, true]);
+        if let Some(e) = up.members[1].etcd.as_mut() {
+            e.version = Some(semver::Version::new(3, 5, 20));
+        }
+        let third = pass(&up, Some(&second));
+        assert_eq!(served(&third, 1).as_deref(), Some("3.5.20"));
+        let fourth = pass(&down, Some(&third));
+        assert_eq!(served(&fourth, 1).as_deref(), Some("3.5.20"));
+        // The next observation (after an operator restart: from the status alone) has it.
+        let mut next = down.clone();
+        recorded_served_versions(&mut next, &fourth);
+        assert_eq!(
+            next.members[1].served_at,
+            Some(semver::Version::new(3, 5, 20))
+        );
+        assert!(next.has_served_at(&semver::Version::new(3, 5, 20)));
+        let mut before = down;
+        recorded_served_versions(&mut before, &second);
+        assert!(!before.has_served_at(&semver::Version::new(3, 5, 20)));
     }
 
     /// Two passes over an unchanged waiting cluster (only the countdown, the learner's raft

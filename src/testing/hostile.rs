@@ -1,7 +1,7 @@
 //! Bad input tried as a hostile user would (issue 13, part 4): for every field of the three
 //! kinds that reaches a process argument, an object name, a path or S3, values that are
 //! empty, huge, unicode, path separators, flags inside values, negative or overflowing
-//! numbers. Two tables:
+//! numbers (`spec.maintenance` and the backup's `compression` included). Two tables:
 //! - [`spec_cases`]: documents that load (they match the schema) and that validation must
 //!   refuse with a `SpecValid=False` condition naming [`SpecCase::field`];
 //! - [`load_cases`]: documents the API server itself would refuse (unknown fields, names
@@ -378,6 +378,58 @@ pub fn spec_cases() -> Vec<SpecCase> {
             "spec.tls.rotate",
         ));
     }
+    // spec.maintenance: the schedule reaches the cron parser, the thresholds the decision
+    // which member to defragment.
+    for v in [
+        "",
+        "every day",
+        "61 * * * *",
+        "0 3 * * * --force-new-cluster",
+        "* * * * * * * *",
+        "@sometimes",
+        "0 3 * * *\n0 4 * * *",
+        "٣ * * * *",
+        &huge(5000),
+    ] {
+        c.push(case(
+            Cluster,
+            "/spec/maintenance/defrag/schedule",
+            json!(v),
+            "spec.maintenance.defrag.schedule",
+        ));
+    }
+    for v in [
+        "",
+        "-1Gi",
+        "64MiB",
+        "1e999",
+        "sixty",
+        "99999999999Ei",
+        "64 Mi",
+        "../x",
+        &huge(300),
+    ] {
+        c.push(case(
+            Cluster,
+            "/spec/maintenance/defrag",
+            json!({"schedule": "0 3 * * *", "minFragmentedBytes": v}),
+            "spec.maintenance.defrag.minFragmentedBytes",
+        ));
+    }
+    for v in [
+        json!(-0.1),
+        json!(1.5),
+        json!(-1),
+        json!(1e300),
+        json!(f64::MAX),
+    ] {
+        c.push(case(
+            Cluster,
+            "/spec/maintenance/defrag",
+            json!({"schedule": "0 3 * * *", "minFragmentedRatio": v}),
+            "spec.maintenance.defrag.minFragmentedRatio",
+        ));
+    }
 
     // EtcdBackup: the names become S3 keys, the S3 fields reach the SDK.
     for v in ["", "../x", "A", &huge(100), "clüster"] {
@@ -567,6 +619,18 @@ pub fn spec_cases() -> Vec<SpecCase> {
         json!({"force-new-cluster": "true"}),
         "spec.cluster.spec.etcd.extraArgs.force-new-cluster",
     ));
+    c.push(case(
+        Restore,
+        "/spec/cluster/spec/maintenance/defrag/schedule",
+        json!("every day"),
+        "spec.cluster.spec.maintenance.defrag.schedule",
+    ));
+    c.push(case(
+        Restore,
+        "/spec/cluster/spec/maintenance/defrag",
+        json!({"schedule": "@daily", "minFragmentedRatio": 2}),
+        "spec.cluster.spec.maintenance.defrag.minFragmentedRatio",
+    ));
     c
 }
 
@@ -621,6 +685,23 @@ pub fn accepted_cases() -> Vec<SpecCase> {
         ok(Backup, "/spec/destination/s3/region", json!("eu-west-1")),
         ok(Backup, "/spec/destination/s3/bucket", json!("my.bucket-1")),
         ok(Restore, "/spec/source/s3/key", json!("prod/ünïcode key.db")),
+        ok(Cluster, "/spec/maintenance", json!({})),
+        ok(
+            Cluster,
+            "/spec/maintenance/defrag/schedule",
+            json!("@daily"),
+        ),
+        ok(
+            Cluster,
+            "/spec/maintenance/defrag",
+            json!({"schedule": "0 0 3 * * Sun", "minFragmentedBytes": "0", "minFragmentedRatio": 0}),
+        ),
+        ok(
+            Cluster,
+            "/spec/maintenance/defrag",
+            json!({"schedule": "*/15 * * * *", "minFragmentedBytes": "1Ei", "minFragmentedRatio": 1}),
+        ),
+        ok(Backup, "/spec/destination/s3/compression", json!("zstd")),
     ]
 }
 
@@ -725,6 +806,71 @@ pub fn load_cases(endpoint: &str) -> Vec<LoadCase> {
             "size as text",
             with(Cluster, "/spec/size", json!("three")),
             "spec.size",
+        ),
+        l(
+            "defrag without a schedule",
+            with(
+                Cluster,
+                "/spec/maintenance/defrag",
+                json!({"minFragmentedRatio": 0.5}),
+            ),
+            "spec.maintenance.defrag",
+        ),
+        l(
+            "misspelt maintenance field",
+            with(Cluster, "/spec/maintenance/defragment", json!({})),
+            "spec.maintenance.defragment",
+        ),
+        l(
+            "ratio as text",
+            with(
+                Cluster,
+                "/spec/maintenance/defrag",
+                json!({"schedule": "@daily", "minFragmentedRatio": "half"}),
+            ),
+            "spec.maintenance.defrag.minFragmentedRatio",
+        ),
+        l(
+            "bytes as a number",
+            with(
+                Cluster,
+                "/spec/maintenance/defrag",
+                json!({"schedule": "@daily", "minFragmentedBytes": 64}),
+            ),
+            "spec.maintenance.defrag.minFragmentedBytes",
+        ),
+        l(
+            "unknown retention policy",
+            with(
+                Cluster,
+                "/spec/storage",
+                json!({"pvc": {"size": "1Gi", "retentionPolicy": {"whenDeleted": "Keep"}}}),
+            ),
+            "spec.storage.pvc.retentionPolicy.whenDeleted",
+        ),
+        l(
+            "unknown compaction mode",
+            with(Cluster, "/spec/etcd/autoCompactionMode", json!("weekly")),
+            "spec.etcd.autoCompactionMode",
+        ),
+        l(
+            "unknown compression",
+            with(Backup, "/spec/destination/s3/compression", json!("gzip")),
+            "spec.destination.s3.compression",
+        ),
+        l(
+            "compression with a flag",
+            with(
+                Backup,
+                "/spec/destination/s3/compression",
+                json!("zstd --rm"),
+            ),
+            "spec.destination.s3.compression",
+        ),
+        l(
+            "compression in capitals",
+            with(Backup, "/spec/destination/s3/compression", json!("ZSTD")),
+            "spec.destination.s3.compression",
         ),
         l(
             "extraArgs value not text",

@@ -343,11 +343,20 @@ async fn reconcile_cluster(
 ) -> Result<(), Error> {
     let name = key(doc);
     if !states.contains_key(&name) {
+        let first_sight = status_files.read::<EtcdCluster>(&name)?.is_none();
+        let tracked = Tracked::load(status_files, &name, doc)?;
+        // The creation time is kept before anything acts, as the API server keeps an
+        // object's: the bootstrap token comes from it, so an operator killed during its
+        // first bootstrap must not resume it under another token (issue 13: the members
+        // started after the restart formed a cluster the first one could never join).
+        if first_sight {
+            status_files.write(&tracked.document(doc))?;
+        }
         states.insert(
             name.clone(),
             ClusterState {
                 tracker: HealthTracker::default(),
-                doc: Tracked::load(status_files, &name, doc)?,
+                doc: tracked,
                 last_step: String::new(),
                 announced_ready: false,
             },
