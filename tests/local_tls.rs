@@ -248,3 +248,333 @@ async fn disabled_tls_serves_plaintext_and_says_so() {
     // No certificates were made for it.
     assert!(!s.state_dir().join("tls/default/open").exists());
 }
+
+/// A CA and leaves made with openssl the way cert-manager lays them out (ECDSA P-256 keys
+/// in SEC1 `EC PRIVATE KEY` form, the default `PKCS1` encoding), in `dir`.
+struct OpensslCa {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl OpensslCa {
+    fn new(dir: &Path, name: &str) -> Self {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{name}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                &format!("/CN={name}"),
+                "-days",
+                "3650",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap()
+    }
+
+    /// A leaf `file`.crt/.key with the given extended key usages, for 127.0.0.1 and
+    /// localhost; returns (certificate, key) PEM.
+    fn leaf(&self, file: &str, usages: &str) -> (String, String) {
+        let dir = &self.dir;
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{file}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{file}.key"),
+                "-subj",
+                &format!("/CN={file}"),
+                "-out",
+                &format!("{file}.csr"),
+            ],
+        );
+        std::fs::write(
+            dir.join(format!("{file}.ext")),
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usages}\nkeyUsage=critical,digitalSignature,keyEncipherment\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{file}.csr"),
+                "-CA",
+                &format!("{}.crt", self.name),
+                "-CAkey",
+                &format!("{}.key", self.name),
+                "-CAcreateserial",
+                "-days",
+                "90",
+                "-extfile",
+                &format!("{file}.ext"),
+                "-out",
+                &format!("{file}.crt"),
+            ],
+        );
+        (
+            self.read(&format!("{file}.crt")),
+            self.read(&format!("{file}.key")),
+        )
+    }
+
+    fn ca_pem(&self) -> String {
+        self.read(&format!("{}.crt", self.name))
+    }
+}
+
+/// A cert-manager shaped Secret document (JSON is YAML).
+fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key, "ca.crt": ca},
+    })
+    .to_string()
+}
+
+const BYO_TLS: &str = "  tls:\n    secrets:\n      server: byo-server\n      peer: byo-peer\n      client: byo-client\n";
+
+/// The `secrets` source (issue 12): certificates made by openssl as cert-manager lays
+/// them out are served; a Secret changed to a bad set (a key of another certificate, a
+/// new CA) changes nothing that runs and says which Secret is wrong; a renewed leaf of the
+/// same CA is served without a restart; a cluster whose Secrets are missing starts nothing.
+#[tokio::test]
+async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
+    let version = latest(5);
+    let certs = tempfile::tempdir().unwrap();
+    let ca = OpensslCa::new(certs.path(), "user-ca");
+    let (server_crt, server_key) = ca.leaf("server", "serverAuth");
+    let (peer_crt, peer_key) = ca.leaf("peer", "serverAuth,clientAuth");
+    let (client_crt, client_key) = ca.leaf("client", "clientAuth");
+    let ca_pem = ca.ca_pem();
+    // Server, peer and client (certificate, key) and the CA each Secret carries.
+    type Pair<'a> = (&'a str, &'a str);
+    let docs = |server: Pair, peer: Pair, client: Pair, ca: &str, extra: &str| {
+        format!(
+            "{}---\n{}\n---\n{}\n---\n{}\n{extra}",
+            cluster_yaml("byo", 3, &version, BYO_TLS),
+            tls_secret("byo-server", server.0, server.1, ca),
+            tls_secret("byo-peer", peer.0, peer.1, ca),
+            tls_secret("byo-client", client.0, client.1, ca),
+        )
+    };
+    let peer = (peer_crt.as_str(), peer_key.as_str());
+    let client = (client_crt.as_str(), client_key.as_str());
+    let mut s = Scenario::new(fast_policy());
+    s.write(&docs((&server_crt, &server_key), peer, client, &ca_pem, ""));
+    s.start();
+    let st = s.wait_running("byo", 3, &version).await;
+    let tls_status = st.tls.clone().expect("status.tls");
+    assert_eq!(
+        tls_status.client_certificate.as_deref(),
+        Some("secret/byo-client")
+    );
+    assert_eq!(
+        (
+            condition_of(&st, condition::types::TLS).status.as_str(),
+            condition_of(&st, condition::types::TLS).reason.as_str()
+        ),
+        ("True", "Serving")
+    );
+    let urls = client_urls(&st);
+    let endpoint = &urls[0];
+    let files = certs.path().display().to_string();
+    let ca_arg = format!("--cacert={files}/user-ca.crt");
+    let cert_arg = format!("--cert={files}/client.crt");
+    let key_arg = format!("--key={files}/client.key");
+    etcdctl(
+        &version,
+        endpoint,
+        &[&ca_arg, &cert_arg, &key_arg, "put", "k", "v"],
+    )
+    .expect("the user's client certificate is served");
+    etcdctl(&version, endpoint, &[&ca_arg, "get", "k"]).expect_err("no certificate, no service");
+    let identity = TlsConfig::new(ca_pem.clone(), client_crt.clone(), client_key.clone());
+    let address = endpoint.trim_start_matches("https://").to_string();
+    assert_eq!(
+        served_certificate(&address, &identity).await.unwrap(),
+        der(server_crt.as_bytes())
+    );
+    let state = s.state_dir();
+    let members = st
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .collect::<Vec<_>>();
+    let pids = |members: &[String]| -> Vec<_> {
+        members
+            .iter()
+            .map(|m| member_pid(&state, "byo", m))
+            .collect()
+    };
+    let before = pids(&members);
+
+    // A key of another certificate in the server Secret: refused, naming the Secret; members
+    // keep serving what they had.
+    s.write(&docs((&server_crt, &peer_key), peer, client, &ca_pem, ""));
+    let st = s
+        .wait_status("byo", "the bad server Secret reported", |st| {
+            condition::find(&st.conditions, condition::types::TLS)
+                .is_some_and(|c| c.reason == "InvalidCertificates")
+        })
+        .await;
+    let message = &condition_of(&st, condition::types::TLS).message;
+    assert!(
+        message.contains("Secret byo-server: tls.key is not the key of tls.crt (server)")
+            && message.contains("they keep the ones they had"),
+        "{message}"
+    );
+    assert_eq!(
+        served_certificate(&address, &identity).await.unwrap(),
+        der(server_crt.as_bytes())
+    );
+    etcdctl(
+        &version,
+        endpoint,
+        &[&ca_arg, &cert_arg, &key_arg, "get", "k"],
+    )
+    .expect("still served with the old certificates");
+
+    // Another CA for everything: a running cluster's CA is not switched under it.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = OpensslCa::new(other_dir.path(), "other-ca");
+    let (o_server, o_server_key) = other.leaf("server", "serverAuth");
+    let (o_peer, o_peer_key) = other.leaf("peer", "serverAuth,clientAuth");
+    let (o_client, o_client_key) = other.leaf("client", "clientAuth");
+    s.write(&docs(
+        (&o_server, &o_server_key),
+        (&o_peer, &o_peer_key),
+        (&o_client, &o_client_key),
+        &other.ca_pem(),
+        "",
+    ));
+    let st = s
+        .wait_status("byo", "the CA change refused", |st| {
+            condition::find(&st.conditions, condition::types::TLS)
+                .is_some_and(|c| c.message.contains("changing the CA of a running cluster"))
+        })
+        .await;
+    assert_eq!(
+        condition_of(&st, condition::types::TLS).reason,
+        "InvalidCertificates"
+    );
+    assert_eq!(
+        served_certificate(&address, &identity).await.unwrap(),
+        der(server_crt.as_bytes())
+    );
+
+    // The user renews the server leaf (same CA, new key): served on the next connection,
+    // no member restarted; a second cluster whose Secrets do not exist starts nothing.
+    let (renewed, renewed_key) = ca.leaf("server2", "serverAuth");
+    let missing = "---\napiVersion: etcd.operator.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: nosecrets\nspec:\n  size: 1\n  version: VERSION\n  tls:\n    secrets: {server: gone-server, peer: gone-peer, client: gone-client}\n"
+        .replace("VERSION", &version);
+    s.write(&docs(
+        (&renewed, &renewed_key),
+        peer,
+        client,
+        &ca_pem,
+        &missing,
+    ));
+    wait_for(
+        Duration::from_secs(60),
+        "members serve the renewed certificate",
+        || async {
+            match served_certificate(&address, &identity).await {
+                Ok(served) if served == der(renewed.as_bytes()) => Ok(()),
+                other => Err(format!("{:?}", other.map(|_| "the old certificate"))),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let st = s
+        .wait_status("byo", "serving again", |st| {
+            condition::find(&st.conditions, condition::types::TLS)
+                .is_some_and(|c| c.reason == "Serving")
+        })
+        .await;
+    assert_eq!(st.ready_members, 3);
+    assert_eq!(pids(&members), before, "no member restarted");
+    etcdctl(
+        &version,
+        endpoint,
+        &[&ca_arg, &cert_arg, &key_arg, "get", "k"],
+    )
+    .expect("served after renewal");
+
+    let st = s
+        .wait_status("nosecrets", "missing Secrets reported", |st| {
+            condition::find(&st.conditions, condition::types::TLS)
+                .is_some_and(|c| c.reason == "InvalidCertificates")
+        })
+        .await;
+    let message = &condition_of(&st, condition::types::TLS).message;
+    assert!(
+        message.contains("Secret gone-server: not found")
+            && message.contains("none start until fixed"),
+        "{message}"
+    );
+    assert!(st.members.is_empty(), "{:?}", st.members);
+    assert!(
+        member_pid_opt(&state, "nosecrets", "nosecrets-0").is_none(),
+        "no member process"
+    );
+}

@@ -23,6 +23,45 @@ pub struct TlsSpec {
     /// without a restart; done once per value (`status.tls.rotated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate: Option<String>,
+    /// Certificates the user provides (cert-manager's Secret shape: `tls.crt`, `tls.key`,
+    /// `ca.crt`) instead of a CA the operator makes. The operator checks them on every pass
+    /// and hands members only a set that passes; a Secret that changes is served on the
+    /// members' next connection. Absent: the operator issues and renews everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<TlsSecrets>,
+}
+
+/// Secrets in the cluster's namespace (local: `v1` Secret documents beside the cluster's)
+/// holding the cluster's certificates. One CA signs all of them: every `ca.crt` (or the
+/// `ca` Secret's) must be the same.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecrets {
+    /// What members present to clients: `tls.crt` must name every member (Kubernetes:
+    /// `*.<cluster>.<namespace>.svc`; local: `127.0.0.1`) and allow server auth.
+    pub server: String,
+    /// What members present to each other: the same names, server and client auth.
+    pub peer: String,
+    /// The client identity the operator uses (client auth); applications may share it.
+    pub client: String,
+    /// A Secret whose `ca.crt` is the CA; when absent each Secret's own `ca.crt` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+impl TlsSecrets {
+    /// Every Secret named, with its role, in a fixed order.
+    pub fn named(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("server", self.server.as_str()),
+            ("peer", self.peer.as_str()),
+            ("client", self.client.as_str()),
+        ];
+        if let Some(ca) = &self.ca {
+            out.push(("ca", ca.as_str()));
+        }
+        out
+    }
 }
 
 /// Whether members serve TLS.

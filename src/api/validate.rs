@@ -434,6 +434,25 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
     if let Some(recovery) = &spec.recovery {
         recovery_into(r, &f("recovery"), recovery);
     }
+    if let Some(tls) = &spec.tls
+        && let Some(secrets) = &tls.secrets
+    {
+        for (role, name) in secrets.named() {
+            check_subdomain(r, &f(&format!("tls.secrets.{role}")), name);
+        }
+        if tls.mode == TlsMode::Disabled {
+            r.error(
+                &f("tls.secrets"),
+                "names certificates while spec.tls.mode is Disabled: remove one of them",
+            );
+        }
+        if tls.rotate.is_some() {
+            r.error(
+                &f("tls.rotate"),
+                "reissues certificates the operator makes; with spec.tls.secrets, rotate by updating the Secrets (members serve them on their next connection)",
+            );
+        }
+    }
     if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
         r.warn(
             &f("tls.mode"),
@@ -806,7 +825,7 @@ mod tests {
     use crate::api::cluster::{EtcdOptions, StorageSpec};
     use crate::api::restore::{RestoreSource, RestoreTarget, S3Object};
     use crate::api::s3::S3Connection;
-    use crate::api::tls::{TlsMode, TlsSpec};
+    use crate::api::tls::{TlsMode, TlsSecrets, TlsSpec};
 
     fn fields(r: &Report) -> Vec<&str> {
         r.errors.iter().map(|p| p.field.as_str()).collect()
@@ -874,6 +893,43 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(fields(&cluster("a", &spec)), vec!["spec.tls.rotate"]);
+    }
+
+    #[test]
+    fn provided_secrets_need_object_names_tls_on_and_no_rotate() {
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        let secrets = TlsSecrets {
+            server: "db-server".into(),
+            peer: "db-peer".into(),
+            client: "db-client".into(),
+            ca: None,
+        };
+        spec.tls = Some(TlsSpec {
+            secrets: Some(secrets.clone()),
+            ..Default::default()
+        });
+        assert!(cluster("a", &spec).is_valid());
+        spec.tls = Some(TlsSpec {
+            secrets: Some(TlsSecrets {
+                server: "../x".into(),
+                ca: Some(String::new()),
+                ..secrets.clone()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            fields(&cluster("a", &spec)),
+            vec!["spec.tls.secrets.server", "spec.tls.secrets.ca"]
+        );
+        spec.tls = Some(TlsSpec {
+            mode: TlsMode::Disabled,
+            rotate: Some("now".into()),
+            secrets: Some(secrets),
+        });
+        assert_eq!(
+            fields(&cluster("a", &spec)),
+            vec!["spec.tls.secrets", "spec.tls.rotate"]
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! whether a key belongs to it. Used for status (expiry) and to check material before use.
 
 use jiff::Timestamp;
-use rcgen::{KeyPair, PublicKeyData};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
@@ -97,18 +96,23 @@ impl CertificateFacts {
         Ok(false)
     }
 
-    /// Whether `key_pem` is the private key of this certificate.
+    /// Whether `key_pem` is the private key of this certificate. PKCS#8, SEC1 (`EC PRIVATE
+    /// KEY`, cert-manager's default for ECDSA) and PKCS#1 (`RSA PRIVATE KEY`) are read.
     ///
     /// # Errors
-    /// [`Error::ParseKey`] when `key_pem` is not a usable key.
+    /// [`Error::UnusableKey`] when `key_pem` is not a usable key.
     pub fn matches_key(&self, key_pem: &[u8]) -> Result<bool, Error> {
-        let text = String::from_utf8_lossy(key_pem);
-        let key = KeyPair::from_pem(&text).map_err(|source| Error::ParseKey {
-            what: "the key".into(),
-            source,
-        })?;
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let unusable = |reason: String| Error::UnusableKey { reason };
+        let der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| unusable(e.to_string()))?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&der)
+            .map_err(|e| unusable(e.to_string()))?;
+        let spki = key
+            .public_key()
+            .ok_or_else(|| unusable("its public key cannot be derived".into()))?;
         let cert = parse(&self.der, "certificate")?;
-        Ok(cert.public_key().subject_public_key.data.as_ref() == key.der_bytes())
+        Ok(cert.public_key().raw == spki.as_ref())
     }
 
     /// Whether the certificate is valid at `now`.

@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod inspect;
 pub mod issue;
+pub mod provided;
 
 pub use inspect::{CertificateFacts, inspect_pem};
 pub use issue::{Authority, IssuedLeaf, LeafKind, LeafRequest};
@@ -28,6 +29,8 @@ pub enum Error {
         #[source]
         source: rcgen::Error,
     },
+    #[error("not a usable private key: {reason}")]
+    UnusableKey { reason: String },
     #[error("{what} holds no PEM certificate")]
     NoCertificate { what: String },
     #[error("{what} is not a valid X.509 certificate: {reason}")]

@@ -179,6 +179,10 @@ pub enum BlockReason {
     /// Member PVCs without a StorageClass stay pending: the Kubernetes cluster has no
     /// default one. Found by the runtime, like [`BlockReason::RetainedVolumes`].
     NoStorageClass { claims: Vec<String> },
+    /// The certificates the user provides (`spec.tls.secrets`) are unusable and none were
+    /// installed before: no member can start. Each problem names its Secret. Not a planner
+    /// decision: found while making the pass's certificates.
+    InvalidCertificates { problems: Vec<String> },
     /// The members answer as another etcd cluster than the one this EtcdCluster formed as
     /// (its status recorded `recorded`): an earlier cluster's members behind the same names,
     /// or a cluster someone re-created by hand. They are never taken for this cluster's.
@@ -353,6 +357,11 @@ impl fmt::Display for BlockReason {
                     super::maintenance::Bytes(*quota)
                 )
             }
+            BlockReason::InvalidCertificates { problems } => write!(
+                f,
+                "the certificates in spec.tls.secrets cannot be used, so no member starts: {}",
+                problems.join("; ")
+            ),
             BlockReason::NoStorageClass { claims } => write!(
                 f,
                 "pvcs {} stay pending without a StorageClass: the Kubernetes cluster has no default StorageClass; set spec.storage.pvc.storageClassName (or spec.storage.emptyDir)",

@@ -3,6 +3,7 @@
 //! [`reconcile_once`] and decides how to persist the status and when to run again:
 //! [`kubernetes`] is the in-cluster driver, `crate::drivers::local` the local one.
 
+pub mod certificates;
 pub mod execute;
 pub mod maintain;
 pub mod observe;
@@ -25,6 +26,7 @@ use crate::plan::{self, BlockReason, Observed, Policy, Step};
 use crate::runtime::{self, ClusterRef, MemberRuntime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+pub use certificates::{NoSecrets, PassCertificates, SecretReader};
 pub use execute::Executed;
 pub use observe::HealthTracker;
 pub use recover::{NoBackups, RecoveryEnv};
@@ -105,7 +107,7 @@ pub enum Error {
     #[error("issuing or reading the cluster's certificates")]
     Certificates {
         #[source]
-        source: runtime::Error,
+        source: certificates::Error,
     },
     #[error("compacting, defragmenting or disarming an alarm")]
     Maintain {
@@ -136,6 +138,9 @@ pub struct Pass {
     pub took: Duration,
     /// Certificates this pass issued, and why.
     pub certificates_issued: Vec<crate::certs::bundle::Issued>,
+    /// What is wrong with the certificates the user provided (each naming its Secret);
+    /// members did not get them.
+    pub certificate_problems: Vec<String>,
     /// What recovery from lost quorum decided (the step is its action when it acted).
     pub recovery: recovery::Decision,
 }
@@ -186,9 +191,10 @@ fn wants_certificates(cluster: &EtcdCluster) -> bool {
 ///
 /// Errors while observing are returned; errors while executing are in [`Pass::executed`]
 /// (the status is still computed so it can be written).
-pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
+pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
     runtime: &R,
     env: &E,
+    secrets: &S,
     cluster: &EtcdCluster,
     policy: &Policy,
     tracker: &mut HealthTracker,
@@ -219,16 +225,24 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         cluster.spec.tls.as_ref(),
         cluster.status.as_ref().and_then(|s| s.tls.as_ref()),
     );
-    let certificates = if report.is_valid() && wants_certificates(cluster) {
-        Some(
-            runtime
-                .ensure_certificates(&cref, rotation.is_some())
-                .await
-                .map_err(|source| Error::Certificates { source })?,
+    let pass_certificates = if report.is_valid() && wants_certificates(cluster) {
+        certificates::ensure(
+            runtime,
+            secrets,
+            cluster,
+            &cref,
+            rotation.is_some(),
+            jiff::Timestamp::now(),
         )
+        .await
+        .map_err(|source| Error::Certificates { source })?
     } else {
-        None
+        PassCertificates::default()
     };
+    for problem in &pass_certificates.problems {
+        warn!(cluster = %name, %problem, "provided certificates not used");
+    }
+    let certificates = pass_certificates.installed.clone();
     for issued in certificates.iter().flat_map(|c| &c.issued) {
         info!(cluster = %name, entry = issued.entry, reason = issued.reason, "certificate issued");
     }
@@ -305,6 +319,13 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         // An invalid spec changes nothing, and starts nothing.
         nothing()
     };
+    // The user's certificates are unusable and nothing was installed before: no member can
+    // start with a certificate, so nothing starts.
+    if refusal.is_none() && certificates.is_none() && !pass_certificates.problems.is_empty() {
+        refusal = Some(BlockReason::InvalidCertificates {
+            problems: pass_certificates.problems.clone(),
+        });
+    }
     let mut step = match refusal {
         Some(reason) => Step::Blocked { reason },
         None => plan::next_step(&cluster.spec, &observed, policy),
@@ -409,7 +430,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         &cluster.spec,
         &observed,
         execute::transport(&cluster.spec, &observed),
-        certificates.as_ref(),
+        &pass_certificates,
         cluster.metadata.generation,
         now.clone(),
     );
@@ -445,6 +466,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv>(
         status,
         took: started.elapsed(),
         certificates_issued: certificates.map(|c| c.issued).unwrap_or_default(),
+        certificate_problems: pass_certificates.problems,
         recovery: recovery_decision,
     })
 }

@@ -12,7 +12,8 @@ use crate::api::validate::Report;
 use crate::plan::maintenance::{self, Decision, MaintenanceAction, Space};
 use crate::plan::recovery::{self, Outcome};
 use crate::plan::{BlockReason, Observed, ObservedMember, Step};
-use crate::runtime::{ClusterCertificates, Transport};
+use crate::reconcile::PassCertificates;
+use crate::runtime::Transport;
 
 /// The version `m` serves at when it answers healthy, else the one its previous status
 /// recorded (issue 13: a member that served at an upgrade's version and then stopped is not
@@ -303,10 +304,11 @@ pub fn with_tls(
     spec: &EtcdClusterSpec,
     observed: &Observed,
     serving: Transport,
-    certificates: Option<&ClusterCertificates>,
+    pass: &PassCertificates,
     generation: Option<i64>,
     now: Time,
 ) {
+    let certificates = pass.installed.as_ref();
     let tls = st.tls.get_or_insert_with(TlsStatus::default);
     let has_members = observed.members.iter().any(|m| m.runtime.is_some());
     if has_members {
@@ -330,7 +332,7 @@ pub fn with_tls(
         .min_by_key(|c| c.not_after.0)
         .map(|c| format!("; earliest expiry: {} ({})", c.not_after.0, c.name))
         .unwrap_or_default();
-    let (status, reason, message) = match (asked, has_members.then_some(serving)) {
+    let (mut status, mut reason, mut message) = match (asked, has_members.then_some(serving)) {
         (TlsMode::Disabled, None | Some(Transport::Plain)) => (
             Status::False,
             "Disabled",
@@ -357,6 +359,27 @@ pub fn with_tls(
             format!("spec.tls.mode is Disabled but members serve TLS; moving a running cluster off TLS is not supported yet, so it stays on{earliest}"),
         ),
     };
+    if !pass.problems.is_empty() {
+        (status, reason, message) = (
+            Status::False,
+            "InvalidCertificates",
+            format!(
+                "the certificates in spec.tls.secrets were not given to members ({}): {}",
+                if certificates.is_some() {
+                    "they keep the ones they had"
+                } else {
+                    "none start until fixed"
+                },
+                pass.problems.join("; ")
+            ),
+        );
+    } else if let Some((entry, at)) = pass.expiring.first() {
+        reason = "CertificatesExpiring";
+        message = format!(
+            "{message}; {} from spec.tls.secrets expires at {at}, in less than 14 days, and the operator cannot renew it: renew the Secret",
+            entry.trim_end_matches(".crt")
+        );
+    }
     condition::set(
         &mut st.conditions,
         types::TLS,
@@ -603,6 +626,7 @@ pub fn block_reason(reason: &BlockReason) -> &'static str {
         BlockReason::InvalidSpec { .. } => "InvalidSpec",
         BlockReason::RetainedVolumes { .. } => "RetainedVolumesFound",
         BlockReason::NoStorageClass { .. } => "NoDefaultStorageClass",
+        BlockReason::InvalidCertificates { .. } => "InvalidCertificates",
         BlockReason::AllMembersLost => "AllMembersLost",
         BlockReason::ClusterIdMismatch { .. } => "ClusterIdMismatch",
         BlockReason::NoSpace { .. } => "NoSpace",

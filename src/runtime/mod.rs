@@ -124,6 +124,46 @@ pub struct ClusterCertificates {
     pub client_location: String,
 }
 
+impl ClusterCertificates {
+    /// The operator's identity and the expiries of `entries`; `None` without a CA
+    /// certificate and an operator certificate and key.
+    pub fn of(
+        entries: &crate::certs::bundle::Entries,
+        issued: Vec<crate::certs::bundle::Issued>,
+        client_location: String,
+    ) -> Option<Self> {
+        use crate::certs::bundle::{CA_CERT, OPERATOR_CERT, OPERATOR_KEY};
+        Some(Self {
+            operator: crate::etcd::TlsConfig::new(
+                entries.get(CA_CERT)?.clone(),
+                entries.get(OPERATOR_CERT)?.clone(),
+                entries.get(OPERATOR_KEY)?.clone(),
+            ),
+            issued,
+            expiries: crate::certs::bundle::expiries(entries),
+            client_location,
+        })
+    }
+}
+
+/// Where a cluster's certificates come from on one pass.
+#[derive(Clone, Copy, Debug)]
+pub enum CertificateSource<'a> {
+    /// The operator's own CA: issue what is missing or due; `rotate_leaves` issues every
+    /// leaf again (a user asked to).
+    Issue { rotate_leaves: bool },
+    /// A set the user provided, already checked ([`crate::certs::provided::entries`]):
+    /// installed where members read it as it is. `may_change_ca`: the set may bring another
+    /// CA than members trust now (only before any member ran: a running cluster would lose
+    /// its peers' trust while members read the new files at different times).
+    Provided {
+        entries: &'a crate::certs::bundle::Entries,
+        may_change_ca: bool,
+    },
+    /// What is installed now, changing nothing (the provided set has problems).
+    Installed,
+}
+
 /// `--initial-cluster-state`: bootstrap a new cluster, or join one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,16 +240,24 @@ pub trait MemberRuntime: Send + Sync {
         transport: Transport,
     ) -> impl Future<Output = Result<MemberAddress, Error>> + Send;
 
-    /// Makes sure the cluster's CA and certificates exist where its members read them,
-    /// issuing what is missing, unusable, lacking a member name or due for renewal (see
-    /// [`crate::certs::bundle::complete`]), and returns them. Idempotent; members that run
-    /// pick renewed files up on their next connection. `rotate_leaves` issues every leaf
-    /// again (a user asked to).
+    /// Makes sure the cluster's CA and certificates exist where its members read them and
+    /// returns them: with [`CertificateSource::Issue`], issuing what is missing, unusable,
+    /// lacking a member name or due for renewal (see [`crate::certs::bundle::complete`]);
+    /// with `Provided`, installing the user's set; with `Installed`, reading what is there.
+    /// Idempotent; members that run pick changed files up on their next connection.
+    ///
+    /// # Errors
+    /// [`Error::CaChange`] when a provided set brings another CA and may not;
+    /// [`Error::NoCertificates`] when nothing is installed to read.
     fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
-        rotate_leaves: bool,
+        source: CertificateSource<'_>,
     ) -> impl Future<Output = Result<ClusterCertificates, Error>> + Send;
+
+    /// The names a provided server or peer certificate must carry: those members are
+    /// dialled at (Kubernetes: `*.<cluster>.<namespace>.svc`; local: `127.0.0.1`).
+    fn provided_certificate_names(&self, cluster: &ClusterRef) -> Vec<String>;
 
     /// Starts the member (reserving its address if needed) and persists its launch flags.
     ///
@@ -345,6 +393,16 @@ pub enum Error {
         #[source]
         source: crate::certs::Error,
     },
+    #[error(
+        "the provided CA ({provided}) is not the one members of {cluster} trust now ({installed}); changing the CA of a running cluster is not supported yet: keep the CA, or restore a backup into a new cluster"
+    )]
+    CaChange {
+        cluster: ClusterRef,
+        installed: String,
+        provided: String,
+    },
+    #[error("cluster {cluster} has no certificates installed")]
+    NoCertificates { cluster: ClusterRef },
     #[error("read or write certificate file {}", path.display())]
     CertificateFile {
         path: PathBuf,

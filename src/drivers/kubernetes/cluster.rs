@@ -164,6 +164,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     let pass = reconcile_once(
         &runtime,
         &reconcile::NoBackups,
+        &super::secrets::KubeSecrets(ctx.client.clone()),
         &cluster,
         &ctx.policy,
         &mut tracker,
@@ -198,6 +199,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     );
     let events = certificates_event(&pass.certificates_issued)
         .into_iter()
+        .chain(certificate_problems_event(&pass.certificate_problems))
         .chain(event_for(&pass.step, &pass.executed))
         .chain(recovery_event(&pass.step, &pass.executed, &pass.status));
     for event in events {
@@ -253,6 +255,33 @@ fn certificates_event(issued: &[crate::certs::bundle::Issued]) -> Option<Event> 
         action: "IssueCertificates".into(),
         secondary: None,
     })
+}
+
+/// The user's certificates were not given to members: what is wrong with them.
+fn certificate_problems_event(problems: &[String]) -> Option<Event> {
+    if problems.is_empty() {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: "InvalidCertificates".into(),
+        note: Some(truncate_note(&problems.join("; "))),
+        action: "CheckCertificates".into(),
+        secondary: None,
+    })
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+fn truncate_note(text: &str) -> String {
+    const MAX: usize = 1000;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Option<Event> {

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cluster;
 pub mod leader;
 pub mod restore;
+pub mod secrets;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -7,12 +7,11 @@
 //! clusters is the driver's. A failure never deletes anything and never touches the source
 //! cluster: the snapshot is read through etcd's client API only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -69,21 +68,15 @@ pub(super) fn credentials(
     let Some(name) = &connection.credentials_secret else {
         return Ok(None);
     };
-    let secret = secrets
-        .iter()
-        .find(|s| {
-            s.metadata.name.as_deref() == Some(name.as_str())
-                && namespace_of(&s.metadata) == namespace
-        })
-        .ok_or_else(|| Precondition::CredentialsSecretMissing {
+    let secret = super::secrets::find(secrets, namespace, name).ok_or_else(|| {
+        Precondition::CredentialsSecretMissing {
             namespace: namespace.to_owned(),
             secret: name.clone(),
-        })?;
-    let mut data: BTreeMap<String, ByteString> = secret.data.clone().unwrap_or_default();
-    for (k, v) in secret.string_data.iter().flatten() {
-        data.insert(k.clone(), ByteString(v.clone().into_bytes()));
-    }
-    Ok(Some(StaticCredentials::from_secret_data(&data)?))
+        }
+    })?;
+    Ok(Some(StaticCredentials::from_secret_data(
+        &super::secrets::data_of(secret),
+    )?))
 }
 
 /// What a finished backup task hands back.
@@ -466,7 +459,12 @@ mod tests {
             },
             data: Some(
                 data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
                     .collect(),
             ),
             string_data: Some(

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 pub mod recovery;
 pub mod restores;
+pub mod secrets;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -372,6 +373,7 @@ async fn reconcile_cluster(
         let pass = match reconcile::reconcile_once(
             runtime,
             env,
+            &secrets::LocalSecrets(&env.docs.secrets),
             &cluster,
             policy,
             &mut state.tracker,

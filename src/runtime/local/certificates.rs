@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use crate::certs::bundle::{self, Entries, Wanted};
 use crate::etcd::TlsConfig;
-use crate::runtime::{ClusterCertificates, ClusterRef, Error};
+use crate::runtime::{CertificateSource, ClusterCertificates, ClusterRef, Error};
 
 use super::record;
 
 /// Every name a local member is reached by.
 const NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// The name members are dialled at: what a provided server or peer certificate must carry.
+pub const DIALLED: &str = "127.0.0.1";
 
 /// The files of every entry of the bundle that exists under `dir`.
 fn read_entries(dir: &Path) -> Result<Entries, Error> {
@@ -32,12 +35,13 @@ fn read_entries(dir: &Path) -> Result<Entries, Error> {
     Ok(entries)
 }
 
-/// Completes the cluster's material on disk (see [`bundle::complete`]) and returns it.
+/// Makes the cluster's material on disk what `source` says (see
+/// [`crate::runtime::MemberRuntime::ensure_certificates`]) and returns it.
 pub fn ensure(
     state_dir: &Path,
     cluster: &ClusterRef,
     now: jiff::Timestamp,
-    rotate_leaves: bool,
+    source: CertificateSource<'_>,
 ) -> Result<ClusterCertificates, Error> {
     let dir = record::tls_dir(state_dir, cluster)?;
     fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
@@ -51,19 +55,43 @@ pub fn ensure(
         }
     })?;
     let existing = read_entries(&dir)?;
-    let wanted = Wanted {
-        cluster: cluster.name.clone(),
-        names: NAMES.iter().map(|n| n.to_string()).collect(),
-        leaf_lifetime: crate::certs::LEAF_LIFETIME,
-        ca_lifetime: crate::certs::CA_LIFETIME,
-    };
-    let (entries, issued) =
-        bundle::complete(&existing, &wanted, now, rotate_leaves).map_err(|source| {
-            Error::Certificates {
-                cluster: cluster.clone(),
-                source,
+    let (entries, issued) = match source {
+        CertificateSource::Issue { rotate_leaves } => {
+            let wanted = Wanted {
+                cluster: cluster.name.clone(),
+                names: NAMES.iter().map(|n| n.to_string()).collect(),
+                leaf_lifetime: crate::certs::LEAF_LIFETIME,
+                ca_lifetime: crate::certs::CA_LIFETIME,
+            };
+            let (entries, issued) = bundle::complete(&existing, &wanted, now, rotate_leaves)
+                .map_err(|source| Error::Certificates {
+                    cluster: cluster.clone(),
+                    source,
+                })?;
+            (entries, issued)
+        }
+        CertificateSource::Provided {
+            entries,
+            may_change_ca,
+        } => {
+            if !may_change_ca
+                && let Some((installed, provided)) =
+                    crate::certs::provided::ca_change(&existing, entries)
+            {
+                return Err(Error::CaChange {
+                    cluster: cluster.clone(),
+                    installed,
+                    provided,
+                });
             }
-        })?;
+            // The operator's CA key (if it made one before) stays where it was: an entry
+            // the provided set has not is left alone, never deleted.
+            let mut merged = existing.clone();
+            merged.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+            (merged, Vec::new())
+        }
+        CertificateSource::Installed => (existing.clone(), Vec::new()),
+    };
     // Keys before certificates, the CA last: a member reading mid-write sees at worst an
     // old certificate with its old key still next to it for a moment.
     for name in bundle::ALL.iter().rev() {
@@ -74,15 +102,10 @@ pub fn ensure(
             record::write_file(&dir.join(name), pem.as_bytes())?;
         }
     }
-    Ok(ClusterCertificates {
-        operator: TlsConfig::new(
-            entries[bundle::CA_CERT].clone(),
-            entries[bundle::OPERATOR_CERT].clone(),
-            entries[bundle::OPERATOR_KEY].clone(),
-        ),
-        issued,
-        expiries: bundle::expiries(&entries),
-        client_location: dir.display().to_string(),
+    ClusterCertificates::of(&entries, issued, dir.display().to_string()).ok_or_else(|| {
+        Error::NoCertificates {
+            cluster: cluster.clone(),
+        }
     })
 }
 
@@ -95,15 +118,5 @@ pub fn dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {
 /// `None` when the cluster has no certificates.
 pub fn operator_tls(state_dir: &Path, cluster: &ClusterRef) -> Result<Option<TlsConfig>, Error> {
     let entries = read_entries(&record::tls_dir(state_dir, cluster)?)?;
-    let get = |entry| entries.get(entry).cloned();
-    Ok(
-        match (
-            get(bundle::CA_CERT),
-            get(bundle::OPERATOR_CERT),
-            get(bundle::OPERATOR_KEY),
-        ) {
-            (Some(ca), Some(cert), Some(key)) => Some(TlsConfig::new(ca, cert, key)),
-            _ => None,
-        },
-    )
+    Ok(ClusterCertificates::of(&entries, Vec::new(), String::new()).map(|c| c.operator))
 }

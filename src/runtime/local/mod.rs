@@ -30,8 +30,8 @@ use self::record::{LaunchRecord, MemberPaths, MemberRecord};
 use super::InitialClusterState;
 use super::flags;
 use super::{
-    ClusterCertificates, ClusterRef, Error, MemberAddress, MemberExited, MemberLaunch,
-    MemberRuntime, RuntimeMember, TlsFiles, Transport,
+    CertificateSource, ClusterCertificates, ClusterRef, Error, MemberAddress, MemberExited,
+    MemberLaunch, MemberRuntime, RuntimeMember, TlsFiles, Transport,
 };
 
 /// The snapshot a restored cluster's bootstrap members start from ([`LocalRuntime::set_seed`]):
@@ -463,15 +463,14 @@ impl MemberRuntime for LocalRuntime {
     async fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
-        rotate_leaves: bool,
+        source: CertificateSource<'_>,
     ) -> Result<ClusterCertificates, Error> {
         let _issuing = self.shared.certificates.lock().await;
-        certificates::ensure(
-            &self.state_dir,
-            cluster,
-            jiff::Timestamp::now(),
-            rotate_leaves,
-        )
+        certificates::ensure(&self.state_dir, cluster, jiff::Timestamp::now(), source)
+    }
+
+    fn provided_certificate_names(&self, _: &ClusterRef) -> Vec<String> {
+        vec![certificates::DIALLED.to_string()]
     }
 
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {

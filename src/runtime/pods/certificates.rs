@@ -3,6 +3,10 @@
 //! (what members mount), `<cluster>-operator-tls` (the operator's client identity) and
 //! `<cluster>-client-tls` (for applications, in the cert-manager shape `tls.crt`,
 //! `tls.key`, `ca.crt`).
+//!
+//! With certificates the user provides (`spec.tls.secrets`) only the member and operator
+//! Secrets are written, from the checked set: members never mount a user's Secret
+//! directly, so a bad one never reaches them.
 
 use std::collections::BTreeMap;
 
@@ -14,18 +18,21 @@ use kube::{Api, Client};
 use super::objects::{FIELD_MANAGER, Objects};
 use crate::certs::bundle::{self, Entries, Wanted};
 use crate::etcd::TlsConfig;
-use crate::runtime::{ClusterCertificates, Error};
+use crate::runtime::{CertificateSource, ClusterCertificates, Error};
 
 /// One Secret: its name suffix and (Secret key, bundle entry) pairs.
 struct Layout {
     suffix: &'static str,
     keys: &'static [(&'static str, &'static str)],
+    /// Written with certificates the user provides too (what members and the operator read).
+    for_provided: bool,
 }
 
 const LAYOUTS: [Layout; 4] = [
     Layout {
         suffix: "-ca",
         keys: &[("ca.crt", bundle::CA_CERT), ("ca.key", bundle::CA_KEY)],
+        for_provided: false,
     },
     Layout {
         suffix: "-member-tls",
@@ -36,6 +43,7 @@ const LAYOUTS: [Layout; 4] = [
             ("peer.crt", bundle::PEER_CERT),
             ("peer.key", bundle::PEER_KEY),
         ],
+        for_provided: true,
     },
     Layout {
         suffix: "-operator-tls",
@@ -44,6 +52,7 @@ const LAYOUTS: [Layout; 4] = [
             ("tls.crt", bundle::OPERATOR_CERT),
             ("tls.key", bundle::OPERATOR_KEY),
         ],
+        for_provided: true,
     },
     Layout {
         suffix: "-client-tls",
@@ -52,6 +61,7 @@ const LAYOUTS: [Layout; 4] = [
             ("tls.crt", bundle::CLIENT_CERT),
             ("tls.key", bundle::CLIENT_KEY),
         ],
+        for_provided: false,
     },
 ];
 
@@ -72,11 +82,12 @@ fn data_of(layout: &Layout, entries: &Entries) -> BTreeMap<String, ByteString> {
         .collect()
 }
 
-/// Completes the cluster's Secrets (see [`bundle::complete`]) and returns what they hold.
+/// Makes the cluster's Secrets what `source` says (see
+/// [`crate::runtime::MemberRuntime::ensure_certificates`]) and returns what they hold.
 pub async fn ensure(
     client: &Client,
     objects: &Objects,
-    rotate_leaves: bool,
+    source: CertificateSource<'_>,
 ) -> Result<ClusterCertificates, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &objects.cluster.namespace);
     let mut existing = Entries::new();
@@ -101,21 +112,48 @@ pub async fn ensure(
         }
         current.push(data);
     }
-    let wanted = Wanted {
-        cluster: objects.cluster.name.clone(),
-        names: objects.certificate_names(),
-        leaf_lifetime: crate::certs::LEAF_LIFETIME,
-        ca_lifetime: crate::certs::CA_LIFETIME,
+    let (entries, issued, provided) = match source {
+        CertificateSource::Issue { rotate_leaves } => {
+            let wanted = Wanted {
+                cluster: objects.cluster.name.clone(),
+                names: objects.certificate_names(),
+                leaf_lifetime: crate::certs::LEAF_LIFETIME,
+                ca_lifetime: crate::certs::CA_LIFETIME,
+            };
+            let (entries, issued) =
+                bundle::complete(&existing, &wanted, jiff::Timestamp::now(), rotate_leaves)
+                    .map_err(|source| Error::Certificates {
+                        cluster: objects.cluster.clone(),
+                        source,
+                    })?;
+            (entries, issued, false)
+        }
+        CertificateSource::Provided {
+            entries,
+            may_change_ca,
+        } => {
+            // What members trust now is the member Secret's CA (the first layout read
+            // wins in `existing`, so read it from there).
+            let installed = member_entries(&current);
+            if !may_change_ca
+                && let Some((installed, provided)) =
+                    crate::certs::provided::ca_change(&installed, entries)
+            {
+                return Err(Error::CaChange {
+                    cluster: objects.cluster.clone(),
+                    installed,
+                    provided,
+                });
+            }
+            (entries.clone(), Vec::new(), true)
+        }
+        CertificateSource::Installed => (member_entries(&current), Vec::new(), true),
     };
-    let (entries, issued) =
-        bundle::complete(&existing, &wanted, jiff::Timestamp::now(), rotate_leaves).map_err(
-            |source| Error::Certificates {
-                cluster: objects.cluster.clone(),
-                source,
-            },
-        )?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for (layout, data) in LAYOUTS.iter().zip(&current) {
+        if provided && !layout.for_provided {
+            continue;
+        }
         let want = data_of(layout, &entries);
         if &want == data {
             continue;
@@ -140,16 +178,33 @@ pub async fn ensure(
             .await
             .map_err(|source| Error::ApplySecret { name, source })?;
     }
-    Ok(ClusterCertificates {
-        operator: TlsConfig::new(
-            entries[bundle::CA_CERT].clone(),
-            entries[bundle::OPERATOR_CERT].clone(),
-            entries[bundle::OPERATOR_KEY].clone(),
-        ),
+    ClusterCertificates::of(
+        &entries,
         issued,
-        expiries: bundle::expiries(&entries),
-        client_location: format!("secret/{}-client-tls", objects.cluster.name),
+        format!("secret/{}-client-tls", objects.cluster.name),
+    )
+    .ok_or_else(|| Error::NoCertificates {
+        cluster: objects.cluster.clone(),
     })
+}
+
+/// The entries the member and operator Secrets hold (`current` in [`LAYOUTS`] order):
+/// what members and the operator use now, whatever made it.
+fn member_entries(current: &[BTreeMap<String, ByteString>]) -> Entries {
+    let mut out = Entries::new();
+    for (layout, data) in LAYOUTS.iter().zip(current) {
+        if !layout.for_provided {
+            continue;
+        }
+        for (key, entry) in layout.keys {
+            if let Some(value) = data.get(*key)
+                && let Ok(pem) = String::from_utf8(value.0.clone())
+            {
+                out.entry(entry.to_string()).or_insert(pem);
+            }
+        }
+    }
+    out
 }
 
 /// The operator's client identity for cluster `name` in `namespace` from its

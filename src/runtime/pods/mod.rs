@@ -63,8 +63,8 @@ pub use self::objects::{
 };
 use self::objects::{LaunchAnnotation, Objects};
 use super::{
-    ClusterCertificates, ClusterRef, Error, MemberAddress, MemberLaunch, MemberRuntime,
-    RuntimeMember, Transport,
+    CertificateSource, ClusterCertificates, ClusterRef, Error, MemberAddress, MemberLaunch,
+    MemberRuntime, RuntimeMember, Transport,
 };
 use crate::api::EtcdCluster;
 
@@ -425,14 +425,18 @@ impl MemberRuntime for PodRuntime {
         Ok(self.objects.address(name, transport))
     }
 
-    /// Reads and completes the cluster's four certificate Secrets.
+    /// Reads and completes the cluster's certificate Secrets.
     async fn ensure_certificates(
         &self,
         cluster: &ClusterRef,
-        rotate_leaves: bool,
+        source: CertificateSource<'_>,
     ) -> Result<ClusterCertificates, Error> {
         self.check(cluster)?;
-        certificates::ensure(&self.client, &self.objects, rotate_leaves).await
+        certificates::ensure(&self.client, &self.objects, source).await
+    }
+
+    fn provided_certificate_names(&self, _: &ClusterRef) -> Vec<String> {
+        vec![self.objects.dialled_names()]
     }
 
     /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the

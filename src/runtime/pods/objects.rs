@@ -117,6 +117,12 @@ impl Objects {
         ]
     }
 
+    /// The name every member is dialled at, as a wildcard: `*.<cluster>.<ns>.svc` (see
+    /// [`Self::address`]); what a provided server or peer certificate must carry.
+    pub fn dialled_names(&self) -> String {
+        format!("*.{}.{}.svc", self.cluster.name, self.cluster.namespace)
+    }
+
     /// Where new members keep their data, as the spec says (a PVC when unset).
     pub fn spec_volume(&self) -> DataVolume {
         match self.spec.pvc_storage() {

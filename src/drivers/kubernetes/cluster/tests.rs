@@ -619,3 +619,232 @@ fn maintenance_steps_make_events_that_say_how_much_room_was_made() {
     assert_eq!(event.reason, "NoSpace");
     assert!(event.note.unwrap().contains("never raises"));
 }
+
+/// A cert-manager shaped Secret `name` in `db` as the API server returns it.
+fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> Value {
+    use k8s_openapi::ByteString;
+    let data = [("tls.crt", cert), ("tls.key", key), ("ca.crt", ca)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    let mut secret = k8s_openapi::api::core::v1::Secret {
+        data: Some(data),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some(name.into());
+    secret.metadata.namespace = Some(NS.into());
+    let mut value = serde_json::to_value(secret).unwrap();
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Secret".into();
+    value
+}
+
+fn with_provided_secrets(size: i32) -> EtcdCluster {
+    let mut spec = EtcdClusterSpec::new(size, "3.5.16");
+    spec.tls = Some(crate::api::tls::TlsSpec {
+        secrets: Some(crate::api::tls::TlsSecrets {
+            server: "db-server".into(),
+            peer: "db-peer".into(),
+            client: "db-client".into(),
+            ca: None,
+        }),
+        ..Default::default()
+    });
+    cluster(spec)
+}
+
+/// The operator's own four Secrets read and found missing (a new cluster).
+async fn own_secrets_missing(s: &mut ApiServer) {
+    for suffix in ["-ca", "-member-tls", "-operator-tls", "-client-tls"] {
+        s.expect(
+            Method::GET,
+            &format!("/api/v1/namespaces/db/secrets/example{suffix}"),
+        )
+        .await
+        .fail(http::StatusCode::NOT_FOUND, "NotFound");
+    }
+}
+
+#[tokio::test]
+async fn provided_certificates_are_checked_and_copied_into_the_member_and_operator_secrets() {
+    use crate::certs::{Authority, LeafKind, LeafRequest};
+    let now = jiff::Timestamp::now();
+    let ca =
+        Authority::generate("user-ca", now, jiff::SignedDuration::from_hours(24 * 365)).unwrap();
+    let leaf = |kind| {
+        ca.issue(
+            &LeafRequest {
+                kind,
+                common_name: "x".into(),
+                names: vec!["*.example.db.svc".into()],
+                lifetime: jiff::SignedDuration::from_hours(24 * 90),
+            },
+            now,
+        )
+        .unwrap()
+    };
+    let (server, peer, client) = (
+        leaf(LeafKind::Server),
+        leaf(LeafKind::Peer),
+        leaf(LeafKind::Client),
+    );
+    let ca_pem = ca.cert_pem.clone();
+    let (client_cert, server_cert) = (client.cert_pem.clone(), server.cert_pem.clone());
+    let (client_api, server_api) = ApiServer::client(NS);
+    let ctx = context(client_api);
+    let script = server_api.run(|mut s| async move {
+        for (name, l) in [
+            ("db-server", &server),
+            ("db-peer", &peer),
+            ("db-client", &client),
+        ] {
+            s.expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/db/secrets/{name}"),
+            )
+            .await
+            .reply(&tls_secret(name, &l.cert_pem, &l.key_pem, &ca.cert_pem));
+        }
+        own_secrets_missing(&mut s).await;
+        // Only what members and the operator read; the operator's CA and application
+        // Secrets are not made: the user's Secrets are those.
+        let member = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/secrets/example-member-tls",
+            )
+            .await;
+        member.assert_apply();
+        let data = &member.body["data"];
+        let decode = |v: &Value| {
+            let b: k8s_openapi::ByteString = serde_json::from_value(v.clone()).unwrap();
+            String::from_utf8(b.0).unwrap()
+        };
+        assert_eq!(decode(&data["server.crt"]), server.cert_pem);
+        assert_eq!(decode(&data["peer.key"]), peer.key_pem);
+        assert_eq!(decode(&data["ca.crt"]), ca.cert_pem);
+        member.echo();
+        let operator = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/secrets/example-operator-tls",
+            )
+            .await;
+        assert_eq!(decode(&operator.body["data"]["tls.crt"]), client.cert_pem);
+        operator.echo();
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        for path in [
+            "/api/v1/namespaces/db/services/example",
+            "/api/v1/namespaces/db/services/example-client",
+            "/apis/policy/v1/namespaces/db/poddisruptionbudgets/example",
+        ] {
+            s.expect(Method::PATCH, path).await.echo();
+        }
+        s.expect(Method::POST, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .echo();
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(
+            pod.body["spec"]["volumes"][1]["secret"]["secretName"],
+            "example-member-tls"
+        );
+        pod.echo();
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let tls = &status.body["status"]["tls"];
+        assert_eq!(tls["clientCertificate"], "secret/db-client");
+        let body = stored(&status.body);
+        status.reply(&body);
+        let event = s
+            .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+            .await;
+        assert_eq!(event.body["reason"], "Bootstrapping");
+        event.echo();
+    });
+    reconcile(Arc::new(with_provided_secrets(1)), ctx)
+        .await
+        .unwrap();
+    within_1s(script).await;
+    // The certificates the test made are what it checked for.
+    assert_ne!(client_cert, server_cert);
+    assert!(ca_pem.contains("BEGIN CERTIFICATE"));
+}
+
+#[tokio::test]
+async fn a_missing_provided_secret_starts_nothing_and_is_reported_with_an_event() {
+    let (client_api, server_api) = ApiServer::client(NS);
+    let ctx = context(client_api);
+    let script = server_api.run(|mut s| async move {
+        for name in ["db-server", "db-peer", "db-client"] {
+            s.expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/db/secrets/{name}"),
+            )
+            .await
+            .fail(http::StatusCode::NOT_FOUND, "NotFound");
+        }
+        // Nothing installed either: the cluster is blocked.
+        own_secrets_missing(&mut s).await;
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        // No Secret, Service, PVC or Pod written: straight to the status.
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let conditions = status.body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let tls = conditions.iter().find(|c| c["type"] == "TLS").unwrap();
+        assert_eq!(tls["status"], "False");
+        assert_eq!(tls["reason"], "InvalidCertificates");
+        let message = tls["message"].as_str().unwrap();
+        for name in ["db-server", "db-peer", "db-client"] {
+            assert!(
+                message.contains(&format!("Secret {name}: not found")),
+                "{message}"
+            );
+        }
+        let degraded = conditions.iter().find(|c| c["type"] == "Degraded").unwrap();
+        assert_eq!(degraded["reason"], "InvalidCertificates");
+        let body = stored(&status.body);
+        status.reply(&body);
+        for reason in ["InvalidCertificates", "InvalidCertificates"] {
+            let event = s
+                .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+                .await;
+            assert_eq!(event.body["type"], "Warning");
+            assert_eq!(event.body["reason"], reason);
+            assert!(
+                event.body["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Secret db-peer: not found"),
+                "{}",
+                event.body
+            );
+            event.echo();
+        }
+    });
+    reconcile(Arc::new(with_provided_secrets(3)), ctx)
+        .await
+        .unwrap();
+    within_1s(script).await;
+}

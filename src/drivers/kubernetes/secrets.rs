@@ -1,0 +1,40 @@
+//! Secrets a cluster's spec names (`spec.tls.secrets`), read through the API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::certs::provided::ReadSecrets;
+use crate::reconcile::SecretReader;
+use crate::reconcile::certificates::SecretReadError;
+
+/// Reads Secrets with the operator's client.
+pub struct KubeSecrets(pub Client);
+
+impl SecretReader for KubeSecrets {
+    async fn read_secrets(
+        &self,
+        namespace: &str,
+        names: &[&str],
+    ) -> Result<ReadSecrets, SecretReadError> {
+        let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+        let mut out = ReadSecrets::new();
+        for name in names {
+            let secret = api.get_opt(name).await.map_err(|e| SecretReadError {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source: Box::new(e),
+            })?;
+            let data = secret.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect::<BTreeMap<_, _>>()
+            });
+            out.insert(name.to_string(), data);
+        }
+        Ok(out)
+    }
+}
