@@ -56,9 +56,10 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 21] = [
+    let scenarios: [(&str, ScenarioFn); 22] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
+        ("tls-secrets", provided_certificates_are_served),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -288,6 +289,192 @@ fn rotation_on_request_restarts_nothing(client: Client, ns: String) -> Scenario 
             .collect();
         assert_eq!(before, after, "no member Pod restarted or recreated");
         etcdctl(&ns, &pod, &["put", "e2e", "after-rotation"]);
+    })
+}
+
+/// A CA and leaves made outside the operator, the way cert-manager would make them for
+/// the cluster (`*.<cluster>.<ns>.svc`).
+struct UserPki {
+    ca: etcd_operator::certs::Authority,
+    names: Vec<String>,
+}
+
+impl UserPki {
+    fn new(ns: &str) -> Self {
+        let now = jiff::Timestamp::now();
+        let ca = etcd_operator::certs::Authority::generate(
+            "user-ca",
+            now,
+            jiff::SignedDuration::from_hours(24 * 365),
+        )
+        .expect("CA");
+        Self {
+            ca,
+            names: vec![format!("*.{CLUSTER}.{ns}.svc")],
+        }
+    }
+
+    fn leaf(&self, kind: etcd_operator::certs::LeafKind) -> etcd_operator::certs::IssuedLeaf {
+        let names = match kind {
+            etcd_operator::certs::LeafKind::Client => Vec::new(),
+            _ => self.names.clone(),
+        };
+        self.ca
+            .issue(
+                &etcd_operator::certs::LeafRequest {
+                    kind,
+                    common_name: "user".into(),
+                    names,
+                    lifetime: jiff::SignedDuration::from_hours(24 * 90),
+                },
+                jiff::Timestamp::now(),
+            )
+            .expect("leaf")
+    }
+}
+
+/// Creates or replaces the cert-manager shaped Secret `name`.
+async fn put_tls_secret(client: &Client, ns: &str, name: &str, cert: &str, key: &str, ca: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key, "ca.crt": ca},
+    }))
+    .unwrap();
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply Secret");
+}
+
+/// The `secrets` source (issue 12): a cluster serving the user's certificates; a bad key
+/// in the server Secret reported (condition and Event) without touching members; a renewed
+/// server leaf served without a restart. Prints how long members took to serve it.
+fn provided_certificates_are_served(client: Client, ns: String) -> Scenario {
+    use etcd_operator::certs::LeafKind;
+    Box::pin(async move {
+        let pki = UserPki::new(&ns);
+        let (server, peer, user) = (
+            pki.leaf(LeafKind::Server),
+            pki.leaf(LeafKind::Peer),
+            pki.leaf(LeafKind::Client),
+        );
+        let ca = pki.ca.cert_pem.clone();
+        for (name, leaf) in [
+            ("user-server", &server),
+            ("user-peer", &peer),
+            ("user-client", &user),
+        ] {
+            put_tls_secret(&client, &ns, name, &leaf.cert_pem, &leaf.key_pem, &ca).await;
+        }
+        let mut spec = EtcdClusterSpec::new(3, TO);
+        spec.tls = Some(etcd_operator::api::tls::TlsSpec {
+            secrets: Some(etcd_operator::api::tls::TlsSecrets {
+                server: "user-server".into(),
+                peer: "user-peer".into(),
+                client: "user-client".into(),
+                ca: None,
+            }),
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        wait_running(&clusters, 3, TO).await;
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        assert_eq!(
+            st.tls.and_then(|t| t.client_certificate).as_deref(),
+            Some("secret/user-client")
+        );
+        let pods = member_pods(&client, &ns).await;
+        let before: Vec<_> = pods.iter().map(|p| (p.name_any(), p.uid())).collect();
+        let pod = before[0].0.clone();
+        let host = format!("{pod}.{CLUSTER}.{ns}.svc");
+        let identity = etcd_operator::etcd::TlsConfig::new(
+            ca.clone().into_bytes(),
+            user.cert_pem.clone().into_bytes(),
+            user.key_pem.clone().into_bytes(),
+        );
+        let forward = PortForward::start(&ns, &pod, 2379);
+        let address = format!("127.0.0.1:{}", forward.port);
+        let served = || etcd_operator::testing::tls::served_certificate(&address, &host, &identity);
+        let der = |pem: &str| etcd_operator::testing::tls::der_of(pem.as_bytes()).unwrap();
+        assert_eq!(served().expect("served"), der(&server.cert_pem));
+
+        // A key of another certificate: reported, members untouched.
+        put_tls_secret(
+            &client,
+            &ns,
+            "user-server",
+            &server.cert_pem,
+            &peer.key_pem,
+            &ca,
+        )
+        .await;
+        wait_for(
+            "TLS=False/InvalidCertificates naming user-server",
+            || async {
+                status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                    condition::find(&st.conditions, condition::types::TLS).is_some_and(|c| {
+                        c.reason == "InvalidCertificates"
+                            && c.message
+                                .contains("Secret user-server: tls.key is not the key")
+                    })
+                })
+            },
+        )
+        .await;
+        assert!(
+            events_mentioning(&client, &ns, "Secret user-server: tls.key is not the key").await,
+            "a Warning Event names the Secret"
+        );
+        let member = secret_data(&client, &ns, &format!("{CLUSTER}-member-tls")).await;
+        assert_eq!(
+            String::from_utf8(member["server.key"].0.clone()).unwrap(),
+            server.key_pem,
+            "members' Secret keeps the good key"
+        );
+        assert_eq!(served().expect("served"), der(&server.cert_pem));
+
+        // The user renews the server leaf: served once the kubelet refreshes the mount.
+        let renewed = pki.leaf(LeafKind::Server);
+        put_tls_secret(
+            &client,
+            &ns,
+            "user-server",
+            &renewed.cert_pem,
+            &renewed.key_pem,
+            &ca,
+        )
+        .await;
+        let renewed_at = Instant::now();
+        wait_for("members serve the renewed server certificate", || async {
+            served().is_ok_and(|c| c == der(&renewed.cert_pem))
+        })
+        .await;
+        println!(
+            "tls-secrets: members served the renewed certificate {:.1}s after the Secret changed",
+            renewed_at.elapsed().as_secs_f64()
+        );
+        drop(forward);
+        wait_for("TLS=True/Serving again", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                condition::find(&st.conditions, condition::types::TLS)
+                    .is_some_and(|c| c.reason == "Serving")
+            })
+        })
+        .await;
+        let after: Vec<_> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| (p.name_any(), p.uid()))
+            .collect();
+        assert_eq!(before, after, "no member Pod recreated");
     })
 }
 
