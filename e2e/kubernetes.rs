@@ -56,10 +56,11 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 22] = [
+    let scenarios: [(&str, ScenarioFn); 23] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-secrets", provided_certificates_are_served),
+        ("recover-survivor", recovery_from_the_survivor),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -475,6 +476,106 @@ fn provided_certificates_are_served(client: Client, ns: String) -> Scenario {
             .map(|p| (p.name_any(), p.uid()))
             .collect();
         assert_eq!(before, after, "no member Pod recreated");
+    })
+}
+
+/// Recovery from lost quorum from the survivor (issue 14): two of three members lose their
+/// Pod and PVC; with `spec.recovery.fromSurvivor` the operator restarts the third once with
+/// `--force-new-cluster` on its PVC after `after`, and grows back to three with learners.
+/// Every key written before is there, the cluster id is kept. Prints the times.
+fn recovery_from_the_survivor(client: Client, ns: String) -> Scenario {
+    use etcd_operator::api::recovery::{RecoveryMode, RecoveryOutcome, RecoverySpec};
+    Box::pin(async move {
+        let mut spec = pvc_spec(3, TO);
+        spec.recovery = Some(RecoverySpec {
+            from_survivor: Some(true),
+            after: Some("20s".into()),
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        wait_running(&clusters, 3, TO).await;
+        let survivor = format!("{CLUSTER}-0");
+        for i in 0..5 {
+            etcdctl(
+                &ns,
+                &survivor,
+                &["put", &format!("r/{i}"), &format!("v{i}")],
+            );
+        }
+        let old_id = status_of(&clusters, CLUSTER)
+            .await
+            .and_then(|s| s.cluster_id)
+            .expect("cluster id");
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let lost = [format!("{CLUSTER}-1"), format!("{CLUSTER}-2")];
+        for name in &lost {
+            // The claim first (it stays Terminating while its Pod runs), then the Pod.
+            pvcs.delete(name, &DeleteParams::default())
+                .await
+                .expect("delete pvc");
+            pods.delete(name, &DeleteParams::default())
+                .await
+                .expect("delete pod");
+        }
+        let lost_at = Instant::now();
+        wait_for("the survivor serves alone", || async {
+            status_of(&clusters, CLUSTER)
+                .await
+                .and_then(|s| s.recovery)
+                .and_then(|r| r.run.or(r.last_run))
+                .is_some_and(|r| r.serving_at.is_some())
+        })
+        .await;
+        let to_serving = lost_at.elapsed();
+        wait_for("back to three members after the recovery", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                st.recovery
+                    .as_ref()
+                    .and_then(|r| r.last_run.as_ref())
+                    .and_then(|r| r.outcome)
+                    == Some(RecoveryOutcome::Succeeded)
+                    && st.phase == ClusterPhase::Running
+                    && st.members.len() == 3
+                    && st.members.iter().all(|m| m.healthy && !m.is_learner)
+            })
+        })
+        .await;
+        println!(
+            "recover-survivor: quorum lost -> serving in {:.1}s, back to 3 members in {:.1}s (after: 20s)",
+            to_serving.as_secs_f64(),
+            lost_at.elapsed().as_secs_f64()
+        );
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let run = st
+            .recovery
+            .clone()
+            .and_then(|r| r.last_run)
+            .expect("last run");
+        assert_eq!(run.mode, RecoveryMode::FromSurvivor);
+        assert_eq!(run.survivor.as_deref(), Some(survivor.as_str()));
+        assert_eq!(st.cluster_id.as_deref(), Some(old_id.as_str()));
+        for i in 0..5 {
+            let got = etcdctl(
+                &ns,
+                &survivor,
+                &["get", &format!("r/{i}"), "--print-value-only"],
+            );
+            assert_eq!(got.trim(), format!("v{i}"));
+        }
+        // The one-off flag is not in the survivor's Pod any more.
+        let pod = pods.get(&survivor).await.expect("survivor pod");
+        let args = pod
+            .spec
+            .and_then(|s| s.containers.first().cloned())
+            .and_then(|c| c.args);
+        assert!(
+            !args
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.contains("force-new-cluster")),
+            "the survivor runs without --force-new-cluster"
+        );
     })
 }
 
