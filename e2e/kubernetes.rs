@@ -56,11 +56,12 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 23] = [
+    let scenarios: [(&str, ScenarioFn); 24] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-secrets", provided_certificates_are_served),
         ("recover-survivor", recovery_from_the_survivor),
+        ("defrag", scheduled_defrag_leader_last),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -311,7 +312,12 @@ impl UserPki {
         .expect("CA");
         Self {
             ca,
-            names: vec![format!("*.{CLUSTER}.{ns}.svc")],
+            // What the operator requires: the dialled name, and (peers) the name a Pod IP
+            // resolves back to.
+            names: vec![
+                format!("*.{CLUSTER}.{ns}.svc"),
+                format!("*.{CLUSTER}.{ns}.svc.cluster.local"),
+            ],
         }
     }
 
@@ -575,6 +581,118 @@ fn recovery_from_the_survivor(client: Client, ns: String) -> Scenario {
                 .iter()
                 .any(|a| a.contains("force-new-cluster")),
             "the survivor runs without --force-new-cluster"
+        );
+    })
+}
+
+/// Scheduled defragmentation (issue 14): a fragmented 3-member cluster gets
+/// `spec.maintenance.defrag` every second with thresholds; one run defragments the
+/// followers first and the leader last, and every member's backend shrinks. Prints the
+/// run's time and the bytes reclaimed.
+fn scheduled_defrag_leader_last(client: Client, ns: String) -> Scenario {
+    use etcd_operator::api::maintenance::MaintenanceReason;
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, pvc_spec(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        // Fragment every backend through a port-forward: 200 keys of 32 KiB written three
+        // times, history compacted.
+        let identity = client_identity(&client, &ns).await;
+        let pod = format!("{CLUSTER}-0");
+        let forward = PortForward::start(&ns, &pod, 2379);
+        let options = etcd_client::ConnectOptions::new()
+            .with_tls(identity.to_options().expect("PEM"))
+            .with_timeout(Duration::from_secs(10));
+        let mut c = etcd_client::Client::connect(
+            [format!("https://127.0.0.1:{}", forward.port)],
+            Some(options),
+        )
+        .await
+        .expect("connect through the port-forward");
+        let value = "y".repeat(32 * 1024);
+        let mut rev = 0;
+        for _ in 0..3 {
+            for i in 0..200 {
+                let r = c
+                    .put(format!("bulk/{i:03}"), value.clone(), None)
+                    .await
+                    .expect("put");
+                rev = r.header().map_or(rev, |h| h.revision());
+            }
+        }
+        c.compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+        // Followers count freed pages as free after a later commit.
+        for i in 0..20 {
+            c.put(format!("small/{i}"), "x", None).await.expect("put");
+        }
+        drop(forward);
+        wait_for("every member reports over 4 MiB free", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                st.members.len() == 3
+                    && st.members.iter().all(|m| {
+                        m.db_size
+                            .zip(m.db_size_in_use)
+                            .is_some_and(|(size, used)| size - used > 4 * 1024 * 1024)
+                    })
+            })
+        })
+        .await;
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let leader = st
+            .members
+            .iter()
+            .find(|m| m.is_leader)
+            .expect("a leader")
+            .name
+            .clone();
+        let before: Vec<(String, i64)> = st
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.db_size.unwrap_or_default()))
+            .collect();
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"maintenance": {"defrag": {
+                    "schedule": "* * * * * *",
+                    "minFragmentedBytes": "4Mi",
+                    "minFragmentedRatio": 0.3,
+                }}}})),
+            )
+            .await
+            .expect("patch spec.maintenance");
+        let started = Instant::now();
+        wait_for("a scheduled defragmentation run finished", || async {
+            status_of(&clusters, CLUSTER)
+                .await
+                .and_then(|s| s.maintenance)
+                .and_then(|m| m.last_run)
+                .is_some_and(|r| r.reason == MaintenanceReason::Scheduled)
+        })
+        .await;
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let run = st.maintenance.and_then(|m| m.last_run).expect("run");
+        let order: Vec<&str> = run.defragmented.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(order.len(), 3, "{run:?}");
+        assert_eq!(order[2], leader, "the leader last: {order:?}");
+        for (name, was) in &before {
+            let now = st
+                .members
+                .iter()
+                .find(|m| &m.name == name)
+                .and_then(|m| m.db_size)
+                .expect("db size");
+            assert!(now < was / 2, "{name}: {was} -> {now}");
+        }
+        println!(
+            "defrag: run finished {:.1}s after the schedule was set, order {order:?}, reclaimed {} bytes",
+            started.elapsed().as_secs_f64(),
+            run.reclaimed_bytes.unwrap_or_default()
         );
     })
 }

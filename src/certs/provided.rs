@@ -43,7 +43,6 @@ struct Role {
     name: &'static str,
     server_auth: bool,
     client_auth: bool,
-    named: bool,
     entries: &'static [(&'static str, &'static str)],
 }
 
@@ -51,14 +50,12 @@ const SERVER: Role = Role {
     name: "server",
     server_auth: true,
     client_auth: false,
-    named: true,
     entries: &[(bundle::SERVER_CERT, bundle::SERVER_KEY)],
 };
 const PEER: Role = Role {
     name: "peer",
     server_auth: true,
     client_auth: true,
-    named: true,
     entries: &[(bundle::PEER_CERT, bundle::PEER_KEY)],
 };
 /// The operator presents it, and applications are pointed at the same Secret.
@@ -66,7 +63,6 @@ const CLIENT: Role = Role {
     name: "client",
     server_auth: false,
     client_auth: true,
-    named: false,
     entries: &[
         (bundle::OPERATOR_CERT, bundle::OPERATOR_KEY),
         (bundle::CLIENT_CERT, bundle::CLIENT_KEY),
@@ -93,8 +89,18 @@ fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The names provided leaves must carry (each may be covered by a one-label wildcard).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequiredNames {
+    /// What clients dial members at.
+    pub server: Vec<String>,
+    /// What peers dial members at, and what a member's address resolves back to: etcd
+    /// checks a peer's certificate against the reverse DNS name of its address.
+    pub peer: Vec<String>,
+}
+
 /// Checks the Secrets `secrets` names (read into `read`) against each other, the names
-/// members are reached by (`names`; server and peer leaves must cover each) and `now`, and
+/// members are reached by (`names`) and `now`, and
 /// returns them as bundle entries (no CA key: the operator issues nothing).
 ///
 /// # Errors
@@ -105,7 +111,7 @@ fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
 pub fn entries(
     secrets: &TlsSecrets,
     read: &ReadSecrets,
-    names: &[String],
+    names: &RequiredNames,
     now: Timestamp,
 ) -> Result<Entries, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -240,7 +246,7 @@ fn leaf_problems(
     facts: &CertificateFacts,
     key: &str,
     ca: Option<&(String, String)>,
-    names: &[String],
+    names: &RequiredNames,
     now: Timestamp,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -266,8 +272,13 @@ fn leaf_problems(
     if role.client_auth && !facts.client_auth {
         out.push(format!("tls.crt ({what}) does not allow client auth"));
     }
-    if role.named {
-        let missing: Vec<&str> = names
+    let wanted: &[String] = match role.name {
+        "server" => &names.server,
+        "peer" => &names.peer,
+        _ => &[],
+    };
+    if !wanted.is_empty() {
+        let missing: Vec<&str> = wanted
             .iter()
             .filter(|want| !facts.names.iter().any(|have| covers(have, want)))
             .map(String::as_str)
@@ -393,8 +404,12 @@ mod tests {
         }
     }
 
-    fn wanted() -> Vec<String> {
-        vec!["*.db.ns.svc".into(), "127.0.0.1".into()]
+    fn wanted() -> RequiredNames {
+        let names = vec!["*.db.ns.svc".to_string(), "127.0.0.1".to_string()];
+        RequiredNames {
+            server: names.clone(),
+            peer: names,
+        }
     }
 
     fn problems(read: &ReadSecrets, spec: &TlsSecrets) -> Vec<String> {

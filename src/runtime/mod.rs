@@ -256,8 +256,13 @@ pub trait MemberRuntime: Send + Sync {
     ) -> impl Future<Output = Result<ClusterCertificates, Error>> + Send;
 
     /// The names a provided server or peer certificate must carry: those members are
-    /// dialled at (Kubernetes: `*.<cluster>.<namespace>.svc`; local: `127.0.0.1`).
-    fn provided_certificate_names(&self, cluster: &ClusterRef) -> Vec<String>;
+    /// dialled at (Kubernetes: `*.<cluster>.<namespace>.svc`; local: `127.0.0.1`) and, for
+    /// peers, what a member's address resolves back to (Kubernetes:
+    /// `*.<cluster>.<namespace>.svc.cluster.local`).
+    fn provided_certificate_names(
+        &self,
+        cluster: &ClusterRef,
+    ) -> crate::certs::provided::RequiredNames;
 
     /// Starts the member (reserving its address if needed) and persists its launch flags.
     ///

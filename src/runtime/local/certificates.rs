@@ -92,8 +92,11 @@ pub fn ensure(
         }
         CertificateSource::Installed => (existing.clone(), Vec::new()),
     };
-    // Keys before certificates, the CA last: a member reading mid-write sees at worst an
-    // old certificate with its old key still next to it for a moment.
+    // Each file is replaced atomically, but a certificate and its key are two files: a
+    // reader between the two renames (microseconds) sees a new key beside the old
+    // certificate and fails that one handshake (measured: the TLS benchmark's reconnecting
+    // writer hit it once in five rotations; etcd and clients retry). Kubernetes swaps a
+    // Secret volume's files at once; locally a directory swap would close this window.
     for name in bundle::ALL.iter().rev() {
         if existing.get(*name) != entries.get(*name)
             && let Some(pem) = entries.get(*name)

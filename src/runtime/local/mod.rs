@@ -469,8 +469,12 @@ impl MemberRuntime for LocalRuntime {
         certificates::ensure(&self.state_dir, cluster, jiff::Timestamp::now(), source)
     }
 
-    fn provided_certificate_names(&self, _: &ClusterRef) -> Vec<String> {
-        vec![certificates::DIALLED.to_string()]
+    fn provided_certificate_names(&self, _: &ClusterRef) -> crate::certs::provided::RequiredNames {
+        let dialled = vec![certificates::DIALLED.to_string()];
+        crate::certs::provided::RequiredNames {
+            server: dialled.clone(),
+            peer: dialled,
+        }
     }
 
     async fn create(&self, cluster: &ClusterRef, launch: &MemberLaunch) -> Result<(), Error> {

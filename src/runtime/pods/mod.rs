@@ -435,8 +435,8 @@ impl MemberRuntime for PodRuntime {
         certificates::ensure(&self.client, &self.objects, source).await
     }
 
-    fn provided_certificate_names(&self, _: &ClusterRef) -> Vec<String> {
-        vec![self.objects.dialled_names()]
+    fn provided_certificate_names(&self, _: &ClusterRef) -> crate::certs::provided::RequiredNames {
+        self.objects.provided_certificate_names()
     }
 
     /// Applies the Services and the PDB, creates the PVC (unless `storage.emptyDir`) and the

@@ -117,10 +117,18 @@ impl Objects {
         ]
     }
 
-    /// The name every member is dialled at, as a wildcard: `*.<cluster>.<ns>.svc` (see
-    /// [`Self::address`]); what a provided server or peer certificate must carry.
-    pub fn dialled_names(&self) -> String {
-        format!("*.{}.{}.svc", self.cluster.name, self.cluster.namespace)
+    /// What a provided server or peer certificate must carry: the name every member is
+    /// dialled at, as a wildcard (`*.<cluster>.<ns>.svc`, see [`Self::address`]), and for
+    /// peers also the name a member's Pod IP resolves back to
+    /// (`*.<cluster>.<ns>.svc.cluster.local`): etcd checks a peer's client certificate
+    /// against the reverse DNS name of its address (found on a real cluster: without it
+    /// members refuse each other and never form).
+    pub fn provided_certificate_names(&self) -> crate::certs::provided::RequiredNames {
+        let dialled = format!("*.{}.{}.svc", self.cluster.name, self.cluster.namespace);
+        crate::certs::provided::RequiredNames {
+            server: vec![dialled.clone()],
+            peer: vec![dialled.clone(), format!("{dialled}.cluster.local")],
+        }
     }
 
     /// Where new members keep their data, as the spec says (a PVC when unset).

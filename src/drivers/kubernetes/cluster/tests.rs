@@ -677,7 +677,10 @@ async fn provided_certificates_are_checked_and_copied_into_the_member_and_operat
             &LeafRequest {
                 kind,
                 common_name: "x".into(),
-                names: vec!["*.example.db.svc".into()],
+                names: vec![
+                    "*.example.db.svc".into(),
+                    "*.example.db.svc.cluster.local".into(),
+                ],
                 lifetime: jiff::SignedDuration::from_hours(24 * 90),
             },
             now,
