@@ -94,8 +94,8 @@ pub fn ensure(
     };
     // Each file is replaced atomically, but a certificate and its key are two files: a
     // reader between the two renames (microseconds) sees a new key beside the old
-    // certificate and fails that one handshake (measured: the TLS benchmark's reconnecting
-    // writer hit it once in five rotations; etcd and clients retry). Kubernetes swaps a
+    // certificate and fails that one handshake (the TLS benchmark's reconnecting writer hit it in
+    // one of three runs of five rotations; etcd and clients retry). Kubernetes swaps a
     // Secret volume's files at once; locally a directory swap would close this window.
     for name in bundle::ALL.iter().rev() {
         if existing.get(*name) != entries.get(*name)
