@@ -14,9 +14,9 @@ use bytes::Bytes;
 use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
 use etcd_operator::backup::key::{Scope, parse_key};
 use etcd_operator::backup::{
-    Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions, abort_stale_uploads,
-    apply_retention, client, download, fetch_snapshot, list_backups, pin_object, take_backup,
-    upload_stream,
+    DownloadOptions, Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions,
+    abort_stale_uploads, apply_retention, client, download, download_with, fetch_snapshot,
+    list_backups, pin_object, take_backup, upload_stream,
 };
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, free_port, wait_for};
@@ -865,6 +865,108 @@ async fn a_pinned_download_gets_the_pinned_object_or_refuses_a_replaced_one() {
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "ObjectMissing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_in_many_ranges_is_the_object_and_an_empty_object_downloads_too() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = value_for(7, 3_000_001);
+    let meta = SnapshotMetadata {
+        sha256: Some(hex_sha256(&body)),
+        ..SnapshotMetadata::default()
+    };
+    put(&s3, "manual/ranges.db", body.clone(), &meta).await;
+    let options = DownloadOptions {
+        range_size: 256 << 10,
+        ranges_in_flight: 3,
+    };
+    let dest = dir.path().join("ranges.db");
+    let got = download_with(&s3, BUCKET, "manual/ranges.db", None, None, &dest, &options)
+        .await
+        .unwrap();
+    assert_eq!(got.size, 3_000_001);
+    assert_eq!(got.timings.ranges, 12, "3 000 001 bytes in 256 KiB ranges");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    // S3 has no range of an empty object to give (416): it comes whole.
+    put(
+        &s3,
+        "manual/empty.db",
+        Vec::new(),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let dest = dir.path().join("empty.db");
+    let got = download_with(&s3, BUCKET, "manual/empty.db", None, None, &dest, &options)
+        .await
+        .unwrap();
+    assert_eq!(got.size, 0);
+    assert_eq!(got.sha256, hex_sha256(&[]));
+    assert!(dest.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_overwritten_between_ranges_fails_the_download_instead_of_mixing_two() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = value_for(1, 40 << 20);
+    put(
+        &s3,
+        "manual/moving.db",
+        old.clone(),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    // Small ranges one at a time: hundreds of GETs, so the overwrite lands among them.
+    let options = DownloadOptions {
+        range_size: 64 << 10,
+        ranges_in_flight: 1,
+    };
+    let dest = dir.path().join("moving.db");
+    let part = dir.path().join("moving.db.part");
+    let overwrite = {
+        let s3 = s3.clone();
+        let part = part.clone();
+        async move {
+            wait_for(Duration::from_secs(60), "download under way", || {
+                let size = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+                async move {
+                    if size >= 1 << 20 {
+                        Ok(())
+                    } else {
+                        Err("not yet")
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            put(
+                &s3,
+                "manual/moving.db",
+                value_for(2, 40 << 20),
+                &SnapshotMetadata::default(),
+            )
+            .await;
+        }
+    };
+    let (got, ()) = tokio::join!(
+        download_with(&s3, BUCKET, "manual/moving.db", None, None, &dest, &options),
+        overwrite
+    );
+    match got {
+        Err(err) => {
+            assert_eq!(err.reason(), "SourceChanged", "{err:?}");
+            assert!(!dest.exists() && !part.exists());
+        }
+        // Only if the whole download beat the overwrite: then it is all the old object.
+        Ok(got) => {
+            eprintln!("the download finished before the overwrite landed");
+            assert_eq!(got.sha256, hex_sha256(&old));
+        }
+    }
 }
 
 /// `zstd`, the plain tool users restore compressed backups with (`scripts/install-deps test`

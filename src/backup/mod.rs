@@ -51,8 +51,8 @@ pub use metadata::SnapshotMetadata;
 pub use pin::{ObjectPin, Pinned, pin_object};
 pub use prune::{STALE_UPLOAD_AGE, abort_stale_uploads, apply_retention, list_backups};
 pub use restore::{
-    SnapshotStatus, VerifiedSnapshot, check_version, download, fetch_snapshot, restore_data_dir,
-    snapshot_status,
+    DownloadOptions, DownloadTimings, SnapshotStatus, VerifiedSnapshot, check_version, download,
+    download_with, fetch_snapshot, restore_data_dir, snapshot_status,
 };
 pub use retention::expired;
 pub use s3::{StaticCredentials, client};

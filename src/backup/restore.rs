@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -31,6 +34,8 @@ pub struct Downloaded {
     pub sha256: String,
     /// The object's user metadata (empty for objects someone else uploaded).
     pub metadata: SnapshotMetadata,
+    /// Where the time went.
+    pub timings: DownloadTimings,
 }
 
 /// A downloaded snapshot that passed every check and can be restored.
@@ -60,15 +65,66 @@ pub struct SnapshotStatus {
     pub version: Option<String>,
 }
 
+/// How a download is fetched: the object in ranges of `range_size` bytes, up to
+/// `ranges_in_flight` GETs at once. A single GET stream is slower than the disk it writes to
+/// (issue 11 benchmark); several ranges in parallel are not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadOptions {
+    pub range_size: u64,
+    pub ranges_in_flight: usize,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        Self {
+            range_size: 4 << 20,
+            ranges_in_flight: 4,
+        }
+    }
+}
+
+impl DownloadOptions {
+    /// The most object data a download holds in memory: the ranges in flight, the one being
+    /// handed on, and the one queued for and the one being worked on by the slower of the
+    /// hash and the file (the faster is never further behind; a range goes to both).
+    pub fn bytes_held(&self) -> u64 {
+        self.range_size
+            .saturating_mul(u64::try_from(self.ranges_in_flight.max(1) + 3).unwrap_or(u64::MAX))
+    }
+}
+
+/// Where a download's wall time went (for its log line and the benchmark). The hash and the
+/// file write run on their own threads, in parallel with the GETs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownloadTimings {
+    /// Until the first range's headers came back.
+    pub first_response: Duration,
+    /// Waiting for the next range in order: the GETs slower than the hash and the file.
+    pub get_wait: Duration,
+    /// Waiting for room in the hash's or the file's queue: they are slower than the GETs.
+    pub queue_wait: Duration,
+    /// Busy hashing, writing (decompressing included), and the final fsync.
+    pub hash: Duration,
+    pub write: Duration,
+    pub fsync: Duration,
+    /// The pieces received: ranges, or the body's chunks when the server ignored `Range`.
+    pub ranges: u64,
+}
+
 /// Downloads `bucket`/`key` to `dest`, hashing on the way, and checks the digest against
 /// `expected_sha256` or, when `None`, the object's `sha256` metadata. With neither the
 /// download is not verified here (etcd 3.5 snapshots carry their own digest, which the
 /// restore tool checks).
 ///
+/// The object comes in ranges fetched in parallel ([`DownloadOptions`]), all of one object
+/// version: every range after the first is asked `If-Match` the first's ETag (and checked
+/// against it), so a key overwritten during the download fails it with
+/// [`Error::SourceChanged`] instead of mixing two objects.
+///
 /// A compressed object (its metadata or its key's `.zst` says so) is decompressed on the
 /// way: `dest` holds etcd's plain snapshot; the digest and `size` are the object's.
 ///
-/// With a `pin` ([`super::pin`]) only that object version is accepted: the GET carries
+/// With a `pin` ([`super::pin`]) only that object version is accepted: the GETs carry
 /// `If-Match` (and `versionId` when pinned), and the ETag that comes back must be the
 /// pinned one, for servers that ignore `If-Match`.
 ///
@@ -76,10 +132,9 @@ pub struct SnapshotStatus {
 /// renamed); a failed download leaves nothing.
 ///
 /// # Errors
-/// [`Error::SourceChanged`] when the object is not the pinned one, [`Error::ShaMismatch`],
-/// [`Error::Decompress`],
-/// [`Error::ObjectMissing`], [`Error::Download`], [`Error::WriteFile`], or the
-/// cause-specific S3 variants.
+/// [`Error::SourceChanged`] when the object is not the pinned one or changed during the
+/// download, [`Error::ShaMismatch`], [`Error::Decompress`], [`Error::ObjectMissing`],
+/// [`Error::Download`], [`Error::WriteFile`], or the cause-specific S3 variants.
 pub async fn download(
     client: &Client,
     bucket: &str,
@@ -88,90 +143,88 @@ pub async fn download(
     pin: Option<&ObjectPin>,
     dest: &Path,
 ) -> Result<Downloaded, Error> {
-    let call = Call {
-        op: S3Op::GetObject,
+    download_with(
+        client,
         bucket,
         key,
+        expected_sha256,
+        pin,
+        dest,
+        &DownloadOptions::default(),
+    )
+    .await
+}
+
+/// [`download`] with explicit [`DownloadOptions`].
+///
+/// # Errors
+/// As [`download`].
+pub async fn download_with(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    expected_sha256: Option<&str>,
+    pin: Option<&ObjectPin>,
+    dest: &Path,
+    options: &DownloadOptions,
+) -> Result<Downloaded, Error> {
+    let started = Instant::now();
+    let range_size = options.range_size.max(1);
+    let source = RangeSource {
+        client,
+        bucket,
+        key,
+        pin_etag: pin.map(|p| p.etag.clone()),
+        version_id: pin.and_then(|p| p.version_id.clone()),
     };
-    let download_err = |source| Error::Download {
-        key: key.to_owned(),
-        source,
-    };
-    let changed = |now: Option<&str>| Error::SourceChanged {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        pinned: pin.map(|p| p.etag.clone()).unwrap_or_default(),
-        now: now.unwrap_or("unknown").to_owned(),
-    };
-    let resp = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .set_if_match(pin.map(|p| p.etag.clone()))
-        .set_version_id(pin.and_then(|p| p.version_id.clone()))
-        .send()
-        .await
-        .map_err(|e| match call.error(e, download_err) {
-            Error::Download { source, .. } if source.status() == Some(412) => changed(None),
-            other => other,
-        })?;
+    let first = source.first(range_size).await?;
     if let Some(pin) = pin
-        && !resp.e_tag().is_some_and(|now| same_etag(now, &pin.etag))
+        && !first
+            .etag
+            .as_deref()
+            .is_some_and(|now| same_etag(now, &pin.etag))
     {
-        return Err(changed(resp.e_tag()));
+        return Err(source.changed(first.etag.as_deref()));
     }
-    let metadata = resp
-        .metadata()
-        .map(SnapshotMetadata::from_map)
-        .unwrap_or_default();
+    let mut timings = DownloadTimings {
+        first_response: started.elapsed(),
+        ..DownloadTimings::default()
+    };
+    let metadata = first.metadata;
     let expected = expected_sha256
         .map(str::to_ascii_lowercase)
         .or_else(|| metadata.sha256.clone());
-
     let compression = metadata.compression.or_else(|| compression_of_key(key));
 
-    let part = part_path(dest);
-    let write_err = |source| Error::WriteFile {
-        path: part.clone(),
-        source,
-    };
-    // A compressed object is decompressed on its way to the file; the digest is the
-    // object's, as stored.
-    let decompress_err = |source| Error::Decompress {
-        key: key.to_owned(),
-        source,
-    };
-    let mut body = resp.body;
-    let written = async {
-        let file = tokio::fs::File::create(&part).await.map_err(write_err)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        match compression {
-            None => {
-                let mut file = file;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    file.write_all(&chunk).await.map_err(write_err)?;
-                }
-                file.sync_all().await.map_err(write_err)?;
-            }
-            Some(Compression::Zstd) => {
-                let mut decoder = zstd_decompressor(file);
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| download_err(S3Failure::body(e)))?;
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    decoder.write_all(&chunk).await.map_err(decompress_err)?;
-                }
-                decoder.shutdown().await.map_err(decompress_err)?;
-                decoder.get_mut().sync_all().await.map_err(write_err)?;
-            }
+    // The rest of the object, in order, `ranges_in_flight` GETs at a time, all of the version
+    // the first answer came from.
+    let etag = first.etag.clone();
+    let rest = match first.total {
+        Some(total) => {
+            let source = &source;
+            let etag = etag.clone();
+            let starts: Vec<u64> = (first.len..total).step_by(range_size as usize).collect();
+            futures::stream::iter(starts)
+                .map(move |start| {
+                    let end = (start + range_size).min(total);
+                    let etag = etag.clone();
+                    async move { source.range(start, end, etag.as_deref()).await }
+                })
+                .buffered(options.ranges_in_flight.max(1))
+                .boxed()
         }
-        Ok((size, hex::encode(hasher.finalize())))
-    }
-    .await;
+        None => futures::stream::empty().boxed(),
+    };
+    let chunks = futures::stream::once(async { Ok(first.body) })
+        .chain(
+            first
+                .stream
+                .map(|c| c.map_err(|e| source.download_err(S3Failure::body(e)))),
+        )
+        .chain(rest);
+
+    let part = part_path(dest);
+    let written = write_and_hash(chunks, &part, compression, key, &mut timings).await;
     let (size, sha256) = match written {
         Ok(done) => done,
         Err(e) => {
@@ -194,13 +247,308 @@ pub async fn download(
             path: dest.to_owned(),
             source,
         })?;
-    info!(key, bytes = size, "downloaded snapshot");
+    let ms = |d: Duration| d.as_millis() as u64;
+    info!(
+        key,
+        bytes = size,
+        ranges = timings.ranges,
+        mb_per_s = format!(
+            "{:.1}",
+            super::upload::mb_per_second(size, started.elapsed())
+        ),
+        get_wait_ms = ms(timings.get_wait),
+        queue_wait_ms = ms(timings.queue_wait),
+        fsync_ms = ms(timings.fsync),
+        "downloaded snapshot"
+    );
     Ok(Downloaded {
         path: dest.to_owned(),
         size,
         sha256,
         metadata,
+        timings,
     })
+}
+
+/// The object's first range: its headers, and its body (read whole when the server
+/// answered with a range, streamed when it sent the whole object).
+struct FirstRange {
+    etag: Option<String>,
+    metadata: SnapshotMetadata,
+    /// The object's size, when the answer was a range of it.
+    total: Option<u64>,
+    /// The bytes of the first range (empty when streaming).
+    body: Bytes,
+    len: u64,
+    /// The whole object's body, when the server ignored the range.
+    stream: futures::stream::BoxStream<
+        'static,
+        Result<Bytes, aws_smithy_types::byte_stream::error::Error>,
+    >,
+}
+
+/// GETs of one object.
+struct RangeSource<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    pin_etag: Option<String>,
+    version_id: Option<String>,
+}
+
+impl RangeSource<'_> {
+    fn call(&self) -> Call<'_> {
+        Call {
+            op: S3Op::GetObject,
+            bucket: self.bucket,
+            key: self.key,
+        }
+    }
+
+    fn download_err(&self, source: S3Failure) -> Error {
+        Error::Download {
+            key: self.key.to_owned(),
+            source,
+        }
+    }
+
+    fn changed(&self, now: Option<&str>) -> Error {
+        Error::SourceChanged {
+            bucket: self.bucket.to_owned(),
+            key: self.key.to_owned(),
+            pinned: self.pin_etag.clone().unwrap_or_default(),
+            now: now.unwrap_or("unknown").to_owned(),
+        }
+    }
+
+    async fn get(
+        &self,
+        range: Option<String>,
+        if_match: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, Error> {
+        self.client
+            .get_object()
+            .bucket(self.bucket)
+            .key(self.key)
+            .set_range(range)
+            .set_if_match(if_match)
+            .set_version_id(self.version_id.clone())
+            .send()
+            .await
+            .map_err(
+                |e| match self.call().error(e, |source| self.download_err(source)) {
+                    Error::Download { source, .. } if source.status() == Some(412) => {
+                        self.changed(None)
+                    }
+                    other => other,
+                },
+            )
+    }
+
+    /// The first range; an empty object (which has no range to ask for) whole.
+    async fn first(&self, range_size: u64) -> Result<FirstRange, Error> {
+        let resp = match self
+            .get(
+                Some(format!("bytes=0-{}", range_size - 1)),
+                self.pin_etag.clone(),
+            )
+            .await
+        {
+            Err(Error::Download { source, .. }) if source.status() == Some(416) => {
+                self.get(None, self.pin_etag.clone()).await?
+            }
+            other => other?,
+        };
+        let etag = resp.e_tag().map(str::to_owned);
+        let metadata = resp
+            .metadata()
+            .map(SnapshotMetadata::from_map)
+            .unwrap_or_default();
+        let total = resp.content_range().and_then(content_range_total);
+        if total.is_none() {
+            return Ok(FirstRange {
+                etag,
+                metadata,
+                total: None,
+                body: Bytes::new(),
+                len: 0,
+                stream: Box::pin(futures::stream::unfold(resp.body, |mut body| async move {
+                    body.next().await.map(|chunk| (chunk, body))
+                })),
+            });
+        }
+        let body = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.download_err(S3Failure::body(e)))?
+            .into_bytes();
+        Ok(FirstRange {
+            etag,
+            metadata,
+            total,
+            len: body.len() as u64,
+            body,
+            stream: Box::pin(futures::stream::empty()),
+        })
+    }
+
+    /// Bytes `start..end` of the object whose ETag is `etag`.
+    async fn range(&self, start: u64, end: u64, etag: Option<&str>) -> Result<Bytes, Error> {
+        let resp = self
+            .get(
+                Some(format!("bytes={start}-{}", end - 1)),
+                etag.map(str::to_owned),
+            )
+            .await?;
+        if let Some(etag) = etag
+            && !resp.e_tag().is_some_and(|now| same_etag(now, etag))
+        {
+            return Err(self.changed(resp.e_tag()));
+        }
+        let body = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.download_err(S3Failure::body(e)))?
+            .into_bytes();
+        if body.len() as u64 != end - start {
+            return Err(Error::UnexpectedResponse {
+                op: S3Op::GetObject,
+                key: self.key.to_owned(),
+                what: "a range of another length than asked",
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// The object's size from `Content-Range: bytes 0-4194303/1233000000`.
+fn content_range_total(range: &str) -> Option<u64> {
+    range.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// Writes `chunks` to `part` (decompressing when `compression` says so), fsyncs it, and
+/// hashes them, the hash and the file each on their own thread. Returns the bytes read and
+/// their sha256.
+async fn write_and_hash<S>(
+    chunks: S,
+    part: &Path,
+    compression: Option<Compression>,
+    key: &str,
+    timings: &mut DownloadTimings,
+) -> Result<(u64, String), Error>
+where
+    S: Stream<Item = Result<Bytes, Error>>,
+{
+    let write_err = |source| Error::WriteFile {
+        path: part.to_owned(),
+        source,
+    };
+    let decompress_err = |source| Error::Decompress {
+        key: key.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(part).map_err(write_err)?;
+    let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut busy = Duration::ZERO;
+        while let Some(chunk) = hash_rx.blocking_recv() {
+            let started = Instant::now();
+            hasher.update(&chunk);
+            busy += started.elapsed();
+        }
+        (hex::encode(hasher.finalize()), busy)
+    });
+    let (file_tx, mut file_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let writer = tokio::spawn(async move {
+        let mut busy = Duration::ZERO;
+        match compression {
+            None => {
+                let mut file = file;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    while let Some(chunk) = file_rx.blocking_recv() {
+                        let started = Instant::now();
+                        file.write_all(&chunk).map_err(WriteFailure::Write)?;
+                        busy += started.elapsed();
+                    }
+                    let started = Instant::now();
+                    file.sync_all().map_err(WriteFailure::Write)?;
+                    Ok((busy, started.elapsed()))
+                })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            }
+            Some(Compression::Zstd) => {
+                let mut decoder = zstd_decompressor(tokio::fs::File::from_std(file));
+                while let Some(chunk) = file_rx.recv().await {
+                    let started = Instant::now();
+                    decoder
+                        .write_all(&chunk)
+                        .await
+                        .map_err(WriteFailure::Decompress)?;
+                    busy += started.elapsed();
+                }
+                decoder.shutdown().await.map_err(WriteFailure::Decompress)?;
+                let started = Instant::now();
+                decoder
+                    .get_mut()
+                    .sync_all()
+                    .await
+                    .map_err(WriteFailure::Write)?;
+                Ok((busy, started.elapsed()))
+            }
+        }
+    });
+    let mut chunks = std::pin::pin!(chunks);
+    let mut size = 0u64;
+    let fed: Result<(), Error> = async {
+        loop {
+            let waiting = Instant::now();
+            let Some(chunk) = chunks.next().await else {
+                timings.get_wait += waiting.elapsed();
+                return Ok(());
+            };
+            let queueing = Instant::now();
+            timings.get_wait += queueing - waiting;
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                continue;
+            }
+            size += chunk.len() as u64;
+            timings.ranges += 1;
+            // A queue that closed means its thread failed: its own error says why.
+            if hash_tx.send(chunk.clone()).await.is_err() || file_tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+            timings.queue_wait += queueing.elapsed();
+        }
+    }
+    .await;
+    drop((hash_tx, file_tx));
+    let written = writer
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (sha256, hashing) = hasher
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    fed?;
+    let (write, fsync) = written.map_err(|e| match e {
+        WriteFailure::Write(e) => write_err(e),
+        WriteFailure::Decompress(e) => decompress_err(e),
+    })?;
+    timings.hash = hashing;
+    timings.write = write;
+    timings.fsync = fsync;
+    Ok((size, sha256))
+}
+
+/// Why writing a download failed.
+enum WriteFailure {
+    Write(std::io::Error),
+    Decompress(std::io::Error),
 }
 
 /// Refuses a snapshot written by a newer minor release than the target's: etcd cannot load
