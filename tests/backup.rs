@@ -576,6 +576,45 @@ async fn a_cancelled_upload_is_aborted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn parts_signed_or_sent_unsigned_store_the_stream_with_its_digest_in_order() {
+    let garage = TestGarage::start().await.unwrap();
+    let s3 = garage.client().await;
+    // Five parts and a short one, uploading two at a time while another thread hashes them.
+    let size = (25 << 20) + 4321;
+    let expected = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut all = std::pin::pin!(chunks(size));
+        while let Some(c) = all.next().await {
+            h.update(c.unwrap());
+        }
+        hex::encode(h.finalize())
+    };
+    for sign_payload in [true, false] {
+        let key = format!("p/main/signed-{sign_payload}.db");
+        let options = UploadOptions {
+            sign_payload,
+            ..small_parts()
+        };
+        let uploaded = upload_stream(
+            &s3,
+            BUCKET,
+            &key,
+            &SnapshotMetadata::default(),
+            chunks(size),
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!((uploaded.size, uploaded.parts), (size as u64, 6));
+        assert_eq!(uploaded.sha256, expected, "sign_payload {sign_payload}");
+        let body = get_bytes(&s3, &key).await;
+        assert_eq!(hex_sha256(&body), expected, "sign_payload {sign_payload}");
+    }
+    assert!(multipart_uploads(&s3).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn objects_beyond_the_single_copy_limit_get_metadata_by_multipart_copy() {
     let garage = TestGarage::start().await.unwrap();
     let s3 = garage.client().await;

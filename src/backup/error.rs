@@ -211,6 +211,10 @@ pub enum Error {
         max_parts: i32,
     },
 
+    /// The thread hashing an upload's parts went away (the upload was being torn down).
+    #[error("the upload's sha256 thread stopped")]
+    Hasher,
+
     #[error("could not complete the multipart upload of {key}")]
     CompleteUpload {
         key: String,

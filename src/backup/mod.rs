@@ -57,5 +57,5 @@ pub use restore::{
 pub use retention::expired;
 pub use s3::{StaticCredentials, client};
 pub use schedule::Schedule;
-pub use take::{Owner, take_backup};
-pub use upload::{UploadOptions, Uploaded, upload_stream};
+pub use take::{BackupTimings, Owner, take_backup, take_backup_timed};
+pub use upload::{UploadOptions, UploadTimings, Uploaded, upload_stream};

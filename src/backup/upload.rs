@@ -5,7 +5,7 @@
 //!
 //! # Memory
 //! At most `parts_in_flight + 1` parts are held at once (the ones uploading and the one
-//! filling), whatever the object's size: 64 MiB with the defaults.
+//! filling), whatever the object's size: 20 MiB with the defaults ([`UploadOptions::bytes_held`]).
 //!
 //! # Metadata
 //! S3 fixes user metadata when an upload starts, before the digest and size are known. So
@@ -51,6 +51,11 @@ pub struct UploadOptions {
     /// Objects up to this size get their final metadata with one CopyObject; larger ones with
     /// a multipart copy in parts of this size (clamped to 5 MiB..=5 GiB).
     pub max_single_copy: u64,
+    /// Whether each part's sha256 goes into its SigV4 signature, for the server to check.
+    /// Needed on plain HTTP, where nothing else checks the bytes on the way; over TLS the
+    /// transport does, and `UNSIGNED-PAYLOAD` saves hashing every byte a second time here
+    /// and a third time on the server (see [`UploadOptions::for_destination`]).
+    pub sign_payload: bool,
 }
 
 impl Default for UploadOptions {
@@ -59,6 +64,7 @@ impl Default for UploadOptions {
             part_size: crate::api::backup::DEFAULT_PART_SIZE_MIB as usize * (1 << 20),
             parts_in_flight: 3,
             max_single_copy: MAX_SINGLE_COPY,
+            sign_payload: true,
         }
     }
 }
@@ -71,6 +77,18 @@ impl UploadOptions {
         u64::try_from(self.part_size)
             .unwrap_or(u64::MAX)
             .saturating_mul(parts)
+    }
+
+    /// The options for a backup to `destination`: its `partSizeMiB`, and payload signing
+    /// only when its endpoint is plain HTTP (no endpoint is AWS S3, over HTTPS).
+    pub fn for_destination(destination: &crate::api::backup::S3Destination) -> Self {
+        let mut options = Self::with_part_size_mib(destination.part_size_mib);
+        options.sign_payload = destination
+            .connection
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| !e.trim_start().to_ascii_lowercase().starts_with("https://"));
+        options
     }
 
     /// The defaults with `partSizeMiB` from a backup destination, when set and positive.
@@ -95,6 +113,33 @@ pub struct Uploaded {
     pub parts: i32,
     /// From the start of the upload to its metadata being written.
     pub elapsed: Duration,
+    /// Where that time went.
+    pub timings: UploadTimings,
+}
+
+/// Where an upload's wall time went, for its log line and the benchmark. The stream's
+/// phases (`source`, `hash`, `slot_wait`) are sequential; parts upload in parallel with them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UploadTimings {
+    /// CreateMultipartUpload.
+    pub create: Duration,
+    /// Waiting for the source's next chunk (etcd's snapshot stream, or the compressor).
+    pub source: Duration,
+    /// sha256 of the stream, on its own thread (in parallel with the rest).
+    pub hash: Duration,
+    /// Copying chunks into part buffers.
+    pub fill: Duration,
+    /// Waiting for a part slot to free up: S3 slower than the source.
+    pub slot_wait: Duration,
+    /// After the source ended: waiting for the last parts.
+    pub drain: Duration,
+    /// Every UploadPart's time added up (they overlap), and the slowest one.
+    pub parts_total: Duration,
+    pub slowest_part: Duration,
+    /// CompleteMultipartUpload.
+    pub complete: Duration,
+    /// Writing the digest and size into the object's metadata (the copy onto itself).
+    pub metadata: Duration,
 }
 
 impl Uploaded {
@@ -139,7 +184,9 @@ where
     S: Stream<Item = Result<Bytes, Error>> + Send,
 {
     let started = Instant::now();
+    let mut timings = UploadTimings::default();
     let upload_id = create_upload(client, bucket, key, metadata).await?;
+    timings.create = started.elapsed();
     let guard = AbortGuard::new(client, bucket, key, &upload_id);
     let target = Arc::new(Target {
         client: client.clone(),
@@ -148,7 +195,15 @@ where
         upload_id,
     });
     let mut in_flight = JoinSet::new();
-    let sent = send_parts(&target, chunks, options, started, &mut in_flight).await;
+    let sent = send_parts(
+        &target,
+        chunks,
+        options,
+        started,
+        &mut in_flight,
+        &mut timings,
+    )
+    .await;
     // In-flight parts must be gone before the abort, or one may land after it.
     in_flight.shutdown().await;
     let sent = match sent {
@@ -158,17 +213,20 @@ where
             return Err(e);
         }
     };
+    let completing = Instant::now();
     if let Err(e) = complete_upload(&target, sent.parts).await {
         guard.abort().await;
         return Err(e);
     }
     guard.disarm();
+    timings.complete = completing.elapsed();
 
     let metadata = SnapshotMetadata {
         sha256: Some(sent.sha256.clone()),
         size: Some(sent.size),
         ..metadata.clone()
     };
+    let writing = Instant::now();
     if let Err(e) = write_metadata(client, bucket, key, &metadata, sent.size, options).await {
         let deleted = client.delete_object().bucket(bucket).key(key).send().await;
         if let Err(delete) = deleted {
@@ -176,18 +234,28 @@ where
         }
         return Err(e);
     }
+    timings.metadata = writing.elapsed();
     let uploaded = Uploaded {
         key: key.to_owned(),
         size: sent.size,
         sha256: sent.sha256,
         parts: sent.part_count,
         elapsed: started.elapsed(),
+        timings,
     };
+    let t = &uploaded.timings;
+    let ms = |d: Duration| d.as_millis() as u64;
     info!(
         key,
         bytes = uploaded.size,
         parts = uploaded.parts,
         mb_per_s = round1(uploaded.mb_per_second()),
+        source_ms = ms(t.source),
+        hash_ms = ms(t.hash),
+        slot_wait_ms = ms(t.slot_wait),
+        drain_ms = ms(t.drain),
+        complete_ms = ms(t.complete),
+        metadata_ms = ms(t.metadata),
         "uploaded snapshot"
     );
     Ok(uploaded)
@@ -252,13 +320,19 @@ async fn create_upload(
         })
 }
 
-/// Cuts `chunks` into parts and uploads them, at most `parts_in_flight` at a time.
+/// Cuts `chunks` into parts and uploads them, at most `parts_in_flight` at a time, while a
+/// blocking thread hashes the parts in order.
+///
+/// A part's slot is freed once it is both uploaded and hashed, so at most
+/// `parts_in_flight + 1` parts are held (the slots, and the one filling or waiting for a
+/// slot) however far the hash or the uploads fall behind.
 async fn send_parts<S>(
     target: &Arc<Target>,
     chunks: S,
     options: &UploadOptions,
     started: Instant,
-    in_flight: &mut JoinSet<Result<CompletedPart, Error>>,
+    in_flight: &mut JoinSet<PartResult>,
+    timings: &mut UploadTimings,
 ) -> Result<Sent, Error>
 where
     S: Stream<Item = Result<Bytes, Error>> + Send,
@@ -267,34 +341,46 @@ where
     let max_in_flight = options.parts_in_flight.max(1);
     let mut chunks = std::pin::pin!(chunks);
     let mut done = Vec::new();
-    let mut hasher = Sha256::new();
+    let hasher = Hasher::start();
     let mut size = 0u64;
-    let mut buf = BytesMut::with_capacity(part_size);
+    let mut parts = Parts {
+        target,
+        in_flight,
+        done: &mut done,
+        max_in_flight,
+        options,
+        hashed: &hasher.hashed,
+        pool: Arc::default(),
+    };
+    let mut buf = parts.buffer();
     let mut next_part = 1;
     let mut last_progress = started;
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        let waiting = Instant::now();
+        let Some(chunk) = chunks.next().await else {
+            timings.source += waiting.elapsed();
+            break;
+        };
+        let filling = Instant::now();
+        timings.source += filling - waiting;
         let mut rest = chunk?;
-        hasher.update(&rest);
         size += rest.len() as u64;
+        let slot_wait_before = timings.slot_wait;
         while !rest.is_empty() {
             let take = (part_size - buf.len()).min(rest.len());
             buf.extend_from_slice(&rest.split_to(take));
             if buf.len() == part_size {
-                let body = std::mem::replace(&mut buf, BytesMut::with_capacity(part_size));
+                let body = std::mem::take(&mut buf).freeze();
                 let number = next_part;
                 next_part += 1;
-                start_part(
-                    target,
-                    in_flight,
-                    &mut done,
-                    max_in_flight,
-                    number,
-                    body,
-                    options,
-                )
-                .await?;
+                hasher.feed(number, body.clone())?;
+                parts.start(number, body, timings).await?;
+                // Only now: while `start` waited for a slot, the full part was the one held.
+                buf = parts.buffer();
             }
         }
+        // Time in here is filling, except waiting for a slot.
+        timings.fill += filling.elapsed() - (timings.slot_wait - slot_wait_before);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             info!(
@@ -308,72 +394,177 @@ where
     // A multipart upload needs at least one part, even an empty one.
     if !buf.is_empty() || next_part == 1 {
         let number = next_part;
-        start_part(
-            target,
-            in_flight,
-            &mut done,
-            max_in_flight,
-            number,
-            buf,
-            options,
-        )
-        .await?;
+        let body = buf.freeze();
+        hasher.feed(number, body.clone())?;
+        parts.start(number, body, timings).await?;
         next_part += 1;
     }
+    let draining = Instant::now();
     while let Some(joined) = in_flight.join_next().await {
-        done.push(finished(joined)?);
+        done.push(finished(joined, timings)?);
     }
+    let (sha256, hashing) = hasher.finish().await?;
+    timings.drain = draining.elapsed();
+    timings.hash = hashing;
     done.sort_by_key(|p| p.part_number());
     Ok(Sent {
         parts: done,
         part_count: next_part - 1,
         size,
-        sha256: hex::encode(hasher.finalize()),
+        sha256,
     })
 }
 
-/// Waits for room, then starts uploading part `number`.
-async fn start_part(
-    target: &Arc<Target>,
-    in_flight: &mut JoinSet<Result<CompletedPart, Error>>,
-    done: &mut Vec<CompletedPart>,
-    max_in_flight: usize,
-    number: i32,
-    body: BytesMut,
-    options: &UploadOptions,
-) -> Result<(), Error> {
-    if number > MAX_PARTS {
-        return Err(Error::TooManyParts {
-            key: target.key.clone(),
-            part_size: options.part_size,
-            max_parts: MAX_PARTS,
+/// The sha256 of the parts, in order, on a blocking thread: the digest costs the stream's
+/// task nothing but a channel send per part.
+struct Hasher {
+    parts: tokio::sync::mpsc::UnboundedSender<(i32, Bytes)>,
+    /// The highest part number hashed so far.
+    hashed: tokio::sync::watch::Receiver<i32>,
+    thread: tokio::task::JoinHandle<(String, Duration)>,
+}
+
+impl Hasher {
+    fn start() -> Self {
+        let (parts, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i32, Bytes)>();
+        let (hashed_tx, hashed) = tokio::sync::watch::channel(0);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            let mut busy = Duration::ZERO;
+            while let Some((number, part)) = rx.blocking_recv() {
+                let started = Instant::now();
+                hasher.update(&part);
+                busy += started.elapsed();
+                drop(part);
+                hashed_tx.send_replace(number);
+            }
+            (hex::encode(hasher.finalize()), busy)
         });
-    }
-    while in_flight.len() >= max_in_flight {
-        match in_flight.join_next().await {
-            Some(joined) => done.push(finished(joined)?),
-            None => break,
+        Self {
+            parts,
+            hashed,
+            thread,
         }
     }
-    let target = Arc::clone(target);
-    in_flight.spawn(async move { upload_part(&target, number, body.freeze()).await });
-    Ok(())
+
+    fn feed(&self, number: i32, part: Bytes) -> Result<(), Error> {
+        self.parts.send((number, part)).map_err(|_| Error::Hasher)
+    }
+
+    /// The digest of everything fed, and the time spent hashing.
+    async fn finish(self) -> Result<(String, Duration), Error> {
+        drop(self.parts);
+        match self.thread.await {
+            Ok(done) => Ok(done),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Hasher),
+        }
+    }
+}
+
+/// A part task's outcome: the part and how long its upload took.
+type PartResult = Result<(CompletedPart, Duration), Error>;
+
+/// The part tasks and their slots.
+struct Parts<'a> {
+    target: &'a Arc<Target>,
+    in_flight: &'a mut JoinSet<PartResult>,
+    done: &'a mut Vec<CompletedPart>,
+    max_in_flight: usize,
+    options: &'a UploadOptions,
+    hashed: &'a tokio::sync::watch::Receiver<i32>,
+    /// Buffers of parts done with, to fill again: an upload allocates `parts_in_flight + 1`
+    /// part buffers however long the stream, so the allocator neither grows nor faults in
+    /// fresh pages for every part.
+    pool: Arc<std::sync::Mutex<Vec<BytesMut>>>,
+}
+
+impl Parts<'_> {
+    /// An empty buffer of a part's size: a returned one, else a new one.
+    fn buffer(&self) -> BytesMut {
+        let part_size = self.options.part_size.max(1);
+        let reused = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| BytesMut::with_capacity(part_size))
+    }
+
+    /// Waits for a free slot, then starts uploading part `number`; the task holds its slot
+    /// until the part is also hashed.
+    async fn start(
+        &mut self,
+        number: i32,
+        body: Bytes,
+        timings: &mut UploadTimings,
+    ) -> Result<(), Error> {
+        if number > MAX_PARTS {
+            return Err(Error::TooManyParts {
+                key: self.target.key.clone(),
+                part_size: self.options.part_size,
+                max_parts: MAX_PARTS,
+            });
+        }
+        let waiting = Instant::now();
+        while self.in_flight.len() >= self.max_in_flight {
+            match self.in_flight.join_next().await {
+                Some(joined) => self.done.push(finished(joined, timings)?),
+                None => break,
+            }
+        }
+        timings.slot_wait += waiting.elapsed();
+        let target = Arc::clone(self.target);
+        let mut hashed = self.hashed.clone();
+        let sign = self.options.sign_payload;
+        let pool = Arc::clone(&self.pool);
+        let part_size = self.options.part_size.max(1);
+        self.in_flight.spawn(async move {
+            let started = Instant::now();
+            let part = upload_part(&target, number, body.clone(), sign).await?;
+            let took = started.elapsed();
+            hashed
+                .wait_for(|&n| n >= number)
+                .await
+                .map_err(|_| Error::Hasher)?;
+            // Uploaded and hashed: nobody else holds the buffer now, it can be filled again.
+            if let Ok(mut buf) = body.try_into_mut() {
+                buf.clear();
+                if buf.capacity() >= part_size {
+                    pool.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+                }
+            }
+            Ok((part, took))
+        });
+        Ok(())
+    }
 }
 
 fn finished(
-    joined: Result<Result<CompletedPart, Error>, JoinError>,
+    joined: Result<PartResult, JoinError>,
+    timings: &mut UploadTimings,
 ) -> Result<CompletedPart, Error> {
     match joined {
-        Ok(part) => part,
+        Ok(Ok((part, took))) => {
+            timings.parts_total += took;
+            timings.slowest_part = timings.slowest_part.max(took);
+            Ok(part)
+        }
+        Ok(Err(e)) => Err(e),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only `shutdown` cancels part tasks, and it runs after the last join.
         Err(e) => unreachable!("part task cancelled while joined: {e}"),
     }
 }
 
-async fn upload_part(target: &Target, number: i32, body: Bytes) -> Result<CompletedPart, Error> {
+/// Uploads one part. With `sign` its payload's sha256 is part of the SigV4 signature (the
+/// server checks it: the only integrity check a plain-HTTP upload gets); without, the
+/// payload is sent as `UNSIGNED-PAYLOAD`, for TLS endpoints, whose transport already
+/// guarantees integrity, saving a sha256 of every byte here and on the server.
+async fn upload_part(
+    target: &Target,
+    number: i32,
+    body: Bytes,
+    sign: bool,
+) -> Result<CompletedPart, Error> {
     let len = body.len() as i64;
-    let resp = target
+    let request = target
         .client
         .upload_part()
         .bucket(&target.bucket)
@@ -382,17 +573,21 @@ async fn upload_part(target: &Target, number: i32, body: Bytes) -> Result<Comple
         .part_number(number)
         .content_length(len)
         .body(ByteStream::from(body))
-        .send()
-        .await
-        .map_err(|e| {
-            target
-                .call(S3Op::UploadPart)
-                .error(e, |source| Error::UploadPart {
-                    key: target.key.clone(),
-                    part: number,
-                    source,
-                })
-        })?;
+        .customize();
+    let request = if sign {
+        request
+    } else {
+        request.disable_payload_signing()
+    };
+    let resp = request.send().await.map_err(|e| {
+        target
+            .call(S3Op::UploadPart)
+            .error(e, |source| Error::UploadPart {
+                key: target.key.clone(),
+                part: number,
+                source,
+            })
+    })?;
     let e_tag = resp.e_tag().ok_or_else(|| Error::UnexpectedResponse {
         op: S3Op::UploadPart,
         key: target.key.clone(),
@@ -670,6 +865,30 @@ mod tests {
             UploadOptions::with_part_size_mib(Some(0)).part_size,
             5 << 20
         );
+    }
+
+    #[test]
+    fn payloads_are_signed_only_to_plain_http_endpoints() {
+        let to = |endpoint: Option<&str>| {
+            let mut d = crate::api::backup::S3Destination {
+                bucket: "b".into(),
+                prefix: None,
+                connection: crate::api::s3::S3Connection::default(),
+                part_size_mib: Some(8),
+                compression: None,
+            };
+            d.connection.endpoint = endpoint.map(str::to_owned);
+            UploadOptions::for_destination(&d)
+        };
+        assert!(to(Some("http://127.0.0.1:3900")).sign_payload);
+        assert!(to(Some(" HTTP://minio:9000")).sign_payload);
+        // No scheme: not known to be TLS, so signed.
+        assert!(to(Some("minio:9000")).sign_payload);
+        assert!(!to(Some("https://s3.example.com")).sign_payload);
+        assert!(!to(Some("HTTPS://s3.example.com")).sign_payload);
+        // No endpoint is AWS S3, over HTTPS.
+        assert!(!to(None).sign_payload);
+        assert_eq!(to(None).part_size, 8 << 20);
     }
 
     #[test]
