@@ -11,7 +11,12 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin etcd-operator
 
+# etcdutl (static) from etcd's official image: `verify: true` backups run its offline
+# `snapshot status` on each upload (--snapshot-tool-dir, default /usr/local/bin).
+FROM gcr.io/etcd-development/etcd:v3.5.16 AS etcd
+
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /src/target/release/etcd-operator /etcd-operator
+COPY --from=etcd /usr/local/bin/etcdutl /usr/local/bin/etcdutl
 USER 65532:65532
 ENTRYPOINT ["/etcd-operator"]

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// the operator reaches.
     #[arg(long, env = "ALLOW_AMBIENT_CREDENTIALS")]
     pub allow_ambient_credentials: bool,
+    /// Where `etcdutl` is for EtcdBackups with `verify: true` (the operator image copies it
+    /// from the official etcd image to /usr/local/bin). Without it verification checks the
+    /// digest only and says so in the `Verified` condition.
+    #[arg(long, env = "SNAPSHOT_TOOL_DIR", default_value = etcd_operator::backup::verify::DEFAULT_SNAPSHOT_TOOL_DIR)]
+    pub snapshot_tool_dir: std::path::PathBuf,
 }
 
 /// `etcd-operator restore-fetch`. S3 credentials come from the environment

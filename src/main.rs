@@ -135,6 +135,7 @@ fn kubernetes_run(args: RunArgs) -> anyhow::Result<()> {
             self_pod: self_pod(),
             backup_memory_budget_mib: args.backup_memory_budget_mib,
             allow_ambient_credentials: args.allow_ambient_credentials,
+            snapshot_tool_dir: args.snapshot_tool_dir,
         };
         kubernetes::run(opts, termination())
             .await

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use etcd_operator::api::backup::VerificationResult;
 use etcd_operator::api::backup::{BackupRecord, Retention, S3Destination};
 use etcd_operator::backup::key::{Scope, parse_key};
 use etcd_operator::backup::{
-    DownloadOptions, Error, Owner, SnapshotMetadata, StaticCredentials, UploadOptions,
-    abort_stale_uploads, apply_retention, client, download, download_with, fetch_snapshot,
-    list_backups, pin_object, take_backup, upload_stream,
+    DownloadOptions, Error, Owner, SnapshotMetadata, SnapshotTools, StaticCredentials,
+    UploadOptions, Verifier, abort_stale_uploads, apply_retention, client, download, download_with,
+    fetch_snapshot, list_backups, pin_object, take_backup, upload_stream, verify_backup,
 };
 use etcd_operator::testing::garage::{BUCKET, TestGarage};
 use etcd_operator::testing::{EtcdBin, TestCluster, bin_for_minor, free_port, wait_for};
@@ -1006,6 +1007,182 @@ async fn an_object_overwritten_between_ranges_fails_the_download_instead_of_mixi
             assert_eq!(got.sha256, hex_sha256(&old));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_reads_the_object_back_and_refuses_a_bad_one() {
+    let (_cluster, garage, record) = one_backup().await;
+    let bin = etcd(3, 5);
+    let s3 = garage.client().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let verifier = Verifier {
+        tools: SnapshotTools::Dir(bin.dir.clone()),
+        scratch_dir: scratch.path().to_owned(),
+    };
+    let v = verify_backup(&s3, BUCKET, &record, &verifier)
+        .await
+        .unwrap();
+    assert_eq!(v.result, VerificationResult::Verified, "{v:?}");
+    assert!(v.revision.unwrap() >= record.revision);
+    assert!(v.total_keys.unwrap() >= 200, "{v:?}");
+
+    // Not what was uploaded: another object under the key.
+    let mut body = get_bytes(&s3, &record.key).await;
+    body[1000] ^= 0xff;
+    put(&s3, "p/main/corrupt.db", body, &SnapshotMetadata::default()).await;
+    let corrupt = BackupRecord {
+        key: "p/main/corrupt.db".into(),
+        ..record.clone()
+    };
+    let err = verify_backup(&s3, BUCKET, &corrupt, &verifier)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ShaMismatch", "{err:?}");
+
+    // The digest recorded, but etcd's tool does not take it for a snapshot.
+    let junk = value_for(9, 100_000);
+    put(
+        &s3,
+        "p/main/junk.db",
+        junk.clone(),
+        &SnapshotMetadata::default(),
+    )
+    .await;
+    let junk = BackupRecord {
+        key: "p/main/junk.db".into(),
+        sha256: hex_sha256(&junk),
+        ..record.clone()
+    };
+    let err = verify_backup(&s3, BUCKET, &junk, &verifier)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "NotASnapshot", "{err:?}");
+
+    // Without the tool: the digest only, and saying so.
+    let no_tools = Verifier {
+        tools: SnapshotTools::PerVersion(scratch.path().join("none")),
+        scratch_dir: scratch.path().to_owned(),
+    };
+    let v = verify_backup(&s3, BUCKET, &record, &no_tools)
+        .await
+        .unwrap();
+    assert_eq!(v.result, VerificationResult::DigestOnly);
+    assert!(
+        v.message.contains("snapshot status not run"),
+        "{}",
+        v.message
+    );
+    let err = verify_backup(&s3, BUCKET, &corrupt, &no_tools)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ShaMismatch");
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "no snapshot is left in the scratch dir"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_3_4_backup_is_verified_with_its_own_releases_etcdctl() {
+    let bin = etcd(3, 4);
+    let (cluster, garage) = started(&bin, 1).await;
+    fill(&connect(&cluster.client_urls()).await, "k", 50, 50, 16).await;
+    let s3 = garage.client().await;
+    let record = backup(&cluster, &s3, &destination(&garage, "p"), "main").await;
+    assert!(record.etcd_version.starts_with("3.4."), "{record:?}");
+    let scratch = tempfile::tempdir().unwrap();
+    // As the local runtime looks: <etcd bin dir>/<the snapshot's version>/, where 3.4 has
+    // no etcdutl.
+    let verifier = Verifier {
+        tools: SnapshotTools::PerVersion(etcd_operator::testing::etcd_bin_dir()),
+        scratch_dir: scratch.path().to_owned(),
+    };
+    assert!(!bin.dir.join("etcdutl").exists());
+    let v = verify_backup(&s3, BUCKET, &record, &verifier)
+        .await
+        .unwrap();
+    assert_eq!(v.result, VerificationResult::Verified, "{v:?}");
+    assert!(v.total_keys.unwrap() >= 50, "{v:?}");
+    assert!(
+        v.message
+            .contains(&format!("{}/etcdctl", bin.dir.display())),
+        "{}",
+        v.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_fails_verification_is_deleted_and_retention_does_not_run() {
+    let bin = etcd(3, 5);
+    let (cluster, garage) = started(&bin, 1).await;
+    let s3 = garage.client().await;
+    let dest = destination(&garage, "v");
+    let kept = backup(&cluster, &s3, &dest, "main").await;
+    // An etcdutl that refuses every snapshot, as it would a corrupt one.
+    let tools = tempfile::tempdir().unwrap();
+    let fake = tools.path().join("etcdutl");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'snapshot file is corrupt' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let verifier = Verifier {
+        tools: SnapshotTools::Dir(tools.path().to_owned()),
+        scratch_dir: tools.path().join("scratch"),
+    };
+    let retention = Retention {
+        keep_last: Some(1),
+        max_age: None,
+    };
+    cluster.put("tick", "1").await.unwrap();
+    let err = etcd_operator::backup::attempt::run(etcd_operator::backup::attempt::Attempt {
+        endpoints: cluster.client_urls(),
+        tls: None,
+        destination: &dest,
+        credentials: Some(garage.credentials()),
+        owner: owner("main"),
+        retention: Some(&retention),
+        verify: Some(&verifier),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "VerificationFailed", "{err:?}");
+    assert!(err.is_retryable());
+    let message = etcd_operator::error_chain::error_chain(&err);
+    assert!(message.contains("snapshot file is corrupt"), "{message}");
+    // The failed one is gone; the earlier one is still there, retention did not run.
+    let left: Vec<String> = list_backups(&s3, BUCKET, &scope(Some("v"), "main"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key)
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&kept.key));
+
+    // With etcd's own tool the same attempt passes, records it, and retention runs.
+    let verifier = Verifier {
+        tools: SnapshotTools::Dir(bin.dir.clone()),
+        scratch_dir: tools.path().join("scratch"),
+    };
+    let outcome = etcd_operator::backup::attempt::run(etcd_operator::backup::attempt::Attempt {
+        endpoints: cluster.client_urls(),
+        tls: None,
+        destination: &dest,
+        credentials: Some(garage.credentials()),
+        owner: owner("main"),
+        retention: Some(&retention),
+        verify: Some(&verifier),
+    })
+    .await
+    .unwrap();
+    let v = outcome.record.verification.as_ref().unwrap();
+    assert_eq!(v.result, VerificationResult::Verified);
+    assert_eq!(
+        outcome.pruned.unwrap().unwrap(),
+        std::slice::from_ref(&kept.key)
+    );
 }
 
 /// `zstd`, the plain tool users restore compressed backups with (`scripts/install-deps test`

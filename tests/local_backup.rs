@@ -6,7 +6,7 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use etcd_operator::api::EtcdCluster;
-use etcd_operator::api::backup::EtcdBackupStatus;
+use etcd_operator::api::backup::{EtcdBackupStatus, VerificationResult};
 use etcd_operator::api::condition::{self, types};
 use etcd_operator::api::restore::{EtcdRestoreStatus, RestorePhase};
 use etcd_operator::backup::key::Scope;
@@ -167,7 +167,15 @@ async fn one_shot_backup_of_a_running_cluster_records_the_object() {
     s.write(&docs(&[
         &cluster_yaml("src", 1, &v, ""),
         &secret,
-        &backup_yaml("once", "src", &garage, BUCKET, "p", "s3", ""),
+        &backup_yaml(
+            "once",
+            "src",
+            &garage,
+            BUCKET,
+            "p",
+            "s3",
+            "  verify: true\n",
+        ),
     ]));
     let st = s
         .wait_backup("once", "one-shot backup ready", is_ready)
@@ -176,6 +184,22 @@ async fn one_shot_backup_of_a_running_cluster_records_the_object() {
     let record = st.last_backup.clone().unwrap();
     assert_eq!(record.sha256.len(), 64, "{record:?}");
     assert!(record.size > 0 && record.revision > 100, "{record:?}");
+    // verify: read back and checked by the cluster's own release's etcdutl.
+    let v = record.verification.clone().unwrap();
+    assert_eq!(v.result, VerificationResult::Verified, "{v:?}");
+    assert!(v.revision.unwrap() >= record.revision && v.total_keys.unwrap() >= 100);
+    assert!(
+        v.message
+            .contains(&format!("/{}/etcdutl", record.etcd_version)),
+        "{}",
+        v.message
+    );
+    assert!(condition_is(
+        &st.conditions,
+        types::VERIFIED,
+        "True",
+        "SnapshotVerified"
+    ));
     assert_eq!(st.history, std::slice::from_ref(&record));
     assert_eq!(st.observed_generation, Some(1));
     assert!(st.last_successful_time.is_some());
@@ -208,6 +232,68 @@ async fn one_shot_backup_of_a_running_cluster_records_the_object() {
         meta.cluster_uid.is_some(),
         "the cluster's incarnation: {meta:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_by_backup_name_prefers_the_newest_verified_backup() {
+    let (s, garage, v) = running_with_keys("origin", 100).await;
+    let cluster = cluster_yaml("origin", 1, &v, "");
+    let secret = secret_yaml("s3", &garage.credentials(), true);
+    let backup = |extra: &str| backup_yaml("mixed", "origin", &garage, BUCKET, "p", "s3", extra);
+    s.write(&docs(&[&cluster, &secret, &backup("  verify: true\n")]));
+    let first = s
+        .wait_backup("mixed", "verified backup ready", is_ready)
+        .await;
+    let verified = first.last_backup.clone().unwrap();
+    assert_eq!(
+        verified.verification.as_ref().map(|v| v.result),
+        Some(VerificationResult::Verified),
+        "{verified:?}"
+    );
+
+    // 50 keys more, then a newer backup without verification (a new generation of a
+    // one-shot backup runs once more).
+    let origin = s.status("origin").unwrap().status.unwrap();
+    put_keys(&origin, "later", 50).await;
+    s.write(&docs(&[&cluster, &secret, &backup("  verify: false\n")]));
+    let second = s
+        .wait_backup("mixed", "unverified backup ready", |b| {
+            is_ready(b)
+                && b.last_backup
+                    .as_ref()
+                    .is_some_and(|r| r.key != verified.key)
+        })
+        .await;
+    let newest = second.last_backup.clone().unwrap();
+    assert!(newest.verification.is_none(), "{newest:?}");
+    assert!(newest.revision > verified.revision);
+    assert_eq!(
+        second.history.iter().map(|r| &r.key).collect::<Vec<_>>(),
+        [&newest.key, &verified.key]
+    );
+    assert!(
+        condition::find(&second.conditions, types::VERIFIED).is_none(),
+        "no Verified condition once verify is off: {:?}",
+        second.conditions
+    );
+
+    // Restoring by name takes the verified one, not the newest.
+    s.write(&docs(&[
+        &cluster,
+        &secret,
+        &backup("  verify: false\n"),
+        &restore_yaml("back", "    backupName: mixed\n", "copy", 1, &v),
+    ]));
+    let restore = s
+        .wait_restore("back", "restore completed", |r| {
+            r.phase == RestorePhase::Completed
+        })
+        .await;
+    assert_eq!(restore.source_key.as_deref(), Some(verified.key.as_str()));
+    assert_eq!(restore.sha256.as_deref(), Some(verified.sha256.as_str()));
+    let copy = s.wait_running("copy", 1, &v).await;
+    assert_keys(&copy, "origin", 100).await;
+    assert_keys(&copy, "later", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -25,6 +25,8 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// Backup/restore: the last run failed.
     pub const FAILED: &str = "Failed";
+    /// Backup with `verify: true`: the last backup was read back and etcd's tool read it.
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// `status` of a condition.

@@ -969,6 +969,7 @@ mod tests {
                 keep_last: Some(10),
                 max_age: Some("7d".into()),
             }),
+            verify: None,
         }
     }
 

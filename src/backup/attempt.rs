@@ -1,14 +1,16 @@
 //! One backup attempt, the same for both runtimes: connect to the members the driver found
 //! serving ([`crate::plan::backup::backup_endpoints`]), take the snapshot ([`take_backup`]:
-//! a healthy follower first, verified by its digest as it streams), then, only after a
-//! success, abort the multipart uploads an earlier crashed attempt left and apply the
-//! retention policy. Which cluster, Secret and schedule apply is each driver's (the API
+//! a healthy follower first, its digest computed as it streams), with `verify` read it back
+//! and check it ([`super::verify`]; an object that fails is deleted and the attempt fails),
+//! then, only after a success, abort the multipart uploads an earlier crashed attempt left
+//! and apply the retention policy. Which cluster, Secret and schedule apply is each driver's (the API
 //! server or the YAML files); everything from the connection on happens here, in this order.
 
 use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::take::Owner;
+use super::verify::{Verifier, verify_backup};
 use super::{Error, StaticCredentials, abort_stale_uploads, apply_retention, take_backup};
 use crate::api::backup::{BackupRecord, Retention, S3Destination};
 use crate::error_chain::error_chain;
@@ -26,6 +28,8 @@ pub struct Attempt<'a> {
     /// Whose backup it is: its folder and its objects' metadata.
     pub owner: Owner<'a>,
     pub retention: Option<&'a Retention>,
+    /// Verify the upload (`spec.verify`) with this.
+    pub verify: Option<&'a Verifier>,
 }
 
 /// A stored backup and what retention did after it.
@@ -49,6 +53,7 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
         credentials,
         owner,
         retention,
+        verify,
     } = attempt;
     let cluster = owner.cluster;
     let scope = owner.scope(destination.prefix.as_deref());
@@ -57,7 +62,7 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
         .await
         .map_err(|e| Error::NoHealthyMember { last: Some(e) })?;
     let s3 = super::client(&destination.connection, credentials).await;
-    let record = take_backup(&admin, tls.as_ref(), &s3, destination, &owner).await?;
+    let mut record = take_backup(&admin, tls.as_ref(), &s3, destination, &owner).await?;
     info!(
         cluster,
         key = %record.key,
@@ -66,6 +71,27 @@ pub async fn run(attempt: Attempt<'_>) -> Result<Outcome, Error> {
         seconds = format!("{:.2}", record.duration_seconds),
         "backup stored"
     );
+    if let Some(verifier) = verify {
+        match verify_backup(&s3, &destination.bucket, &record, verifier).await {
+            Ok(verification) => record.verification = Some(verification),
+            Err(e) => {
+                warn!(cluster, key = %record.key, error = %error_chain(&e), "backup failed verification; deleting it");
+                let deleted = s3
+                    .delete_object()
+                    .bucket(&destination.bucket)
+                    .key(&record.key)
+                    .send()
+                    .await;
+                if let Err(delete) = deleted {
+                    warn!(cluster, key = %record.key, error = %delete, "could not delete the backup that failed verification");
+                }
+                return Err(Error::VerificationFailed {
+                    key: record.key,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
     // Best effort: uploads an earlier, crashed attempt left behind.
     if let Err(e) = abort_stale_uploads(
         &s3,

@@ -211,6 +211,15 @@ pub enum Error {
         max_parts: i32,
     },
 
+    /// `verify: true` read the object back and found it bad (`source` says how); the object
+    /// was deleted and the attempt counts as failed, so retention deleted nothing.
+    #[error("{key} failed verification after upload and was deleted")]
+    VerificationFailed {
+        key: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The thread hashing an upload's parts went away (the upload was being torn down).
     #[error("the upload's sha256 thread stopped")]
     Hasher,
@@ -404,6 +413,8 @@ impl Error {
             | Error::DeleteObject { source, .. }
             | Error::HeadObject { source, .. } => source.is_transient(),
             Error::WriteFile { .. } => true,
+            // The next attempt takes and uploads a new snapshot.
+            Error::VerificationFailed { .. } => true,
             _ => false,
         }
     }

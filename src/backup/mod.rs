@@ -18,7 +18,9 @@
 //!   member's download enforces.
 //! - [`restore`]: download, verify, check, and restore data dirs with etcd's own tools.
 //! - [`member_restore`]: what a restored member Pod's init containers run around etcd's tool.
-//! - [`attempt`]: one backup attempt as both runtimes run it: take, then clean up and retain.
+//! - [`verify`]: a backup read back after upload, its digest and `etcdutl snapshot status`.
+//! - [`attempt`]: one backup attempt as both runtimes run it: take, verify when asked, then
+//!   clean up and retain.
 //! - [`error`]: every failure of the engine, classified.
 //!
 //! Every failure is an [`Error`]; [`Error::reason`] is its static label and
@@ -38,6 +40,7 @@ pub mod s3;
 pub mod schedule;
 pub mod take;
 pub mod upload;
+pub mod verify;
 
 pub use error::{Error, S3Failure, S3Op};
 
@@ -59,3 +62,4 @@ pub use s3::{StaticCredentials, client};
 pub use schedule::Schedule;
 pub use take::{BackupTimings, Owner, take_backup, take_backup_timed};
 pub use upload::{UploadOptions, UploadTimings, Uploaded, upload_stream};
+pub use verify::{SnapshotTools, Verifier, verify_backup};

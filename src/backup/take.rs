@@ -166,6 +166,7 @@ pub async fn take_backup_timed(
         duration_seconds: started.elapsed().as_secs_f64(),
         mb_per_second: uploaded.mb_per_second(),
         time: Time(at),
+        verification: None,
     };
     info!(
         cluster,

@@ -20,13 +20,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::failure::{Failure, Precondition, set_failed};
 use crate::api::backup::S3Destination;
-use crate::api::backup::{BackupRecord, EtcdBackupSpec, EtcdBackupStatus, HISTORY_LIMIT};
+use crate::api::backup::{
+    BackupRecord, EtcdBackupSpec, EtcdBackupStatus, HISTORY_LIMIT, VerificationResult,
+};
 use crate::api::cluster::EtcdClusterStatus;
 use crate::api::condition::{self, Status, types};
 use crate::api::validate::Report;
 use crate::backup::Error;
-use crate::backup::UploadOptions;
 use crate::backup::schedule::next_run;
+use crate::backup::{DownloadOptions, UploadOptions};
 
 /// Condition reasons set here (besides error reasons).
 pub mod reasons {
@@ -36,6 +38,10 @@ pub mod reasons {
     pub const SCHEDULED: &str = "Scheduled";
     pub const RESTORING: &str = "Restoring";
     pub const RESTORED: &str = "Restored";
+    /// The `Verified` condition of an EtcdBackup with `verify: true`.
+    pub const SNAPSHOT_VERIFIED: &str = "SnapshotVerified";
+    pub const VERIFIER_UNAVAILABLE: &str = "VerifierUnavailable";
+    pub const VERIFICATION_INCOMPLETE: &str = "VerificationIncomplete";
 }
 
 /// The client URLs a backup of the cluster named `cluster` connects to: its healthy members'
@@ -65,16 +71,29 @@ pub fn backup_endpoints(
 }
 
 /// Whether a backup to `destination` fits the operator's backup memory budget: the parts an
-/// upload holds at once ([`UploadOptions::bytes_held`]) must not exceed `budget_mib`.
+/// upload holds at once ([`UploadOptions::bytes_held`]) and, with `verify`, the ranges the
+/// download that reads it back holds ([`DownloadOptions::bytes_held`]; one after the other,
+/// so the larger counts) must not exceed `budget_mib`.
 ///
 /// # Errors
 /// [`Precondition::MemoryBudget`], naming what it needs and the budget.
 pub fn fits_memory_budget(
     destination: &S3Destination,
+    verify: bool,
     budget_mib: u64,
 ) -> Result<(), Precondition> {
     let options = UploadOptions::with_part_size_mib(destination.part_size_mib);
-    let needed_mib = options.bytes_held().div_ceil(1 << 20);
+    let upload_mib = options.bytes_held().div_ceil(1 << 20);
+    let verify_mib = if verify {
+        DownloadOptions::default().bytes_held().div_ceil(1 << 20)
+    } else {
+        0
+    };
+    let (needed_mib, what) = if verify_mib > upload_mib {
+        (verify_mib, "the verification's download")
+    } else {
+        (upload_mib, "parts")
+    };
     if needed_mib <= budget_mib {
         return Ok(());
     }
@@ -82,6 +101,7 @@ pub fn fits_memory_budget(
         part_size_mib: u64::try_from(options.part_size >> 20).unwrap_or(u64::MAX),
         needed_mib,
         budget_mib,
+        what,
     })
 }
 
@@ -225,6 +245,7 @@ pub fn status_after_success(
         Some(generation),
         time(now),
     );
+    set_verified(&mut st.conditions, &record, generation, now);
     st.history.retain(|r| r.key != record.key);
     st.history.insert(0, record.clone());
     st.history.truncate(HISTORY_LIMIT);
@@ -232,6 +253,52 @@ pub fn status_after_success(
     st.last_successful_time = Some(time(now));
     st.next_schedule_time = next.map(time);
     st
+}
+
+/// The `Verified` condition after `record` was written: what its verification found, or no
+/// condition when none ran (`verify` is off).
+fn set_verified(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    record: &BackupRecord,
+    generation: i64,
+    now: Timestamp,
+) {
+    let Some(v) = &record.verification else {
+        conditions.retain(|c| c.type_ != types::VERIFIED);
+        return;
+    };
+    let (status, reason, message) = match v.result {
+        VerificationResult::Verified => (
+            Status::True,
+            reasons::SNAPSHOT_VERIFIED,
+            format!(
+                "{} read back: revision {}, {} keys; {}",
+                record.key,
+                v.revision.unwrap_or_default(),
+                v.total_keys.unwrap_or_default(),
+                v.message
+            ),
+        ),
+        VerificationResult::DigestOnly => (
+            Status::False,
+            reasons::VERIFIER_UNAVAILABLE,
+            format!("{} read back: {}", record.key, v.message),
+        ),
+        VerificationResult::Incomplete => (
+            Status::False,
+            reasons::VERIFICATION_INCOMPLETE,
+            format!("{}: {}", record.key, v.message),
+        ),
+    };
+    condition::set(
+        conditions,
+        types::VERIFIED,
+        status,
+        reason,
+        message,
+        Some(generation),
+        time(now),
+    );
 }
 
 /// The status after an attempt failed: `Failed=True` and `Ready=False` with the failure's
@@ -328,6 +395,7 @@ pub(super) mod tests {
             },
             schedule: schedule.map(str::to_owned),
             retention: None,
+            verify: None,
         }
     }
 
@@ -342,6 +410,7 @@ pub(super) mod tests {
             duration_seconds: 0.5,
             mb_per_second: 2.0,
             time: Time(now()),
+            verification: None,
         }
     }
 
@@ -363,17 +432,30 @@ pub(super) mod tests {
     fn part_sizes_over_the_memory_budget_are_refused_with_the_numbers() {
         let mut dest = spec(None).destination.s3;
         // The default 5 MiB parts hold 4 x 5 = 20 MiB.
-        assert_eq!(fits_memory_budget(&dest, 20), Ok(()));
+        assert_eq!(fits_memory_budget(&dest, false, 20), Ok(()));
         assert_eq!(
-            fits_memory_budget(&dest, 19),
+            fits_memory_budget(&dest, false, 19),
             Err(Precondition::MemoryBudget {
                 part_size_mib: 5,
                 needed_mib: 20,
                 budget_mib: 19,
+                what: "parts",
             })
         );
+        // Verifying reads the object back in 4 ranges of 4 MiB in flight, one handed on, one
+        // queued and one being hashed or written: 28 MiB.
+        assert_eq!(
+            fits_memory_budget(&dest, true, 20),
+            Err(Precondition::MemoryBudget {
+                part_size_mib: 5,
+                needed_mib: 28,
+                budget_mib: 20,
+                what: "the verification's download",
+            })
+        );
+        assert_eq!(fits_memory_budget(&dest, true, 28), Ok(()));
         dest.part_size_mib = Some(5120);
-        let refused = fits_memory_budget(&dest, crate::backup::DEFAULT_MEMORY_BUDGET_MIB);
+        let refused = fits_memory_budget(&dest, true, crate::backup::DEFAULT_MEMORY_BUDGET_MIB);
         assert!(
             matches!(
                 refused,

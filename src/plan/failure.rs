@@ -55,12 +55,14 @@ pub enum Precondition {
     )]
     AmbientCredentialsNotAllowed { namespace: String },
     #[error(
-        "partSizeMiB {part_size_mib} holds {needed_mib} MiB of parts in memory at once, over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): lower partSizeMiB or raise the budget"
+        "partSizeMiB {part_size_mib} holds {needed_mib} MiB of {what} in memory at once, over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): lower partSizeMiB or raise the budget"
     )]
     MemoryBudget {
         part_size_mib: u64,
         needed_mib: u64,
         budget_mib: u64,
+        /// What holds it: the upload's parts, or the verification's download.
+        what: &'static str,
     },
 }
 

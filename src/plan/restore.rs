@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::backup::reasons;
 use super::failure::{Failure, Precondition, set_failed};
 use crate::api::EtcdBackup;
-use crate::api::backup::BackupRecord;
+use crate::api::backup::{BackupRecord, VerificationResult};
 use crate::api::condition::{self, Status, types};
 use crate::api::restore::{EtcdRestoreSpec, EtcdRestoreStatus, PinnedSource, RestorePhase};
 use crate::api::s3::S3Connection;
@@ -54,9 +54,11 @@ pub struct RestoreFrom {
     pub sha256: Option<String>,
 }
 
-/// The snapshot `spec` names: its `s3` object, or the latest successful backup of the
-/// EtcdBackup `backup` (the one `spec.source.backupName` names, `None` if it does not exist)
-/// with that backup's digest. `spec.source.sha256` wins over the recorded digest.
+/// The snapshot `spec` names: its `s3` object, or a backup of the EtcdBackup `backup` (the
+/// one `spec.source.backupName` names, `None` if it does not exist) with that backup's
+/// digest: the newest one whose verification passed ([`VerificationResult::Verified`],
+/// `verify: true`), else the latest successful one. `spec.source.sha256` wins over the
+/// recorded digest.
 ///
 /// # Errors
 /// [`Precondition::BackupNotFound`], [`Precondition::NoSuccessfulBackup`].
@@ -82,9 +84,11 @@ pub fn restore_source(
     Ok(from)
 }
 
-/// The latest successful backup of the EtcdBackup `name` (`backup`, `None` if it does not
-/// exist), with its record, to be verified against the digest recorded for it. What a
-/// restore of `backupName` and a recovery from a backup both restore.
+/// The backup of the EtcdBackup `name` (`backup`, `None` if it does not exist) to restore,
+/// with its record, to be verified against the digest recorded for it: the newest one in
+/// `history` whose verification passed ([`VerificationResult::Verified`], `verify: true`),
+/// else the latest successful one. What a restore of `backupName` and a recovery from a
+/// backup both restore.
 ///
 /// # Errors
 /// [`Precondition::BackupNotFound`], [`Precondition::NoSuccessfulBackup`].
@@ -97,13 +101,19 @@ pub fn latest_backup<'a>(
         namespace: namespace.to_owned(),
         backup: name.to_owned(),
     })?;
-    let last = backup
-        .status
-        .as_ref()
-        .and_then(|s| s.last_backup.as_ref())
-        .ok_or_else(|| Precondition::NoSuccessfulBackup {
+    let status = backup.status.as_ref();
+    let latest = status.and_then(|s| s.last_backup.as_ref()).ok_or_else(|| {
+        Precondition::NoSuccessfulBackup {
             backup: name.to_owned(),
-        })?;
+        }
+    })?;
+    // History is newest first and starts with the latest.
+    let verified = status.into_iter().flat_map(|s| &s.history).find(|r| {
+        r.verification
+            .as_ref()
+            .is_some_and(|v| v.result == VerificationResult::Verified)
+    });
+    let last = verified.unwrap_or(latest);
     let s3 = &backup.spec.destination.s3;
     Ok((
         RestoreFrom {
@@ -499,6 +509,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from.sha256, Some(given), "the spec's digest wins");
+    }
+
+    #[test]
+    fn a_backup_source_prefers_the_newest_verified_backup() {
+        use crate::api::backup::{BackupRecord, Verification};
+        let checked = |key: &str, result: Option<VerificationResult>| BackupRecord {
+            verification: result.map(|result| Verification {
+                result,
+                time: Time(now()),
+                revision: Some(42),
+                total_keys: Some(7),
+                message: String::new(),
+            }),
+            ..record(key)
+        };
+        let mut backup = EtcdBackup::new("nightly", spec(None));
+        let mut st = None;
+        for r in [
+            checked("p/main/1.db", Some(VerificationResult::Verified)),
+            checked("p/main/2.db", Some(VerificationResult::Verified)),
+            checked("p/main/3.db", Some(VerificationResult::DigestOnly)),
+            checked("p/main/4.db", None),
+        ] {
+            st = Some(status_after_success(st.as_ref(), r, 1, None, now()));
+        }
+        backup.status = st.clone();
+        let from = restore_source("default", &from_backup("nightly", None), Some(&backup)).unwrap();
+        assert_eq!(
+            from.key, "p/main/2.db",
+            "the newest verified, not the newest"
+        );
+
+        // Without any verified backup, the latest.
+        let mut st = None;
+        for r in [
+            checked("p/main/5.db", Some(VerificationResult::Incomplete)),
+            checked("p/main/6.db", None),
+        ] {
+            st = Some(status_after_success(st.as_ref(), r, 1, None, now()));
+        }
+        backup.status = st;
+        let from = restore_source("default", &from_backup("nightly", None), Some(&backup)).unwrap();
+        assert_eq!(from.key, "p/main/6.db");
     }
 
     #[test]

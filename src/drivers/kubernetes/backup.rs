@@ -52,7 +52,8 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::api::{EtcdBackup, EtcdCluster, validate};
 use crate::backup::attempt::{self, Attempt, Outcome};
-use crate::backup::{Owner, StaticCredentials};
+use crate::backup::verify::DEFAULT_SNAPSHOT_TOOL_DIR;
+use crate::backup::{Owner, SnapshotTools, StaticCredentials, Verifier};
 use crate::error_chain::error_chain;
 use crate::metrics::{BackupLabels, ClusterLabels, Metrics};
 use crate::plan::backup::{
@@ -101,6 +102,8 @@ pub struct Context {
     /// Whether a destination without `credentialsSecret` may use the operator's own cloud
     /// identity (`--allow-ambient-credentials`); refused by default.
     pub allow_ambient_credentials: bool,
+    /// How `verify: true` checks uploads: the image's etcdutl (`--snapshot-tool-dir`).
+    pub verifier: Verifier,
     /// Consecutive failed attempts per backup, for the retry delay.
     failures: Failures<ObjectRef<EtcdBackup>>,
 }
@@ -113,6 +116,7 @@ impl Context {
             metrics,
             memory_budget_mib: crate::backup::DEFAULT_MEMORY_BUDGET_MIB,
             allow_ambient_credentials: false,
+            verifier: Verifier::new(SnapshotTools::Dir(DEFAULT_SNAPSHOT_TOOL_DIR.into())),
             failures: Failures::default(),
         }
     }
@@ -258,7 +262,8 @@ async fn attempt(
     backup: &EtcdBackup,
     ctx: &Context,
 ) -> Result<Result<Outcome, AttemptError>, Error> {
-    if let Err(p) = fits_memory_budget(&backup.spec.destination.s3, ctx.memory_budget_mib) {
+    let verify = backup.spec.verify.unwrap_or(false);
+    if let Err(p) = fits_memory_budget(&backup.spec.destination.s3, verify, ctx.memory_budget_mib) {
         return Ok(Err(AttemptError::Precondition(p)));
     }
     let namespace = backup.namespace().unwrap_or_default();
@@ -316,6 +321,7 @@ async fn attempt(
             cluster_uid: cluster.metadata.uid.as_deref(),
         },
         retention: backup.spec.retention.as_ref(),
+        verify: verify.then_some(&ctx.verifier),
     })
     .await
     .map_err(AttemptError::Backup))

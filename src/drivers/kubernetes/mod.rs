@@ -54,6 +54,8 @@ pub struct Options {
     /// Let backups and restores without `credentialsSecret` use the operator's own cloud
     /// identity.
     pub allow_ambient_credentials: bool,
+    /// Where `etcdutl` is for `verify: true` backups.
+    pub snapshot_tool_dir: std::path::PathBuf,
 }
 
 /// The operator's own Pod, from the Downward API (`POD_NAMESPACE`, `POD_NAME`).
@@ -183,6 +185,9 @@ fn controllers(
     let mut backup_ctx = backup::Context::new(client.clone(), metrics.clone(), reporter.clone());
     backup_ctx.memory_budget_mib = opts.backup_memory_budget_mib;
     backup_ctx.allow_ambient_credentials = opts.allow_ambient_credentials;
+    backup_ctx.verifier = crate::backup::Verifier::new(crate::backup::SnapshotTools::Dir(
+        opts.snapshot_tool_dir.clone(),
+    ));
     let backups = backup::controller(api(&client, ns), Arc::new(backup_ctx), shutdown.clone());
     let restores = restore::controller(
         api(&client, ns),

@@ -21,7 +21,7 @@ use crate::api::backup::{Retention, S3Destination};
 use crate::api::s3::S3Connection;
 use crate::api::{EtcdBackup, EtcdCluster, validate};
 use crate::backup::attempt::{self, Attempt, Outcome};
-use crate::backup::{Owner, StaticCredentials};
+use crate::backup::{Owner, StaticCredentials, Verifier};
 use crate::drivers::local::manifest::{DEFAULT_NAMESPACE, Documents};
 use crate::plan::backup::{
     BackupDue, backup_due, backup_endpoints, fits_memory_budget, next_schedule,
@@ -99,6 +99,8 @@ struct BackupState {
 pub struct Backups {
     /// Part data all backups may hold in memory (`--backup-memory-budget-mib`).
     memory_budget_mib: u64,
+    /// How `verify: true` checks uploads: with each version's own etcdutl.
+    verifier: Verifier,
     status_files: StatusFiles,
     /// The runtime's state dir, where each cluster's certificates are.
     state_dir: PathBuf,
@@ -118,18 +120,21 @@ impl Drop for Backups {
 }
 
 impl Backups {
-    /// Backups whose tasks call `wake` when they finish.
+    /// Backups whose tasks call `wake` when they finish; `verify: true` checks uploads with
+    /// `verifier`.
     pub fn new(
         status_files: StatusFiles,
         state_dir: PathBuf,
         wake: Arc<Notify>,
         memory_budget_mib: u64,
+        verifier: Verifier,
     ) -> Self {
         Self {
             status_files,
             state_dir,
             wake,
             memory_budget_mib,
+            verifier,
             states: HashMap::new(),
         }
     }
@@ -178,6 +183,7 @@ impl Backups {
                 wake: &self.wake,
                 budget_mib: self.memory_budget_mib,
                 state_dir: &self.state_dir,
+                verifier: &self.verifier,
             };
             let at = step(state, doc, docs, clusters, &inputs, now);
             if let Some(at) = at {
@@ -212,6 +218,8 @@ struct JobInputs<'a> {
     budget_mib: u64,
     /// The runtime's state dir, where the cluster's certificates are.
     state_dir: &'a Path,
+    /// How `verify: true` checks uploads.
+    verifier: &'a Verifier,
 }
 
 /// Moves one backup on; returns when to look again (besides the resync and task wake-ups).
@@ -227,6 +235,7 @@ fn step(
         wake,
         budget_mib,
         state_dir,
+        verifier,
     } = *inputs;
     let name = doc.metadata.name.clone().unwrap_or_default();
     if let Some(running) = &mut state.running {
@@ -285,7 +294,9 @@ fn step(
                 .and_then(|s| s.next_schedule_time.as_ref())
                 .map(|t| t.0);
             let namespace = namespace_of(&doc.metadata);
-            match prepare(doc, namespace, docs, clusters, budget_mib, state_dir) {
+            match prepare(
+                doc, namespace, docs, clusters, budget_mib, state_dir, verifier,
+            ) {
                 Ok(job) => {
                     info!(backup = %name, cluster = %doc.spec.cluster_name, "starting backup");
                     state.running = Some(spawn(job, name, state.doc.generation, wake.clone()));
@@ -366,6 +377,8 @@ struct Job {
     /// The cluster's incarnation ([`crate::reconcile::execute::incarnation`]).
     cluster_uid: Option<String>,
     retention: Option<Retention>,
+    /// `verify: true`: how to check the upload.
+    verify: Option<Verifier>,
 }
 
 /// The cluster's client URLs and the credentials, or why the backup cannot start.
@@ -376,8 +389,10 @@ fn prepare(
     clusters: &[EtcdCluster],
     budget_mib: u64,
     state_dir: &Path,
+    verifier: &Verifier,
 ) -> Result<Job, Error> {
-    fits_memory_budget(&doc.spec.destination.s3, budget_mib)?;
+    let verify = doc.spec.verify.unwrap_or(false);
+    fits_memory_budget(&doc.spec.destination.s3, verify, budget_mib)?;
     let cluster_name = &doc.spec.cluster_name;
     let cluster = clusters
         .iter()
@@ -408,6 +423,7 @@ fn prepare(
         backup: doc.metadata.name.clone().unwrap_or_default(),
         cluster_uid: crate::reconcile::execute::incarnation(cluster),
         retention: doc.spec.retention.clone(),
+        verify: verify.then(|| verifier.clone()),
     })
 }
 
@@ -440,6 +456,7 @@ async fn run(job: Job, name: &str) -> Result<Outcome, Error> {
             cluster_uid: job.cluster_uid.as_deref(),
         },
         retention: job.retention.as_ref(),
+        verify: job.verify.as_ref(),
     })
     .await?;
     Ok(outcome)

@@ -253,6 +253,9 @@ pub async fn run(
         runtime.state_dir().to_path_buf(),
         wake.clone(),
         opts.backup_memory_budget_mib,
+        crate::backup::Verifier::new(crate::backup::SnapshotTools::PerVersion(
+            opts.etcd_bin_dir.clone(),
+        )),
     );
     let mut restores = Restores::new(
         status_files.clone(),

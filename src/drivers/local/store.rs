@@ -427,6 +427,7 @@ mod tests {
                 },
                 schedule: Some("0 */6 * * *".into()),
                 retention: None,
+                verify: None,
             },
         );
         let mut st = EtcdBackupStatus {

@@ -38,6 +38,7 @@ fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
         },
         schedule: schedule.map(str::to_owned),
         retention: None,
+        verify: None,
     }
 }
 
@@ -378,6 +379,7 @@ async fn a_one_shot_that_succeeded_sends_nothing() {
         duration_seconds: 0.5,
         mb_per_second: 2.0,
         time: crate::api::condition::now(),
+        verification: None,
     };
     b.status = Some(status_after_success(
         None,
@@ -397,4 +399,137 @@ fn requeues_are_at_least_a_second() {
     assert_eq!(until(now, now), Duration::from_secs(1));
     let later: Timestamp = "2025-06-10T08:00:00Z".parse().unwrap();
     assert_eq!(until(later, now), Duration::from_secs(1800));
+}
+
+/// `garage`'s key pair as the Secret `s3-creds`.
+fn garage_secret(garage: &crate::testing::garage::TestGarage) -> Value {
+    let c = garage.credentials();
+    let base64 = |b: &[u8]| serde_json::to_value(k8s_openapi::ByteString(b.to_vec())).unwrap();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": "s3-creds", "namespace": NS },
+        "data": {
+            "accessKeyId": base64(c.access_key_id.as_bytes()),
+            "secretAccessKey": base64(c.secret_access_key().as_bytes()),
+        },
+    })
+}
+
+/// One `verify: true` backup of a real etcd member into a real Garage, through the mocked
+/// API server: the status apply must carry what the check found. Needs `ETCD_BIN_DIR` and
+/// Garage, as `tests/backup.rs`.
+async fn verified_backup(tool_dir: std::path::PathBuf) -> Value {
+    use crate::testing::garage::{BUCKET, TestGarage};
+    use crate::testing::{TestCluster, bin_for_minor};
+    let bin = bin_for_minor(3, 5).unwrap_or_else(|e| panic!("{e}"));
+    let (etcd, garage) = tokio::join!(TestCluster::start(&bin, 1), TestGarage::start());
+    let (etcd, garage) = (etcd.unwrap(), garage.unwrap());
+    let mut spec = spec(None);
+    spec.verify = Some(true);
+    spec.destination.s3.bucket = BUCKET.into();
+    spec.destination.s3.connection = S3Connection {
+        credentials_secret: Some("s3-creds".into()),
+        ..garage.connection()
+    };
+    let mut cluster = cluster();
+    cluster["status"]["members"] = json!([{
+        "name": "main-0",
+        "clientURL": etcd.client_url(0).unwrap(),
+        "healthy": true,
+    }]);
+    let (client, server) = ApiServer::client(NS);
+    let mut ctx = Context::new(
+        client,
+        Metrics::new(),
+        Reporter {
+            controller: "etcd-operator".into(),
+            instance: None,
+        },
+    );
+    ctx.verifier = crate::backup::Verifier::new(crate::backup::SnapshotTools::Dir(tool_dir));
+    let secret = garage_secret(&garage);
+    let stored_spec = spec.clone();
+    let (applied_tx, applied) = tokio::sync::oneshot::channel();
+    let server = server.run(|mut s| async move {
+        s.expect(Method::GET, CLUSTER).await.reply(&cluster);
+        s.expect(Method::GET, "/api/v1/namespaces/db/secrets/s3-creds")
+            .await
+            .reply(&secret);
+        // The test member serves plaintext: no client certificate for the operator.
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/secrets/main-operator-tls",
+        )
+        .await
+        .fail(StatusCode::NOT_FOUND, "NotFound");
+        let status = expect_status(&mut s, stored_spec).await;
+        let event = expect_event(&mut s).await;
+        assert_eq!(event["reason"], "BackupSucceeded");
+        let _ = applied_tx.send(status);
+    });
+    let action = reconcile(Arc::new(backup(spec)), Arc::new(ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the API calls come")
+        .unwrap();
+    drop(etcd);
+    applied.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verified_backup_records_what_etcdutl_read_and_sets_verified() {
+    let bin = crate::testing::bin_for_minor(3, 5).unwrap_or_else(|e| panic!("{e}"));
+    let status = verified_backup(bin.dir.clone()).await;
+    let record = &status["lastBackup"];
+    let verification = &record["verification"];
+    assert_eq!(verification["result"], "Verified", "{status:#}");
+    // An empty cluster: the snapshot's own revision is etcd's, the record's the header's.
+    assert!(verification["revision"].as_i64().is_some(), "{record:#}");
+    assert!(verification["totalKeys"].as_i64().is_some());
+    let verified = without_times(status.clone())["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Verified")
+        .cloned()
+        .unwrap();
+    assert_eq!(verified["status"], "True");
+    assert_eq!(verified["reason"], "SnapshotVerified");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_etcdutl_verification_checks_the_digest_and_says_the_rest_did_not_run() {
+    let empty = tempfile::tempdir().unwrap();
+    let status = verified_backup(empty.path().to_owned()).await;
+    let verification = &status["lastBackup"]["verification"];
+    assert_eq!(verification["result"], "DigestOnly", "{status:#}");
+    assert!(verification.get("revision").is_none());
+    let verified = without_times(status.clone())["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Verified")
+        .cloned()
+        .unwrap();
+    assert_eq!(verified["status"], "False");
+    assert_eq!(verified["reason"], "VerifierUnavailable");
+    let message = verified["message"].as_str().unwrap();
+    assert!(
+        message.contains("snapshot status not run")
+            && message.contains(&empty.path().display().to_string()),
+        "{message}"
+    );
+    // The backup itself counts.
+    let ready = without_times(status)["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "True");
 }

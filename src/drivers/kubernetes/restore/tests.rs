@@ -447,6 +447,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
             },
             schedule: None,
             retention: None,
+            verify: None,
         },
     );
     b.metadata.namespace = Some(NS.into());
@@ -460,6 +461,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
         duration_seconds: 0.5,
         mb_per_second: 2.0,
         time: condition::now(),
+        verification: None,
     };
     b.status = Some(crate::plan::backup::status_after_success(
         None,
