@@ -789,6 +789,8 @@ fn reconciles() -> f64 {
         "pods",
         "-l",
         "app.kubernetes.io/name=etcd-operator",
+        // Not a Pod of an earlier ReplicaSet that ended (evicted, failed): the one running.
+        "--field-selector=status.phase=Running",
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ]));
