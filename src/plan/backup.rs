@@ -18,7 +18,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::failure::{Failure, Precondition, set_failed};
+use super::failure::{Failure, MemoryHolder, Precondition, set_failed};
 use crate::api::backup::S3Destination;
 use crate::api::backup::{
     BackupRecord, EtcdBackupSpec, EtcdBackupStatus, HISTORY_LIMIT, VerificationResult,
@@ -90,9 +90,9 @@ pub fn fits_memory_budget(
         0
     };
     let (needed_mib, what) = if verify_mib > upload_mib {
-        (verify_mib, "the verification's download")
+        (verify_mib, MemoryHolder::VerificationDownload)
     } else {
-        (upload_mib, "parts")
+        (upload_mib, MemoryHolder::Parts)
     };
     if needed_mib <= budget_mib {
         return Ok(());
@@ -439,7 +439,7 @@ pub(super) mod tests {
                 part_size_mib: 5,
                 needed_mib: 20,
                 budget_mib: 19,
-                what: "parts",
+                what: MemoryHolder::Parts,
             })
         );
         // Verifying reads the object back in 4 ranges of 4 MiB in flight, one handed on, one
@@ -450,8 +450,14 @@ pub(super) mod tests {
                 part_size_mib: 5,
                 needed_mib: 28,
                 budget_mib: 20,
-                what: "the verification's download",
+                what: MemoryHolder::VerificationDownload,
             })
+        );
+        let message = fits_memory_budget(&dest, true, 20).unwrap_err().to_string();
+        assert!(
+            message.starts_with("verify: true's download of the object holds 28 MiB")
+                && message.ends_with("raise the budget or turn verify off"),
+            "{message}"
         );
         assert_eq!(fits_memory_budget(&dest, true, 28), Ok(()));
         dest.part_size_mib = Some(5120);

@@ -55,15 +55,44 @@ pub enum Precondition {
     )]
     AmbientCredentialsNotAllowed { namespace: String },
     #[error(
-        "partSizeMiB {part_size_mib} holds {needed_mib} MiB of {what} in memory at once, over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): lower partSizeMiB or raise the budget"
+        "{what} holds {needed_mib} MiB in memory at once (partSizeMiB {part_size_mib}), over the operator's backup memory budget of {budget_mib} MiB (--backup-memory-budget-mib): {}",
+        what.remedy()
     )]
     MemoryBudget {
         part_size_mib: u64,
         needed_mib: u64,
         budget_mib: u64,
         /// What holds it: the upload's parts, or the verification's download.
-        what: &'static str,
+        what: MemoryHolder,
     },
+}
+
+/// What holds a backup's memory: the larger of the two is checked against the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryHolder {
+    /// The upload's parts (`partSizeMiB` x parts held).
+    Parts,
+    /// `verify: true`'s download of the object (fixed ranges, whatever `partSizeMiB`).
+    VerificationDownload,
+}
+
+impl MemoryHolder {
+    /// What a user can change.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Self::Parts => "lower partSizeMiB or raise the budget",
+            Self::VerificationDownload => "raise the budget or turn verify off",
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Parts => "the upload's parts",
+            Self::VerificationDownload => "verify: true's download of the object",
+        })
+    }
 }
 
 impl Failure for Precondition {
