@@ -16,9 +16,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Cuts `message` to at most `max_bytes` bytes, at a character boundary (Events and status
+/// messages have byte limits). True when something was cut.
+pub fn truncate_message(message: &mut String, max_bytes: usize) -> bool {
+    if message.len() <= max_bytes {
+        return false;
+    }
+    let mut end = max_bytes;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_at_a_character_boundary() {
+        let mut m = "ab€".to_string(); // € is 3 bytes: 5 bytes in all
+        assert!(truncate_message(&mut m, 3));
+        assert_eq!(m, "ab");
+        let mut short = "abc".to_string();
+        assert!(!truncate_message(&mut short, 3));
+        assert_eq!(short, "abc");
+    }
 
     #[test]
     fn the_error_chain_names_the_cause() {

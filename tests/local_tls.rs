@@ -390,6 +390,23 @@ fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> String {
     .to_string()
 }
 
+/// Waits until cluster `name`'s `TLS` condition satisfies `pred`; returns its status and
+/// that condition's message.
+async fn wait_tls_condition(
+    s: &Scenario,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> (EtcdClusterStatus, String) {
+    let st = s
+        .wait_status(name, what, |st| {
+            condition::find(&st.conditions, condition::types::TLS).is_some_and(&pred)
+        })
+        .await;
+    let message = condition_of(&st, condition::types::TLS).message.clone();
+    (st, message)
+}
+
 const BYO_TLS: &str = "  tls:\n    secrets:\n      server: byo-server\n      peer: byo-peer\n      client: byo-client\n";
 
 /// The `secrets` source (issue 12): certificates made by openssl as cert-manager lays
@@ -470,13 +487,10 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     // A key of another certificate in the server Secret: refused, naming the Secret; members
     // keep serving what they had.
     s.write(&docs((&server_crt, &peer_key), peer, client, &ca_pem, ""));
-    let st = s
-        .wait_status("byo", "the bad server Secret reported", |st| {
-            condition::find(&st.conditions, condition::types::TLS)
-                .is_some_and(|c| c.reason == "InvalidCertificates")
-        })
-        .await;
-    let message = &condition_of(&st, condition::types::TLS).message;
+    let (_, message) = wait_tls_condition(&s, "byo", "the bad server Secret reported", |c| {
+        c.reason == "InvalidCertificates"
+    })
+    .await;
     assert!(
         message.contains("Secret byo-server: tls.key is not the key of tls.crt (server)")
             && message.contains("they keep the ones they had"),
@@ -506,12 +520,10 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
         &other.ca_pem(),
         "",
     ));
-    let st = s
-        .wait_status("byo", "the CA change refused", |st| {
-            condition::find(&st.conditions, condition::types::TLS)
-                .is_some_and(|c| c.message.contains("changing the CA of a running cluster"))
-        })
-        .await;
+    let (st, _) = wait_tls_condition(&s, "byo", "the CA change refused", |c| {
+        c.message.contains("changing the CA of a running cluster")
+    })
+    .await;
     assert_eq!(
         condition_of(&st, condition::types::TLS).reason,
         "InvalidCertificates"
@@ -545,12 +557,7 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     )
     .await
     .unwrap();
-    let st = s
-        .wait_status("byo", "serving again", |st| {
-            condition::find(&st.conditions, condition::types::TLS)
-                .is_some_and(|c| c.reason == "Serving")
-        })
-        .await;
+    let (st, _) = wait_tls_condition(&s, "byo", "serving again", |c| c.reason == "Serving").await;
     assert_eq!(st.ready_members, 3);
     assert_eq!(pids(&members), before, "no member restarted");
     etcdctl(
@@ -560,13 +567,10 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     )
     .expect("served after renewal");
 
-    let st = s
-        .wait_status("nosecrets", "missing Secrets reported", |st| {
-            condition::find(&st.conditions, condition::types::TLS)
-                .is_some_and(|c| c.reason == "InvalidCertificates")
-        })
-        .await;
-    let message = &condition_of(&st, condition::types::TLS).message;
+    let (st, message) = wait_tls_condition(&s, "nosecrets", "missing Secrets reported", |c| {
+        c.reason == "InvalidCertificates"
+    })
+    .await;
     assert!(
         message.contains("Secret gone-server: not found")
             && message.contains("none start until fixed"),

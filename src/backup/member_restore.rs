@@ -189,13 +189,7 @@ impl StepReport {
 
     pub fn failed(e: &Error) -> Self {
         let mut message = error_chain(e);
-        if message.len() > MAX_MESSAGE {
-            let mut end = MAX_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        crate::error_chain::truncate_message(&mut message, MAX_MESSAGE);
         StepReport::Failed {
             reason: e.reason().to_string(),
             retryable: e.is_retryable(),

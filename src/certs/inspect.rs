@@ -96,8 +96,8 @@ impl CertificateFacts {
         Ok(false)
     }
 
-    /// Whether `key_pem` is the private key of this certificate. PKCS#8, SEC1 (`EC PRIVATE
-    /// KEY`, cert-manager's default for ECDSA) and PKCS#1 (`RSA PRIVATE KEY`) are read.
+    /// Whether `key_pem` is the private key of this certificate. PKCS#8 and SEC1 (`EC PRIVATE
+    /// KEY`, cert-manager's default for ECDSA) are tested; rustls also reads PKCS#1 RSA keys.
     ///
     /// # Errors
     /// [`Error::UnusableKey`] when `key_pem` is not a usable key.

@@ -749,6 +749,57 @@ mod tests {
         condition::find(&st.conditions, t).unwrap()
     }
 
+    /// The TLS condition for the user's certificates: problems override everything (and
+    /// say whether members kept a set), an expiry within 14 days is a warning on a serving
+    /// cluster.
+    #[test]
+    fn provided_certificate_problems_and_expiries_show_in_the_tls_condition() {
+        let spec = EtcdClusterSpec::new(3, "3.5.16");
+        let tls_of = |pass: &PassCertificates| {
+            let mut st = EtcdClusterStatus::default();
+            with_tls(
+                &mut st,
+                &spec,
+                &observed(&[true, true, true]),
+                Transport::Tls,
+                pass,
+                Some(1),
+                at(1_800_000_000),
+            );
+            let c = cond(&st, types::TLS);
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let problems = vec!["Secret s: not found".to_string()];
+        let (status, reason, message) = tls_of(&PassCertificates {
+            installed: None,
+            problems: problems.clone(),
+            expiring: Vec::new(),
+        });
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidCertificates")
+        );
+        assert!(
+            message.contains("none start until fixed") && message.contains("Secret s: not found"),
+            "{message}"
+        );
+        let soon = Timestamp::from_second(1_800_000_000 + 86_400).unwrap();
+        let (status, reason, message) = tls_of(&PassCertificates {
+            installed: None,
+            problems: Vec::new(),
+            expiring: vec![("server.crt".into(), soon)],
+        });
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "CertificatesExpiring")
+        );
+        assert!(
+            message.contains("server from spec.tls.secrets expires at")
+                && message.contains("cannot renew"),
+            "{message}"
+        );
+    }
+
     /// A member's served version is what etcd reported while it answered healthy, kept
     /// while it does not answer (also across a new runtime version that never came up),
     /// and read back into the next observation (issue 13).

@@ -9,6 +9,9 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
 
+/// The suffixes of the Secrets the operator keeps a cluster's certificates in.
+const CERTIFICATE_SECRETS: [&str; 4] = ["-ca", "-member-tls", "-operator-tls", "-client-tls"];
+
 /// The API server's side of a scenario.
 pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
 
@@ -41,12 +44,9 @@ impl ApiServer {
         self.expect_where(method, path, |p| p == path).await
     }
 
-    /// A TLS cluster's first pass: its four certificate Secrets (`-ca`, `-member-tls`,
-    /// `-operator-tls`, `-client-tls`) are read, found missing, and applied. Returns the
-    /// applied Secrets.
-    pub async fn serve_new_certificates(&mut self, ns: &str, cluster: &str) -> Vec<Value> {
-        let suffixes = ["-ca", "-member-tls", "-operator-tls", "-client-tls"];
-        for suffix in suffixes {
+    /// The operator's four certificate Secrets of a cluster are read and found missing.
+    pub async fn own_certificate_secrets_missing(&mut self, ns: &str, cluster: &str) {
+        for suffix in CERTIFICATE_SECRETS {
             self.expect(
                 Method::GET,
                 &format!("/api/v1/namespaces/{ns}/secrets/{cluster}{suffix}"),
@@ -54,8 +54,15 @@ impl ApiServer {
             .await
             .fail(http::StatusCode::NOT_FOUND, "NotFound");
         }
+    }
+
+    /// A TLS cluster's first pass: its four certificate Secrets (`-ca`, `-member-tls`,
+    /// `-operator-tls`, `-client-tls`) are read, found missing, and applied. Returns the
+    /// applied Secrets.
+    pub async fn serve_new_certificates(&mut self, ns: &str, cluster: &str) -> Vec<Value> {
+        self.own_certificate_secrets_missing(ns, cluster).await;
         let mut applied = Vec::new();
-        for suffix in suffixes {
+        for suffix in CERTIFICATE_SECRETS {
             let call = self
                 .expect(
                     Method::PATCH,

@@ -273,15 +273,11 @@ fn certificate_problems_event(problems: &[String]) -> Option<Event> {
 
 /// Event notes are limited to 1 KiB by the API server.
 fn truncate_note(text: &str) -> String {
-    const MAX: usize = 1000;
-    if text.len() <= MAX {
-        return text.to_string();
+    let mut note = text.to_string();
+    if crate::error_chain::truncate_message(&mut note, 1000) {
+        note.push('…');
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    note
 }
 
 fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Option<Event> {

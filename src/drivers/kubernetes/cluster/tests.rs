@@ -654,18 +654,6 @@ fn with_provided_secrets(size: i32) -> EtcdCluster {
     cluster(spec)
 }
 
-/// The operator's own four Secrets read and found missing (a new cluster).
-async fn own_secrets_missing(s: &mut ApiServer) {
-    for suffix in ["-ca", "-member-tls", "-operator-tls", "-client-tls"] {
-        s.expect(
-            Method::GET,
-            &format!("/api/v1/namespaces/db/secrets/example{suffix}"),
-        )
-        .await
-        .fail(http::StatusCode::NOT_FOUND, "NotFound");
-    }
-}
-
 #[tokio::test]
 async fn provided_certificates_are_checked_and_copied_into_the_member_and_operator_secrets() {
     use crate::certs::{Authority, LeafKind, LeafRequest};
@@ -709,7 +697,7 @@ async fn provided_certificates_are_checked_and_copied_into_the_member_and_operat
             .await
             .reply(&tls_secret(name, &l.cert_pem, &l.key_pem, &ca.cert_pem));
         }
-        own_secrets_missing(&mut s).await;
+        s.own_certificate_secrets_missing("db", "example").await;
         // Only what members and the operator read; the operator's CA and application
         // Secrets are not made: the user's Secrets are those.
         let member = s
@@ -797,7 +785,7 @@ async fn a_missing_provided_secret_starts_nothing_and_is_reported_with_an_event(
             .fail(http::StatusCode::NOT_FOUND, "NotFound");
         }
         // Nothing installed either: the cluster is blocked.
-        own_secrets_missing(&mut s).await;
+        s.own_certificate_secrets_missing("db", "example").await;
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));
