@@ -23,6 +23,15 @@ pub struct TlsSpec {
     /// without a restart; done once per value (`status.tls.rotated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate: Option<String>,
+    /// Set (or change) to any value to replace the operator's CA, in three phases each
+    /// ended by a rolling restart (one member at a time, leader last, each healthy before
+    /// the next): trust the old and the new CA, issue every leaf from the new one, stop
+    /// trusting the old one. Done once per value (`status.tls.caRotated`); the CA is also
+    /// replaced this way when it is past two thirds of its life. Applications must take
+    /// the new `ca.crt` (and client certificate) from the client Secret before the last
+    /// phase ends. Not for `secrets`.
+    #[serde(default, rename = "rotateCA", skip_serializing_if = "Option::is_none")]
+    pub rotate_ca: Option<String>,
     /// Certificates the user provides (cert-manager's Secret shape: `tls.crt`, `tls.key`,
     /// `ca.crt`) instead of a CA the operator makes. The operator checks them on every pass
     /// and hands members only a set that passes; a Secret that changes is served on the
@@ -86,6 +95,16 @@ impl TlsSpec {
         let asked = tls?.rotate.as_deref()?;
         (status.and_then(|s| s.rotated.as_deref()) != Some(asked)).then_some(asked)
     }
+
+    /// The `rotateCA` value still to act on: set, and not the one `status` says was
+    /// started.
+    pub fn ca_rotation_due<'a>(
+        tls: Option<&'a TlsSpec>,
+        status: Option<&TlsStatus>,
+    ) -> Option<&'a str> {
+        let asked = tls?.rotate_ca.as_deref()?;
+        (status.and_then(|s| s.ca_rotated.as_deref()) != Some(asked)).then_some(asked)
+    }
 }
 
 /// What members serve and the certificates the operator keeps for them.
@@ -105,6 +124,13 @@ pub struct TlsStatus {
     /// The `spec.tls.rotate` value the leaves were last issued for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated: Option<String>,
+    /// The `spec.tls.rotateCA` value a CA rotation was last started for.
+    #[serde(default, rename = "caRotated", skip_serializing_if = "Option::is_none")]
+    pub ca_rotated: Option<String>,
+    /// The phase of the CA rotation under way (`TrustBoth`, `IssueFromNew`, `DropOld`);
+    /// absent when none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<String>,
 }
 
 /// One certificate and when it expires.

@@ -924,6 +924,7 @@ mod tests {
         spec.tls = Some(TlsSpec {
             mode: TlsMode::Disabled,
             rotate: Some("now".into()),
+            rotate_ca: None,
             secrets: Some(secrets),
         });
         assert_eq!(

@@ -67,7 +67,7 @@ pub enum Error {
 }
 
 /// Makes the cluster's certificates current for this pass: issued by the runtime
-/// (`rotate_leaves` when the user asked), or the user's set checked and installed.
+/// (with what the user `asked`), or the user's set checked and installed.
 ///
 /// # Errors
 /// The runtime failing to read or write its certificates, or a Secret unreadable.
@@ -76,12 +76,12 @@ pub async fn ensure<R: MemberRuntime, S: SecretReader>(
     secrets: &S,
     cluster: &EtcdCluster,
     cref: &ClusterRef,
-    rotate_leaves: bool,
+    asked: crate::certs::bundle::Asked,
     now: Timestamp,
 ) -> Result<PassCertificates, Error> {
     let Some(provided) = cluster.spec.tls.as_ref().and_then(|t| t.secrets.as_ref()) else {
         let installed = runtime
-            .ensure_certificates(cref, CertificateSource::Issue { rotate_leaves })
+            .ensure_certificates(cref, CertificateSource::Issue { asked })
             .await?;
         return Ok(PassCertificates {
             installed: Some(installed),

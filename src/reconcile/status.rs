@@ -276,6 +276,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RollBackMember { .. } => "RollingBackMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
+        Step::ReloadTrust { .. } => "RestartingForCertificates",
         Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Recover { .. } => "Recovering",
         Step::Wait { .. } => "Waiting",
@@ -654,6 +655,7 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
             ClusterPhase::Upgrading
         }
+        Step::ReloadTrust { .. } => ClusterPhase::Rotating,
         // Maintenance runs on a cluster that is otherwise done.
         Step::Maintain { .. } if available => ClusterPhase::Running,
         Step::Maintain { .. } => ClusterPhase::Degraded,
@@ -708,6 +710,7 @@ mod tests {
                 client_url: format!("http://127.0.0.1:{}", 21000 + i),
                 started_for: None,
                 restart_keeps_data: true,
+                trust_stamp: None,
             }),
             etcd: Some(EtcdMemberState {
                 id: MemberId(i + 1),
@@ -739,6 +742,7 @@ mod tests {
                 leader: Some(MemberId(1)),
                 leader_raft_index: 10,
             }),
+            trust_stamp: None,
         }
     }
 
@@ -1039,6 +1043,7 @@ mod tests {
             served_version: None,
             members: Vec::new(),
             etcd: None,
+            trust_stamp: None,
         };
         let st = cluster_status(&spec, Some(1), &report, &empty, &step, None, at(1));
         assert_eq!(st.phase, ClusterPhase::Failed);

@@ -17,6 +17,7 @@ use kube::{Api, Client};
 
 use super::objects::{FIELD_MANAGER, Objects};
 use crate::certs::bundle::{self, Entries, Wanted};
+use crate::certs::ca_rotation;
 use crate::etcd::TlsConfig;
 use crate::runtime::{CertificateSource, ClusterCertificates, Error};
 
@@ -31,7 +32,12 @@ struct Layout {
 const LAYOUTS: [Layout; 4] = [
     Layout {
         suffix: "-ca",
-        keys: &[("ca.crt", bundle::CA_CERT), ("ca.key", bundle::CA_KEY)],
+        keys: &[
+            ("ca.crt", bundle::CA_CERT),
+            ("ca.key", bundle::CA_KEY),
+            ("ca-next.crt", ca_rotation::CA_NEXT_CERT),
+            ("ca-next.key", ca_rotation::CA_NEXT_KEY),
+        ],
         for_provided: false,
     },
     Layout {
@@ -84,10 +90,13 @@ fn data_of(layout: &Layout, entries: &Entries) -> BTreeMap<String, ByteString> {
 
 /// Makes the cluster's Secrets what `source` says (see
 /// [`crate::runtime::MemberRuntime::ensure_certificates`]) and returns what they hold.
+/// `member_stamps` (each member Pod's trust stamp) is awaited only while a CA rotation
+/// waits for members; otherwise they count as current.
 pub async fn ensure(
     client: &Client,
     objects: &Objects,
     source: CertificateSource<'_>,
+    member_stamps: impl Future<Output = Result<Vec<Option<String>>, Error>>,
 ) -> Result<ClusterCertificates, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &objects.cluster.namespace);
     let mut existing = Entries::new();
@@ -112,20 +121,32 @@ pub async fn ensure(
         }
         current.push(data);
     }
+    let members_current = match source {
+        CertificateSource::Issue { .. } if ca_rotation::phase(&existing, true).is_some() => {
+            let installed = ca_rotation::trust_stamp(&existing);
+            member_stamps.await?.iter().all(|s| *s == installed)
+        }
+        _ => true,
+    };
     let (entries, issued, provided) = match source {
-        CertificateSource::Issue { rotate_leaves } => {
+        CertificateSource::Issue { asked } => {
             let wanted = Wanted {
                 cluster: objects.cluster.name.clone(),
                 names: objects.certificate_names(),
                 leaf_lifetime: crate::certs::LEAF_LIFETIME,
                 ca_lifetime: crate::certs::CA_LIFETIME,
             };
-            let (entries, issued) =
-                bundle::complete(&existing, &wanted, jiff::Timestamp::now(), rotate_leaves)
-                    .map_err(|source| Error::Certificates {
-                        cluster: objects.cluster.clone(),
-                        source,
-                    })?;
+            let (entries, issued) = bundle::complete(
+                &existing,
+                &wanted,
+                jiff::Timestamp::now(),
+                asked,
+                members_current,
+            )
+            .map_err(|source| Error::Certificates {
+                cluster: objects.cluster.clone(),
+                source,
+            })?;
             (entries, issued, false)
         }
         CertificateSource::Provided {
@@ -182,6 +203,7 @@ pub async fn ensure(
         &entries,
         issued,
         format!("secret/{}-client-tls", objects.cluster.name),
+        members_current,
     )
     .ok_or_else(|| Error::NoCertificates {
         cluster: objects.cluster.clone(),
