@@ -75,7 +75,11 @@ mod tests {
         for ordinal in 0..n {
             let r = o.at(ordinal).runtime.as_mut().unwrap();
             r.peer_url = r.peer_url.replace("http://", "https://");
-            let stamp = if stale.contains(&ordinal) { "old" } else { "new" };
+            let stamp = if stale.contains(&ordinal) {
+                "old"
+            } else {
+                "new"
+            };
             r.trust_stamp = Some(stamp.into());
         }
         o
