@@ -410,9 +410,10 @@ async fn wait_tls_condition(
 const BYO_TLS: &str = "  tls:\n    secrets:\n      server: byo-server\n      peer: byo-peer\n      client: byo-client\n";
 
 /// The `secrets` source (issue 12): certificates made by openssl as cert-manager lays
-/// them out are served; a Secret changed to a bad set (a key of another certificate, a
-/// new CA) changes nothing that runs and says which Secret is wrong; a renewed leaf of the
-/// same CA is served without a restart; a cluster whose Secrets are missing starts nothing.
+/// them out are served; a Secret changed to a bad set (a key of another certificate)
+/// changes nothing that runs and says which Secret is wrong; a renewed leaf of the same CA
+/// is served without a restart; a cluster whose Secrets are missing starts nothing;
+/// Secrets of another CA are moved to in three phases of rolling restarts.
 #[tokio::test]
 async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     let version = latest(5);
@@ -507,32 +508,6 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     )
     .expect("still served with the old certificates");
 
-    // Another CA for everything: a running cluster's CA is not switched under it.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other = OpensslCa::new(other_dir.path(), "other-ca");
-    let (o_server, o_server_key) = other.leaf("server", "serverAuth");
-    let (o_peer, o_peer_key) = other.leaf("peer", "serverAuth,clientAuth");
-    let (o_client, o_client_key) = other.leaf("client", "clientAuth");
-    s.write(&docs(
-        (&o_server, &o_server_key),
-        (&o_peer, &o_peer_key),
-        (&o_client, &o_client_key),
-        &other.ca_pem(),
-        "",
-    ));
-    let (st, _) = wait_tls_condition(&s, "byo", "the CA change refused", |c| {
-        c.message.contains("changing the CA of a running cluster")
-    })
-    .await;
-    assert_eq!(
-        condition_of(&st, condition::types::TLS).reason,
-        "InvalidCertificates"
-    );
-    assert_eq!(
-        served_certificate(&address, &identity).await.unwrap(),
-        der(server_crt.as_bytes())
-    );
-
     // The user renews the server leaf (same CA, new key): served on the next connection,
     // no member restarted; a second cluster whose Secrets do not exist starts nothing.
     let (renewed, renewed_key) = ca.leaf("server2", "serverAuth");
@@ -581,6 +556,76 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
         member_pid_opt(&state, "nosecrets", "nosecrets-0").is_none(),
         "no member process"
     );
+
+    // Secrets of another CA for everything: moved to in three phases, each a rolling
+    // restart, never switched under running members at once.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = OpensslCa::new(other_dir.path(), "other-ca");
+    let (o_server, o_server_key) = other.leaf("server", "serverAuth");
+    let (o_peer, o_peer_key) = other.leaf("peer", "serverAuth,clientAuth");
+    let (o_client, o_client_key) = other.leaf("client", "clientAuth");
+    let before = pids(&members);
+    s.write(&docs(
+        (&o_server, &o_server_key),
+        (&o_peer, &o_peer_key),
+        (&o_client, &o_client_key),
+        &other.ca_pem(),
+        "",
+    ));
+    let phases = std::sync::Mutex::new(Vec::<String>::new());
+    let o_identity = TlsConfig::new(other.ca_pem(), o_client.clone(), o_client_key.clone());
+    wait_for(
+        Duration::from_secs(240),
+        "every member on the other CA alone",
+        || async {
+            let st = s.status("byo").and_then(|c| c.status).ok_or("no status")?;
+            let tls = st.tls.clone().unwrap_or_default();
+            if let Some(p) = &tls.ca_rotation {
+                let mut seen = phases.lock().unwrap();
+                if seen.last() != Some(p) {
+                    seen.push(p.clone());
+                }
+            }
+            let restarted = members
+                .iter()
+                .zip(&before)
+                .all(|(m, b)| member_pid_opt(&state, "byo", m).is_some_and(|p| p != *b));
+            let serves_new = served_certificate(&address, &o_identity).await.ok()
+                == Some(der(o_server.as_bytes()));
+            if tls.ca_rotation.is_none() && st.ready_members == 3 && restarted && serves_new {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} {:?} restarted {restarted}",
+                    st.phase, tls.ca_rotation
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let phases = phases.into_inner().unwrap();
+    assert_eq!(
+        phases,
+        ["TrustBoth", "IssueFromNew", "DropOld"],
+        "{phases:?}"
+    );
+    let o_files = other_dir.path().display().to_string();
+    let o_args = [
+        format!("--cacert={o_files}/other-ca.crt"),
+        format!("--cert={o_files}/client.crt"),
+        format!("--key={o_files}/client.key"),
+    ];
+    let o_args: Vec<&str> = o_args.iter().map(String::as_str).collect();
+    etcdctl(&version, endpoint, &[&o_args[..], &["get", "k"]].concat())
+        .expect("served with the other CA's certificates");
+    // The first CA is no longer trusted.
+    etcdctl(
+        &version,
+        endpoint,
+        &[&ca_arg, &cert_arg, &key_arg, "get", "k"],
+    )
+    .expect_err("the old CA is dropped");
 }
 
 /// `spec.tls.rotateCA` on a 3-member cluster under a writer that writes through the

@@ -134,6 +134,89 @@ pub fn trust_stamp(entries: &Entries) -> Option<String> {
     })
 }
 
+/// The leaves of a set: what members and clients present.
+const LEAF_ENTRIES: [&str; 8] = [
+    super::bundle::SERVER_CERT,
+    super::bundle::SERVER_KEY,
+    super::bundle::PEER_CERT,
+    super::bundle::PEER_KEY,
+    super::bundle::OPERATOR_CERT,
+    super::bundle::OPERATOR_KEY,
+    super::bundle::CLIENT_CERT,
+    super::bundle::CLIENT_KEY,
+];
+
+/// What to install of a set the user provides (checked, `provided`) while members run on
+/// `installed`, and the CA rotation phase that is: the set as it is when it brings no CA
+/// members do not trust yet (a renewed leaf of the same CA is served without a restart);
+/// otherwise the same three phases as the operator's own rotation, each installed only
+/// once every running member runs with what is installed now (`members_current`):
+/// 1. the installed set, trusting the installed CAs and the provided ones;
+/// 2. the provided leaves, still trusting both;
+/// 3. the provided set as it is.
+pub fn provided_install(
+    installed: &Entries,
+    provided: &Entries,
+    members_current: bool,
+) -> (Entries, Option<CaPhase>) {
+    let same = |a: &String, b: &String| a.trim() == b.trim();
+    let Some(installed_ca) = installed.get(CA_CERT) else {
+        return (provided.clone(), None);
+    };
+    let trusted = split_certificates(installed_ca);
+    let wanted = provided
+        .get(CA_CERT)
+        .map(|c| split_certificates(c))
+        .unwrap_or_default();
+    let untrusted: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !trusted.iter().any(|t| same(t, w)))
+        .collect();
+    if !untrusted.is_empty() {
+        let mut out = installed.clone();
+        let mut both = trusted.clone();
+        both.extend(untrusted.into_iter().cloned());
+        out.insert(CA_CERT.into(), join_certificates(&both));
+        return (out, Some(CaPhase::TrustBoth));
+    }
+    if trusted.len() <= wanted.len() {
+        // Nothing more is trusted than the set asks for: done once members restarted.
+        return (
+            provided.clone(),
+            (!members_current).then_some(CaPhase::DropOld),
+        );
+    }
+    let leaves_installed = LEAF_ENTRIES
+        .iter()
+        .all(|e| installed.get(*e) == provided.get(*e));
+    match (leaves_installed, members_current) {
+        (false, true) => {
+            let mut out = provided.clone();
+            out.insert(CA_CERT.into(), installed_ca.clone());
+            (out, Some(CaPhase::IssueFromNew))
+        }
+        (false, false) => (installed.clone(), Some(CaPhase::TrustBoth)),
+        (true, true) => (provided.clone(), Some(CaPhase::DropOld)),
+        (true, false) => (installed.clone(), Some(CaPhase::IssueFromNew)),
+    }
+}
+
+/// A phase that changed what is installed (`before` to `after`), as an entry of the issued
+/// list: for logs and Events.
+pub fn installed_phase(
+    phase: Option<CaPhase>,
+    before: &Entries,
+    after: &Entries,
+) -> Vec<super::bundle::Issued> {
+    match phase {
+        Some(phase) if before != after => vec![super::bundle::Issued {
+            entry: CA_CERT,
+            reason: phase.describe(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +234,78 @@ mod tests {
             format!("subject=x\n{a}-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n");
         assert_eq!(split_certificates(&noisy), [a]);
         assert!(split_certificates("").is_empty());
+    }
+
+    /// A complete set of a new CA, as a user would provide it (no CA key).
+    fn user_set() -> Entries {
+        use crate::certs::bundle::{Asked, Wanted, complete};
+        let wanted = Wanted {
+            cluster: "byo".into(),
+            names: vec!["127.0.0.1".into()],
+            leaf_lifetime: crate::certs::LEAF_LIFETIME,
+            ca_lifetime: crate::certs::CA_LIFETIME,
+        };
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let (mut set, _) = complete(&Entries::new(), &wanted, now, Asked::default(), true).unwrap();
+        set.remove(CA_KEY);
+        set
+    }
+
+    #[test]
+    fn a_provided_set_of_another_ca_is_installed_in_three_phases() {
+        let old = user_set();
+        let new = user_set();
+        let leaves_of = |set: &Entries| -> Vec<String> {
+            LEAF_ENTRIES.iter().map(|e| set[*e].clone()).collect()
+        };
+        // 1: both CAs trusted, the old leaves kept; nothing moves until members restarted.
+        let (one, phase) = provided_install(&old, &new, true);
+        assert_eq!(phase, Some(CaPhase::TrustBoth));
+        assert_eq!(
+            split_certificates(&one[CA_CERT]),
+            [old[CA_CERT].clone(), new[CA_CERT].clone()]
+        );
+        assert_eq!(leaves_of(&one), leaves_of(&old));
+        assert_eq!(
+            provided_install(&one, &new, false),
+            (one.clone(), Some(CaPhase::TrustBoth))
+        );
+        // 2: the new leaves, both CAs still trusted.
+        let (two, phase) = provided_install(&one, &new, true);
+        assert_eq!(phase, Some(CaPhase::IssueFromNew));
+        assert_eq!(leaves_of(&two), leaves_of(&new));
+        assert_eq!(two[CA_CERT], one[CA_CERT]);
+        assert_ne!(trust_stamp(&two), trust_stamp(&one));
+        assert_eq!(
+            provided_install(&two, &new, false),
+            (two.clone(), Some(CaPhase::IssueFromNew))
+        );
+        // 3: the set as provided; then steady.
+        assert_eq!(
+            provided_install(&two, &new, true),
+            (new.clone(), Some(CaPhase::DropOld))
+        );
+        assert_eq!(provided_install(&new, &new, true), (new.clone(), None));
+        // Until members restarted, phase 3 is still under way.
+        assert_eq!(
+            provided_install(&new, &new, false),
+            (new.clone(), Some(CaPhase::DropOld))
+        );
+    }
+
+    #[test]
+    fn a_renewed_leaf_of_the_same_ca_is_installed_at_once() {
+        let old = user_set();
+        let mut renewed = old.clone();
+        renewed.insert(
+            crate::certs::bundle::SERVER_CERT.into(),
+            user_set()[crate::certs::bundle::SERVER_CERT].clone(),
+        );
+        assert_eq!(provided_install(&old, &renewed, true), (renewed, None));
+        // Nothing installed yet: the set as it is.
+        assert_eq!(
+            provided_install(&Entries::new(), &old, false),
+            (old.clone(), None)
+        );
     }
 }

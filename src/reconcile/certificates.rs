@@ -103,17 +103,12 @@ pub async fn ensure<R: MemberRuntime, S: SecretReader>(
                 entries: &entries,
                 may_change_ca: !formed,
             };
-            match runtime.ensure_certificates(cref, source).await {
-                Ok(installed) => {
-                    return Ok(PassCertificates {
-                        installed: Some(with_client_location(installed, provided)),
-                        problems,
-                        expiring: provided::expiring(&entries, now),
-                    });
-                }
-                Err(e @ runtime::Error::CaChange { .. }) => problems.push(e.to_string()),
-                Err(e) => return Err(e.into()),
-            }
+            let installed = runtime.ensure_certificates(cref, source).await?;
+            return Ok(PassCertificates {
+                installed: Some(with_client_location(installed, provided)),
+                problems,
+                expiring: provided::expiring(&entries, now),
+            });
         }
         Err(found) => problems.extend(found.iter().map(ToString::to_string)),
     }

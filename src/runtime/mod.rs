@@ -163,9 +163,10 @@ pub enum CertificateSource<'a> {
     /// leaf again, or a new CA in phases: see [`crate::certs::ca_rotation`]).
     Issue { asked: crate::certs::bundle::Asked },
     /// A set the user provided, already checked ([`crate::certs::provided::entries`]):
-    /// installed where members read it as it is. `may_change_ca`: the set may bring another
-    /// CA than members trust now (only before any member ran: a running cluster would lose
-    /// its peers' trust while members read the new files at different times).
+    /// installed where members read it. `may_change_ca`: installed as it is even when it
+    /// brings another CA than members trust now (only before any member ran); otherwise
+    /// such a set is moved to in three phases
+    /// ([`crate::certs::ca_rotation::provided_install`]).
     Provided {
         entries: &'a crate::certs::bundle::Entries,
         may_change_ca: bool,
@@ -260,7 +261,6 @@ pub trait MemberRuntime: Send + Sync {
     /// Idempotent; members that run pick changed files up on their next connection.
     ///
     /// # Errors
-    /// [`Error::CaChange`] when a provided set brings another CA and may not;
     /// [`Error::NoCertificates`] when nothing is installed to read.
     fn ensure_certificates(
         &self,
@@ -410,14 +410,6 @@ pub enum Error {
         cluster: ClusterRef,
         #[source]
         source: crate::certs::Error,
-    },
-    #[error(
-        "the provided CA ({provided}) is not the one members of {cluster} trust now ({installed}); changing the CA of a running cluster is not supported yet: keep the CA, or restore a backup into a new cluster"
-    )]
-    CaChange {
-        cluster: ClusterRef,
-        installed: String,
-        provided: String,
     },
     #[error("cluster {cluster} has no certificates installed")]
     NoCertificates { cluster: ClusterRef },

@@ -60,6 +60,8 @@ pub fn ensure(
     let existing = read_entries(&dir)?;
     let installed = ca_rotation::trust_stamp(&existing);
     let members_current = member_stamps.iter().all(|s| *s == installed);
+    let provided = matches!(source, CertificateSource::Provided { .. });
+    let mut provided_phase = None;
     let (entries, issued) = match source {
         CertificateSource::Issue { asked } => {
             let wanted = Wanted {
@@ -81,21 +83,22 @@ pub fn ensure(
             entries,
             may_change_ca,
         } => {
-            if !may_change_ca
-                && let Some((installed, provided)) =
-                    crate::certs::provided::ca_change(&existing, entries)
-            {
-                return Err(Error::CaChange {
-                    cluster: cluster.clone(),
-                    installed,
-                    provided,
-                });
-            }
+            // Another CA than members trust is moved to in phases (see
+            // `ca_rotation::provided_install`); before any member ran, at once.
+            let install = if may_change_ca {
+                entries.clone()
+            } else {
+                let (install, phase) =
+                    ca_rotation::provided_install(&existing, entries, members_current);
+                provided_phase = phase;
+                install
+            };
             // The operator's CA key (if it made one before) stays where it was: an entry
             // the provided set has not is left alone, never deleted.
             let mut merged = existing.clone();
-            merged.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
-            (merged, Vec::new())
+            merged.extend(install);
+            let issued = ca_rotation::installed_phase(provided_phase, &existing, &merged);
+            (merged, issued)
         }
         CertificateSource::Installed => (existing.clone(), Vec::new()),
     };
@@ -121,11 +124,14 @@ pub fn ensure(
         }
     }
     let dir_text = dir.display().to_string();
-    ClusterCertificates::of(&entries, issued, dir_text, members_current).ok_or_else(|| {
-        Error::NoCertificates {
+    let mut installed = ClusterCertificates::of(&entries, issued, dir_text, members_current)
+        .ok_or_else(|| Error::NoCertificates {
             cluster: cluster.clone(),
-        }
-    })
+        })?;
+    if provided {
+        installed.ca_phase = provided_phase;
+    }
+    Ok(installed)
 }
 
 /// The directory of a cluster's material, as members' flags name it.

@@ -121,13 +121,27 @@ pub async fn ensure(
         }
         current.push(data);
     }
-    let members_current = match source {
-        CertificateSource::Issue { .. } if ca_rotation::phase(&existing, true).is_some() => {
-            let installed = ca_rotation::trust_stamp(&existing);
-            member_stamps.await?.iter().all(|s| *s == installed)
+    // What members mount now, and whether a CA rotation waits for them: only then are
+    // the member Pods listed (never in a steady state).
+    let mounted = member_entries(&current);
+    let rotating = match source {
+        CertificateSource::Issue { .. } => ca_rotation::phase(&existing, true).is_some(),
+        CertificateSource::Provided {
+            entries,
+            may_change_ca: false,
+        } => {
+            mounted.get(bundle::CA_CERT).map(|c| c.trim())
+                != entries.get(bundle::CA_CERT).map(|c| c.trim())
         }
-        _ => true,
+        _ => false,
     };
+    let members_current = if rotating {
+        let installed = ca_rotation::trust_stamp(&mounted);
+        member_stamps.await?.iter().all(|s| *s == installed)
+    } else {
+        true
+    };
+    let mut provided_phase = None;
     let (entries, issued, provided) = match source {
         CertificateSource::Issue { asked } => {
             let wanted = Wanted {
@@ -153,20 +167,17 @@ pub async fn ensure(
             entries,
             may_change_ca,
         } => {
-            // What members trust now is the member Secret's CA (the first layout read
-            // wins in `existing`, so read it from there).
-            let installed = member_entries(&current);
-            if !may_change_ca
-                && let Some((installed, provided)) =
-                    crate::certs::provided::ca_change(&installed, entries)
-            {
-                return Err(Error::CaChange {
-                    cluster: objects.cluster.clone(),
-                    installed,
-                    provided,
-                });
+            // Another CA than members trust is moved to in phases (see
+            // `ca_rotation::provided_install`); before any member ran, at once.
+            if may_change_ca {
+                (entries.clone(), Vec::new(), true)
+            } else {
+                let (install, phase) =
+                    ca_rotation::provided_install(&mounted, entries, members_current);
+                provided_phase = phase;
+                let issued = ca_rotation::installed_phase(phase, &mounted, &install);
+                (install, issued, true)
             }
-            (entries.clone(), Vec::new(), true)
         }
         CertificateSource::Installed => (member_entries(&current), Vec::new(), true),
     };
@@ -199,7 +210,7 @@ pub async fn ensure(
             .await
             .map_err(|source| Error::ApplySecret { name, source })?;
     }
-    ClusterCertificates::of(
+    let mut installed = ClusterCertificates::of(
         &entries,
         issued,
         format!("secret/{}-client-tls", objects.cluster.name),
@@ -207,7 +218,11 @@ pub async fn ensure(
     )
     .ok_or_else(|| Error::NoCertificates {
         cluster: objects.cluster.clone(),
-    })
+    })?;
+    if provided {
+        installed.ca_phase = provided_phase;
+    }
+    Ok(installed)
 }
 
 /// The entries the member and operator Secrets hold (`current` in [`LAYOUTS`] order):
