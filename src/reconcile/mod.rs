@@ -457,7 +457,16 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
     }
     // Started (or one was already under way) once per value.
     if let Some(tls) = status.tls.as_mut() {
-        let phase = certificates.as_ref().and_then(|c| c.ca_phase);
+        // The last phase is over once no member runs on what it replaced (a runtime that
+        // only looks at its members while the material is mid-rotation cannot tell).
+        let stale = observed
+            .members
+            .iter()
+            .any(|m| m.runs_stale_trust(observed.trust_stamp.as_deref()));
+        let phase = certificates.as_ref().and_then(|c| c.ca_phase).or_else(|| {
+            (stale && tls.ca_rotation.is_some())
+                .then_some(crate::certs::ca_rotation::CaPhase::DropOld)
+        });
         tls.ca_rotation = phase.map(|p| p.as_str().to_string());
         if let (Some(value), Some(_)) = (ca_rotation, phase) {
             info!(cluster = %name, rotate_ca = value, "CA rotation under way, as asked");

@@ -75,6 +75,18 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
             "only the CA Secret holds the CA key"
         );
         assert_eq!(secrets[3]["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        // What a member Pod mounts, as its trust stamp (the CAs trusted and the issuer).
+        let pem = |key: &str| {
+            let bytes: k8s_openapi::ByteString =
+                serde_json::from_value(member["data"][key].clone()).unwrap();
+            String::from_utf8(bytes.0).unwrap()
+        };
+        let mounted: crate::certs::bundle::Entries = ["ca.crt", "server.crt"]
+            .into_iter()
+            .map(|k| (k.to_string(), pem(k)))
+            .collect();
+        let stamp = crate::certs::ca_rotation::trust_stamp(&mounted).unwrap();
+        assert!(stamp.ends_with("-0"), "{stamp}: signed by the one CA");
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));
@@ -126,6 +138,11 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
             assert_eq!(
                 spec["containers"][0]["readinessProbe"]["httpGet"]["port"],
                 2381
+            );
+            assert_eq!(
+                pod.body["metadata"]["annotations"][crate::runtime::pods::ANNOTATION_TRUST_STAMP],
+                stamp.as_str(),
+                "a Pod records what it mounts"
             );
             tokens.extend(
                 args.iter()
