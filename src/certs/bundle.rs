@@ -90,6 +90,8 @@ pub struct Wanted {
 pub struct Issued {
     pub entry: &'static str,
     pub reason: &'static str,
+    /// The CA rotation phase this change starts, if it starts one.
+    pub phase: Option<CaPhase>,
 }
 
 /// What a pass is asked to do beyond keeping the set complete and current.
@@ -141,6 +143,7 @@ pub fn complete(
             issued.push(Issued {
                 entry: CA_CERT,
                 reason,
+                phase: None,
             });
             new_signer = true;
         }
@@ -172,6 +175,7 @@ pub fn complete(
                     issued.push(Issued {
                         entry: CA_CERT,
                         reason: "CA rotation 1/3 again: the new CA was unusable",
+                        phase: Some(CaPhase::TrustBoth),
                     });
                 }
                 // Phase 1 done: the new CA signs from now on.
@@ -182,6 +186,7 @@ pub fn complete(
                     issued.push(Issued {
                         entry: CA_CERT,
                         reason: CaPhase::IssueFromNew.describe(),
+                        phase: Some(CaPhase::IssueFromNew),
                     });
                     new_signer = true;
                 }
@@ -193,6 +198,7 @@ pub fn complete(
                         issued.push(Issued {
                             entry: CA_CERT,
                             reason: CaPhase::DropOld.describe(),
+                            phase: Some(CaPhase::DropOld),
                         });
                     }
                 }
@@ -208,6 +214,7 @@ pub fn complete(
                             } else {
                                 "CA rotation 1/3 (the CA is past two thirds of its life): members trust the old and the new CA"
                             },
+                            phase: Some(CaPhase::TrustBoth),
                         });
                     }
                 }
@@ -248,6 +255,7 @@ pub fn complete(
             issued.push(Issued {
                 entry: cert_entry,
                 reason,
+                phase: None,
             });
         }
     }

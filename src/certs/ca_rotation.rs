@@ -212,6 +212,7 @@ pub fn installed_phase(
         Some(phase) if before != after => vec![super::bundle::Issued {
             entry: CA_CERT,
             reason: phase.describe(),
+            phase: Some(phase),
         }],
         _ => Vec::new(),
     }
