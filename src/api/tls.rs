@@ -38,6 +38,51 @@ pub struct TlsSpec {
     /// members' next connection. Absent: the operator issues and renews everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<TlsSecrets>,
+    /// cert-manager issues the certificates (Kubernetes only): the operator creates three
+    /// `Certificate` objects (server, peer, client) for `issuerRef`, whose Secrets
+    /// (`<cluster>-cm-server`, `-cm-peer`, `-cm-client`) are then used as `secrets` are:
+    /// checked on every pass, handed to members only when the set passes. The issuer must
+    /// put `ca.crt` in the Secrets (a CA or Vault issuer). Without cert-manager installed the
+    /// `TLS` condition says so and nothing changes.
+    #[serde(
+        default,
+        rename = "certManager",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert_manager: Option<CertManagerTls>,
+}
+
+/// Certificates from cert-manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerTls {
+    /// The Issuer (in the cluster's namespace) or ClusterIssuer that signs them.
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer, as `Certificate.spec.issuerRef` names it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    pub name: String,
+    /// `Issuer` (the default) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `cert-manager.io` (the default), or an external issuer's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl CertManagerTls {
+    /// The Secrets cert-manager writes for cluster `cluster`, named as `secrets` would.
+    pub fn secrets(cluster: &str) -> TlsSecrets {
+        TlsSecrets {
+            server: format!("{cluster}-cm-server"),
+            peer: format!("{cluster}-cm-peer"),
+            client: format!("{cluster}-cm-client"),
+            ca: None,
+        }
+    }
 }
 
 /// Secrets in the cluster's namespace (local: `v1` Secret documents beside the cluster's)
@@ -94,6 +139,17 @@ impl TlsSpec {
     ) -> Option<&'a str> {
         let asked = tls?.rotate.as_deref()?;
         (status.and_then(|s| s.rotated.as_deref()) != Some(asked)).then_some(asked)
+    }
+
+    /// The Secrets holding the user's certificates: `secrets`, or the ones cert-manager
+    /// writes for `certManager`; `None` when the operator issues them.
+    pub fn provided_secrets(tls: Option<&TlsSpec>, cluster: &str) -> Option<TlsSecrets> {
+        let tls = tls?;
+        match (&tls.secrets, &tls.cert_manager) {
+            (Some(secrets), _) => Some(secrets.clone()),
+            (None, Some(_)) => Some(CertManagerTls::secrets(cluster)),
+            (None, None) => None,
+        }
     }
 
     /// The `rotateCA` value still to act on: set, and not the one `status` says was

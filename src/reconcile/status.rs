@@ -327,6 +327,15 @@ pub fn with_tls(
             .collect();
     }
     let asked = TlsSpec::mode_of(spec.tls.as_ref());
+    let source = if spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_manager.is_some() && t.secrets.is_none())
+    {
+        "the Secrets of spec.tls.certManager"
+    } else {
+        "spec.tls.secrets"
+    };
     let earliest = tls
         .certificates
         .iter()
@@ -365,7 +374,7 @@ pub fn with_tls(
             Status::False,
             "InvalidCertificates",
             format!(
-                "the certificates in spec.tls.secrets were not given to members ({}): {}",
+                "the certificates in {source} were not given to members ({}): {}",
                 if certificates.is_some() {
                     "they keep the ones they had"
                 } else {
@@ -377,7 +386,7 @@ pub fn with_tls(
     } else if let Some((entry, at)) = pass.expiring.first() {
         reason = "CertificatesExpiring";
         message = format!(
-            "{message}; {} from spec.tls.secrets expires at {at}, in less than 14 days, and the operator cannot renew it: renew the Secret",
+            "{message}; {} from {source} expires at {at}, in less than 14 days, and the operator cannot renew it: renew the Secret",
             entry.trim_end_matches(".crt")
         );
     }
