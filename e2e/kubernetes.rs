@@ -56,10 +56,11 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 25] = [
+    let scenarios: [(&str, ScenarioFn); 26] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-rotate-ca", ca_rotation_under_a_writer),
+        ("tls-cert-manager", cert_manager_certificates_are_served),
         ("tls-secrets", provided_certificates_are_served),
         ("recover-survivor", recovery_from_the_survivor),
         ("defrag", scheduled_defrag_leader_last),
@@ -545,6 +546,192 @@ async fn put_tls_secret(client: &Client, ns: &str, name: &str, cert: &str, key: 
         )
         .await
         .expect("apply Secret");
+}
+
+/// A minimal `certificates.cert-manager.io` CRD (any fields kept): enough for the API
+/// server to store the Certificates the operator applies, with no cert-manager running.
+const CERTIFICATE_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1",
+  "kind": "CustomResourceDefinition",
+  "metadata": {"name": "certificates.cert-manager.io"},
+  "spec": {
+    "group": "cert-manager.io",
+    "names": {"kind": "Certificate", "listKind": "CertificateList", "plural": "certificates", "singular": "certificate"},
+    "scope": "Namespaced",
+    "versions": [{"name": "v1", "served": true, "storage": true,
+      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+  }
+}"#;
+
+/// The `certManager` source (issue 12) on a cluster without cert-manager: first the TLS
+/// condition says cert-manager is not installed and nothing starts; once a Certificate CRD
+/// exists the operator applies its three Certificates, and the test plays cert-manager
+/// (issues each from its own CA with the names and usages the Certificate asks for, into
+/// its `secretName`); the cluster then runs on them. Skipped where cert-manager is
+/// installed (the test must not race a real one).
+fn cert_manager_certificates_are_served(client: Client, ns: String) -> Scenario {
+    use etcd_operator::certs::LeafKind;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
+    Box::pin(async move {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        if crds
+            .get_opt("certificates.cert-manager.io")
+            .await
+            .expect("reading CRDs")
+            .is_some()
+        {
+            println!("tls-cert-manager: skipped, cert-manager's Certificate CRD is installed here");
+            return;
+        }
+        let mut spec = EtcdClusterSpec::new(3, TO);
+        spec.tls = Some(etcd_operator::api::tls::TlsSpec {
+            cert_manager: Some(etcd_operator::api::tls::CertManagerTls {
+                issuer_ref: etcd_operator::api::tls::IssuerRef {
+                    name: "e2e-issuer".into(),
+                    kind: None,
+                    group: None,
+                },
+            }),
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        let tls_message = |clusters: Api<EtcdCluster>| async move {
+            status_of(&clusters, CLUSTER)
+                .await
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == "TLS")
+                        .map(|c| c.message.clone())
+                })
+                .unwrap_or_default()
+        };
+        wait_for("the TLS condition to say cert-manager is missing", || {
+            let clusters = clusters.clone();
+            async move {
+                tls_message(clusters)
+                    .await
+                    .contains("cert-manager is not installed")
+            }
+        })
+        .await;
+        assert!(
+            member_pods(&client, &ns).await.is_empty(),
+            "nothing started"
+        );
+
+        let crd: CustomResourceDefinition = serde_json::from_str(CERTIFICATE_CRD).unwrap();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("creating the Certificate CRD");
+        let started = Instant::now();
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
+            "certificates",
+        );
+        let certificates: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+        let result = async {
+            wait_for("the operator's three Certificates", || async {
+                certificates
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok_and(|l| l.items.len() == 3)
+            })
+            .await;
+            // Play cert-manager: one CA, each Certificate issued as it asks.
+            let pki = UserPki::new(&ns);
+            let ca_pem = pki.ca.cert_pem.clone();
+            for c in certificates
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+            {
+                let spec = &c.data["spec"];
+                assert_eq!(spec["issuerRef"]["name"], "e2e-issuer");
+                let usages: Vec<&str> = spec["usages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|u| u.as_str())
+                    .collect();
+                let kind = match (
+                    usages.contains(&"server auth"),
+                    usages.contains(&"client auth"),
+                ) {
+                    (true, true) => LeafKind::Peer,
+                    (true, false) => LeafKind::Server,
+                    _ => LeafKind::Client,
+                };
+                let names: Vec<String> = spec["dnsNames"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let leaf = pki
+                    .ca
+                    .issue(
+                        &etcd_operator::certs::LeafRequest {
+                            kind,
+                            common_name: spec["commonName"].as_str().unwrap_or("x").into(),
+                            names,
+                            lifetime: jiff::SignedDuration::from_hours(24 * 90),
+                        },
+                        jiff::Timestamp::now(),
+                    )
+                    .expect("leaf");
+                let secret = spec["secretName"].as_str().expect("secretName");
+                put_tls_secret(&client, &ns, secret, &leaf.cert_pem, &leaf.key_pem, &ca_pem).await;
+            }
+            wait_running(&clusters, 3, TO).await;
+            println!(
+                "tls-cert-manager: running on cert-manager's Secrets {:.1}s after the CRD appeared",
+                started.elapsed().as_secs_f64()
+            );
+            let st = status_of(&clusters, CLUSTER).await.expect("status");
+            let tls = st.conditions.iter().find(|c| c.type_ == "TLS").unwrap();
+            assert_eq!(
+                (tls.status.as_str(), tls.reason.as_str()),
+                ("True", "Serving")
+            );
+            assert_eq!(
+                st.tls.and_then(|t| t.client_certificate).as_deref(),
+                Some("secret/e2e-cm-client")
+            );
+            let pod = member_pods(&client, &ns).await[0].name_any();
+            etcdctl(&ns, &pod, &["put", "e2e", "cert-manager"]);
+            let server = secret_data(&client, &ns, "e2e-cm-server").await;
+            let identity = etcd_operator::etcd::TlsConfig::new(
+                ca_pem.clone(),
+                server["tls.crt"].0.clone(),
+                server["tls.key"].0.clone(),
+            );
+            let forward = PortForward::start(&ns, &pod, 2379);
+            let served = etcd_operator::testing::tls::served_certificate(
+                &format!("127.0.0.1:{}", forward.port),
+                "127.0.0.1",
+                &identity,
+            )
+            .expect("served");
+            assert_eq!(
+                served,
+                etcd_operator::testing::tls::der_of(&server["tls.crt"].0).unwrap(),
+                "members serve cert-manager's server certificate"
+            );
+        };
+        // The CRD is cluster-wide: removed whatever the outcome.
+        let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+        let _ = crds
+            .delete("certificates.cert-manager.io", &DeleteParams::default())
+            .await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    })
 }
 
 /// The `secrets` source (issue 12): a cluster serving the user's certificates; a bad key

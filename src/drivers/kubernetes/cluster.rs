@@ -237,10 +237,9 @@ fn next_pass(step: &Step) -> Action {
     }
 }
 
-/// The Event a pass deserves: executed and failed steps, and refusals.
-/// A Normal Event naming each certificate issued in a pass and why (first issue, renewal,
-/// a new member name, ...).
-/// A CA rotation phase gets an Event of its own, one action per phase (the recorder folds
+/// The Events of the certificates a pass issued: a Normal `CertificatesIssued` naming each
+/// leaf and why (first issue, renewal, a new member name, ...), and a `CaRotation` Event of
+/// its own for each CA rotation phase started, one action per phase (the recorder folds
 /// Events of one reason and action into a series that keeps the first note).
 fn certificates_events(issued: &[crate::certs::bundle::Issued]) -> Vec<Event> {
     let mut events: Vec<Event> = issued
@@ -294,6 +293,7 @@ fn truncate_note(text: &str) -> String {
     note
 }
 
+/// The Event a pass deserves: executed and failed steps, and refusals.
 fn event_for(step: &Step, executed: &Result<Executed, reconcile::Error>) -> Option<Event> {
     let event = |type_, reason: String, note: String| Event {
         type_,
