@@ -171,6 +171,14 @@ impl Call {
         self.send.send_response(response);
     }
 
+    /// Answers 404 with the plain-text body the API server sends for a resource it does
+    /// not serve at all (an API group without its CRD), not a JSON `Status`.
+    pub fn unknown_resource(self) {
+        let mut response = Response::new(Body::from(b"404 page not found\n".to_vec()));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        self.send.send_response(response);
+    }
+
     /// A server-side apply by our field manager, forced.
     pub fn assert_apply(&self) {
         assert_eq!(self.content_type, "application/apply-patch+yaml");

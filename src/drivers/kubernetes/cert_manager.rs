@@ -104,8 +104,10 @@ pub async fn apply(
     for (name, object) in certificates(cluster, request, names) {
         match api.patch(&name, &params, &Patch::Apply(&object)).await {
             Ok(_) => {}
-            // The resource itself is unknown: no cert-manager CRD.
-            Err(kube::Error::Api(s)) if s.is_not_found() => {
+            // The resource itself is unknown: no cert-manager CRD. The API server answers
+            // that with a plain-text 404 ("404 page not found"), not a NotFound Status, so
+            // the code is what tells (an apply never finds a missing object: it makes it).
+            Err(kube::Error::Api(s)) if s.code == 404 => {
                 return Err(CertManagerError::NotInstalled);
             }
             Err(e) => {

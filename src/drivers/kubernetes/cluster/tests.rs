@@ -894,7 +894,7 @@ async fn without_cert_manager_installed_the_cluster_says_so_and_starts_nothing()
             "/apis/cert-manager.io/v1/namespaces/db/certificates/example-server",
         )
         .await
-        .fail(http::StatusCode::NOT_FOUND, "NotFound");
+        .unknown_resource();
         s.own_certificate_secrets_missing("db", "example").await;
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
