@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
+use super::KubeRecovery;
 use crate::api::recovery::{RecoveryFromBackup, RecoverySpec, RecoveryStatus};
 use crate::api::tls::{TlsMode, TlsSpec};
 use crate::api::{EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
@@ -22,6 +23,7 @@ use crate::backup::member_restore::StepReport;
 use crate::drivers::kubernetes::cluster::{Context, reconcile};
 use crate::metrics::Metrics;
 use crate::plan::Policy;
+use crate::runtime::PodRuntime;
 use crate::testing::api_server::{ApiServer, Call, within_1s};
 use crate::testing::garage::{BUCKET, TestGarage};
 
@@ -708,4 +710,46 @@ async fn a_stale_recovery_source_is_removed() {
         s.expect(Method::POST, EVENTS).await.echo();
     })
     .await;
+}
+
+/// The seed of a pass whose copy of the cluster did not carry the staged source yet (an
+/// operator restarted between the fetch and the bootstrap, a late watch event) is read from
+/// the API server; a source gone from the cluster fails the seed, so no member bootstraps
+/// without it.
+#[tokio::test]
+async fn the_seed_is_read_from_the_cluster_when_the_pass_did_not_have_it() {
+    use crate::reconcile::RecoveryEnv;
+    use crate::runtime::ClusterRef;
+    let source =
+        json!({ "bucket": BUCKET, "key": KEY, "sha256": "cd".repeat(32), "etag": "\"9b\"" });
+    let mut annotated = lost_cluster();
+    annotated.metadata.annotations = Some([(SOURCE.to_string(), source.to_string())].into());
+    let plain = lost_cluster();
+    let cref = ClusterRef::new(NS, "example");
+    for (answer, want) in [(annotated.clone(), true), (plain.clone(), false)] {
+        let (client, server) = ApiServer::client(NS);
+        let server = server.run(move |mut s| async move {
+            s.expect(Method::GET, CLUSTER)
+                .await
+                .reply(&serde_json::to_value(&answer).unwrap());
+        });
+        let runtime = PodRuntime::for_cluster(client.clone(), &plain).unwrap();
+        let env = KubeRecovery::new(client, &runtime, &plain, false);
+        let seeded = env.seed(&cref).await;
+        within_1s(server).await;
+        match (seeded, want) {
+            (Ok(()), true) => {
+                let seed = runtime
+                    .seed()
+                    .expect("the runtime restores the staged source");
+                assert_eq!(seed.object.key, KEY);
+                assert_eq!(seed.etag.as_deref(), Some("\"9b\""));
+            }
+            (Err(f), false) => {
+                assert_eq!(f.reason, "SeedMissing");
+                assert!(runtime.seed().is_none());
+            }
+            (other, _) => panic!("{other:?}"),
+        }
+    }
 }
