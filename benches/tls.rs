@@ -12,18 +12,18 @@
 //!   members and read each member's status (new connections, so new TLS handshakes, every pass), against
 //!   the same on a plaintext cluster.
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::EtcdClusterStatus;
 use etcd_operator::etcd::{EtcdAdmin, TlsConfig};
-use etcd_operator::testing::converged::{client_tls_in, connect_options};
+use etcd_operator::testing::converged::client_tls_in;
 use etcd_operator::testing::operator::*;
 use etcd_operator::testing::tls::{der_of, served_certificate};
 use etcd_operator::testing::wait::wait_for;
+use etcd_operator::testing::writer::{Writer, missing_writes, sample_quorum};
 
 fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
@@ -36,128 +36,6 @@ fn tls_dir(st: &EtcdClusterStatus) -> String {
         .expect("client certificate dir")
 }
 
-/// Writes `w/<seq>` until stopped, reconnecting (a new handshake with the client files as
-/// they are now) whenever `reconnect` is raised; records every acknowledged key.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    reconnect: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-    longest_ns: Arc<AtomicU64>,
-    /// Reconnects that read a key and certificate that did not match.
-    torn: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(urls: Vec<String>, dir: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let reconnect = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let longest_ns = Arc::new(AtomicU64::new(0));
-        let torn = Arc::new(AtomicU64::new(0));
-        let (s, r, a, l) = (
-            stop.clone(),
-            reconnect.clone(),
-            acked.clone(),
-            longest_ns.clone(),
-        );
-        let t = torn.clone();
-        let task = tokio::spawn(async move {
-            // Read while the operator rewrites the files, a key and a certificate may not
-            // match for a moment: read them again, as an application would.
-            let connect = || async {
-                let mut tries = 0;
-                loop {
-                    let tls = client_tls_in(Path::new(&dir));
-                    match etcd_client::Client::connect(
-                        urls.clone(),
-                        Some(connect_options(tls.as_ref())),
-                    )
-                    .await
-                    {
-                        Ok(c) => return (c, tries),
-                        Err(e) if tries < 50 => {
-                            tries += 1;
-                            eprintln!("writer: reconnect failed ({e}), reading the files again");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Err(e) => panic!("connect: {e}"),
-                    }
-                }
-            };
-            let (mut client, _) = connect().await;
-            let (mut seq, mut last_ok) = (0u64, Instant::now());
-            while !s.load(Ordering::Relaxed) {
-                if r.swap(false, Ordering::Relaxed) {
-                    let (c, tries) = connect().await;
-                    client = c;
-                    t.fetch_add(tries, Ordering::Relaxed);
-                }
-                seq += 1;
-                let key = format!("w/{seq:08}");
-                let put = client.put(key.clone(), "x", None);
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
-                    let now = Instant::now();
-                    l.fetch_max((now - last_ok).as_nanos() as u64, Ordering::Relaxed);
-                    last_ok = now;
-                    a.lock().unwrap().push(key);
-                }
-            }
-        });
-        Self {
-            stop,
-            reconnect,
-            acked,
-            longest_ns,
-            torn,
-            task,
-        }
-    }
-
-    async fn stop(self) -> (Vec<String>, Duration, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        (
-            acked,
-            Duration::from_nanos(self.longest_ns.load(Ordering::Relaxed)),
-            self.torn.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Samples quorum every 100 ms until stopped: (samples, samples without quorum).
-fn sample_quorum(
-    urls: Vec<String>,
-    tls: TlsConfig,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, u64)> {
-    tokio::spawn(async move {
-        let (mut samples, mut lost) = (0u64, 0u64);
-        while !stop.load(Ordering::Relaxed) {
-            // A linearizable read through any member needs a leader and a quorum.
-            let ok = match EtcdAdmin::connect(urls.clone(), Some(tls.clone())).await {
-                Ok(admin) => {
-                    let mut healthy = 0;
-                    for url in &urls {
-                        if admin.health(url).await.is_ok() {
-                            healthy += 1;
-                        }
-                    }
-                    healthy * 2 > urls.len()
-                }
-                Err(_) => false,
-            };
-            samples += 1;
-            if !ok {
-                lost += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (samples, lost)
-    })
-}
-
 async fn rotation_under_a_writer() {
     let v = latest(5);
     let mut s = Scenario::new(fast_policy());
@@ -166,10 +44,9 @@ async fn rotation_under_a_writer() {
     let st = s.wait_running("rot", 3, &v).await;
     let urls = client_urls(&st);
     let dir = tls_dir(&st);
-    let operator = client_tls_in(Path::new(&dir)).expect("identity");
-    let writer = Writer::start(urls.clone(), dir.clone());
+    let writer = Writer::start(urls.clone(), dir.clone().into());
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_quorum(urls.clone(), operator, stop.clone());
+    let sampler = sample_quorum(urls.clone(), dir.clone().into(), stop.clone());
     let mut walls = Vec::new();
     for round in 1..=5 {
         let value = format!("r{round}");
@@ -201,9 +78,9 @@ async fn rotation_under_a_writer() {
         writer.reconnect.store(true, Ordering::Relaxed);
         // The writer reconnects with the new client certificate and writes 500 more before
         // the next rotation, so every rotation happens under a running writer.
-        let target = writer.acked.lock().unwrap().len() + 500;
+        let target = writer.acked_count() + 500;
         wait_for(LONG, "500 more acknowledged puts", || async {
-            let n = writer.acked.lock().unwrap().len();
+            let n = writer.acked_count();
             if n >= target {
                 Ok(())
             } else {
@@ -215,29 +92,8 @@ async fn rotation_under_a_writer() {
     }
     stop.store(true, Ordering::Relaxed);
     let (samples, without_quorum) = sampler.await.unwrap();
-    let (acked, longest, torn) = writer.stop().await;
-    let mut c = etcd_client::Client::connect(
-        urls.clone(),
-        Some(connect_options(client_tls_in(Path::new(&dir)).as_ref())),
-    )
-    .await
-    .unwrap();
-    let stored: BTreeSet<String> = c
-        .get(
-            "w/",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
-        .await
-        .unwrap()
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().unwrap().to_string())
-        .collect();
-    let missing = acked.iter().filter(|k| !stored.contains(*k)).count();
+    let written = writer.stop().await;
+    let missing = missing_writes(&urls, Path::new(&dir), &written).await.len();
     let walls: Vec<String> = walls.iter().map(|d| secs(*d)).collect();
     println!(
         "leaf rotation x5 (3 members, {v}): served by every member after {}",
@@ -245,8 +101,9 @@ async fn rotation_under_a_writer() {
     );
     println!(
         "  writer through the client certificate: {} acknowledged puts, longest stall {}, missing after: {missing}; reconnects that read a mismatched key and certificate: {torn}",
-        acked.len(),
-        secs(longest)
+        written.acked.len(),
+        secs(written.longest_stall),
+        torn = written.retried_connects,
     );
     println!("  quorum samples: {samples}, without quorum: {without_quorum}");
 }

@@ -56,9 +56,10 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 26] = [
+    let scenarios: [(&str, ScenarioFn); 27] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
+        ("tls-rotate-ca", ca_rotation_under_a_writer),
         ("tls-secrets", provided_certificates_are_served),
         ("recover-survivor", recovery_from_the_survivor),
         ("recover-backup", recovery_from_a_backup_in_place),
@@ -293,6 +294,191 @@ fn rotation_on_request_restarts_nothing(client: Client, ns: String) -> Scenario 
             .collect();
         assert_eq!(before, after, "no member Pod restarted or recreated");
         etcdctl(&ns, &pod, &["put", "e2e", "after-rotation"]);
+    })
+}
+
+/// Writes `w/<seq>` through `etcdctl` in the member Pods (each put in the next Pod that
+/// answers, against its own member, with the certificates it mounts) until stopped;
+/// returns the acknowledged keys and the longest time between two acknowledged puts.
+struct ExecWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl ExecWriter {
+    fn start(ns: &str, pods: Vec<String>) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ns, s, a) = (ns.to_string(), stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut seq, mut turn, mut longest) = (0u64, 0usize, Duration::ZERO);
+            let mut last_ok = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                seq += 1;
+                let key = format!("w/{seq:08}");
+                let pod = &pods[turn % pods.len()];
+                turn += 1;
+                let ok = Command::new("kubectl")
+                    .args(["-n", &ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
+                    .args([
+                        "--endpoints=https://127.0.0.1:2379",
+                        "--cacert=/etc/etcd/tls/ca.crt",
+                        "--cert=/etc/etcd/tls/server.crt",
+                        "--key=/etc/etcd/tls/server.key",
+                        "--command-timeout=3s",
+                        "put",
+                        &key,
+                        "x",
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    longest = longest.max(last_ok.elapsed());
+                    last_ok = Instant::now();
+                    a.lock().unwrap().push(key);
+                }
+            }
+            longest
+        });
+        Self {
+            stop,
+            acked,
+            thread,
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn stop(self) -> (Vec<String>, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let longest = self.thread.join().expect("writer thread");
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (acked, longest)
+    }
+}
+
+/// `spec.tls.rotateCA` on a running 3-member cluster under a writer: three phases
+/// (TrustBoth, IssueFromNew, DropOld), each a rolling restart that recreates every member
+/// Pod on its PVC; afterwards the Secrets trust the new CA alone, every member serves it,
+/// and every acknowledged write is there.
+fn ca_rotation_under_a_writer(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| (p.name_any(), p.uid()))
+            .collect();
+        let old_ca = secret_data(&client, &ns, &format!("{CLUSTER}-ca")).await["ca.crt"]
+            .0
+            .clone();
+        let writer = ExecWriter::start(&ns, before.iter().map(|(n, _)| n.clone()).collect());
+        wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
+        let started = Instant::now();
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tls": {"rotateCA": "c1"}}})),
+            )
+            .await
+            .expect("patch spec.tls.rotateCA");
+        let mut phases: Vec<String> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(900);
+        loop {
+            let st = status_of(&clusters, CLUSTER).await;
+            let tls = st.as_ref().and_then(|s| s.tls.clone()).unwrap_or_default();
+            if let Some(p) = &tls.ca_rotation
+                && phases.last() != Some(p)
+            {
+                println!(
+                    "tls-rotate-ca: {p} at {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                phases.push(p.clone());
+            }
+            let pods = member_pods(&client, &ns).await;
+            let recreated = pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| !before.iter().any(|(_, uid)| *uid == p.uid()));
+            let done = tls.ca_rotated.as_deref() == Some("c1")
+                && tls.ca_rotation.is_none()
+                && recreated
+                && st
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "CA rotation not finished in 900 s: phases {phases:?}, status {st:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let took = started.elapsed();
+        // A few more puts on the new CA before stopping the writer.
+        let target = writer.acked_count() + 5;
+        wait_for("puts after the rotation", || async {
+            writer.acked_count() >= target
+        })
+        .await;
+        let (acked, longest) = writer.stop();
+        let pod = before[0].0.clone();
+        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
+        let stored: std::collections::BTreeSet<&str> =
+            stored.lines().filter(|l| !l.is_empty()).collect();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| !stored.contains(k.as_str()))
+            .collect();
+        println!(
+            "tls-rotate-ca: rotated in {:.1}s, phases {phases:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
+            took.as_secs_f64(),
+            acked.len(),
+            longest.as_secs_f64(),
+            missing.len()
+        );
+        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+        assert_eq!(phases, ["TrustBoth", "IssueFromNew", "DropOld"]);
+        for phase in ["CA rotation 1/3", "CA rotation 2/3", "CA rotation 3/3"] {
+            assert!(
+                events_mentioning(&client, &ns, phase).await,
+                "an Event says {phase}"
+            );
+        }
+        // The new CA alone is trusted and signs what members serve.
+        let member = secret_data(&client, &ns, &format!("{CLUSTER}-member-tls")).await;
+        let ca = String::from_utf8(member["ca.crt"].0.clone()).unwrap();
+        assert_eq!(
+            etcd_operator::certs::ca_rotation::split_certificates(&ca).len(),
+            1
+        );
+        assert_ne!(ca.as_bytes(), old_ca.as_slice());
+        let ca_secret = secret_data(&client, &ns, &format!("{CLUSTER}-ca")).await;
+        assert!(!ca_secret.contains_key("ca-next.crt"));
+        let identity = client_identity(&client, &ns).await;
+        let forward = PortForward::start(&ns, &pod, 2379);
+        let address = format!("127.0.0.1:{}", forward.port);
+        let served =
+            etcd_operator::testing::tls::served_certificate(&address, "127.0.0.1", &identity)
+                .expect("served with the new client certificate");
+        drop(forward);
+        let server = &member["server.crt"].0;
+        assert_eq!(
+            served,
+            etcd_operator::testing::tls::der_of(server).unwrap(),
+            "{pod} serves the Secret's server certificate"
+        );
+        let facts = etcd_operator::certs::inspect_pem(server, "server.crt").expect("server.crt");
+        assert!(facts.signed_by(ca.as_bytes()).unwrap());
+        assert!(!facts.signed_by(&old_ca).unwrap());
     })
 }
 

@@ -212,6 +212,7 @@ async fn single_member_keeps_its_data_across_restart() {
             version: V35,
             started_at,
             restart_keeps_data: true,
+            trust_stamp: None,
         }]
     );
 

@@ -410,9 +410,10 @@ async fn wait_tls_condition(
 const BYO_TLS: &str = "  tls:\n    secrets:\n      server: byo-server\n      peer: byo-peer\n      client: byo-client\n";
 
 /// The `secrets` source (issue 12): certificates made by openssl as cert-manager lays
-/// them out are served; a Secret changed to a bad set (a key of another certificate, a
-/// new CA) changes nothing that runs and says which Secret is wrong; a renewed leaf of the
-/// same CA is served without a restart; a cluster whose Secrets are missing starts nothing.
+/// them out are served; a Secret changed to a bad set (a key of another certificate)
+/// changes nothing that runs and says which Secret is wrong; a renewed leaf of the same CA
+/// is served without a restart; a cluster whose Secrets are missing starts nothing;
+/// Secrets of another CA are moved to in three phases of rolling restarts.
 #[tokio::test]
 async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     let version = latest(5);
@@ -507,32 +508,6 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
     )
     .expect("still served with the old certificates");
 
-    // Another CA for everything: a running cluster's CA is not switched under it.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other = OpensslCa::new(other_dir.path(), "other-ca");
-    let (o_server, o_server_key) = other.leaf("server", "serverAuth");
-    let (o_peer, o_peer_key) = other.leaf("peer", "serverAuth,clientAuth");
-    let (o_client, o_client_key) = other.leaf("client", "clientAuth");
-    s.write(&docs(
-        (&o_server, &o_server_key),
-        (&o_peer, &o_peer_key),
-        (&o_client, &o_client_key),
-        &other.ca_pem(),
-        "",
-    ));
-    let (st, _) = wait_tls_condition(&s, "byo", "the CA change refused", |c| {
-        c.message.contains("changing the CA of a running cluster")
-    })
-    .await;
-    assert_eq!(
-        condition_of(&st, condition::types::TLS).reason,
-        "InvalidCertificates"
-    );
-    assert_eq!(
-        served_certificate(&address, &identity).await.unwrap(),
-        der(server_crt.as_bytes())
-    );
-
     // The user renews the server leaf (same CA, new key): served on the next connection,
     // no member restarted; a second cluster whose Secrets do not exist starts nothing.
     let (renewed, renewed_key) = ca.leaf("server2", "serverAuth");
@@ -581,4 +556,213 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
         member_pid_opt(&state, "nosecrets", "nosecrets-0").is_none(),
         "no member process"
     );
+
+    // Secrets of another CA for everything: moved to in three phases, each a rolling
+    // restart, never switched under running members at once.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = OpensslCa::new(other_dir.path(), "other-ca");
+    let (o_server, o_server_key) = other.leaf("server", "serverAuth");
+    let (o_peer, o_peer_key) = other.leaf("peer", "serverAuth,clientAuth");
+    let (o_client, o_client_key) = other.leaf("client", "clientAuth");
+    let before = pids(&members);
+    s.write(&docs(
+        (&o_server, &o_server_key),
+        (&o_peer, &o_peer_key),
+        (&o_client, &o_client_key),
+        &other.ca_pem(),
+        "",
+    ));
+    let phases = std::sync::Mutex::new(Vec::<String>::new());
+    let o_identity = TlsConfig::new(other.ca_pem(), o_client.clone(), o_client_key.clone());
+    wait_for(
+        Duration::from_secs(240),
+        "every member on the other CA alone",
+        || async {
+            let st = s.status("byo").and_then(|c| c.status).ok_or("no status")?;
+            let tls = st.tls.clone().unwrap_or_default();
+            if let Some(p) = &tls.ca_rotation {
+                let mut seen = phases.lock().unwrap();
+                if seen.last() != Some(p) {
+                    seen.push(p.clone());
+                }
+            }
+            let restarted = members
+                .iter()
+                .zip(&before)
+                .all(|(m, b)| member_pid_opt(&state, "byo", m).is_some_and(|p| p != *b));
+            let serves_new = served_certificate(&address, &o_identity).await.ok()
+                == Some(der(o_server.as_bytes()));
+            if tls.ca_rotation.is_none() && st.ready_members == 3 && restarted && serves_new {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} {:?} restarted {restarted}",
+                    st.phase, tls.ca_rotation
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let phases = phases.into_inner().unwrap();
+    assert_eq!(
+        phases,
+        ["TrustBoth", "IssueFromNew", "DropOld"],
+        "{phases:?}"
+    );
+    let o_files = other_dir.path().display().to_string();
+    let o_args = [
+        format!("--cacert={o_files}/other-ca.crt"),
+        format!("--cert={o_files}/client.crt"),
+        format!("--key={o_files}/client.key"),
+    ];
+    let o_args: Vec<&str> = o_args.iter().map(String::as_str).collect();
+    etcdctl(&version, endpoint, &[&o_args[..], &["get", "k"]].concat())
+        .expect("served with the other CA's certificates");
+    // The first CA is no longer trusted.
+    etcdctl(
+        &version,
+        endpoint,
+        &[&ca_arg, &cert_arg, &key_arg, "get", "k"],
+    )
+    .expect_err("the old CA is dropped");
+}
+
+/// `spec.tls.rotateCA` on a 3-member cluster under a writer that writes through the
+/// application client certificate (and reconnects with the files as they are when a put
+/// fails): three phases, each a rolling restart; afterwards every member serves a leaf of
+/// the new CA alone, a client trusting only the old CA is refused, every acknowledged write
+/// is readable and quorum held in every sample.
+async fn ca_rotation_under_a_writer(minor: u64) {
+    use etcd_operator::certs::ca_rotation::split_certificates;
+    use etcd_operator::certs::inspect_pem;
+    use etcd_operator::testing::writer::{Writer, missing_writes, sample_quorum};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let version = latest(minor);
+    let mut s = Scenario::new(fast_policy());
+    s.write(&cluster_yaml("carot", 3, &version, ""));
+    s.start();
+    let st = s.wait_running("carot", 3, &version).await;
+    let urls = client_urls(&st);
+    let dir = std::path::PathBuf::from(
+        st.tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.clone())
+            .expect("client certificate dir"),
+    );
+    let old_ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let state = s.state_dir();
+    let names: Vec<String> = st.members.iter().map(|m| m.name.clone()).collect();
+    let pids_before: Vec<_> = names
+        .iter()
+        .map(|n| member_pid(&state, "carot", n))
+        .collect();
+
+    let writer = Writer::start(urls.clone(), dir.clone());
+    wait_for(LONG, "the writer writes", || async {
+        match writer.acked_count() {
+            n if n >= 100 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_quorum(urls.clone(), dir.clone(), stop.clone());
+
+    let started = std::time::Instant::now();
+    s.write(&cluster_yaml(
+        "carot",
+        3,
+        &version,
+        "  tls:\n    rotateCA: \"c1\"\n",
+    ));
+    let phases = Mutex::new(Vec::<String>::new());
+    wait_for(
+        Duration::from_secs(300),
+        "CA rotation c1 finished",
+        || async {
+            let st = s
+                .status("carot")
+                .and_then(|c| c.status)
+                .ok_or("no status")?;
+            let tls = st.tls.clone().unwrap_or_default();
+            if let Some(p) = &tls.ca_rotation {
+                let mut seen = phases.lock().unwrap();
+                if seen.last() != Some(p) {
+                    seen.push(p.clone());
+                }
+            }
+            let done = tls.ca_rotated.as_deref() == Some("c1")
+                && tls.ca_rotation.is_none()
+                && st.ready_members == 3
+                && st.phase == etcd_operator::api::cluster::ClusterPhase::Running;
+            if done {
+                Ok(())
+            } else {
+                Err(format!("{:?} {:?}", st.phase, tls.ca_rotation))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let wall = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (samples, without_quorum) = sampler.await.unwrap();
+    let written = writer.stop().await;
+    let missing = missing_writes(&urls, &dir, &written).await;
+    let phases = phases.into_inner().unwrap();
+    println!(
+        "CA rotation, 3 members, {version}: {:.1} s; phases {phases:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} connects retried; quorum samples {samples}, without quorum {without_quorum}",
+        wall.as_secs_f64(),
+        written.acked.len(),
+        written.longest_stall.as_secs_f64(),
+        written.retried_connects,
+    );
+    assert_eq!(phases, ["TrustBoth", "IssueFromNew", "DropOld"]);
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert_eq!(without_quorum, 0, "of {samples} samples");
+
+    // The new CA alone is trusted, and it signed what every member serves.
+    let new_ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    assert_eq!(split_certificates(&new_ca).len(), 1);
+    assert_ne!(new_ca, old_ca);
+    let server = std::fs::read(dir.join("server.crt")).unwrap();
+    let facts = inspect_pem(&server, "server.crt").unwrap();
+    assert!(facts.signed_by(new_ca.as_bytes()).unwrap());
+    assert!(!facts.signed_by(old_ca.as_bytes()).unwrap());
+    let identity = etcd_operator::testing::converged::client_tls_in(&dir).unwrap();
+    for url in &urls {
+        let address = url.trim_start_matches("https://");
+        assert_eq!(
+            served_certificate(address, &identity).await.unwrap(),
+            der(&server),
+            "{address}"
+        );
+    }
+    // Every member was restarted; a client that trusts only the old CA is refused.
+    for (name, before) in names.iter().zip(&pids_before) {
+        assert_ne!(member_pid(&state, "carot", name), *before, "{name}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("old-ca.crt"), &old_ca).unwrap();
+    let cacert = format!("--cacert={}", tmp.path().join("old-ca.crt").display());
+    let cert = format!("--cert={}", dir.join("client.crt").display());
+    let key = format!("--key={}", dir.join("client.key").display());
+    let refused = etcdctl(&version, &urls[0], &[&cacert, &cert, &key, "get", "k"]);
+    assert!(refused.is_err(), "{refused:?}");
+    let cacert = format!("--cacert={}", dir.join("ca.crt").display());
+    etcdctl(&version, &urls[0], &[&cacert, &cert, &key, "put", "k", "v"]).expect("new CA");
+}
+
+#[tokio::test]
+async fn a_ca_rotation_of_an_etcd_3_5_cluster_keeps_quorum_and_every_write() {
+    ca_rotation_under_a_writer(5).await;
+}
+
+#[tokio::test]
+async fn a_ca_rotation_of_an_etcd_3_4_cluster_keeps_quorum_and_every_write() {
+    ca_rotation_under_a_writer(4).await;
 }

@@ -588,6 +588,7 @@ fn rbac_is_least_privilege() {
         "services",
         "poddisruptionbudgets",
         "secrets",
+        "certificates",
         "events",
         "leases",
     ];

@@ -228,6 +228,8 @@ pub enum ClusterPhase {
     Running,
     Scaling,
     Upgrading,
+    /// Members restart one at a time to load new certificates (a CA rotation phase).
+    Rotating,
     Recovering,
     Degraded,
     Paused,

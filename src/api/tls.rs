@@ -23,12 +23,66 @@ pub struct TlsSpec {
     /// without a restart; done once per value (`status.tls.rotated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate: Option<String>,
+    /// Set (or change) to any value to replace the operator's CA, in three phases each
+    /// ended by a rolling restart (one member at a time, leader last, each healthy before
+    /// the next): trust the old and the new CA, issue every leaf from the new one, stop
+    /// trusting the old one. Done once per value (`status.tls.caRotated`); the CA is also
+    /// replaced this way when it is past two thirds of its life. Applications must take
+    /// the new `ca.crt` (and client certificate) from the client Secret before the last
+    /// phase ends. Not for `secrets`.
+    #[serde(default, rename = "rotateCA", skip_serializing_if = "Option::is_none")]
+    pub rotate_ca: Option<String>,
     /// Certificates the user provides (cert-manager's Secret shape: `tls.crt`, `tls.key`,
     /// `ca.crt`) instead of a CA the operator makes. The operator checks them on every pass
     /// and hands members only a set that passes; a Secret that changes is served on the
     /// members' next connection. Absent: the operator issues and renews everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<TlsSecrets>,
+    /// cert-manager issues the certificates (Kubernetes only): the operator creates three
+    /// `Certificate` objects (server, peer, client) for `issuerRef`, whose Secrets
+    /// (`<cluster>-cm-server`, `-cm-peer`, `-cm-client`) are then used as `secrets` are:
+    /// checked on every pass, handed to members only when the set passes. The issuer must
+    /// put `ca.crt` in the Secrets (a CA or Vault issuer). Without cert-manager installed the
+    /// `TLS` condition says so and nothing changes.
+    #[serde(
+        default,
+        rename = "certManager",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert_manager: Option<CertManagerTls>,
+}
+
+/// Certificates from cert-manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerTls {
+    /// The Issuer (in the cluster's namespace) or ClusterIssuer that signs them.
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer, as `Certificate.spec.issuerRef` names it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    pub name: String,
+    /// `Issuer` (the default) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `cert-manager.io` (the default), or an external issuer's group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl CertManagerTls {
+    /// The Secrets cert-manager writes for cluster `cluster`, named as `secrets` would.
+    pub fn secrets(cluster: &str) -> TlsSecrets {
+        TlsSecrets {
+            server: format!("{cluster}-cm-server"),
+            peer: format!("{cluster}-cm-peer"),
+            client: format!("{cluster}-cm-client"),
+            ca: None,
+        }
+    }
 }
 
 /// Secrets in the cluster's namespace (local: `v1` Secret documents beside the cluster's)
@@ -86,6 +140,27 @@ impl TlsSpec {
         let asked = tls?.rotate.as_deref()?;
         (status.and_then(|s| s.rotated.as_deref()) != Some(asked)).then_some(asked)
     }
+
+    /// The Secrets holding the user's certificates: `secrets`, or the ones cert-manager
+    /// writes for `certManager`; `None` when the operator issues them.
+    pub fn provided_secrets(tls: Option<&TlsSpec>, cluster: &str) -> Option<TlsSecrets> {
+        let tls = tls?;
+        match (&tls.secrets, &tls.cert_manager) {
+            (Some(secrets), _) => Some(secrets.clone()),
+            (None, Some(_)) => Some(CertManagerTls::secrets(cluster)),
+            (None, None) => None,
+        }
+    }
+
+    /// The `rotateCA` value still to act on: set, and not the one `status` says was
+    /// started.
+    pub fn ca_rotation_due<'a>(
+        tls: Option<&'a TlsSpec>,
+        status: Option<&TlsStatus>,
+    ) -> Option<&'a str> {
+        let asked = tls?.rotate_ca.as_deref()?;
+        (status.and_then(|s| s.ca_rotated.as_deref()) != Some(asked)).then_some(asked)
+    }
 }
 
 /// What members serve and the certificates the operator keeps for them.
@@ -105,6 +180,13 @@ pub struct TlsStatus {
     /// The `spec.tls.rotate` value the leaves were last issued for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated: Option<String>,
+    /// The `spec.tls.rotateCA` value a CA rotation was last started for.
+    #[serde(default, rename = "caRotated", skip_serializing_if = "Option::is_none")]
+    pub ca_rotated: Option<String>,
+    /// The phase of the CA rotation under way (`TrustBoth`, `IssueFromNew`, `DropOld`);
+    /// absent when none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<String>,
 }
 
 /// One certificate and when it expires.

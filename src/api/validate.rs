@@ -453,6 +453,59 @@ fn cluster_spec_into(r: &mut Report, at: &str, spec: &EtcdClusterSpec) {
             );
         }
     }
+    if let Some(tls) = &spec.tls {
+        let source = if tls.secrets.is_some() {
+            Some("spec.tls.secrets")
+        } else if tls.cert_manager.is_some() {
+            Some("spec.tls.certManager")
+        } else {
+            None
+        };
+        if let Some(cm) = &tls.cert_manager {
+            if tls.secrets.is_some() {
+                r.error(
+                    &f("tls.certManager"),
+                    "and spec.tls.secrets both name where certificates come from: keep one",
+                );
+            }
+            if tls.mode == TlsMode::Disabled {
+                r.error(
+                    &f("tls.certManager"),
+                    "asks for certificates while spec.tls.mode is Disabled: remove one of them",
+                );
+            }
+            if tls.rotate.is_some() && tls.secrets.is_none() {
+                r.error(
+                    &f("tls.rotate"),
+                    "reissues certificates the operator makes; cert-manager renews its own (members serve them on their next connection)",
+                );
+            }
+            check_subdomain(r, &f("tls.certManager.issuerRef.name"), &cm.issuer_ref.name);
+            if let Some(kind) = cm.issuer_ref.kind.as_deref()
+                && cm.issuer_ref.group.is_none()
+                && !matches!(kind, "Issuer" | "ClusterIssuer")
+            {
+                r.error(
+                    &f("tls.certManager.issuerRef.kind"),
+                    format!("{kind:?} is not a cert-manager.io issuer kind (Issuer or ClusterIssuer); set group for an external issuer"),
+                );
+            }
+        }
+        if let (Some(source), Some(_)) = (source, tls.rotate_ca.as_deref()) {
+            r.error(
+                &f("tls.rotateCA"),
+                format!("replaces the CA the operator makes; with {source} the CA is yours: change it in the Secrets (members move to it in three phases)"),
+            );
+        }
+    }
+    if let Some(value) = spec.tls.as_ref().and_then(|t| t.rotate_ca.as_deref())
+        && (value.is_empty() || value.len() > 63 || value.chars().any(char::is_control))
+    {
+        r.error(
+            &f("tls.rotateCA"),
+            "must be 1 to 63 characters without control characters (any value; change it to rotate again)",
+        );
+    }
     if TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Disabled {
         r.warn(
             &f("tls.mode"),
@@ -924,12 +977,54 @@ mod tests {
         spec.tls = Some(TlsSpec {
             mode: TlsMode::Disabled,
             rotate: Some("now".into()),
+            rotate_ca: None,
             secrets: Some(secrets),
+            cert_manager: None,
         });
         assert_eq!(
             fields(&cluster("a", &spec)),
             vec!["spec.tls.secrets", "spec.tls.rotate"]
         );
+    }
+
+    #[test]
+    fn cert_manager_is_one_source_needs_an_issuer_and_tls_on() {
+        use crate::api::tls::{CertManagerTls, IssuerRef};
+        let cm = |name: &str, kind: Option<&str>| CertManagerTls {
+            issuer_ref: IssuerRef {
+                name: name.into(),
+                kind: kind.map(str::to_string),
+                group: None,
+            },
+        };
+        let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+        spec.tls = Some(TlsSpec {
+            cert_manager: Some(cm("ca-issuer", Some("ClusterIssuer"))),
+            ..Default::default()
+        });
+        assert!(cluster("a", &spec).is_valid());
+        spec.tls = Some(TlsSpec {
+            mode: TlsMode::Disabled,
+            rotate: Some("now".into()),
+            rotate_ca: Some("c1".into()),
+            secrets: Some(TlsSecrets {
+                server: "s".into(),
+                peer: "p".into(),
+                client: "c".into(),
+                ca: None,
+            }),
+            cert_manager: Some(cm("", Some("Vault"))),
+        });
+        let report = cluster("a", &spec);
+        let found = fields(&report);
+        for field in [
+            "spec.tls.certManager",
+            "spec.tls.certManager.issuerRef.name",
+            "spec.tls.certManager.issuerRef.kind",
+            "spec.tls.rotateCA",
+        ] {
+            assert!(found.contains(&field), "{field} in {found:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Secrets) is each runtime's business, and which names a leaf must carry is too.
 
 pub mod bundle;
+pub mod ca_rotation;
 pub mod inspect;
 pub mod issue;
 pub mod provided;

@@ -298,25 +298,6 @@ fn leaf_problems(
     out
 }
 
-/// When `provided` brings another CA than `installed` holds: both CAs described (common
-/// name and expiry) for a message. `None` when nothing is installed or the CA is the same.
-pub fn ca_change(installed: &Entries, provided: &Entries) -> Option<(String, String)> {
-    let old = installed.get(bundle::CA_CERT)?;
-    let new = provided.get(bundle::CA_CERT)?;
-    if old.trim() == new.trim() {
-        return None;
-    }
-    let describe = |pem: &String| match inspect_pem(pem.as_bytes(), "ca.crt") {
-        Ok(f) => format!(
-            "CN {}, valid until {}",
-            f.common_name.as_deref().unwrap_or("(none)"),
-            f.not_after
-        ),
-        Err(_) => "an unreadable certificate".to_string(),
-    };
-    Some((describe(old), describe(new)))
-}
-
 /// The provided certificates that expire within [`EXPIRY_WARNING`] of `now`, as
 /// `(entry, expiry)`, earliest first.
 pub fn expiring(entries: &Entries, now: Timestamp) -> Vec<(String, Timestamp)> {

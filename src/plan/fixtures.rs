@@ -53,6 +53,7 @@ pub(crate) fn runtime(ordinal: u32, version: &str) -> RuntimeState {
         client_url: format!("http://127.0.0.1:{}", 2379 + ordinal * 10),
         started_for: Some(Duration::from_secs(3600)),
         restart_keeps_data: true,
+        trust_stamp: None,
     }
 }
 
@@ -88,6 +89,7 @@ pub(crate) fn observed(n: u32) -> Observed {
             leader: (n > 0).then(|| id(0)),
             leader_raft_index: LEADER_RAFT_INDEX,
         }),
+        trust_stamp: None,
     }
 }
 

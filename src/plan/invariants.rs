@@ -34,6 +34,7 @@ pub enum Rule {
     UpgradeOnlyWhenSafe,
     LeaderUpgradedLast,
     MoveLeaderToUpgradedVoter,
+    ReloadOnlyWhenSafe,
     DoneOnlyWhenConverged,
 }
 
@@ -45,7 +46,7 @@ impl fmt::Display for Rule {
 
 /// Every rule `step` breaks, planned from `observed` towards `spec`; empty when it is safe.
 pub fn broken_rules(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> Vec<Rule> {
-    let checks: [(Rule, bool); 16] = [
+    let checks: [(Rule, bool); 17] = [
         (Rule::PausedTakesNoStep, paused_takes_no_step(step, spec)),
         (
             Rule::InvalidSpecIsBlocked,
@@ -99,6 +100,10 @@ pub fn broken_rules(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) ->
         (
             Rule::MoveLeaderToUpgradedVoter,
             move_leader_to_upgraded_voter(step, spec, observed),
+        ),
+        (
+            Rule::ReloadOnlyWhenSafe,
+            reload_only_when_safe(step, spec, observed),
         ),
         (
             Rule::DoneOnlyWhenConverged,
@@ -450,6 +455,41 @@ pub fn done_only_when_converged(step: &Step, spec: &EtcdClusterSpec, observed: &
             .members
             .iter()
             .all(|m| m.version() == Some(&target))
+        && !observed
+            .members
+            .iter()
+            .any(|m| m.runs_stale_trust(observed.trust_stamp.as_deref()))
+}
+
+/// A member is restarted to load new certificates only when it runs stale ones, every
+/// member is healthy and at spec.version, nothing is pending, there are spec.size voters,
+/// and the restart leaves a quorum (with one or two voters none can); the leader only when
+/// it is the last one stale.
+pub fn reload_only_when_safe(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
+    let Step::ReloadTrust { name, id } = step else {
+        return true;
+    };
+    let installed = observed.trust_stamp.as_deref();
+    let Some(m) = observed.member(name) else {
+        return false;
+    };
+    let voters = observed.voter_count();
+    let restart_keeps_quorum =
+        voters <= 2 || observed.healthy_voter_count().saturating_sub(1) >= quorum(voters);
+    let is_leader = observed.leader_id() == Some(*id);
+    let others_done = observed
+        .members
+        .iter()
+        .filter(|o| o.id() != Some(*id))
+        .all(|o| !o.runs_stale_trust(installed));
+    m.id() == Some(*id)
+        && m.runs_stale_trust(installed)
+        && all_healthy(observed)
+        && !observed.has_pending_change()
+        && size_of(spec) == Some(voters)
+        && target_of(spec).is_some_and(|t| observed.members.iter().all(|o| o.version() == Some(&t)))
+        && restart_keeps_quorum
+        && (!is_leader || others_done)
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@
 //! 7. `scale::resize`: add a learner (also the second half of a replacement) or remove one
 //!    member.
 //! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
-//! 9. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
-//!    that is done) has a compaction or defragmentation to do.
+//! 9. `rolling::reload_trust`: the same roll, restarting TLS members started on other
+//!    certificates than the installed ones (a CA rotation phase).
+//! 10. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
+//!     that is done) has a compaction or defragmentation to do.
 //!
 //! # Guarantees
 //! Every step satisfies every check in `invariants` (test-only: the property tests hold the planner to
@@ -42,6 +44,7 @@ mod pending;
 pub mod quorum;
 pub mod recovery;
 pub mod restore;
+mod rolling;
 mod scale;
 pub mod step;
 mod upgrade;
@@ -101,6 +104,7 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
         .or_else(|| upgrade::guard(&ctx))
         .or_else(|| scale::resize(&ctx))
         .or_else(|| upgrade::roll(&ctx))
+        .or_else(|| rolling::reload_trust(&ctx))
         .unwrap_or(Step::Done)
 }
 

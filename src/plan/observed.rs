@@ -80,6 +80,10 @@ pub struct Observed {
     pub members: Vec<ObservedMember>,
     /// `None`: no member answered.
     pub etcd: Option<EtcdView>,
+    /// The trust stamp of the certificates installed now
+    /// ([`crate::certs::ca_rotation::trust_stamp`]): a TLS member started with another is
+    /// restarted (one CA rotation phase). `None`: no certificates (plaintext).
+    pub trust_stamp: Option<String>,
 }
 
 /// The cluster as the answering member saw it.
@@ -123,6 +127,8 @@ pub struct RuntimeState {
     pub started_for: Option<Duration>,
     /// A restart keeps its data (a PVC or a local data dir; not an emptyDir).
     pub restart_keeps_data: bool,
+    /// The trust stamp it was started with; `None` for plaintext or when not recorded.
+    pub trust_stamp: Option<String>,
 }
 
 /// What etcd knows of a member.
@@ -268,6 +274,17 @@ impl ObservedMember {
     /// member, or a runtime member etcd does not list yet.
     pub fn is_pending_change(&self) -> bool {
         self.is_learner() || self.is_unstarted() || (self.etcd.is_none() && self.runtime.is_some())
+    }
+
+    /// A TLS member started on other certificates than `installed` trust stamp says (or
+    /// before stamps were recorded): a restart makes it load the installed ones.
+    pub fn runs_stale_trust(&self, installed: Option<&str>) -> bool {
+        let Some(installed) = installed else {
+            return false;
+        };
+        self.runtime.as_ref().is_some_and(|r| {
+            r.peer_url.starts_with("https://") && r.trust_stamp.as_deref() != Some(installed)
+        })
     }
 
     /// Sort key for deterministic choices: ordinal (names without one last), then id.

@@ -174,14 +174,23 @@ fn build_observed(
             running: g.running,
             has_data: g.has_data,
             version: ver.clone(),
-            peer_url: format!("http://127.0.0.1:{}", 2380 + i),
-            client_url: format!("http://127.0.0.1:{}", 3379 + i),
+            peer_url: format!("https://127.0.0.1:{}", 2380 + i),
+            client_url: format!("https://127.0.0.1:{}", 3379 + i),
             // Varied by position: some restarted recently, some long ago; one in four on
             // storage that does not survive a restart.
             started_for: g
                 .running
                 .then(|| Duration::from_secs(u64::try_from(i * 97 % 900).unwrap_or(0))),
             restart_keeps_data: i % 4 != 3,
+            // Some members started on certificates installed since (a CA rotation phase).
+            trust_stamp: Some(
+                if (i + leader_pick).is_multiple_of(3) {
+                    "old"
+                } else {
+                    "new"
+                }
+                .into(),
+            ),
         };
         let etcd = |learner: bool, started: bool| EtcdMemberState {
             id: MemberId(0x1000 + u64::from(ordinal)),
@@ -245,6 +254,7 @@ fn build_observed(
             leader,
             leader_raft_index,
         }),
+        trust_stamp: Some("new".into()),
     }
 }
 
@@ -639,6 +649,7 @@ impl Sim {
                         client_url: format!("http://{}:2379", m.name),
                         started_for: r.running.then(|| self.clock.saturating_sub(r.started_at)),
                         restart_keeps_data: true,
+                        trust_stamp: None,
                     }),
                     etcd,
                     unhealthy_for: m.down_since.map(|t| self.clock.saturating_sub(t)),
@@ -657,6 +668,7 @@ impl Sim {
                 leader: self.leader,
                 leader_raft_index: self.raft_index,
             }),
+            trust_stamp: None,
         }
     }
 
@@ -917,6 +929,12 @@ impl Sim {
                     return Ok(());
                 }
                 r.running = r.has_data && comes_up;
+            }
+            // The simulation runs plaintext members: nothing to reload.
+            Step::ReloadTrust { name, .. } => {
+                return Err(format!(
+                    "reload {name}: plaintext members have no certificates"
+                ));
             }
             // next_step never plans maintenance or recovery (the reconcile pass asks
             // plan::maintenance and plan::recovery).

@@ -61,6 +61,10 @@ pub enum Step {
         id: MemberId,
         to: Version,
     },
+    /// Restart the running member with its data, id, version and flags, so it loads the
+    /// installed certificates: etcd reads the CAs it trusts only when it starts (one
+    /// phase of a CA rotation, see [`crate::certs::ca_rotation`]).
+    ReloadTrust { name: MemberName, id: MemberId },
     /// No member answers and `name` runs a version the cluster never served at: run it
     /// (with its data) at `to`, the version the cluster last served at, which spec.version
     /// was set back to. How a lone member comes back from a failed upgrade.
@@ -234,6 +238,9 @@ impl fmt::Display for Step {
             Step::RestartMember { name } => write!(f, "restart {name} with its data"),
             Step::MoveLeader { from, to, .. } => write!(f, "move leader from {from} to {to}"),
             Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
+            Step::ReloadTrust { name, .. } => {
+                write!(f, "restart {name} to load the installed certificates")
+            }
             Step::RollBackMember { name, to } => {
                 write!(f, "roll {name} back to {to}, the version it last served at")
             }

@@ -11,11 +11,10 @@
 //!   ([`super::member_loss`] rule 5 reports it stalled after `upgrade_health_deadline`).
 
 use super::Ctx;
-use super::observed::ObservedMember;
 use semver::Version;
 
 use super::step::BlockReason;
-use super::step::{Step, WaitReason};
+use super::step::Step;
 
 pub(super) fn guard(ctx: &Ctx) -> Option<Step> {
     let current = ctx.observed.min_version()?;
@@ -25,45 +24,15 @@ pub(super) fn guard(ctx: &Ctx) -> Option<Step> {
 }
 
 pub(super) fn roll(ctx: &Ctx) -> Option<Step> {
-    let o = ctx.observed;
-    let mut off: Vec<&ObservedMember> = o
-        .etcd_members()
-        .filter(|m| m.version() != Some(&ctx.target))
-        .collect();
-    off.sort_by_key(|m| m.order_key());
-    let first = *off.first()?;
-    let Some(leader) = o.leader_id() else {
-        return Some(Step::Wait {
-            reason: WaitReason::NoLeader,
-        });
-    };
-    let upgrade = |m: &ObservedMember| {
-        m.id().map(|id| Step::UpgradeMember {
+    super::rolling::next(
+        ctx,
+        |m| m.version() != Some(&ctx.target),
+        |m, id| Step::UpgradeMember {
             name: m.name.clone(),
             id,
             to: ctx.target.clone(),
-        })
-    };
-    if let Some(follower) = off.iter().find(|m| m.id() != Some(leader)) {
-        return upgrade(follower);
-    }
-    // Only the leader is left.
-    let successor = o
-        .voters()
-        .filter(|m| m.id() != Some(leader) && m.is_healthy() && m.version() == Some(&ctx.target))
-        .min_by_key(|m| m.order_key());
-    match successor {
-        Some(to) => to.id().map(|to_id| Step::MoveLeader {
-            from: first.name.clone(),
-            from_id: leader,
-            to: to.name.clone(),
-            to_id,
-        }),
-        None if o.voter_count() == 1 => upgrade(first),
-        None => Some(Step::Wait {
-            reason: WaitReason::NoLeader,
-        }),
-    }
+        },
+    )
 }
 
 /// Whether a cluster whose lowest member version is `current` may move to `target`: at most

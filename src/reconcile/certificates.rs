@@ -7,8 +7,8 @@ use std::future::Future;
 use jiff::Timestamp;
 
 use crate::api::EtcdCluster;
-use crate::api::tls::TlsSecrets;
-use crate::certs::provided::{self, ReadSecrets};
+use crate::api::tls::{CertManagerTls, TlsSecrets, TlsSpec};
+use crate::certs::provided::{self, ReadSecrets, RequiredNames};
 use crate::runtime::{self, CertificateSource, ClusterCertificates, ClusterRef, MemberRuntime};
 
 /// Reads the Secrets a cluster's spec names: Kubernetes Secrets, or the local driver's
@@ -23,6 +23,36 @@ pub trait SecretReader: Send + Sync {
         namespace: &str,
         names: &[&str],
     ) -> impl Future<Output = Result<ReadSecrets, SecretReadError>> + Send;
+
+    /// Asks cert-manager for `cluster`'s certificates (`spec.tls.certManager`): makes its
+    /// `Certificate` objects say what `names` requires. Only the Kubernetes driver can.
+    ///
+    /// # Errors
+    /// [`CertManagerError`]: a problem for the `TLS` condition, not a failed pass.
+    fn request_certificates(
+        &self,
+        cluster: &EtcdCluster,
+        request: &CertManagerTls,
+        names: &RequiredNames,
+    ) -> impl Future<Output = Result<(), CertManagerError>> + Send {
+        let _ = (cluster, request, names);
+        async { Err(CertManagerError::Unsupported) }
+    }
+}
+
+/// Why the operator could not ask cert-manager for certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CertManagerError {
+    #[error(
+        "spec.tls.certManager works on Kubernetes only; use spec.tls.secrets (or the operator's own CA) here"
+    )]
+    Unsupported,
+    #[error(
+        "cert-manager is not installed: the API server has no Certificate resource (cert-manager.io/v1); install cert-manager, or use spec.tls.secrets"
+    )]
+    NotInstalled,
+    #[error("applying cert-manager Certificate {name}: {message}")]
+    Apply { name: String, message: String },
 }
 
 /// Reading a Secret failed (the API server did not answer, …).
@@ -67,7 +97,7 @@ pub enum Error {
 }
 
 /// Makes the cluster's certificates current for this pass: issued by the runtime
-/// (`rotate_leaves` when the user asked), or the user's set checked and installed.
+/// (with what the user `asked`), or the user's set checked and installed.
 ///
 /// # Errors
 /// The runtime failing to read or write its certificates, or a Secret unreadable.
@@ -76,47 +106,62 @@ pub async fn ensure<R: MemberRuntime, S: SecretReader>(
     secrets: &S,
     cluster: &EtcdCluster,
     cref: &ClusterRef,
-    rotate_leaves: bool,
+    asked: crate::certs::bundle::Asked,
     now: Timestamp,
 ) -> Result<PassCertificates, Error> {
-    let Some(provided) = cluster.spec.tls.as_ref().and_then(|t| t.secrets.as_ref()) else {
+    let tls = cluster.spec.tls.as_ref();
+    let Some(provided) = TlsSpec::provided_secrets(tls, &cref.name) else {
         let installed = runtime
-            .ensure_certificates(cref, CertificateSource::Issue { rotate_leaves })
+            .ensure_certificates(cref, CertificateSource::Issue { asked })
             .await?;
         return Ok(PassCertificates {
             installed: Some(installed),
             ..Default::default()
         });
     };
+    let provided = &provided;
+    let wanted = runtime.provided_certificate_names(cref);
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(request) = tls.and_then(|t| t.cert_manager.as_ref())
+        && let Err(e) = secrets
+            .request_certificates(cluster, request, &wanted)
+            .await
+    {
+        problems.push(e.to_string());
+        return installed_only(runtime, cref, provided, problems).await;
+    }
     let names: Vec<&str> = provided.named().into_iter().map(|(_, n)| n).collect();
     let read = secrets.read_secrets(&cref.namespace, &names).await?;
-    let wanted = runtime.provided_certificate_names(cref);
     // A cluster that never formed has no member trusting anything yet.
     let formed = cluster
         .status
         .as_ref()
         .is_some_and(|s| s.cluster_id.is_some());
-    let mut problems: Vec<String> = Vec::new();
     match provided::entries(provided, &read, &wanted, now) {
         Ok(entries) => {
             let source = CertificateSource::Provided {
                 entries: &entries,
                 may_change_ca: !formed,
             };
-            match runtime.ensure_certificates(cref, source).await {
-                Ok(installed) => {
-                    return Ok(PassCertificates {
-                        installed: Some(with_client_location(installed, provided)),
-                        problems,
-                        expiring: provided::expiring(&entries, now),
-                    });
-                }
-                Err(e @ runtime::Error::CaChange { .. }) => problems.push(e.to_string()),
-                Err(e) => return Err(e.into()),
-            }
+            let installed = runtime.ensure_certificates(cref, source).await?;
+            return Ok(PassCertificates {
+                installed: Some(with_client_location(installed, provided)),
+                problems,
+                expiring: provided::expiring(&entries, now),
+            });
         }
         Err(found) => problems.extend(found.iter().map(ToString::to_string)),
     }
+    installed_only(runtime, cref, provided, problems).await
+}
+
+/// What is installed now, with the problems that kept the user's set from members.
+async fn installed_only<R: MemberRuntime>(
+    runtime: &R,
+    cref: &ClusterRef,
+    provided: &TlsSecrets,
+    problems: Vec<String>,
+) -> Result<PassCertificates, Error> {
     let installed = match runtime
         .ensure_certificates(cref, CertificateSource::Installed)
         .await

@@ -349,6 +349,13 @@ pub async fn execute<R: MemberRuntime>(
             crash_point(failpoint::UPGRADE_AFTER_RESTART);
             Ok(Executed::Applied)
         }
+        Step::ReloadTrust { name, .. } => {
+            runtime
+                .restart(cluster, name.as_str(), None)
+                .await
+                .map_err(|source| Error::ReloadTrust { source })?;
+            Ok(Executed::Applied)
+        }
         Step::Maintain { action, .. } => {
             super::maintain::execute(observed, endpoints(observed), tls, action)
                 .await

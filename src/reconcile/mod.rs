@@ -104,6 +104,11 @@ pub enum Error {
         #[source]
         source: runtime::Error,
     },
+    #[error("restarting a member to load the installed certificates")]
+    ReloadTrust {
+        #[source]
+        source: runtime::Error,
+    },
     #[error("issuing or reading the cluster's certificates")]
     Certificates {
         #[source]
@@ -217,11 +222,16 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
         served_version: None,
         members: Vec::new(),
         etcd: None,
+        trust_stamp: None,
     };
     let mut refusal = None;
     let mut space = Space::default();
     // Certificates are kept current on every pass of a cluster that serves TLS or asks to.
     let rotation = TlsSpec::rotation_due(
+        cluster.spec.tls.as_ref(),
+        cluster.status.as_ref().and_then(|s| s.tls.as_ref()),
+    );
+    let ca_rotation = TlsSpec::ca_rotation_due(
         cluster.spec.tls.as_ref(),
         cluster.status.as_ref().and_then(|s| s.tls.as_ref()),
     );
@@ -231,7 +241,10 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
             secrets,
             cluster,
             &cref,
-            rotation.is_some(),
+            crate::certs::bundle::Asked {
+                rotate_leaves: rotation.is_some(),
+                rotate_ca: ca_rotation.is_some(),
+            },
             jiff::Timestamp::now(),
         )
         .await
@@ -296,6 +309,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
                 }
                 Observed {
                     served_version,
+                    trust_stamp: certificates.as_ref().and_then(|c| c.trust_stamp.clone()),
                     ..observed
                 }
             }
@@ -451,6 +465,24 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
     {
         info!(cluster = %name, rotate = value, "every leaf certificate issued again, as asked");
         tls.rotated = Some(value.to_string());
+    }
+    // Started (or one was already under way) once per value.
+    if let Some(tls) = status.tls.as_mut() {
+        // The last phase is over once no member runs on what it replaced (a runtime that
+        // only looks at its members while the material is mid-rotation cannot tell).
+        let stale = observed
+            .members
+            .iter()
+            .any(|m| m.runs_stale_trust(observed.trust_stamp.as_deref()));
+        let phase = certificates.as_ref().and_then(|c| c.ca_phase).or_else(|| {
+            (stale && tls.ca_rotation.is_some())
+                .then_some(crate::certs::ca_rotation::CaPhase::DropOld)
+        });
+        tls.ca_rotation = phase.map(|p| p.as_str().to_string());
+        if let (Some(value), Some(_)) = (ca_rotation, phase) {
+            info!(cluster = %name, rotate_ca = value, "CA rotation under way, as asked");
+            tls.ca_rotated = Some(value.to_string());
+        }
     }
     let applied = matches!(executed, Ok(Executed::Applied));
     status::with_maintenance(

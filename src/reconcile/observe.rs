@@ -294,6 +294,7 @@ fn join(
                     .started_at
                     .map(|t| Duration::try_from(wall_now.duration_since(t)).unwrap_or_default()),
                 restart_keeps_data: rm.restart_keeps_data,
+                trust_stamp: rm.trust_stamp.clone(),
             }),
             etcd: em,
         });
@@ -336,6 +337,7 @@ fn join(
         served_version: None,
         members,
         etcd: view,
+        trust_stamp: None,
     }
 }
 
@@ -358,6 +360,7 @@ mod tests {
             version: semver::Version::new(3, 5, 16),
             started_at: None,
             restart_keeps_data: true,
+            trust_stamp: None,
         }
     }
 

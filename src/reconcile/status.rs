@@ -276,6 +276,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::RollBackMember { .. } => "RollingBackMember",
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
+        Step::ReloadTrust { .. } => "RestartingForCertificates",
         Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Recover { .. } => "Recovering",
         Step::Wait { .. } => "Waiting",
@@ -326,6 +327,15 @@ pub fn with_tls(
             .collect();
     }
     let asked = TlsSpec::mode_of(spec.tls.as_ref());
+    let source = if spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_manager.is_some() && t.secrets.is_none())
+    {
+        "the Secrets of spec.tls.certManager"
+    } else {
+        "spec.tls.secrets"
+    };
     let earliest = tls
         .certificates
         .iter()
@@ -364,7 +374,7 @@ pub fn with_tls(
             Status::False,
             "InvalidCertificates",
             format!(
-                "the certificates in spec.tls.secrets were not given to members ({}): {}",
+                "the certificates in {source} were not given to members ({}): {}",
                 if certificates.is_some() {
                     "they keep the ones they had"
                 } else {
@@ -376,7 +386,7 @@ pub fn with_tls(
     } else if let Some((entry, at)) = pass.expiring.first() {
         reason = "CertificatesExpiring";
         message = format!(
-            "{message}; {} from spec.tls.secrets expires at {at}, in less than 14 days, and the operator cannot renew it: renew the Secret",
+            "{message}; {} from {source} expires at {at}, in less than 14 days, and the operator cannot renew it: renew the Secret",
             entry.trim_end_matches(".crt")
         );
     }
@@ -654,6 +664,7 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
             ClusterPhase::Upgrading
         }
+        Step::ReloadTrust { .. } => ClusterPhase::Rotating,
         // Maintenance runs on a cluster that is otherwise done.
         Step::Maintain { .. } if available => ClusterPhase::Running,
         Step::Maintain { .. } => ClusterPhase::Degraded,
@@ -708,6 +719,7 @@ mod tests {
                 client_url: format!("http://127.0.0.1:{}", 21000 + i),
                 started_for: None,
                 restart_keeps_data: true,
+                trust_stamp: None,
             }),
             etcd: Some(EtcdMemberState {
                 id: MemberId(i + 1),
@@ -739,6 +751,7 @@ mod tests {
                 leader: Some(MemberId(1)),
                 leader_raft_index: 10,
             }),
+            trust_stamp: None,
         }
     }
 
@@ -1039,6 +1052,7 @@ mod tests {
             served_version: None,
             members: Vec::new(),
             etcd: None,
+            trust_stamp: None,
         };
         let st = cluster_status(&spec, Some(1), &report, &empty, &step, None, at(1));
         assert_eq!(st.phase, ClusterPhase::Failed);

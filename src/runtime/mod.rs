@@ -122,17 +122,25 @@ pub struct ClusterCertificates {
     pub expiries: Vec<(String, jiff::Timestamp)>,
     /// Where applications find a client certificate: a Secret name or a directory.
     pub client_location: String,
+    /// What a member started now runs with ([`crate::certs::ca_rotation::trust_stamp`]);
+    /// members running with another one are restarted, one at a time.
+    pub trust_stamp: Option<String>,
+    /// The phase of a CA rotation under way, if one is.
+    pub ca_phase: Option<crate::certs::ca_rotation::CaPhase>,
 }
 
 impl ClusterCertificates {
-    /// The operator's identity and the expiries of `entries`; `None` without a CA
-    /// certificate and an operator certificate and key.
+    /// The operator's identity, the expiries and the trust stamp of `entries`; `None`
+    /// without a CA certificate and an operator certificate and key. `members_current`:
+    /// every running member runs with `entries`' trust stamp (for the CA rotation phase).
     pub fn of(
         entries: &crate::certs::bundle::Entries,
         issued: Vec<crate::certs::bundle::Issued>,
         client_location: String,
+        members_current: bool,
     ) -> Option<Self> {
         use crate::certs::bundle::{CA_CERT, OPERATOR_CERT, OPERATOR_KEY};
+        use crate::certs::ca_rotation;
         Some(Self {
             operator: crate::etcd::TlsConfig::new(
                 entries.get(CA_CERT)?.clone(),
@@ -142,6 +150,8 @@ impl ClusterCertificates {
             issued,
             expiries: crate::certs::bundle::expiries(entries),
             client_location,
+            trust_stamp: ca_rotation::trust_stamp(entries),
+            ca_phase: ca_rotation::phase(entries, members_current),
         })
     }
 }
@@ -149,13 +159,14 @@ impl ClusterCertificates {
 /// Where a cluster's certificates come from on one pass.
 #[derive(Clone, Copy, Debug)]
 pub enum CertificateSource<'a> {
-    /// The operator's own CA: issue what is missing or due; `rotate_leaves` issues every
-    /// leaf again (a user asked to).
-    Issue { rotate_leaves: bool },
+    /// The operator's own CA: issue what is missing or due, and what `asked` asks (every
+    /// leaf again, or a new CA in phases: see [`crate::certs::ca_rotation`]).
+    Issue { asked: crate::certs::bundle::Asked },
     /// A set the user provided, already checked ([`crate::certs::provided::entries`]):
-    /// installed where members read it as it is. `may_change_ca`: the set may bring another
-    /// CA than members trust now (only before any member ran: a running cluster would lose
-    /// its peers' trust while members read the new files at different times).
+    /// installed where members read it. `may_change_ca`: installed as it is even when it
+    /// brings another CA than members trust now (only before any member ran); otherwise
+    /// such a set is moved to in three phases
+    /// ([`crate::certs::ca_rotation::provided_install`]).
     Provided {
         entries: &'a crate::certs::bundle::Entries,
         may_change_ca: bool,
@@ -211,6 +222,9 @@ pub struct RuntimeMember {
     pub started_at: Option<jiff::Timestamp>,
     /// A restart keeps its data (a PVC or a local data dir; not an emptyDir).
     pub restart_keeps_data: bool,
+    /// What it was started with ([`crate::certs::ca_rotation::trust_stamp`]): `None` for a
+    /// plaintext member, or one started before stamps were recorded.
+    pub trust_stamp: Option<String>,
 }
 
 /// A member process ended without the runtime stopping it.
@@ -247,7 +261,6 @@ pub trait MemberRuntime: Send + Sync {
     /// Idempotent; members that run pick changed files up on their next connection.
     ///
     /// # Errors
-    /// [`Error::CaChange`] when a provided set brings another CA and may not;
     /// [`Error::NoCertificates`] when nothing is installed to read.
     fn ensure_certificates(
         &self,
@@ -397,14 +410,6 @@ pub enum Error {
         cluster: ClusterRef,
         #[source]
         source: crate::certs::Error,
-    },
-    #[error(
-        "the provided CA ({provided}) is not the one members of {cluster} trust now ({installed}); changing the CA of a running cluster is not supported yet: keep the CA, or restore a backup into a new cluster"
-    )]
-    CaChange {
-        cluster: ClusterRef,
-        installed: String,
-        provided: String,
     },
     #[error("cluster {cluster} has no certificates installed")]
     NoCertificates { cluster: ClusterRef },

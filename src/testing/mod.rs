@@ -10,6 +10,7 @@
 //! - [`certs`]: throwaway TLS certificates.
 //! - [`hostile`]: the bad-input tables (issue 13, part 4).
 //! - [`garage`]: a single-node Garage, the S3-compatible server backup tests write to.
+//! - [`writer`]: a writer and a quorum sampler that follow certificate rotations.
 
 #[cfg(test)]
 pub(crate) mod api_server;
@@ -22,6 +23,7 @@ pub mod hostile;
 pub mod ports;
 pub mod tls;
 pub mod wait;
+pub mod writer;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;

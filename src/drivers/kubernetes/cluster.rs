@@ -210,7 +210,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         &pass.status,
         jiff::Timestamp::now(),
     );
-    let events = certificates_event(&pass.certificates_issued)
+    let events = certificates_events(&pass.certificates_issued)
         .into_iter()
         .chain(certificate_problems_event(&pass.certificate_problems))
         .chain(event_for(&pass.step, &pass.executed))
@@ -253,21 +253,35 @@ fn next_pass(step: &Step) -> Action {
 /// The Event a pass deserves: executed and failed steps, and refusals.
 /// A Normal Event naming each certificate issued in a pass and why (first issue, renewal,
 /// a new member name, ...).
-fn certificates_event(issued: &[crate::certs::bundle::Issued]) -> Option<Event> {
-    if issued.is_empty() {
-        return None;
-    }
+/// A CA rotation phase gets an Event of its own, one action per phase (the recorder folds
+/// Events of one reason and action into a series that keeps the first note).
+fn certificates_events(issued: &[crate::certs::bundle::Issued]) -> Vec<Event> {
+    let mut events: Vec<Event> = issued
+        .iter()
+        .filter_map(|i| i.phase)
+        .map(|phase| Event {
+            type_: EventType::Normal,
+            reason: "CaRotation".into(),
+            note: Some(phase.describe().to_string()),
+            action: phase.as_str().into(),
+            secondary: None,
+        })
+        .collect();
     let what: Vec<String> = issued
         .iter()
+        .filter(|i| i.phase.is_none())
         .map(|i| format!("{} ({})", i.entry.trim_end_matches(".crt"), i.reason))
         .collect();
-    Some(Event {
-        type_: EventType::Normal,
-        reason: "CertificatesIssued".into(),
-        note: Some(format!("issued {}", what.join(", "))),
-        action: "IssueCertificates".into(),
-        secondary: None,
-    })
+    if !what.is_empty() {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "CertificatesIssued".into(),
+            note: Some(format!("issued {}", what.join(", "))),
+            action: "IssueCertificates".into(),
+            secondary: None,
+        });
+    }
+    events
 }
 
 /// The user's certificates were not given to members: what is wrong with them.

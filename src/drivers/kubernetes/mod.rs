@@ -4,6 +4,7 @@
 //! one way to log a Controller's results, and the lock helper.
 
 pub mod backup;
+pub mod cert_manager;
 pub mod cluster;
 pub mod leader;
 pub mod recovery;

@@ -1,13 +1,16 @@
-//! Secrets a cluster's spec names (`spec.tls.secrets`), read through the API server.
+//! Secrets a cluster's spec names (`spec.tls.secrets`), read through the API server, and
+//! cert-manager's Certificates for `spec.tls.certManager` ([`super::cert_manager`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::certs::provided::ReadSecrets;
+use crate::api::EtcdCluster;
+use crate::api::tls::CertManagerTls;
+use crate::certs::provided::{ReadSecrets, RequiredNames};
 use crate::reconcile::SecretReader;
-use crate::reconcile::certificates::SecretReadError;
+use crate::reconcile::certificates::{CertManagerError, SecretReadError};
 
 /// Reads Secrets with the operator's client.
 pub struct KubeSecrets(pub Client);
@@ -36,5 +39,14 @@ impl SecretReader for KubeSecrets {
             out.insert(name.to_string(), data);
         }
         Ok(out)
+    }
+
+    async fn request_certificates(
+        &self,
+        cluster: &EtcdCluster,
+        request: &CertManagerTls,
+        names: &RequiredNames,
+    ) -> Result<(), CertManagerError> {
+        super::cert_manager::apply(&self.0, cluster, request, names).await
     }
 }

@@ -323,6 +323,12 @@ impl LocalRuntime {
         let flag = self.data_dir_flag(paths)?;
         // `once`: flags for this start only, never written to the record.
         let flags: Vec<String> = launch.flags.iter().chain(once).cloned().collect();
+        // What the process finds on disk when it reads its certificates, just after this.
+        let trust_stamp = if flags.iter().any(|f| f.starts_with("--trusted-ca-file")) {
+            certificates::trust_stamp(&self.state_dir, cluster)?
+        } else {
+            None
+        };
         let mut child = process::spawn(binary, &launch.version, &flags, &paths.dir, &paths.log())?;
         let Some(pid) = child.id() else {
             return Err(Error::SpawnMember {
@@ -333,6 +339,7 @@ impl LocalRuntime {
         crate::failpoint::crash_point(crate::failpoint::LOCAL_AFTER_SPAWN);
         launch.pid = Some(pid);
         launch.started_at = Some(jiff::Timestamp::now());
+        launch.trust_stamp = trust_stamp;
         let version = launch.version.clone();
         record.launch = Some(launch);
         // Without its pid on disk the process could not be found again: undo the start.
@@ -465,8 +472,20 @@ impl MemberRuntime for LocalRuntime {
         cluster: &ClusterRef,
         source: CertificateSource<'_>,
     ) -> Result<ClusterCertificates, Error> {
+        let stamps: Vec<Option<String>> = self
+            .list(cluster)
+            .await?
+            .into_iter()
+            .map(|m| m.trust_stamp)
+            .collect();
         let _issuing = self.shared.certificates.lock().await;
-        certificates::ensure(&self.state_dir, cluster, jiff::Timestamp::now(), source)
+        certificates::ensure(
+            &self.state_dir,
+            cluster,
+            jiff::Timestamp::now(),
+            source,
+            &stamps,
+        )
     }
 
     fn provided_certificate_names(&self, _: &ClusterRef) -> crate::certs::provided::RequiredNames {
@@ -506,6 +525,7 @@ impl MemberRuntime for LocalRuntime {
             )?,
             pid: None,
             started_at: None,
+            trust_stamp: None,
         };
         // The flags are on disk before the process exists, so a restart can reuse them.
         record.launch = Some(launch.clone());
@@ -596,6 +616,7 @@ impl MemberRuntime for LocalRuntime {
                 version: launch.version,
                 started_at: launch.started_at.filter(|_| pid.is_some()),
                 restart_keeps_data: true,
+                trust_stamp: launch.trust_stamp,
             });
         }
         Ok(members)

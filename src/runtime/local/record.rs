@@ -39,6 +39,10 @@ pub struct LaunchRecord {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<jiff::Timestamp>,
+    /// The trust stamp of the certificates the last start found
+    /// ([`crate::certs::ca_rotation::trust_stamp`]); `None` for a plaintext member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_stamp: Option<String>,
 }
 
 /// The files of one member.
@@ -290,6 +294,7 @@ mod tests {
                 flags: vec!["--name=demo-0".into()],
                 pid: Some(42),
                 started_at: Some(jiff::Timestamp::UNIX_EPOCH),
+                trust_stamp: Some("0123456789abcdef-0".into()),
             }),
         };
         paths.write_record(&record).unwrap();

@@ -17,6 +17,7 @@ use kube::{Api, Client};
 
 use super::objects::{FIELD_MANAGER, Objects};
 use crate::certs::bundle::{self, Entries, Wanted};
+use crate::certs::ca_rotation;
 use crate::etcd::TlsConfig;
 use crate::runtime::{CertificateSource, ClusterCertificates, Error};
 
@@ -31,7 +32,12 @@ struct Layout {
 const LAYOUTS: [Layout; 4] = [
     Layout {
         suffix: "-ca",
-        keys: &[("ca.crt", bundle::CA_CERT), ("ca.key", bundle::CA_KEY)],
+        keys: &[
+            ("ca.crt", bundle::CA_CERT),
+            ("ca.key", bundle::CA_KEY),
+            ("ca-next.crt", ca_rotation::CA_NEXT_CERT),
+            ("ca-next.key", ca_rotation::CA_NEXT_KEY),
+        ],
         for_provided: false,
     },
     Layout {
@@ -84,10 +90,13 @@ fn data_of(layout: &Layout, entries: &Entries) -> BTreeMap<String, ByteString> {
 
 /// Makes the cluster's Secrets what `source` says (see
 /// [`crate::runtime::MemberRuntime::ensure_certificates`]) and returns what they hold.
+/// `member_stamps` (each member Pod's trust stamp) is awaited only while a CA rotation
+/// waits for members; otherwise they count as current.
 pub async fn ensure(
     client: &Client,
     objects: &Objects,
     source: CertificateSource<'_>,
+    member_stamps: impl Future<Output = Result<Vec<Option<String>>, Error>>,
 ) -> Result<ClusterCertificates, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &objects.cluster.namespace);
     let mut existing = Entries::new();
@@ -112,40 +121,63 @@ pub async fn ensure(
         }
         current.push(data);
     }
+    // What members mount now, and whether a CA rotation waits for them: only then are
+    // the member Pods listed (never in a steady state).
+    let mounted = member_entries(&current);
+    let rotating = match source {
+        CertificateSource::Issue { .. } => ca_rotation::phase(&existing, true).is_some(),
+        CertificateSource::Provided {
+            entries,
+            may_change_ca: false,
+        } => {
+            mounted.get(bundle::CA_CERT).map(|c| c.trim())
+                != entries.get(bundle::CA_CERT).map(|c| c.trim())
+        }
+        _ => false,
+    };
+    let members_current = if rotating {
+        let installed = ca_rotation::trust_stamp(&mounted);
+        member_stamps.await?.iter().all(|s| *s == installed)
+    } else {
+        true
+    };
+    let mut provided_phase = None;
     let (entries, issued, provided) = match source {
-        CertificateSource::Issue { rotate_leaves } => {
+        CertificateSource::Issue { asked } => {
             let wanted = Wanted {
                 cluster: objects.cluster.name.clone(),
                 names: objects.certificate_names(),
                 leaf_lifetime: crate::certs::LEAF_LIFETIME,
                 ca_lifetime: crate::certs::CA_LIFETIME,
             };
-            let (entries, issued) =
-                bundle::complete(&existing, &wanted, jiff::Timestamp::now(), rotate_leaves)
-                    .map_err(|source| Error::Certificates {
-                        cluster: objects.cluster.clone(),
-                        source,
-                    })?;
+            let (entries, issued) = bundle::complete(
+                &existing,
+                &wanted,
+                jiff::Timestamp::now(),
+                asked,
+                members_current,
+            )
+            .map_err(|source| Error::Certificates {
+                cluster: objects.cluster.clone(),
+                source,
+            })?;
             (entries, issued, false)
         }
         CertificateSource::Provided {
             entries,
             may_change_ca,
         } => {
-            // What members trust now is the member Secret's CA (the first layout read
-            // wins in `existing`, so read it from there).
-            let installed = member_entries(&current);
-            if !may_change_ca
-                && let Some((installed, provided)) =
-                    crate::certs::provided::ca_change(&installed, entries)
-            {
-                return Err(Error::CaChange {
-                    cluster: objects.cluster.clone(),
-                    installed,
-                    provided,
-                });
+            // Another CA than members trust is moved to in phases (see
+            // `ca_rotation::provided_install`); before any member ran, at once.
+            if may_change_ca {
+                (entries.clone(), Vec::new(), true)
+            } else {
+                let (install, phase) =
+                    ca_rotation::provided_install(&mounted, entries, members_current);
+                provided_phase = phase;
+                let issued = ca_rotation::installed_phase(phase, &mounted, &install);
+                (install, issued, true)
             }
-            (entries.clone(), Vec::new(), true)
         }
         CertificateSource::Installed => (member_entries(&current), Vec::new(), true),
     };
@@ -178,14 +210,19 @@ pub async fn ensure(
             .await
             .map_err(|source| Error::ApplySecret { name, source })?;
     }
-    ClusterCertificates::of(
+    let mut installed = ClusterCertificates::of(
         &entries,
         issued,
         format!("secret/{}-client-tls", objects.cluster.name),
+        members_current,
     )
     .ok_or_else(|| Error::NoCertificates {
         cluster: objects.cluster.clone(),
-    })
+    })?;
+    if provided {
+        installed.ca_phase = provided_phase;
+    }
+    Ok(installed)
 }
 
 /// The entries the member and operator Secrets hold (`current` in [`LAYOUTS`] order):

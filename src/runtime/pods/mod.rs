@@ -85,11 +85,18 @@ pub struct PodRuntime {
     delete_timeout: Duration,
     /// The Services and the PDB were applied by this instance (or a clone).
     applied: Arc<AtomicBool>,
+    /// The trust stamp of the certificates [`MemberRuntime::ensure_certificates`] last
+    /// installed: what a Pod created now mounts, recorded in [`ANNOTATION_TRUST_STAMP`].
+    trust_stamp: Arc<std::sync::Mutex<Option<String>>>,
     /// The snapshot a recovery from a backup bootstraps new members from: the cluster's
     /// [`restore::ANNOTATION_RECOVERY_SOURCE`] when read, then what [`Self::set_seed`] says.
     /// It wins over an EtcdRestore's source.
     seed: Arc<Mutex<Option<restore::SnapshotSource>>>,
 }
+
+/// The trust stamp ([`crate::certs::ca_rotation::trust_stamp`]) of the certificates a
+/// member Pod mounted when it was created.
+pub const ANNOTATION_TRUST_STAMP: &str = "etcd.operator.dev/trust-stamp";
 
 impl PodRuntime {
     /// The runtime of `cluster`, owning what it creates through the cluster's uid.
@@ -127,6 +134,7 @@ impl PodRuntime {
             },
             delete_timeout: DEFAULT_DELETE_TIMEOUT,
             applied: Arc::default(),
+            trust_stamp: Arc::default(),
             seed: Arc::new(Mutex::new(seed)),
         })
     }
@@ -233,7 +241,7 @@ impl PodRuntime {
         volume: DataVolume,
         once: &[String],
     ) -> Result<(), Error> {
-        let pod = match self.seed() {
+        let mut pod = match self.seed() {
             // A recovery's snapshot: its bootstrap members restore it, not the EtcdRestore's.
             Some(seed) => Objects {
                 restore: Some(seed),
@@ -242,6 +250,19 @@ impl PodRuntime {
             .pod_once(launch, volume, once)?,
             None => self.objects.pod_once(launch, volume, once)?,
         };
+        let stamp = self
+            .trust_stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if launch.transport == Transport::Tls
+            && let Some(stamp) = stamp
+        {
+            pod.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(ANNOTATION_TRUST_STAMP.to_string(), stamp);
+        }
         let name = launch.name.clone();
         let create = || async {
             match self.api::<Pod>().create(&post_params(), &pod).await {
@@ -477,7 +498,21 @@ impl MemberRuntime for PodRuntime {
         source: CertificateSource<'_>,
     ) -> Result<ClusterCertificates, Error> {
         self.check(cluster)?;
-        certificates::ensure(&self.client, &self.objects, source).await
+        // Listed only while a CA rotation waits for members (never in a steady state).
+        let stamps = async {
+            Ok(self
+                .list(cluster)
+                .await?
+                .into_iter()
+                .map(|m| m.trust_stamp)
+                .collect())
+        };
+        let installed = certificates::ensure(&self.client, &self.objects, source, stamps).await?;
+        *self
+            .trust_stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = installed.trust_stamp.clone();
+        Ok(installed)
     }
 
     fn provided_certificate_names(&self, _: &ClusterRef) -> crate::certs::provided::RequiredNames {
@@ -683,6 +718,11 @@ impl MemberRuntime for PodRuntime {
                     .and_then(|p| p.metadata.creation_timestamp.as_ref())
                     .map(|t| t.0),
                 restart_keeps_data: pvc.is_some(),
+                trust_stamp: pod
+                    .as_ref()
+                    .and_then(|p| p.metadata.annotations.as_ref())
+                    .and_then(|a| a.get(ANNOTATION_TRUST_STAMP))
+                    .cloned(),
             });
         }
         Ok(members)

@@ -1792,3 +1792,208 @@ async fn force_new_cluster_recreates_the_pod_once_with_the_flag() {
         .unwrap();
     within_1s(server).await;
 }
+
+/// The data of the cluster's four certificate Secrets holding `entries`, as the API server
+/// returns them (the layout `certificates.rs` writes).
+fn certificate_secrets(entries: &crate::certs::bundle::Entries) -> Vec<(String, Value)> {
+    use crate::certs::bundle::*;
+    use crate::certs::ca_rotation::{CA_NEXT_CERT, CA_NEXT_KEY};
+    let layouts: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "-ca",
+            &[
+                ("ca.crt", CA_CERT),
+                ("ca.key", CA_KEY),
+                ("ca-next.crt", CA_NEXT_CERT),
+                ("ca-next.key", CA_NEXT_KEY),
+            ],
+        ),
+        (
+            "-member-tls",
+            &[
+                ("ca.crt", CA_CERT),
+                ("server.crt", SERVER_CERT),
+                ("server.key", SERVER_KEY),
+                ("peer.crt", PEER_CERT),
+                ("peer.key", PEER_KEY),
+            ],
+        ),
+        (
+            "-operator-tls",
+            &[
+                ("ca.crt", CA_CERT),
+                ("tls.crt", OPERATOR_CERT),
+                ("tls.key", OPERATOR_KEY),
+            ],
+        ),
+        (
+            "-client-tls",
+            &[
+                ("ca.crt", CA_CERT),
+                ("tls.crt", CLIENT_CERT),
+                ("tls.key", CLIENT_KEY),
+            ],
+        ),
+    ];
+    layouts
+        .iter()
+        .map(|(suffix, keys)| {
+            let data: BTreeMap<String, k8s_openapi::ByteString> = keys
+                .iter()
+                .filter_map(|(key, entry)| {
+                    entries.get(*entry).map(|pem| {
+                        (
+                            key.to_string(),
+                            k8s_openapi::ByteString(pem.clone().into_bytes()),
+                        )
+                    })
+                })
+                .collect();
+            let name = format!("{CLUSTER}{suffix}");
+            let secret = k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            };
+            (name, serde_json::to_value(secret).unwrap())
+        })
+        .collect()
+}
+
+/// A CA rotation waits in phase 1 until every member Pod records (in its trust-stamp
+/// annotation) that it started on the bundle trusting both CAs; then the new CA signs.
+/// Pods are listed only while a rotation waits.
+#[tokio::test]
+async fn a_ca_rotation_waits_for_every_member_pod_to_trust_both_cas() {
+    use crate::certs::bundle::{Asked, Entries, Wanted, complete};
+    use crate::certs::ca_rotation::{CA_NEXT_KEY, CaPhase, trust_stamp};
+    let wanted = Wanted {
+        cluster: CLUSTER.into(),
+        names: runtime(pvc_spec()).0.objects.certificate_names(),
+        leaf_lifetime: crate::certs::LEAF_LIFETIME,
+        ca_lifetime: crate::certs::CA_LIFETIME,
+    };
+    let now = jiff::Timestamp::now();
+    let (steady, _) = complete(&Entries::new(), &wanted, now, Asked::default(), true).unwrap();
+    let asked = Asked {
+        rotate_ca: true,
+        ..Asked::default()
+    };
+    let (trusting, _) = complete(&steady, &wanted, now, asked, true).unwrap();
+    let old = trust_stamp(&steady).unwrap();
+    let both = trust_stamp(&trusting).unwrap();
+    let pods_with = |rt: &PodRuntime, stamps: [&str; 3]| {
+        let items: Vec<Pod> = stamps
+            .iter()
+            .enumerate()
+            .map(|(o, stamp)| {
+                let mut l = launch(
+                    u32::try_from(o).unwrap(),
+                    InitialClusterState::New,
+                    &[0, 1, 2],
+                );
+                l.transport = Transport::Tls;
+                let mut pod =
+                    with_uid_and_phase(rt.objects.pod(&l, DataVolume::Pvc).unwrap(), "Running");
+                pod.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(ANNOTATION_TRUST_STAMP.into(), stamp.to_string());
+                pod
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+    };
+    let no_pvcs = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []});
+    let source = CertificateSource::Issue {
+        asked: Asked::default(),
+    };
+
+    // One Pod still on the old CA alone: nothing is written.
+    let (rt, server) = runtime(pvc_spec());
+    let (secrets, pods) = (
+        certificate_secrets(&trusting),
+        pods_with(&rt, [&both, &old, &both]),
+    );
+    let script = {
+        let no_pvcs = no_pvcs.clone();
+        server.run(|mut s| async move {
+            for (name, secret) in secrets {
+                s.expect(
+                    Method::GET,
+                    &format!("/api/v1/namespaces/db/secrets/{name}"),
+                )
+                .await
+                .reply(&secret);
+            }
+            s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+                .await
+                .reply(&pods);
+            s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+                .await
+                .reply(&no_pvcs);
+        })
+    };
+    let installed = rt
+        .ensure_certificates(&cluster_ref(), source)
+        .await
+        .unwrap();
+    within_1s(script).await;
+    assert!(installed.issued.is_empty(), "{:?}", installed.issued);
+    assert_eq!(installed.ca_phase, Some(CaPhase::TrustBoth));
+    assert_eq!(installed.trust_stamp.as_deref(), Some(both.as_str()));
+
+    // Every Pod trusts both: the new CA's key signs, every leaf is issued again.
+    let (rt, server) = runtime(pvc_spec());
+    let (secrets, pods) = (
+        certificate_secrets(&trusting),
+        pods_with(&rt, [&both, &both, &both]),
+    );
+    let next_key = trusting[CA_NEXT_KEY].clone();
+    let script = server.run(|mut s| async move {
+        let names: Vec<String> = secrets.iter().map(|(n, _)| n.clone()).collect();
+        for (name, secret) in secrets {
+            s.expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/db/secrets/{name}"),
+            )
+            .await
+            .reply(&secret);
+        }
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&pods);
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&no_pvcs);
+        for name in names {
+            let call = s
+                .expect(
+                    Method::PATCH,
+                    &format!("/api/v1/namespaces/db/secrets/{name}"),
+                )
+                .await;
+            call.assert_apply();
+            if name.ends_with("-ca") {
+                let data = &call.body["data"];
+                let key: k8s_openapi::ByteString =
+                    serde_json::from_value(data["ca.key"].clone()).unwrap();
+                assert_eq!(String::from_utf8(key.0).unwrap(), next_key);
+                assert!(data.get("ca-next.key").is_none(), "{data}");
+            }
+            call.echo();
+        }
+    });
+    let installed = rt
+        .ensure_certificates(&cluster_ref(), source)
+        .await
+        .unwrap();
+    within_1s(script).await;
+    assert_eq!(installed.ca_phase, Some(CaPhase::IssueFromNew));
+    assert_eq!(installed.issued.len(), 5, "{:?}", installed.issued);
+    assert_ne!(installed.trust_stamp.as_deref(), Some(both.as_str()));
+}

@@ -75,6 +75,18 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
             "only the CA Secret holds the CA key"
         );
         assert_eq!(secrets[3]["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        // What a member Pod mounts, as its trust stamp (the CAs trusted and the issuer).
+        let pem = |key: &str| {
+            let bytes: k8s_openapi::ByteString =
+                serde_json::from_value(member["data"][key].clone()).unwrap();
+            String::from_utf8(bytes.0).unwrap()
+        };
+        let mounted: crate::certs::bundle::Entries = ["ca.crt", "server.crt"]
+            .into_iter()
+            .map(|k| (k.to_string(), pem(k)))
+            .collect();
+        let stamp = crate::certs::ca_rotation::trust_stamp(&mounted).unwrap();
+        assert!(stamp.ends_with("-0"), "{stamp}: signed by the one CA");
         s.expect(Method::GET, "/api/v1/namespaces/db/pods")
             .await
             .reply(&empty_list("PodList"));
@@ -126,6 +138,11 @@ async fn a_fresh_cluster_is_bootstrapped_and_its_status_applied() {
             assert_eq!(
                 spec["containers"][0]["readinessProbe"]["httpGet"]["port"],
                 2381
+            );
+            assert_eq!(
+                pod.body["metadata"]["annotations"][crate::runtime::pods::ANNOTATION_TRUST_STAMP],
+                stamp.as_str(),
+                "a Pod records what it mounts"
             );
             tokens.extend(
                 args.iter()
@@ -835,6 +852,149 @@ async fn a_missing_provided_secret_starts_nothing_and_is_reported_with_an_event(
         }
     });
     reconcile(Arc::new(with_provided_secrets(3)), ctx)
+        .await
+        .unwrap();
+    within_1s(script).await;
+}
+
+fn with_cert_manager(size: i32) -> EtcdCluster {
+    let mut spec = EtcdClusterSpec::new(size, "3.5.16");
+    spec.tls = Some(crate::api::tls::TlsSpec {
+        cert_manager: Some(crate::api::tls::CertManagerTls {
+            issuer_ref: crate::api::tls::IssuerRef {
+                name: "ca-issuer".into(),
+                kind: None,
+                group: None,
+            },
+        }),
+        ..Default::default()
+    });
+    cluster(spec)
+}
+
+/// The TLS condition and Degraded reason of a status apply, and its TLS message.
+fn tls_condition(status: &Value) -> (String, String) {
+    let conditions = status["status"]["conditions"].as_array().unwrap();
+    let tls = conditions.iter().find(|c| c["type"] == "TLS").unwrap();
+    (
+        tls["reason"].as_str().unwrap().to_string(),
+        tls["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn without_cert_manager_installed_the_cluster_says_so_and_starts_nothing() {
+    let (client_api, server_api) = ApiServer::client(NS);
+    let ctx = context(client_api);
+    let script = server_api.run(|mut s| async move {
+        // The first Certificate apply finds no such resource: nothing else is asked of
+        // cert-manager, and no user Secret is read.
+        s.expect(
+            Method::PATCH,
+            "/apis/cert-manager.io/v1/namespaces/db/certificates/example-server",
+        )
+        .await
+        .fail(http::StatusCode::NOT_FOUND, "NotFound");
+        s.own_certificate_secrets_missing("db", "example").await;
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let (reason, message) = tls_condition(&status.body);
+        assert_eq!(reason, "InvalidCertificates");
+        assert!(
+            message.contains("cert-manager is not installed"),
+            "{message}"
+        );
+        let body = stored(&status.body);
+        status.reply(&body);
+        for _ in 0..2 {
+            let event = s
+                .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+                .await;
+            assert_eq!(event.body["type"], "Warning");
+            event.echo();
+        }
+    });
+    reconcile(Arc::new(with_cert_manager(3)), ctx)
+        .await
+        .unwrap();
+    within_1s(script).await;
+}
+
+#[tokio::test]
+async fn with_cert_manager_its_certificates_are_applied_and_their_secrets_read() {
+    let (client_api, server_api) = ApiServer::client(NS);
+    let ctx = context(client_api);
+    let script = server_api.run(|mut s| async move {
+        for role in ["server", "peer", "client"] {
+            let call = s
+                .expect(
+                    Method::PATCH,
+                    &format!("/apis/cert-manager.io/v1/namespaces/db/certificates/example-{role}"),
+                )
+                .await;
+            call.assert_apply();
+            assert_eq!(call.body["kind"], "Certificate");
+            assert_eq!(
+                call.body["spec"]["secretName"],
+                format!("example-cm-{role}")
+            );
+            assert_eq!(call.body["spec"]["issuerRef"]["name"], "ca-issuer");
+            assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            if role == "peer" {
+                assert_eq!(
+                    call.body["spec"]["dnsNames"],
+                    json!(["*.example.db.svc", "*.example.db.svc.cluster.local"])
+                );
+            }
+            call.echo();
+        }
+        // cert-manager has not issued them yet: reported, nothing starts.
+        for role in ["server", "peer", "client"] {
+            s.expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/db/secrets/example-cm-{role}"),
+            )
+            .await
+            .fail(http::StatusCode::NOT_FOUND, "NotFound");
+        }
+        s.own_certificate_secrets_missing("db", "example").await;
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&empty_list("PodList"));
+        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+            .await
+            .reply(&empty_list("PersistentVolumeClaimList"));
+        let status = s
+            .expect(
+                Method::PATCH,
+                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+            )
+            .await;
+        let (reason, message) = tls_condition(&status.body);
+        assert_eq!(reason, "InvalidCertificates");
+        assert!(
+            message.contains("Secret example-cm-server: not found"),
+            "{message}"
+        );
+        let body = stored(&status.body);
+        status.reply(&body);
+        for _ in 0..2 {
+            s.expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/db/events")
+                .await
+                .echo();
+        }
+    });
+    reconcile(Arc::new(with_cert_manager(3)), ctx)
         .await
         .unwrap();
     within_1s(script).await;

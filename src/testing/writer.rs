@@ -1,0 +1,197 @@
+//! Load for TLS tests and benchmarks: a writer that writes through the application client
+//! certificate the way an application would (reconnecting with the files as they are now
+//! when asked or when a put fails), and a quorum sampler. Both read the certificate files
+//! again on each connection, so they follow rotations.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::converged::{client_tls_in, connect_options};
+use crate::etcd::EtcdAdmin;
+
+/// Writes `w/<seq>` until stopped; records every acknowledged key and the longest time
+/// between two acknowledged puts.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    /// Raise to make the writer connect again (a new handshake with the files as they are).
+    pub reconnect: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    longest_ns: Arc<AtomicU64>,
+    /// Connects that failed and were tried again (e.g. read a key and certificate that did
+    /// not match while the operator rewrote them).
+    retried_connects: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a stopped [`Writer`] did.
+#[derive(Debug)]
+pub struct Written {
+    pub acked: Vec<String>,
+    pub longest_stall: Duration,
+    pub retried_connects: u64,
+}
+
+impl Writer {
+    /// Starts writing to `urls` with the client certificate in `dir`.
+    pub fn start(urls: Vec<String>, dir: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reconnect = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let longest_ns = Arc::new(AtomicU64::new(0));
+        let retried_connects = Arc::new(AtomicU64::new(0));
+        let (s, r, a, l, t) = (
+            stop.clone(),
+            reconnect.clone(),
+            acked.clone(),
+            longest_ns.clone(),
+            retried_connects.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let connect = || async {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut tries = 0;
+                loop {
+                    let tls = client_tls_in(&dir);
+                    match etcd_client::Client::connect(
+                        urls.clone(),
+                        Some(connect_options(tls.as_ref())),
+                    )
+                    .await
+                    {
+                        Ok(c) => return (c, tries),
+                        Err(e) if Instant::now() < deadline => {
+                            tries += 1;
+                            eprintln!("writer: connect failed ({e}), reading the files again");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("writer: no connection for 60 s: {e}"),
+                    }
+                }
+            };
+            let (mut client, _) = connect().await;
+            let (mut seq, mut last_ok) = (0u64, Instant::now());
+            while !s.load(Ordering::Relaxed) {
+                if r.swap(false, Ordering::Relaxed) {
+                    let (c, tries) = connect().await;
+                    client = c;
+                    t.fetch_add(tries, Ordering::Relaxed);
+                }
+                seq += 1;
+                let key = format!("w/{seq:08}");
+                let put = client.put(key.clone(), "x", None);
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), put).await {
+                    let now = Instant::now();
+                    let gap = u64::try_from((now - last_ok).as_nanos()).unwrap_or(u64::MAX);
+                    l.fetch_max(gap, Ordering::Relaxed);
+                    last_ok = now;
+                    a.lock().unwrap_or_else(PoisonError::into_inner).push(key);
+                } else {
+                    // As an application would: connect again before the next put.
+                    r.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        Self {
+            stop,
+            reconnect,
+            acked,
+            longest_ns,
+            retried_connects,
+            task,
+        }
+    }
+
+    /// Acknowledged puts so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Stops writing and says what was written.
+    ///
+    /// # Panics
+    /// When the writer task panicked (it could not connect for 60 s).
+    pub async fn stop(self) -> Written {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer task");
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap_or_else(PoisonError::into_inner));
+        Written {
+            acked,
+            longest_stall: Duration::from_nanos(self.longest_ns.load(Ordering::Relaxed)),
+            retried_connects: self.retried_connects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Samples quorum every 100 ms until `stop`: a majority of `urls` answers a health check
+/// (a linearizable read) through the client certificate in `dir`, read again each time.
+/// Returns (samples, samples without quorum).
+pub fn sample_quorum(
+    urls: Vec<String>,
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let (mut samples, mut lost) = (0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let ok = match EtcdAdmin::connect(urls.clone(), client_tls_in(&dir)).await {
+                Ok(admin) => {
+                    let mut healthy = 0;
+                    for url in &urls {
+                        if admin.health(url).await.is_ok() {
+                            healthy += 1;
+                        }
+                    }
+                    healthy * 2 > urls.len()
+                }
+                Err(_) => false,
+            };
+            samples += 1;
+            if !ok {
+                lost += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (samples, lost)
+    })
+}
+
+/// The acknowledged keys of `written` that `urls` no longer has (read through the client
+/// certificate in `dir`).
+///
+/// # Panics
+/// When the cluster cannot be read.
+pub async fn missing_writes(urls: &[String], dir: &Path, written: &Written) -> Vec<String> {
+    let mut c = etcd_client::Client::connect(
+        urls.to_vec(),
+        Some(connect_options(client_tls_in(dir).as_ref())),
+    )
+    .await
+    .expect("connect to read back");
+    let stored: BTreeSet<String> = c
+        .get(
+            "w/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .expect("read back")
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok().map(str::to_string))
+        .collect();
+    written
+        .acked
+        .iter()
+        .filter(|k| !stored.contains(*k))
+        .cloned()
+        .collect()
+}
