@@ -56,14 +56,16 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 26] = [
+    let scenarios: [(&str, ScenarioFn); 28] = [
         ("create-three", create_three),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-rotate-ca", ca_rotation_under_a_writer),
         ("tls-cert-manager", cert_manager_certificates_are_served),
         ("tls-secrets", provided_certificates_are_served),
         ("recover-survivor", recovery_from_the_survivor),
+        ("recover-backup", recovery_from_a_backup_in_place),
         ("defrag", scheduled_defrag_leader_last),
+        ("nospace", nospace_is_handled_under_a_writer),
         ("idle-rate", an_idle_cluster_is_reconciled_by_requeue_only),
         ("delete-retains-pvcs", deleting_the_cluster_keeps_its_pvcs),
         ("evict", one_eviction_at_a_time),
@@ -958,6 +960,224 @@ fn recovery_from_the_survivor(client: Client, ns: String) -> Scenario {
     })
 }
 
+/// Recovery from a backup in place (issue 14): 3 members, a one-shot EtcdBackup to a Garage
+/// in the namespace, more keys written after it; then two members lose Pod and PVC, so
+/// quorum is lost for good. With `spec.recovery.fromBackup` (after 20 s) the cluster serves
+/// again under the same name and Services with a new cluster id, every key of the backup
+/// there and none written after it; the survivor's PVC is kept, relabelled; the status and
+/// an Event name the revision and the object. Prints the time from the loss to serving.
+fn recovery_from_a_backup_in_place(client: Client, ns: String) -> Scenario {
+    use etcd_operator::api::recovery::{
+        RecoveryFromBackup, RecoveryMode, RecoveryOutcome, RecoverySpec,
+    };
+    Box::pin(async move {
+        Garage::start(&client, &ns).await;
+        let mut spec = pvc_spec(3, TO);
+        spec.recovery = Some(RecoverySpec {
+            from_backup: Some(RecoveryFromBackup {
+                backup_name: "nightly".into(),
+            }),
+            after: Some("20s".into()),
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        wait_running(&clusters, 3, TO).await;
+        let survivor = format!("{CLUSTER}-0");
+        // 200 keys in 2 transactions (etcd allows 128 operations in one).
+        for chunk in (0..200).collect::<Vec<u32>>().chunks(100) {
+            let mut txn = String::from("\n");
+            for i in chunk {
+                txn.push_str(&format!("put key/{i:04} value-{i}\n"));
+            }
+            txn.push_str("\n\n");
+            etcdctl_stdin(&ns, &survivor, &["txn"], &txn);
+        }
+        let backed_up = etcdctl(&ns, &survivor, &["get", "--prefix", "key/"]);
+        assert_eq!(backed_up.lines().count(), 400, "200 keys and values");
+        let backups: Api<etcd_operator::api::EtcdBackup> = Api::namespaced(client.clone(), &ns);
+        let backup: etcd_operator::api::EtcdBackup = serde_json::from_value(json!({
+            "apiVersion": "etcd.operator.dev/v1alpha1",
+            "kind": "EtcdBackup",
+            "metadata": { "name": "nightly" },
+            "spec": {
+                "clusterName": CLUSTER,
+                "destination": { "s3": {
+                    "bucket": GARAGE_BUCKET,
+                    "prefix": "e2e",
+                    "endpoint": format!("http://garage.{ns}.svc:3900"),
+                    "region": "garage",
+                    "forcePathStyle": true,
+                    "credentialsSecret": "s3",
+                }},
+            },
+        }))
+        .unwrap();
+        backups
+            .create(&PostParams::default(), &backup)
+            .await
+            .unwrap();
+        wait_for("the one-shot backup", || async {
+            status_of(&backups, "nightly")
+                .await
+                .is_some_and(|s| s.last_backup.is_some())
+        })
+        .await;
+        let record = status_of(&backups, "nightly")
+            .await
+            .and_then(|s| s.last_backup)
+            .expect("the backup's record");
+        // Written after the backup: not in it, so not in the recovered cluster.
+        for i in 0..5 {
+            etcdctl(&ns, &survivor, &["put", &format!("later/{i}"), "lost"]);
+        }
+        let old_id = status_of(&clusters, CLUSTER)
+            .await
+            .and_then(|s| s.cluster_id)
+            .expect("cluster id");
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let service_uids = |names: [String; 2]| {
+            let services = services.clone();
+            async move {
+                let mut uids = Vec::new();
+                for name in names {
+                    uids.push(services.get(&name).await.expect("service").uid());
+                }
+                uids
+            }
+        };
+        let service_names = [CLUSTER.to_string(), format!("{CLUSTER}-client")];
+        let uids_before = service_uids(service_names.clone()).await;
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for name in [format!("{CLUSTER}-1"), format!("{CLUSTER}-2")] {
+            // The claim first (it stays Terminating while its Pod runs), then the Pod.
+            pvcs.delete(&name, &DeleteParams::default())
+                .await
+                .expect("delete pvc");
+            pods.delete(&name, &DeleteParams::default())
+                .await
+                .expect("delete pod");
+        }
+        let lost_at = Instant::now();
+        wait_for("the cluster recovered from the backup", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                st.recovery
+                    .as_ref()
+                    .and_then(|r| r.last_run.as_ref())
+                    .is_some_and(|r| r.outcome.is_some())
+            })
+        })
+        .await;
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let run = st
+            .recovery
+            .clone()
+            .and_then(|r| r.last_run)
+            .expect("last run");
+        assert_eq!(
+            run.outcome,
+            Some(RecoveryOutcome::Succeeded),
+            "the recovery failed: {:?} {:?}",
+            run.reason,
+            run.message
+        );
+        let to_serving = lost_at.elapsed();
+        wait_for("three healthy members after the recovery", || async {
+            status_of(&clusters, CLUSTER).await.is_some_and(|st| {
+                st.phase == ClusterPhase::Running
+                    && st.ready_members == 3
+                    && st.members.iter().all(|m| m.healthy && !m.is_learner)
+            })
+        })
+        .await;
+        println!(
+            "recover-backup: quorum lost -> recovered (serving) in {:.1}s, Running with 3 in {:.1}s (after: 20s; the run took {}s from its start)",
+            to_serving.as_secs_f64(),
+            lost_at.elapsed().as_secs_f64(),
+            run.serving_at
+                .as_ref()
+                .map(|t| t.0.duration_since(run.started_at.0).as_secs())
+                .unwrap_or_default()
+        );
+        assert_eq!(run.mode, RecoveryMode::FromBackup);
+        let restored = run.backup.clone().expect("the backup restored");
+        assert_eq!(restored.backup_name, "nightly");
+        assert_eq!(restored.key, record.key);
+        assert_eq!(restored.sha256, record.sha256);
+        assert_eq!(run.revision, Some(record.revision));
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let new_id = st.cluster_id.clone().expect("new cluster id");
+        assert_ne!(new_id, old_id, "a new cluster id");
+        assert_eq!(run.cluster_id.as_deref(), Some(new_id.as_str()));
+        // New names, the same Services.
+        let names: Vec<String> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        let new_names = run.members.clone();
+        assert_eq!(names, new_names);
+        assert_eq!(
+            service_uids(service_names).await,
+            uids_before,
+            "the same Services"
+        );
+        // Every key of the backup, none written after it.
+        for member in &new_names {
+            let copy = etcdctl(&ns, member, &["get", "--prefix", "key/"]);
+            assert_eq!(copy, backed_up, "{member} differs from the backup");
+            let later = etcdctl(&ns, member, &["get", "--prefix", "later/"]);
+            assert!(
+                later.trim().is_empty(),
+                "{member} has keys written after the backup"
+            );
+        }
+        // The survivor's PVC is kept aside, relabelled, not deleted; its Pod is gone.
+        let kept = pvcs
+            .get(&survivor)
+            .await
+            .expect("the survivor's pvc is kept");
+        let labels = kept.labels();
+        assert_eq!(
+            labels
+                .get("etcd.operator.dev/kept-from")
+                .map(String::as_str),
+            Some(CLUSTER)
+        );
+        assert!(labels.contains_key("etcd.operator.dev/kept-by-recovery"));
+        assert!(!labels.contains_key("etcd.operator.dev/cluster"));
+        assert!(kept.metadata.deletion_timestamp.is_none());
+        assert!(pods.get_opt(&survivor).await.unwrap().is_none());
+        assert!(
+            run.kept.iter().any(|k| k.at == format!("pvc/{survivor}")),
+            "{:?}",
+            run.kept
+        );
+        // The staged source is gone from the cluster.
+        let cluster = clusters.get(CLUSTER).await.expect("cluster");
+        assert!(
+            !cluster
+                .annotations()
+                .contains_key("etcd.operator.dev/recovery-source"),
+            "the recovery's source annotation is removed once it ended"
+        );
+        // The condition and an Event name the revision and the object.
+        let recovery = condition::find(&st.conditions, condition::types::RECOVERY)
+            .expect("Recovery condition");
+        let revision = format!("revision {}", record.revision);
+        assert!(
+            recovery.message.contains(&revision) && recovery.message.contains(&record.key),
+            "{}",
+            recovery.message
+        );
+        assert!(
+            events_mentioning(&client, &ns, &revision).await
+                && events_mentioning(&client, &ns, &record.key).await,
+            "an Event names the revision and the object"
+        );
+    })
+}
+
 /// Scheduled defragmentation (issue 14): a fragmented 3-member cluster gets
 /// `spec.maintenance.defrag` every second with thresholds; one run defragments the
 /// followers first and the leader last, and every member's backend shrinks. Prints the
@@ -1066,6 +1286,180 @@ fn scheduled_defrag_leader_last(client: Client, ns: String) -> Scenario {
             "defrag: run finished {:.1}s after the schedule was set, order {order:?}, reclaimed {} bytes",
             started.elapsed().as_secs_f64(),
             run.reclaimed_bytes.unwrap_or_default()
+        );
+    })
+}
+
+/// NOSPACE (issue 14): a 3-member cluster with a 16 MiB backend quota, a writer
+/// overwriting 100 keys of 16 KiB through a port-forward until etcd refuses it with
+/// NOSPACE; the operator compacts, defragments one member at a time and disarms the alarm;
+/// the writer's writes succeed again and every acknowledged write is there. Prints the
+/// writes, the refusals, the writer's longest stall and the bytes reclaimed.
+fn nospace_is_handled_under_a_writer(client: Client, ns: String) -> Scenario {
+    use etcd_operator::api::maintenance::{MaintenanceOutcome, MaintenanceReason};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    const QUOTA: i64 = 16 * 1024 * 1024;
+    const KEYS: u64 = 100;
+    Box::pin(async move {
+        let mut spec = pvc_spec(3, TO);
+        spec.etcd = Some(etcd_operator::api::cluster::EtcdOptions {
+            quota_backend_bytes: Some(QUOTA),
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        wait_running(&clusters, 3, TO).await;
+        let identity = client_identity(&client, &ns).await;
+        let forward = PortForward::start(&ns, &format!("{CLUSTER}-0"), 2379);
+        let connect = || {
+            let options = etcd_client::ConnectOptions::new()
+                .with_tls(identity.to_options().expect("PEM"))
+                .with_timeout(Duration::from_secs(10));
+            etcd_client::Client::connect(
+                [format!("https://127.0.0.1:{}", forward.port)],
+                Some(options),
+            )
+        };
+        let mut c = connect().await.expect("connect through the port-forward");
+        // The writer: key `n/<seq % KEYS>` gets a value starting with its sequence number.
+        #[derive(Default)]
+        struct Seen {
+            acked: HashMap<String, u64>,
+            no_space: u64,
+            other: u64,
+            longest_stall: Duration,
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let writer = {
+            let (stop, acked, seen) = (stop.clone(), acked.clone(), seen.clone());
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                let mut seq = 0u64;
+                let mut last_ok = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let key = format!("n/{:04}", seq % KEYS);
+                    let value = format!("{seq:012}{}", "x".repeat(16 * 1024 - 12));
+                    let put = c.put(key.clone(), value, None);
+                    match tokio::time::timeout(Duration::from_secs(5), put).await {
+                        Ok(Ok(_)) => {
+                            let now = Instant::now();
+                            let mut s = seen.lock().unwrap();
+                            s.longest_stall = s.longest_stall.max(now - last_ok);
+                            s.acked.insert(key, seq);
+                            last_ok = now;
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
+                            seen.lock().unwrap().no_space += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        _ => {
+                            seen.lock().unwrap().other += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+        };
+        let started = Instant::now();
+        wait_for("the writer refused with NOSPACE", || async {
+            seen.lock().unwrap().no_space > 0
+        })
+        .await;
+        let full_at = Instant::now();
+        let acked_when_full = acked.load(Ordering::Relaxed);
+        wait_for("the NOSPACE run finished", || async {
+            status_of(&clusters, CLUSTER)
+                .await
+                .and_then(|s| s.maintenance)
+                .and_then(|m| m.last_run)
+                .is_some_and(|r| r.reason == MaintenanceReason::NoSpace)
+        })
+        .await;
+        let handled_in = full_at.elapsed();
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        let run = st
+            .maintenance
+            .as_ref()
+            .and_then(|m| m.last_run.clone())
+            .expect("run");
+        assert_eq!(run.outcome, Some(MaintenanceOutcome::Finished), "{run:?}");
+        assert!(run.compacted_revision.is_some(), "compacted first: {run:?}");
+        assert_eq!(run.defragmented.len(), 3, "every member once: {run:?}");
+        let reclaimed = run.reclaimed_bytes.unwrap_or_default();
+        assert!(reclaimed > 0, "{run:?}");
+        let maintenance = condition::find(&st.conditions, condition::types::MAINTENANCE)
+            .expect("Maintenance condition");
+        assert!(
+            events_mentioning(&client, &ns, "reclaimed").await,
+            "an Event says how much room was made ({})",
+            maintenance.message
+        );
+        // Writes succeed again.
+        let after = acked.load(Ordering::Relaxed);
+        wait_for("50 more acknowledged writes", || async {
+            acked.load(Ordering::Relaxed) >= after + 50
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        writer.await.expect("writer");
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let stored: HashMap<String, u64> = c
+            .get("n/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("get")
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let v = kv.value_str().expect("utf-8");
+                (
+                    kv.key_str().expect("utf-8").to_string(),
+                    v[..12].parse().expect("seq"),
+                )
+            })
+            .collect();
+        for (key, seq) in &seen.acked {
+            let got = stored.get(key).copied();
+            assert!(
+                got.is_some_and(|g| g >= *seq),
+                "{key}: acknowledged write {seq} lost, etcd holds {got:?}"
+            );
+        }
+        let alarms = c
+            .alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+            .expect("alarm list");
+        assert!(
+            alarms
+                .alarms()
+                .iter()
+                .all(|a| a.alarm() != etcd_client::AlarmType::Nospace),
+            "the alarm is disarmed"
+        );
+        let st = status_of(&clusters, CLUSTER).await.expect("status");
+        for m in &st.members {
+            let size = m.db_size.expect("db size");
+            assert!(size * 10 <= QUOTA * 9, "{} has room: {size}", m.name);
+        }
+        drop(forward);
+        println!(
+            "nospace: full after {:.1}s ({acked_when_full} writes), the alarm handled {:.1}s later; \
+             {} writes acknowledged, {} refused with NOSPACE, {} other errors; reclaimed {reclaimed} bytes; \
+             the writer's longest stall {:.1}s",
+            (full_at - started).as_secs_f64(),
+            handled_in.as_secs_f64(),
+            acked.load(Ordering::Relaxed),
+            seen.no_space,
+            seen.other,
+            seen.longest_stall.as_secs_f64()
         );
     })
 }

@@ -327,6 +327,7 @@ proptest! {
             cluster_id: Some("c1"),
             namespace: "default",
             now: &now,
+            restore_failed: None,
         });
         let shown = decision.step(step.clone()).to_string();
         prop_assert!(!shown.contains('\n'));

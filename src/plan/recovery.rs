@@ -29,9 +29,10 @@
 //!    snapshot with a new token: a new cluster id behind the same name. The run ends once
 //!    they have quorum.
 //! 6. A run that cannot go on after changing something (the survivor does not come up, the
-//!    new members do not form a quorum within [`BOOTSTRAP_DEADLINE`]) is rolled back: the
-//!    members it created are deleted (their data came from the snapshot) and the kept data
-//!    moved back, then it ends `Failed` saying why.
+//!    new members do not form a quorum within [`BOOTSTRAP_DEADLINE`], or the driver reports
+//!    that their restore failed for good: [`RestoreFailed`]) is rolled back: the members it
+//!    created are deleted (their data came from the snapshot) and the kept data moved back,
+//!    then it ends `Failed` saying why.
 
 use std::fmt;
 use std::time::Duration;
@@ -201,6 +202,17 @@ impl Decision {
     }
 }
 
+/// fromBackup: the new members' restore failed in a way that waiting does not mend (the
+/// object changed after it was pinned, a digest mismatch, a snapshot etcd cannot restore),
+/// as the driver found it while they bootstrap. Runtimes that restore inside the bootstrap
+/// itself report the failure there instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreFailed {
+    /// PascalCase, e.g. `SourceChanged`.
+    pub reason: String,
+    pub message: String,
+}
+
 /// Everything the recovery planner reads.
 pub struct Input<'a> {
     pub spec: &'a EtcdClusterSpec,
@@ -220,6 +232,8 @@ pub struct Input<'a> {
     pub cluster_id: Option<&'a str>,
     pub namespace: &'a str,
     pub now: &'a Time,
+    /// fromBackup while bootstrapping: the new members' restore failed for good.
+    pub restore_failed: Option<&'a RestoreFailed>,
 }
 
 /// The cluster formed and has no quorum now.
@@ -588,6 +602,9 @@ fn bootstrap_from_backup(input: &Input, run: &RecoveryRun) -> Decision {
         .count();
     if ours >= quorum::quorum(members.len()) && quorum::has_quorum(o) {
         return act(run, RecoveryAction::Finish);
+    }
+    if let Some(failed) = input.restore_failed {
+        return roll_back(o, run, &failed.reason, failed.message.clone());
     }
     let waited = run
         .phase_since

@@ -354,6 +354,16 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
         .as_ref()
         .and_then(|a| a.get(RECOVER_ANNOTATION))
         .map(String::as_str);
+    // fromBackup: whether the new members' restore failed for good while they bootstrap.
+    let restore_failed = match previous_recovery.and_then(|r| r.run.as_ref()) {
+        Some(run)
+            if run.mode == RecoveryMode::FromBackup
+                && run.phase == RecoveryPhase::Bootstrapping =>
+        {
+            env.restore_failure(&cref, &run.members).await
+        }
+        _ => None,
+    };
     let recovery_decision = recovery::plan(&recovery::Input {
         spec: &cluster.spec,
         valid: report.is_valid(),
@@ -369,6 +379,7 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
             .and_then(|s| s.cluster_id.as_deref()),
         namespace: &cref.namespace,
         now: &now,
+        restore_failed: restore_failed.as_ref(),
     });
     step = recovery_decision.step(step);
     // Maintenance (NOSPACE, scheduled defragmentation) only on a cluster otherwise done.

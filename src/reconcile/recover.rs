@@ -12,7 +12,7 @@ use super::{Error, Executed};
 use crate::api::EtcdClusterSpec;
 use crate::api::recovery::{KeptMember, RecoveredBackup, RecoveryMode, RecoveryRun};
 use crate::etcd::{EtcdAdmin, Timeouts, TlsConfig};
-use crate::plan::recovery::{Outcome, RecoveryAction, describe};
+use crate::plan::recovery::{Outcome, RecoveryAction, RestoreFailed, describe};
 use crate::plan::{MemberName, Observed};
 use crate::runtime::{self, ClusterRef, MemberRuntime};
 
@@ -47,9 +47,10 @@ pub trait RecoveryEnv: Send + Sync {
     }
 
     /// Resolves the latest successful backup of EtcdBackup `backup_name` in the cluster's
-    /// namespace, downloads it and verifies its digest and that etcd `version` restores it,
-    /// so the cluster's bootstrap members can start from it ([`Self::seed`]). Changes
-    /// nothing of the cluster.
+    /// namespace and checks it before anything changes: its digest, and that etcd `version`
+    /// restores it (locally downloaded and verified; on Kubernetes pinned with a HEAD for
+    /// the new members' init containers, which download and verify it), so the cluster's
+    /// bootstrap members can start from it ([`Self::seed`]). Changes no member.
     fn fetch(
         &self,
         cluster: &ClusterRef,
@@ -63,6 +64,18 @@ pub trait RecoveryEnv: Send + Sync {
 
     /// The run ended: the seed is forgotten and what the fetch downloaded removed.
     fn clean_up(&self, cluster: &ClusterRef) -> impl Future<Output = Result<(), Failed>> + Send;
+
+    /// While the bootstrapped `members` come up: whether their restore failed in a way that
+    /// waiting does not mend (the object changed after its pin, a digest mismatch), for the
+    /// planner to roll the run back at once ([`RestoreFailed`]). `None` when nothing says so,
+    /// or the runtime restores inside the bootstrap itself (its failure is the bootstrap's).
+    fn restore_failure(
+        &self,
+        _cluster: &ClusterRef,
+        _members: &[String],
+    ) -> impl Future<Output = Option<RestoreFailed>> + Send {
+        async { None }
+    }
 }
 
 /// For runtimes and tests without backups: every fetch fails, saying so.

@@ -11,7 +11,8 @@
 //!    so a member Pod's death reconciles its cluster at once.
 //! 2. [`reconcile`]: observe → plan → execute → status ([`reconcile_once`]), then the
 //!    status is applied (skipped when unchanged) and an Event is published for an executed
-//!    step, a failed one and a refusal (`Blocked`).
+//!    step, a failed one and a refusal (`Blocked`). Recoveries from a backup go through
+//!    [`KubeRecovery`] (`super::recovery`).
 //! 3. The next pass: 2 s after an executed step, 5 s while waiting (on etcd or a grace
 //!    period), 30 s otherwise; an invalid spec waits for a change. Failures back off by
 //!    kind, doubling per consecutive failure ([`error_policy`]).
@@ -51,6 +52,7 @@ use kube::{Client, Resource, ResourceExt};
 use thiserror::Error;
 use tracing::{debug, instrument, warn};
 
+use super::recovery::KubeRecovery;
 use super::{Failures, api, apply_status, lock, log_result};
 use crate::api::EtcdCluster;
 use crate::error_chain::error_chain;
@@ -118,6 +120,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// The operator's image, for the init containers of restored members.
     pub operator_image: Option<String>,
+    /// Whether a recovery from an EtcdBackup without `credentialsSecret` may use ambient
+    /// cloud credentials (`--allow-ambient-credentials`); refused by default.
+    pub allow_ambient_credentials: bool,
     /// Per cluster; taken out for a pass and put back (one pass per cluster at a time).
     trackers: Mutex<HashMap<ClusterRef, HealthTracker>>,
     /// Consecutive failures per cluster, for the backoff.
@@ -132,6 +137,7 @@ impl Context {
             policy,
             metrics,
             operator_image: None,
+            allow_ambient_credentials: false,
             trackers: Mutex::default(),
             failures: Failures::with_burst(super::FAILURE_BURST),
         }
@@ -161,9 +167,15 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         .map_err(Error::PodRuntime)?
         .with_operator_image(ctx.operator_image.clone());
     let mut tracker = lock(&ctx.trackers).remove(&key).unwrap_or_default();
+    let recovery = KubeRecovery::new(
+        ctx.client.clone(),
+        &runtime,
+        &cluster,
+        ctx.allow_ambient_credentials,
+    );
     let pass = reconcile_once(
         &runtime,
-        &reconcile::NoBackups,
+        &recovery,
         &super::secrets::KubeSecrets(ctx.client.clone()),
         &cluster,
         &ctx.policy,
@@ -178,6 +190,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
             .await
             .map_err(Error::PatchStatus)?;
     }
+    recovery.forget_stale_seed(&key, &pass.status).await;
     ctx.metrics.observe_cluster(
         &key.namespace,
         &key.name,

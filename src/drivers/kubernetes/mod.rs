@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cert_manager;
 pub mod cluster;
 pub mod leader;
+pub mod recovery;
 pub mod restore;
 pub mod secrets;
 
@@ -182,6 +183,7 @@ fn controllers(
         reporter.clone(),
     );
     ctx.operator_image = opts.operator_image.clone();
+    ctx.allow_ambient_credentials = opts.allow_ambient_credentials;
     let clusters = cluster::controller(client.clone(), ns, Arc::new(ctx), shutdown.clone());
     let mut backup_ctx = backup::Context::new(client.clone(), metrics.clone(), reporter.clone());
     backup_ctx.memory_budget_mib = opts.backup_memory_budget_mib;

@@ -330,42 +330,18 @@ impl Pass<'_> {
         Ok(Action::requeue(WHILE_RESTORING))
     }
 
-    /// The source's credentials: the Secret must exist and hold a key pair before members
-    /// are created that would wait for it forever. `None` is the ambient chain, when allowed.
+    /// The source's credentials ([`source_credentials`]).
     async fn credentials(
         &self,
         from: &RestoreFrom,
     ) -> Result<Result<Option<StaticCredentials>, AttemptError>, Error> {
-        let Some(name) = &from.connection.credentials_secret else {
-            return Ok(if self.ctx.allow_ambient_credentials {
-                Ok(None)
-            } else {
-                Err(AttemptError::Precondition(
-                    Precondition::AmbientCredentialsNotAllowed {
-                        namespace: self.namespace.clone(),
-                    },
-                ))
-            });
-        };
-        let secret =
-            self.api::<Secret>()
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::GetSecret {
-                    name: name.clone(),
-                    source,
-                })?;
-        Ok(match secret {
-            None => Err(AttemptError::Precondition(
-                Precondition::CredentialsSecretMissing {
-                    namespace: self.namespace.clone(),
-                    secret: name.clone(),
-                },
-            )),
-            Some(secret) => StaticCredentials::from_secret_data(&secret.data.unwrap_or_default())
-                .map(Some)
-                .map_err(AttemptError::Backup),
-        })
+        source_credentials(
+            &self.ctx.client,
+            &self.namespace,
+            &from.connection,
+            self.ctx.allow_ambient_credentials,
+        )
+        .await
     }
 
     /// Follows the cluster this restore created.
@@ -511,6 +487,50 @@ impl Pass<'_> {
     }
 }
 
+/// The credentials of a source reached through `connection` in `namespace`: its
+/// `credentialsSecret` must exist and hold a key pair before members are created that would
+/// wait for it forever. `None` is the ambient chain, when `allow_ambient`.
+///
+/// # Errors
+/// [`Error::GetSecret`] when the API server fails; a missing or unusable Secret, or no
+/// Secret while ambient credentials are refused, is the inner error.
+pub(super) async fn source_credentials(
+    client: &Client,
+    namespace: &str,
+    connection: &crate::api::s3::S3Connection,
+    allow_ambient: bool,
+) -> Result<Result<Option<StaticCredentials>, AttemptError>, Error> {
+    let Some(name) = &connection.credentials_secret else {
+        return Ok(if allow_ambient {
+            Ok(None)
+        } else {
+            Err(AttemptError::Precondition(
+                Precondition::AmbientCredentialsNotAllowed {
+                    namespace: namespace.to_owned(),
+                },
+            ))
+        });
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::GetSecret {
+            name: name.clone(),
+            source,
+        })?;
+    Ok(match secret {
+        None => Err(AttemptError::Precondition(
+            Precondition::CredentialsSecretMissing {
+                namespace: namespace.to_owned(),
+                secret: name.clone(),
+            },
+        )),
+        Some(secret) => StaticCredentials::from_secret_data(&secret.data.unwrap_or_default())
+            .map(Some)
+            .map_err(AttemptError::Backup),
+    })
+}
+
 /// Resolves the source object once (HEAD, [`pin_object`]) into the version every member
 /// restores; a snapshot whose metadata names an etcd version newer than `target` is refused
 /// here, before any member exists.
@@ -518,7 +538,7 @@ impl Pass<'_> {
 /// # Errors
 /// [`pin_object`]'s (a missing object, a digest other than the expected one, S3 failures)
 /// and [`crate::backup::Error::SnapshotTooNew`].
-async fn pin_source(
+pub(super) async fn pin_source(
     from: &RestoreFrom,
     credentials: Option<StaticCredentials>,
     target: Option<&semver::Version>,
@@ -597,10 +617,10 @@ enum Progress {
 
 /// A restore init container that failed, as its Pod's status reports it.
 #[derive(Debug, PartialEq)]
-struct PodFailure {
-    reason: &'static str,
-    retryable: bool,
-    message: String,
+pub(super) struct PodFailure {
+    pub reason: &'static str,
+    pub retryable: bool,
+    pub message: String,
 }
 
 impl Failure for PodFailure {
@@ -731,7 +751,7 @@ const IMAGE_PULL_REASONS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "Inval
 /// The failure a restore container of `pod` reports: its last termination when that
 /// failed and it has not succeeded since (a crash loop included), or a container it could
 /// not be created as or whose image cannot be pulled.
-fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
+pub(super) fn failure_of(pod: &str, c: &ContainerStatus) -> Option<PodFailure> {
     let step = match c.name.as_str() {
         FETCH_CONTAINER | RESTORE_CONTAINER | FINISH_CONTAINER => c.name.as_str(),
         _ => return None,

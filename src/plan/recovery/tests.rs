@@ -64,6 +64,7 @@ struct Case {
     status: Option<RecoveryStatus>,
     trigger: Option<String>,
     now: Time,
+    restore_failed: Option<RestoreFailed>,
 }
 
 impl Case {
@@ -74,6 +75,7 @@ impl Case {
             status: None,
             trigger: None,
             now: at(0),
+            restore_failed: None,
         }
     }
 
@@ -110,6 +112,7 @@ impl Case {
             cluster_id: Some("00000000000000c1"),
             namespace: "default",
             now: &self.now,
+            restore_failed: self.restore_failed.as_ref(),
         })
     }
 
@@ -509,6 +512,30 @@ fn from_backup_fetches_sets_every_member_aside_and_bootstraps_new_names() {
         }
         other => panic!("{other:?}"),
     }
+    // A restore that failed for good (the object changed after its pin): rolled back at
+    // once, saying why, long before the deadline.
+    let failed = Case {
+        restore_failed: Some(RestoreFailed {
+            reason: "SourceChanged".into(),
+            message: "restore-fetch of example-5 exited 1: the object changed".into(),
+        }),
+        ..Case::new(c.spec.clone(), c.observed.clone())
+    }
+    .status(c.status.clone().unwrap());
+    match action(&failed.plan()) {
+        RecoveryAction::RollBack {
+            created,
+            kept: k,
+            reason,
+            message,
+        } => {
+            assert_eq!(created, &vec![name(5), name(6), name(7)]);
+            assert_eq!(k, &kept);
+            assert_eq!(reason, "SourceChanged");
+            assert!(message.contains("the object changed"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Serving: finish, with the new cluster id.
     c.observed = Observed {
         members: vec![voter(5, VERSION), voter(6, VERSION), voter(7, VERSION)],
@@ -630,6 +657,7 @@ fn a_runtime_that_cannot_recover_only_says_so() {
         cluster_id: None,
         namespace: "default",
         now: &c.now,
+        restore_failed: None,
     });
     assert_eq!(d, Decision::Hold(Hold::Unsupported));
     assert!(d.step(step.clone()) == step);

@@ -17,7 +17,9 @@
 //!   PVC as the same member. The rest of the Pod (repository, resources, overrides) follows
 //!   the current spec.
 //! - **Restore**: the bootstrap members of a cluster created by an EtcdRestore get init
-//!   containers that put the snapshot into their data dir before etcd starts (`restore.rs`).
+//!   containers that put the snapshot into their data dir before etcd starts (`restore.rs`);
+//!   so do the new bootstrap members of a recovery from a backup, from the pinned object the
+//!   recovery put on the cluster ([`PodRuntime::set_seed`]).
 //! - **Cleanup**: Pods, Services and the PDB have the `EtcdCluster` as controller owner, so
 //!   deleting the cluster garbage-collects them; no finalizer is needed. PVCs are owned only
 //!   with `retentionPolicy.whenDeleted: Delete`; by default they outlive the cluster,
@@ -45,8 +47,8 @@ pub mod restore;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -86,6 +88,10 @@ pub struct PodRuntime {
     /// The trust stamp of the certificates [`MemberRuntime::ensure_certificates`] last
     /// installed: what a Pod created now mounts, recorded in [`ANNOTATION_TRUST_STAMP`].
     trust_stamp: Arc<std::sync::Mutex<Option<String>>>,
+    /// The snapshot a recovery from a backup bootstraps new members from: the cluster's
+    /// [`restore::ANNOTATION_RECOVERY_SOURCE`] when read, then what [`Self::set_seed`] says.
+    /// It wins over an EtcdRestore's source.
+    seed: Arc<Mutex<Option<restore::SnapshotSource>>>,
 }
 
 /// The trust stamp ([`crate::certs::ca_rotation::trust_stamp`]) of the certificates a
@@ -111,6 +117,12 @@ impl PodRuntime {
             .controller_owner_ref(&())
             .ok_or_else(|| missing("uid"))?;
         let restore = restore::source_of(meta)?;
+        // Written by the operator only; one that does not parse is restored by nobody (a
+        // run's seed then fails and rolls back, and it is removed once no run needs it).
+        let seed = restore::recovery_source_of(meta).unwrap_or_else(|e| {
+            tracing::warn!(cluster = %name, error = %crate::error_chain::error_chain(&e), "ignoring an unreadable recovery source annotation");
+            None
+        });
         Ok(Self {
             client,
             objects: Objects {
@@ -123,7 +135,32 @@ impl PodRuntime {
             delete_timeout: DEFAULT_DELETE_TIMEOUT,
             applied: Arc::default(),
             trust_stamp: Arc::default(),
+            seed: Arc::new(Mutex::new(seed)),
         })
+    }
+
+    /// Makes `seed` (or, with `None`, no recovery snapshot) what bootstrap members created
+    /// from now on restore from, for this runtime (and its clones). The recovery also writes
+    /// it on the cluster ([`restore::ANNOTATION_RECOVERY_SOURCE`]), which the runtime of a
+    /// later pass reads; this covers the pass that wrote it.
+    pub fn set_seed(&self, seed: Option<restore::SnapshotSource>) {
+        *self
+            .seed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = seed;
+    }
+
+    /// The recovery snapshot bootstrap members restore from, if any.
+    pub fn seed(&self) -> Option<restore::SnapshotSource> {
+        self.seed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The operator image restore init containers run on, if known.
+    pub fn operator_image(&self) -> Option<&str> {
+        self.objects.operator_image.as_deref()
     }
 
     /// Run the restore init containers of a restored cluster's members on `image` (the
@@ -204,7 +241,15 @@ impl PodRuntime {
         volume: DataVolume,
         once: &[String],
     ) -> Result<(), Error> {
-        let mut pod = self.objects.pod_once(launch, volume, once)?;
+        let mut pod = match self.seed() {
+            // A recovery's snapshot: its bootstrap members restore it, not the EtcdRestore's.
+            Some(seed) => Objects {
+                restore: Some(seed),
+                ..self.objects.clone()
+            }
+            .pod_once(launch, volume, once)?,
+            None => self.objects.pod_once(launch, volume, once)?,
+        };
         let stamp = self
             .trust_stamp
             .lock()

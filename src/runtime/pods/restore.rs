@@ -19,8 +19,9 @@
 //!
 //! # Which Pods
 //! Members launched with `--initial-cluster-state=new` (the bootstrap) of a cluster carrying
-//! [`ANNOTATION_RESTORE_SOURCE`]. Members added later join as learners and get their data
-//! from the leader.
+//! [`ANNOTATION_RESTORE_SOURCE`], or [`ANNOTATION_RECOVERY_SOURCE`] while a recovery from a
+//! backup bootstraps new members in place (that one wins). Members added later join as
+//! learners and get their data from the leader.
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, SecretKeySelector, SecurityContext, VolumeMount,
@@ -35,6 +36,11 @@ use crate::runtime::{Error, MemberLaunch};
 pub const ANNOTATION_RESTORE_FROM: &str = "etcd.operator.dev/restore-from";
 /// The snapshot to restore, as JSON ([`SnapshotSource`]).
 pub const ANNOTATION_RESTORE_SOURCE: &str = "etcd.operator.dev/restore-source";
+/// The snapshot a recovery from a backup (`spec.recovery.fromBackup`) restores the cluster's
+/// new bootstrap members from, as JSON ([`SnapshotSource`]), pinned when the recovery
+/// fetched its backup; removed when the recovery ends. It wins over
+/// [`ANNOTATION_RESTORE_SOURCE`] (a restored cluster recovered later).
+pub const ANNOTATION_RECOVERY_SOURCE: &str = "etcd.operator.dev/recovery-source";
 
 pub const FETCH_CONTAINER: &str = "restore-fetch";
 pub const RESTORE_CONTAINER: &str = "restore";
@@ -219,11 +225,24 @@ impl RestoreContainers<'_> {
 pub fn source_of(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Result<Option<SnapshotSource>, Error> {
-    let Some(value) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_RESTORE_SOURCE))
-    else {
+    annotated_source(meta, ANNOTATION_RESTORE_SOURCE)
+}
+
+/// The source a recovery from a backup put on the cluster ([`ANNOTATION_RECOVERY_SOURCE`]).
+///
+/// # Errors
+/// [`Error::ParseRestoreSource`] when the annotation is not a [`SnapshotSource`].
+pub fn recovery_source_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<Option<SnapshotSource>, Error> {
+    annotated_source(meta, ANNOTATION_RECOVERY_SOURCE)
+}
+
+fn annotated_source(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation: &str,
+) -> Result<Option<SnapshotSource>, Error> {
+    let Some(value) = meta.annotations.as_ref().and_then(|a| a.get(annotation)) else {
         return Ok(None);
     };
     serde_json::from_str(value)
