@@ -277,13 +277,17 @@ impl ObservedMember {
     }
 
     /// A TLS member started on other certificates than `installed` trust stamp says (or
-    /// before stamps were recorded): a restart makes it load the installed ones.
+    /// before stamps were recorded) whose restart keeps its data: a restart makes it load
+    /// the installed ones. A member on an emptyDir is never restarted for that (it would
+    /// come back empty); a CA rotation then waits for it (see README).
     pub fn runs_stale_trust(&self, installed: Option<&str>) -> bool {
         let Some(installed) = installed else {
             return false;
         };
         self.runtime.as_ref().is_some_and(|r| {
-            r.peer_url.starts_with("https://") && r.trust_stamp.as_deref() != Some(installed)
+            r.peer_url.starts_with("https://")
+                && r.restart_keeps_data
+                && r.trust_stamp.as_deref() != Some(installed)
         })
     }
 

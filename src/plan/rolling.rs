@@ -144,6 +144,10 @@ mod tests {
         let mut o = observed(3);
         o.trust_stamp = Some("new".into());
         assert_eq!(plan(&o), Step::Done);
+        // A member on an emptyDir would come back empty: never restarted for this.
+        let mut o = tls(3, &[2]);
+        o.at(2).runtime.as_mut().unwrap().restart_keeps_data = false;
+        assert_eq!(plan(&o), Step::Done);
         // No certificates installed: nothing to compare with.
         let mut o = tls(3, &[1]);
         o.trust_stamp = None;
