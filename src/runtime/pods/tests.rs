@@ -1864,6 +1864,25 @@ fn certificate_secrets(entries: &crate::certs::bundle::Entries) -> Vec<(String, 
         .collect()
 }
 
+/// A pass of a rotation that waits for members reads: the four certificate Secrets
+/// (`secrets`), then the member Pods (`pods`) and PVCs (none).
+async fn serve_rotation_reads(s: &mut ApiServer, secrets: &[(String, Value)], pods: &Value) {
+    for (name, secret) in secrets {
+        s.expect(
+            Method::GET,
+            &format!("/api/v1/namespaces/db/secrets/{name}"),
+        )
+        .await
+        .reply(secret);
+    }
+    s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+        .await
+        .reply(pods);
+    s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+        .await
+        .reply(&json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []}));
+}
+
 /// A CA rotation waits in phase 1 until every member Pod records (in its trust-stamp
 /// annotation) that it started on the bundle trusting both CAs; then the new CA signs.
 /// Pods are listed only while a rotation waits.
@@ -1908,7 +1927,6 @@ async fn a_ca_rotation_waits_for_every_member_pod_to_trust_both_cas() {
             .collect();
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
     };
-    let no_pvcs = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []});
     let source = CertificateSource::Issue {
         asked: Asked::default(),
     };
@@ -1919,25 +1937,9 @@ async fn a_ca_rotation_waits_for_every_member_pod_to_trust_both_cas() {
         certificate_secrets(&trusting),
         pods_with(&rt, [&both, &old, &both]),
     );
-    let script = {
-        let no_pvcs = no_pvcs.clone();
-        server.run(|mut s| async move {
-            for (name, secret) in secrets {
-                s.expect(
-                    Method::GET,
-                    &format!("/api/v1/namespaces/db/secrets/{name}"),
-                )
-                .await
-                .reply(&secret);
-            }
-            s.expect(Method::GET, "/api/v1/namespaces/db/pods")
-                .await
-                .reply(&pods);
-            s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
-                .await
-                .reply(&no_pvcs);
-        })
-    };
+    let script = server.run(|mut s| async move {
+        serve_rotation_reads(&mut s, &secrets, &pods).await;
+    });
     let installed = rt
         .ensure_certificates(&cluster_ref(), source)
         .await
@@ -1955,22 +1957,8 @@ async fn a_ca_rotation_waits_for_every_member_pod_to_trust_both_cas() {
     );
     let next_key = trusting[CA_NEXT_KEY].clone();
     let script = server.run(|mut s| async move {
-        let names: Vec<String> = secrets.iter().map(|(n, _)| n.clone()).collect();
-        for (name, secret) in secrets {
-            s.expect(
-                Method::GET,
-                &format!("/api/v1/namespaces/db/secrets/{name}"),
-            )
-            .await
-            .reply(&secret);
-        }
-        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
-            .await
-            .reply(&pods);
-        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
-            .await
-            .reply(&no_pvcs);
-        for name in names {
+        serve_rotation_reads(&mut s, &secrets, &pods).await;
+        for (name, _) in secrets {
             let call = s
                 .expect(
                     Method::PATCH,

@@ -802,20 +802,7 @@ async fn a_missing_provided_secret_starts_nothing_and_is_reported_with_an_event(
             .fail(http::StatusCode::NOT_FOUND, "NotFound");
         }
         // Nothing installed either: the cluster is blocked.
-        s.own_certificate_secrets_missing("db", "example").await;
-        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
-            .await
-            .reply(&empty_list("PodList"));
-        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
-            .await
-            .reply(&empty_list("PersistentVolumeClaimList"));
-        // No Secret, Service, PVC or Pod written: straight to the status.
-        let status = s
-            .expect(
-                Method::PATCH,
-                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
-            )
-            .await;
+        let status = nothing_installed_status(&mut s).await;
         let conditions = status.body["status"]["conditions"]
             .as_array()
             .unwrap()
@@ -872,7 +859,25 @@ fn with_cert_manager(size: i32) -> EtcdCluster {
     cluster(spec)
 }
 
-/// The TLS condition and Degraded reason of a status apply, and its TLS message.
+/// A pass with no certificates installed and no member: the operator's own Secrets are
+/// read and missing, Pods and PVCs listed, and nothing is written (no Secret, Service, PVC
+/// or Pod) before the status apply, which is returned.
+async fn nothing_installed_status(s: &mut ApiServer) -> crate::testing::api_server::Call {
+    s.own_certificate_secrets_missing("db", "example").await;
+    s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+        .await
+        .reply(&empty_list("PodList"));
+    s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
+        .await
+        .reply(&empty_list("PersistentVolumeClaimList"));
+    s.expect(
+        Method::PATCH,
+        "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
+    )
+    .await
+}
+
+/// The TLS condition's reason and message in a status apply.
 fn tls_condition(status: &Value) -> (String, String) {
     let conditions = status["status"]["conditions"].as_array().unwrap();
     let tls = conditions.iter().find(|c| c["type"] == "TLS").unwrap();
@@ -895,19 +900,7 @@ async fn without_cert_manager_installed_the_cluster_says_so_and_starts_nothing()
         )
         .await
         .unknown_resource();
-        s.own_certificate_secrets_missing("db", "example").await;
-        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
-            .await
-            .reply(&empty_list("PodList"));
-        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
-            .await
-            .reply(&empty_list("PersistentVolumeClaimList"));
-        let status = s
-            .expect(
-                Method::PATCH,
-                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
-            )
-            .await;
+        let status = nothing_installed_status(&mut s).await;
         let (reason, message) = tls_condition(&status.body);
         assert_eq!(reason, "InvalidCertificates");
         assert!(
@@ -967,19 +960,7 @@ async fn with_cert_manager_its_certificates_are_applied_and_their_secrets_read()
             .await
             .fail(http::StatusCode::NOT_FOUND, "NotFound");
         }
-        s.own_certificate_secrets_missing("db", "example").await;
-        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
-            .await
-            .reply(&empty_list("PodList"));
-        s.expect(Method::GET, "/api/v1/namespaces/db/persistentvolumeclaims")
-            .await
-            .reply(&empty_list("PersistentVolumeClaimList"));
-        let status = s
-            .expect(
-                Method::PATCH,
-                "/apis/etcd.operator.dev/v1alpha1/namespaces/db/etcdclusters/example/status",
-            )
-            .await;
+        let status = nothing_installed_status(&mut s).await;
         let (reason, message) = tls_condition(&status.body);
         assert_eq!(reason, "InvalidCertificates");
         assert!(
