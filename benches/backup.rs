@@ -4,7 +4,8 @@
 //! - backup wall time against `etcdctl snapshot save` to local disk of the same data
 //!   (target ≤ 1.15×), and where it goes: etcd's snapshot stream read alone (and hashed),
 //!   the upload's own timings, the SDK's signing, CPU time by process (this one, etcd,
-//!   Garage, etcdctl); the same upload as UNSIGNED-PAYLOAD (as to an https endpoint); and
+//!   Garage, etcdctl); the same upload in the other payload mode (signed, as
+//!   `signPayload: true` sends it); and
 //!   the bytes etcdctl saved uploaded from memory (no etcd behind it) at several part sizes
 //!   and concurrencies, signed and not: Garage's ingest rate on this machine;
 //! - this process's peak RSS while it streams a backup (target ≤ 64 MiB, flat in size);
@@ -209,6 +210,8 @@ impl Intercept for RequestCounter {
 
 struct Row {
     db_mib: u64,
+    /// The 1-minute load average before the row's first measurement and after its last.
+    load: (f64, f64),
     /// [`MEMORY_UPLOADS`]' times and CPU.
     from_memory: Vec<(Duration, BTreeMap<String, Duration>)>,
     snapshot_mb: f64,
@@ -223,8 +226,8 @@ struct Row {
     drain: Duration,
     drain_sha256: Duration,
     requests: Requests,
-    unsigned_backup: Duration,
-    unsigned_cpu: BTreeMap<String, Duration>,
+    other_backup: Duration,
+    other_cpu: BTreeMap<String, Duration>,
     rss_before_mib: f64,
     rss_peak_mib: f64,
     heap_before_mib: f64,
@@ -296,6 +299,7 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
         connection: garage.connection(),
         part_size_mib: part_size_mib(),
         compression: None,
+        sign_payload: None,
     };
     let work = tempfile::tempdir().expect("temp dir");
     let mut written_keys = 0u64;
@@ -326,6 +330,7 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
             written_keys = want_keys;
         }
 
+        let load_at_start = load_average();
         let saved = work.path().join("etcdctl.db");
         let cpu = cpu_times();
         let started = Instant::now();
@@ -360,10 +365,10 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
         let get_only = started.elapsed();
 
         let snapshot = work.path().join("restore.db");
-        // The same upload with UNSIGNED-PAYLOAD, as a backup to an https endpoint sends it
-        // (this Garage speaks plain HTTP, where parts are signed): what signing costs.
-        let mut unsigned = UploadOptions::for_destination(&destination);
-        unsigned.sign_payload = false;
+        // The same upload with the other payload mode (signed when the backup was not, as
+        // `signPayload: true` sends it): what signing costs.
+        let mut other = UploadOptions::for_destination(&destination);
+        other.sign_payload = !other.sign_payload;
         let cpu = cpu_times();
         let started = Instant::now();
         let snapshot_stream = admin.snapshot().await.expect("snapshot").map_err(|e| {
@@ -375,15 +380,15 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
         let uploaded = upload_stream(
             &s3,
             BUCKET,
-            "bench/unsigned.db",
+            "bench/other-payload-mode.db",
             &Default::default(),
             salted(snapshot_stream, mib),
-            &unsigned,
+            &other,
         )
         .await
-        .unwrap_or_else(|e| panic!("unsigned upload: {e:?}"));
-        let unsigned_backup = started.elapsed();
-        let unsigned_cpu = cpu_since(&cpu);
+        .unwrap_or_else(|e| panic!("upload in the other payload mode: {e:?}"));
+        let other_backup = started.elapsed();
+        let other_cpu = cpu_since(&cpu);
         s3.delete_object()
             .bucket(BUCKET)
             .key(&uploaded.key)
@@ -470,6 +475,7 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
 
         rows.push(Row {
             db_mib: mib,
+            load: (load_at_start, load_average()),
             from_memory,
             snapshot_mb: snapshot_bytes as f64 / 1e6,
             etcdctl_save,
@@ -481,8 +487,8 @@ async fn run(sizes: &[u64]) -> Vec<Row> {
             drain,
             drain_sha256,
             requests,
-            unsigned_backup,
-            unsigned_cpu,
+            other_backup,
+            other_cpu,
             rss_before_mib,
             rss_peak_mib,
             heap_before_mib,
@@ -692,6 +698,14 @@ fn cpu_times() -> BTreeMap<String, Duration> {
     out
 }
 
+/// The 1-minute load average (/proc/loadavg): how busy the shared machine was.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// CPU time by process since `before` (see [`cpu_times`]).
 fn cpu_since(before: &BTreeMap<String, Duration>) -> BTreeMap<String, Duration> {
     cpu_times()
@@ -738,12 +752,17 @@ fn mb_s(mb: f64, d: Duration) -> f64 {
 fn print(rows: &[Row]) {
     let options = UploadOptions::with_part_size_mib(part_size_mib());
     println!(
-        "\nbackup benchmark: 1-member etcd {}, Garage on loopback, part {} MiB x {} in flight",
+        "\nbackup benchmark: 1-member etcd {}, Garage on loopback (plain HTTP), part {} MiB x {} in flight, {} + CRC32C per part",
         bin_for_minor(3, 5)
             .map(|b| b.version.to_string())
             .unwrap_or_default(),
         options.part_size >> 20,
-        options.parts_in_flight
+        options.parts_in_flight,
+        if options.sign_payload {
+            "payload signed"
+        } else {
+            "UNSIGNED-PAYLOAD"
+        }
     );
     let line = |name: &str, cells: Vec<String>, target: &str| {
         print!("{name:<38}");
@@ -756,6 +775,13 @@ fn print(rows: &[Row]) {
         "values loaded into etcd (MiB)",
         rows.iter().map(|r| r.db_mib.to_string()).collect(),
         "",
+    );
+    line(
+        "load average (1 min) at start | end",
+        rows.iter()
+            .map(|r| format!("{:.2} | {:.2}", r.load.0, r.load.1))
+            .collect(),
+        "2 cores, shared with other work",
     );
     line(
         "snapshot (MB)",
@@ -865,11 +891,19 @@ fn print(rows: &[Row]) {
         "2 cores here, shared with Garage",
     );
     line(
-        "same upload, UNSIGNED-PAYLOAD (s)",
+        if options.sign_payload {
+            "same upload, UNSIGNED-PAYLOAD (s)"
+        } else {
+            "same upload, payload signed (s)"
+        },
         rows.iter()
-            .map(|r| format!("{:.2}", r.unsigned_backup.as_secs_f64()))
+            .map(|r| format!("{:.2}", r.other_backup.as_secs_f64()))
             .collect(),
-        "as to an https endpoint",
+        if options.sign_payload {
+            "signPayload absent (the default)"
+        } else {
+            "signPayload: true"
+        },
     );
     line(
         "  / etcdctl save",
@@ -877,7 +911,7 @@ fn print(rows: &[Row]) {
             .map(|r| {
                 format!(
                     "{:.2}",
-                    r.unsigned_backup.as_secs_f64() / r.etcdctl_save.as_secs_f64()
+                    r.other_backup.as_secs_f64() / r.etcdctl_save.as_secs_f64()
                 )
             })
             .collect(),
@@ -888,7 +922,7 @@ fn print(rows: &[Row]) {
         rows.iter()
             .map(|r| {
                 let get = |k: &str| {
-                    r.unsigned_cpu
+                    r.other_cpu
                         .get(k)
                         .copied()
                         .unwrap_or_default()

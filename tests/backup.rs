@@ -9,6 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use etcd_operator::api::backup::VerificationResult;
@@ -35,6 +37,7 @@ fn destination(garage: &TestGarage, prefix: &str) -> S3Destination {
         connection: garage.connection(),
         part_size_mib: None,
         compression: None,
+        sign_payload: None,
     }
 }
 
@@ -613,6 +616,163 @@ async fn parts_signed_or_sent_unsigned_store_the_stream_with_its_digest_in_order
         assert_eq!(hex_sha256(&body), expected, "sign_payload {sign_payload}");
     }
     assert!(multipart_uploads(&s3).await.is_empty());
+}
+
+/// What an UploadPart request carried on the wire (after signing).
+#[derive(Clone, Debug)]
+struct SentPart {
+    number: i32,
+    content_sha256: String,
+    crc32c: Option<String>,
+    /// The SigV4 `SignedHeaders` list.
+    signed_headers: String,
+}
+
+/// Records every UploadPart as sent and, for `corrupt_part`, flips one bit of its body after
+/// it was signed and checksummed: what a bad link or a man in the middle does to it.
+#[derive(Clone, Debug, Default)]
+struct PartWire {
+    sent: std::sync::Arc<std::sync::Mutex<Vec<SentPart>>>,
+    corrupt_part: Option<i32>,
+}
+
+impl Intercept for PartWire {
+    fn name(&self) -> &'static str {
+        "PartWire"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request_mut();
+        let query = request
+            .uri()
+            .split_once('?')
+            .map_or("", |(_, q)| q)
+            .to_owned();
+        let number = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("partNumber=")?.parse::<i32>().ok());
+        let Some(number) = number else {
+            return Ok(());
+        };
+        let header = |name: &str| request.headers().get(name).map(str::to_owned);
+        let signed_headers = header("authorization")
+            .and_then(|a| {
+                let list = a.split("SignedHeaders=").nth(1)?;
+                Some(list.split(',').next()?.to_owned())
+            })
+            .unwrap_or_default();
+        self.sent.lock().unwrap().push(SentPart {
+            number,
+            content_sha256: header("x-amz-content-sha256").unwrap_or_default(),
+            crc32c: header("x-amz-checksum-crc32c"),
+            signed_headers,
+        });
+        if self.corrupt_part == Some(number) {
+            let mut body = request
+                .body()
+                .bytes()
+                .expect("parts are sent from memory")
+                .to_vec();
+            let middle = body.len() / 2;
+            body[middle] ^= 0x01;
+            *request.body_mut() = aws_smithy_types::body::SdkBody::from(body);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_go_unsigned_with_a_signed_crc32c_and_garage_refuses_a_changed_part() {
+    let garage = TestGarage::start().await.unwrap();
+    let plain = garage.client().await;
+    let with = |wire: &PartWire| {
+        Client::from_conf(
+            plain
+                .config()
+                .to_builder()
+                .interceptor(wire.clone())
+                .build(),
+        )
+    };
+    // Two full parts and a short one, over plain HTTP with the default options.
+    let size = (10 << 20) + 4321;
+    let options = small_parts();
+    assert!(!options.sign_payload, "unsigned is the default");
+    let mut data = Vec::with_capacity(size);
+    let mut all = std::pin::pin!(chunks(size));
+    while let Some(c) = all.next().await {
+        data.extend_from_slice(&c.unwrap());
+    }
+    let crc32c = |bytes: &[u8]| {
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32;
+        aws_smithy_types::base64::encode(crc.to_be_bytes())
+    };
+
+    let wire = PartWire::default();
+    let key = "p/main/unsigned-crc32c.db";
+    let uploaded = upload_stream(
+        &with(&wire),
+        BUCKET,
+        key,
+        &SnapshotMetadata::default(),
+        chunks(size),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(uploaded.sha256, hex_sha256(&data));
+    assert_eq!(hex_sha256(&get_bytes(&plain, key).await), uploaded.sha256);
+    let mut sent = wire.sent.lock().unwrap().clone();
+    sent.sort_by_key(|p| p.number);
+    assert_eq!(sent.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2, 3]);
+    for (part, bytes) in sent.iter().zip(data.chunks(options.part_size)) {
+        assert_eq!(part.content_sha256, "UNSIGNED-PAYLOAD", "{part:?}");
+        assert_eq!(
+            part.crc32c.as_deref(),
+            Some(crc32c(bytes).as_str()),
+            "{part:?}"
+        );
+        assert!(
+            part.signed_headers
+                .split(';')
+                .any(|h| h == "x-amz-checksum-crc32c"),
+            "the checksum header is signed: {part:?}"
+        );
+    }
+
+    // The second part's body changed after signing: Garage checks it against the CRC32C,
+    // refuses it, and the upload is aborted with nothing left.
+    let wire = PartWire {
+        corrupt_part: Some(2),
+        ..PartWire::default()
+    };
+    let key = "p/main/changed-on-the-way.db";
+    let err = upload_stream(
+        &with(&wire),
+        BUCKET,
+        key,
+        &SnapshotMetadata::default(),
+        chunks(size),
+        &options,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        Error::UploadPart {
+            part: 2, source, ..
+        } => {
+            assert_eq!(source.status(), Some(400), "{err:?}");
+            assert_eq!(source.code(), Some("InvalidDigest"), "{err:?}");
+        }
+        other => panic!("expected part 2 refused, got {other:?}"),
+    }
+    assert!(multipart_uploads(&plain).await.is_empty());
+    assert!(!object_keys(&plain).await.contains(&key.to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

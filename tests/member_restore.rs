@@ -90,6 +90,7 @@ async fn init_containers_restore_every_member_and_a_rerun_keeps_its_data() {
         connection: garage.connection(),
         part_size_mib: None,
         compression: None,
+        sign_payload: None,
     };
     let s3 = garage.client().await;
     let admin = source.admin().await.unwrap();
@@ -241,6 +242,7 @@ async fn a_member_refuses_an_object_overwritten_after_the_restore_pinned_it() {
         connection: garage.connection(),
         part_size_mib: None,
         compression: None,
+        sign_payload: None,
     };
     let owner = Owner {
         namespace: "default",

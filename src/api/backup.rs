@@ -93,6 +93,16 @@ pub struct S3Destination {
     /// Uncompressed when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// Also sign each part's sha256 (SigV4 payload signing), so the server refuses a part
+    /// changed on the way even by someone who fixed up its checksum. Off when absent: each
+    /// part carries a signed CRC32C header the server checks (a part damaged on the way is
+    /// refused), and the whole snapshot's sha256 is recorded and checked on restore and by
+    /// `verify: true`; signing hashes every byte once more here and once more on the server.
+    /// Over plain HTTP it is what stops someone on the path from replacing a part with bytes
+    /// of his choosing (the recorded sha256 still catches them, but only at restore or
+    /// verification); over HTTPS, TLS already does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_payload: Option<bool>,
 }
 
 /// How snapshots are compressed on their way to S3.

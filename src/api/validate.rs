@@ -1057,6 +1057,7 @@ mod tests {
                     },
                     part_size_mib: None,
                     compression: None,
+                    sign_payload: None,
                 },
             },
             schedule: Some("0 */6 * * *".into()),

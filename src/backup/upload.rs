@@ -51,10 +51,13 @@ pub struct UploadOptions {
     /// Objects up to this size get their final metadata with one CopyObject; larger ones with
     /// a multipart copy in parts of this size (clamped to 5 MiB..=5 GiB).
     pub max_single_copy: u64,
-    /// Whether each part's sha256 goes into its SigV4 signature, for the server to check.
-    /// Needed on plain HTTP, where nothing else checks the bytes on the way; over TLS the
-    /// transport does, and `UNSIGNED-PAYLOAD` saves hashing every byte a second time here
-    /// and a third time on the server (see [`UploadOptions::for_destination`]).
+    /// Whether each part's sha256 also goes into its SigV4 signature (`signPayload: true`),
+    /// so that the server refuses a body changed on the way even by someone who fixed up its
+    /// checksum. Off by default: every part carries a signed CRC32C header the server checks
+    /// (corruption on the way is refused either way), the whole object's sha256 is recorded
+    /// and checked on restore, and signing costs a second sha256 of every byte here and a
+    /// third on the server (see [`UploadOptions::for_destination`] and `benches/backup.rs`,
+    /// which measures both).
     pub sign_payload: bool,
 }
 
@@ -64,7 +67,7 @@ impl Default for UploadOptions {
             part_size: crate::api::backup::DEFAULT_PART_SIZE_MIB as usize * (1 << 20),
             parts_in_flight: 3,
             max_single_copy: MAX_SINGLE_COPY,
-            sign_payload: true,
+            sign_payload: false,
         }
     }
 }
@@ -79,15 +82,10 @@ impl UploadOptions {
             .saturating_mul(parts)
     }
 
-    /// The options for a backup to `destination`: its `partSizeMiB`, and payload signing
-    /// only when its endpoint is plain HTTP (no endpoint is AWS S3, over HTTPS).
+    /// The options for a backup to `destination`: its `partSizeMiB` and `signPayload`.
     pub fn for_destination(destination: &crate::api::backup::S3Destination) -> Self {
         let mut options = Self::with_part_size_mib(destination.part_size_mib);
-        options.sign_payload = destination
-            .connection
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| !e.trim_start().to_ascii_lowercase().starts_with("https://"));
+        options.sign_payload = destination.sign_payload.unwrap_or(false);
         options
     }
 
@@ -553,10 +551,11 @@ fn finished(
     }
 }
 
-/// Uploads one part. With `sign` its payload's sha256 is part of the SigV4 signature (the
-/// server checks it: the only integrity check a plain-HTTP upload gets); without, the
-/// payload is sent as `UNSIGNED-PAYLOAD`, for TLS endpoints, whose transport already
-/// guarantees integrity, saving a sha256 of every byte here and on the server.
+/// Uploads one part with its CRC32C in `x-amz-checksum-crc32c`: a signed header the server
+/// checks the body against, refusing a part changed on the way (S3 answers `BadDigest`,
+/// Garage `InvalidDigest`). With `sign` the payload's sha256 is part of the SigV4 signature
+/// too (the server checks that as well); without, the payload is sent as `UNSIGNED-PAYLOAD`,
+/// which saves a sha256 of every byte here and on the server.
 async fn upload_part(
     target: &Target,
     number: i32,
@@ -572,6 +571,7 @@ async fn upload_part(
         .upload_id(&target.upload_id)
         .part_number(number)
         .content_length(len)
+        .checksum_crc32_c(crc32c_header(&body))
         .body(ByteStream::from(body))
         .customize();
     let request = if sign {
@@ -736,6 +736,13 @@ where
     })
 }
 
+/// The value of `x-amz-checksum-crc32c` for `bytes`: the base64 of the CRC32C (Castagnoli),
+/// big-endian, as S3 defines it.
+pub(crate) fn crc32c_header(bytes: &[u8]) -> String {
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32;
+    aws_smithy_types::base64::encode(crc.to_be_bytes())
+}
+
 /// `x-amz-copy-source`: `bucket/key`, the key percent-encoded except for `/`.
 fn copy_source(bucket: &str, key: &str) -> String {
     let mut out = format!("{bucket}/");
@@ -868,27 +875,35 @@ mod tests {
     }
 
     #[test]
-    fn payloads_are_signed_only_to_plain_http_endpoints() {
-        let to = |endpoint: Option<&str>| {
+    fn crc32c_header_is_the_base64_of_the_big_endian_castagnoli_crc() {
+        // RFC 3720's check value for CRC32C of "123456789" is 0xE3069283.
+        assert_eq!(crc32c_header(b"123456789"), "4waSgw==");
+        // Empty: CRC32C 0.
+        assert_eq!(crc32c_header(b""), "AAAAAA==");
+    }
+
+    #[test]
+    fn payloads_are_signed_only_when_the_destination_asks() {
+        let to = |endpoint: Option<&str>, sign: Option<bool>| {
             let mut d = crate::api::backup::S3Destination {
                 bucket: "b".into(),
                 prefix: None,
                 connection: crate::api::s3::S3Connection::default(),
                 part_size_mib: Some(8),
                 compression: None,
+                sign_payload: None,
             };
             d.connection.endpoint = endpoint.map(str::to_owned);
+            d.sign_payload = sign;
             UploadOptions::for_destination(&d)
         };
-        assert!(to(Some("http://127.0.0.1:3900")).sign_payload);
-        assert!(to(Some(" HTTP://minio:9000")).sign_payload);
-        // No scheme: not known to be TLS, so signed.
-        assert!(to(Some("minio:9000")).sign_payload);
-        assert!(!to(Some("https://s3.example.com")).sign_payload);
-        assert!(!to(Some("HTTPS://s3.example.com")).sign_payload);
-        // No endpoint is AWS S3, over HTTPS.
-        assert!(!to(None).sign_payload);
-        assert_eq!(to(None).part_size, 8 << 20);
+        // Plain HTTP or TLS alike: the CRC32C header protects each part, the sha256 the whole.
+        assert!(!to(Some("http://127.0.0.1:3900"), None).sign_payload);
+        assert!(!to(Some("https://s3.example.com"), None).sign_payload);
+        assert!(!to(None, Some(false)).sign_payload);
+        assert!(to(Some("http://127.0.0.1:3900"), Some(true)).sign_payload);
+        assert!(to(None, Some(true)).sign_payload);
+        assert_eq!(to(None, None).part_size, 8 << 20);
     }
 
     #[test]

@@ -391,6 +391,7 @@ pub(super) mod tests {
                     connection: S3Connection::default(),
                     part_size_mib: None,
                     compression: None,
+                    sign_payload: None,
                 },
             },
             schedule: schedule.map(str::to_owned),

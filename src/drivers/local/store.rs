@@ -423,6 +423,7 @@ mod tests {
                         connection: Default::default(),
                         part_size_mib: None,
                         compression: None,
+                        sign_payload: None,
                     },
                 },
                 schedule: Some("0 */6 * * *".into()),

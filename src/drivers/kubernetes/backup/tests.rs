@@ -34,6 +34,7 @@ fn spec(schedule: Option<&str>) -> EtcdBackupSpec {
                 },
                 part_size_mib: None,
                 compression: None,
+                sign_payload: None,
             },
         },
         schedule: schedule.map(str::to_owned),

@@ -443,6 +443,7 @@ fn backup_with_last(etcd_version: &str) -> Value {
                     },
                     part_size_mib: None,
                     compression: None,
+                    sign_payload: None,
                 },
             },
             schedule: None,
