@@ -581,20 +581,37 @@ async fn seeded_faults_one_at_a_time_lose_no_acknowledged_write() {
             );
         }
         if fault == Fault::FillQuota {
-            // The alarm went away because the operator's NOSPACE run finished it.
-            let last = run
-                .dir
-                .status(NAME)
-                .and_then(|st| st.maintenance)
-                .and_then(|m| m.last_run);
+            // The alarm went away because the operator's NOSPACE run finished it. The pass
+            // that disarmed it writes the status after the disarm: wait for it, with a
+            // deadline, rather than read it once.
             assert!(
-                what.contains(", NOSPACE,")
-                    && last
-                        .as_ref()
-                        .is_some_and(|r| r.reason == MaintenanceReason::NoSpace
-                            && r.outcome == Some(MaintenanceOutcome::Finished)),
-                "seed {seed} step {step} ({what}): no finished NOSPACE run: {last:?}"
+                what.contains(", NOSPACE,"),
+                "seed {seed} step {step} ({what})"
             );
+            let finished = wait_for(
+                Duration::from_secs(30),
+                "a finished NOSPACE run",
+                || async {
+                    let last = run
+                        .dir
+                        .status(NAME)
+                        .and_then(|st| st.maintenance)
+                        .and_then(|m| m.last_run);
+                    match &last {
+                        Some(r)
+                            if r.reason == MaintenanceReason::NoSpace
+                                && r.outcome == Some(MaintenanceOutcome::Finished) =>
+                        {
+                            Ok(())
+                        }
+                        _ => Err(format!("{last:?}")),
+                    }
+                },
+            )
+            .await;
+            if let Err(e) = finished {
+                panic!("seed {seed} step {step} ({what}): no finished NOSPACE run: {e}");
+            }
         }
         let took = at.elapsed();
         let acked = acks.lock().unwrap().written.len();
