@@ -8,6 +8,9 @@
 //!   the writer's acknowledged puts and longest stall, quorum sampled every 100 ms (health
 //!   of every member through the operator's identity) and, at the end, how many
 //!   acknowledged writes are missing;
+//! - CA rotation (`spec.tls.rotateCA`, three phases of rolling restarts) of a 3-member
+//!   cluster on 3.5 and 3.4 under the same kind of writer: wall time, phases, the writer's
+//!   longest stall, writes lost, quorum samples;
 //! - the cost of TLS on what a reconcile pass does with etcd: connect to every member, list
 //!   members and read each member's status (new connections, so new TLS handshakes, every pass), against
 //!   the same on a plaintext cluster.
@@ -153,6 +156,16 @@ async fn pass_cost() {
     }
 }
 
+/// `spec.tls.rotateCA` on 3-member clusters (3.5 and 3.4) under a writer through the
+/// application certificate: three phases, each a rolling restart.
+async fn ca_rotation() {
+    use etcd_operator::testing::ca_rotation_run::rotate_ca_under_a_writer;
+    for minor in [5, 4] {
+        let run = rotate_ca_under_a_writer(minor).await;
+        println!("{}", run.summary());
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,6 +173,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         rotation_under_a_writer().await;
+        ca_rotation().await;
         pass_cost().await;
     });
 }

@@ -636,105 +636,34 @@ async fn provided_certificates_are_served_and_bad_ones_change_nothing() {
 async fn ca_rotation_under_a_writer(minor: u64) {
     use etcd_operator::certs::ca_rotation::split_certificates;
     use etcd_operator::certs::inspect_pem;
-    use etcd_operator::testing::writer::{Writer, missing_writes, sample_quorum};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
+    use etcd_operator::testing::ca_rotation_run::{CLUSTER, rotate_ca_under_a_writer};
 
-    let version = latest(minor);
-    let mut s = Scenario::new(fast_policy());
-    s.write(&cluster_yaml("carot", 3, &version, ""));
-    s.start();
-    let st = s.wait_running("carot", 3, &version).await;
-    let urls = client_urls(&st);
-    let dir = std::path::PathBuf::from(
-        st.tls
-            .as_ref()
-            .and_then(|t| t.client_certificate.clone())
-            .expect("client certificate dir"),
+    let run = rotate_ca_under_a_writer(minor).await;
+    println!("{}", run.summary());
+    assert_eq!(run.phases, ["TrustBoth", "IssueFromNew", "DropOld"]);
+    assert!(
+        run.missing.is_empty(),
+        "acknowledged writes lost: {:?}",
+        run.missing
     );
-    let old_ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
-    let state = s.state_dir();
-    let names: Vec<String> = st.members.iter().map(|m| m.name.clone()).collect();
-    let pids_before: Vec<_> = names
-        .iter()
-        .map(|n| member_pid(&state, "carot", n))
-        .collect();
-
-    let writer = Writer::start(urls.clone(), dir.clone());
-    wait_for(LONG, "the writer writes", || async {
-        match writer.acked_count() {
-            n if n >= 100 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_quorum(urls.clone(), dir.clone(), stop.clone());
-
-    let started = std::time::Instant::now();
-    s.write(&cluster_yaml(
-        "carot",
-        3,
-        &version,
-        "  tls:\n    rotateCA: \"c1\"\n",
-    ));
-    let phases = Mutex::new(Vec::<String>::new());
-    wait_for(
-        Duration::from_secs(300),
-        "CA rotation c1 finished",
-        || async {
-            let st = s
-                .status("carot")
-                .and_then(|c| c.status)
-                .ok_or("no status")?;
-            let tls = st.tls.clone().unwrap_or_default();
-            if let Some(p) = &tls.ca_rotation {
-                let mut seen = phases.lock().unwrap();
-                if seen.last() != Some(p) {
-                    seen.push(p.clone());
-                }
-            }
-            let done = tls.ca_rotated.as_deref() == Some("c1")
-                && tls.ca_rotation.is_none()
-                && st.ready_members == 3
-                && st.phase == etcd_operator::api::cluster::ClusterPhase::Running;
-            if done {
-                Ok(())
-            } else {
-                Err(format!("{:?} {:?}", st.phase, tls.ca_rotation))
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let wall = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let (samples, without_quorum) = sampler.await.unwrap();
-    let written = writer.stop().await;
-    let missing = missing_writes(&urls, &dir, &written).await;
-    let phases = phases.into_inner().unwrap();
-    println!(
-        "CA rotation, 3 members, {version}: {:.1} s; phases {phases:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} connects retried; quorum samples {samples}, without quorum {without_quorum}",
-        wall.as_secs_f64(),
-        written.acked.len(),
-        written.longest_stall.as_secs_f64(),
-        written.retried_connects,
+    assert_eq!(
+        run.samples_without_quorum, 0,
+        "of {} samples",
+        run.quorum_samples
     );
-    assert_eq!(phases, ["TrustBoth", "IssueFromNew", "DropOld"]);
-    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
-    assert_eq!(without_quorum, 0, "of {samples} samples");
+    let (version, urls, dir, old_ca) = (&run.version, &run.urls, &run.dir, &run.old_ca);
+    let state = run.scenario.state_dir();
 
     // The new CA alone is trusted, and it signed what every member serves.
     let new_ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
     assert_eq!(split_certificates(&new_ca).len(), 1);
-    assert_ne!(new_ca, old_ca);
+    assert_ne!(&new_ca, old_ca);
     let server = std::fs::read(dir.join("server.crt")).unwrap();
     let facts = inspect_pem(&server, "server.crt").unwrap();
     assert!(facts.signed_by(new_ca.as_bytes()).unwrap());
     assert!(!facts.signed_by(old_ca.as_bytes()).unwrap());
-    let identity = etcd_operator::testing::converged::client_tls_in(&dir).unwrap();
-    for url in &urls {
+    let identity = etcd_operator::testing::converged::client_tls_in(dir).unwrap();
+    for url in urls {
         let address = url.trim_start_matches("https://");
         assert_eq!(
             served_certificate(address, &identity).await.unwrap(),
@@ -743,18 +672,18 @@ async fn ca_rotation_under_a_writer(minor: u64) {
         );
     }
     // Every member was restarted; a client that trusts only the old CA is refused.
-    for (name, before) in names.iter().zip(&pids_before) {
-        assert_ne!(member_pid(&state, "carot", name), *before, "{name}");
+    for (name, before) in &run.before {
+        assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
     }
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("old-ca.crt"), &old_ca).unwrap();
+    std::fs::write(tmp.path().join("old-ca.crt"), old_ca).unwrap();
     let cacert = format!("--cacert={}", tmp.path().join("old-ca.crt").display());
     let cert = format!("--cert={}", dir.join("client.crt").display());
     let key = format!("--key={}", dir.join("client.key").display());
-    let refused = etcdctl(&version, &urls[0], &[&cacert, &cert, &key, "get", "k"]);
+    let refused = etcdctl(version, &urls[0], &[&cacert, &cert, &key, "get", "k"]);
     assert!(refused.is_err(), "{refused:?}");
     let cacert = format!("--cacert={}", dir.join("ca.crt").display());
-    etcdctl(&version, &urls[0], &[&cacert, &cert, &key, "put", "k", "v"]).expect("new CA");
+    etcdctl(version, &urls[0], &[&cacert, &cert, &key, "put", "k", "v"]).expect("new CA");
 }
 
 #[tokio::test]

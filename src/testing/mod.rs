@@ -118,5 +118,6 @@ impl Error {
         matches!(self, Error::Exited { log_tail, .. } if log_tail.contains("address already in use"))
     }
 }
+pub mod ca_rotation_run;
 pub mod operator;
 pub mod process;
