@@ -642,6 +642,12 @@ async fn ca_rotation_under_a_writer(minor: u64) {
     println!("{}", run.summary());
     assert_eq!(run.phases, ["TrustBoth", "IssueFromNew", "DropOld"]);
     assert!(
+        run.cluster_phases
+            .contains(&etcd_operator::api::cluster::ClusterPhase::Rotating),
+        "{:?}",
+        run.cluster_phases
+    );
+    assert!(
         run.missing.is_empty(),
         "acknowledged writes lost: {:?}",
         run.missing

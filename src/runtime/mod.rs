@@ -175,6 +175,24 @@ pub enum CertificateSource<'a> {
     Installed,
 }
 
+impl CertificateSource<'_> {
+    /// Whether installing this over `installed` (what members read now) depends on what
+    /// members run with: only while a CA rotation waits for them (the operator's CA
+    /// mid-rotation, or a provided set bringing another CA). Runtimes look at their
+    /// members only then, never in a steady state.
+    pub fn waits_for_members(&self, installed: &crate::certs::bundle::Entries) -> bool {
+        use crate::certs::bundle::CA_CERT;
+        match self {
+            Self::Issue { .. } => crate::certs::ca_rotation::phase(installed, true).is_some(),
+            Self::Provided {
+                entries,
+                may_change_ca: false,
+            } => installed.get(CA_CERT).map(|c| c.trim()) != entries.get(CA_CERT).map(|c| c.trim()),
+            Self::Provided { .. } | Self::Installed => false,
+        }
+    }
+}
+
 /// `--initial-cluster-state`: bootstrap a new cluster, or join one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

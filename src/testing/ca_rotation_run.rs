@@ -29,6 +29,8 @@ pub struct CaRotationRun {
     pub wall: Duration,
     /// `status.tls.caRotation` values seen, in order.
     pub phases: Vec<String>,
+    /// Cluster phases (`status.phase`) seen while it ran, in order.
+    pub cluster_phases: Vec<ClusterPhase>,
     pub written: Written,
     /// Acknowledged writes not readable afterwards.
     pub missing: Vec<String>,
@@ -82,6 +84,7 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
         "  tls:\n    rotateCA: \"c1\"\n",
     ));
     let phases = Mutex::new(Vec::<String>::new());
+    let cluster_phases = Mutex::new(Vec::<ClusterPhase>::new());
     wait_for(
         Duration::from_secs(300),
         "CA rotation c1 finished",
@@ -91,6 +94,14 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
                 .and_then(|c| c.status)
                 .ok_or("no status")?;
             let tls = st.tls.clone().unwrap_or_default();
+            {
+                let mut seen = cluster_phases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if seen.last() != Some(&st.phase) {
+                    seen.push(st.phase);
+                }
+            }
             if let Some(p) = &tls.ca_rotation {
                 let mut seen = phases.lock().unwrap_or_else(PoisonError::into_inner);
                 if seen.last() != Some(p) {
@@ -124,6 +135,9 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
         before,
         wall,
         phases: phases.into_inner().unwrap_or_else(PoisonError::into_inner),
+        cluster_phases: cluster_phases
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner),
         written,
         missing,
         quorum_samples,

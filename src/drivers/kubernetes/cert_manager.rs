@@ -172,6 +172,15 @@ mod tests {
             peer["issuerRef"],
             json!({"name": "ca-issuer", "kind": "ClusterIssuer", "group": "cert-manager.io"})
         );
+        assert_eq!(
+            (&peer["duration"], &peer["renewBefore"]),
+            (&json!("2160h"), &json!("720h")),
+            "90 days, renewed 30 days before expiry"
+        );
+        assert_eq!(
+            peer["privateKey"],
+            json!({"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"})
+        );
         let client = &by_name["example-client"]["spec"];
         assert_eq!(client["dnsNames"], json!([]));
         assert_eq!(

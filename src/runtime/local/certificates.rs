@@ -38,13 +38,14 @@ fn read_entries(dir: &Path) -> Result<Entries, Error> {
 
 /// Makes the cluster's material on disk what `source` says (see
 /// [`crate::runtime::MemberRuntime::ensure_certificates`]) and returns it. `member_stamps`:
-/// the trust stamp each started member was last started with.
+/// the trust stamp each started member was last started with, when
+/// [`CertificateSource::waits_for_members`] (`None`: they count as current).
 pub fn ensure(
     state_dir: &Path,
     cluster: &ClusterRef,
     now: jiff::Timestamp,
     source: CertificateSource<'_>,
-    member_stamps: &[Option<String>],
+    member_stamps: Option<&[Option<String>]>,
 ) -> Result<ClusterCertificates, Error> {
     let dir = record::tls_dir(state_dir, cluster)?;
     fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
@@ -59,7 +60,7 @@ pub fn ensure(
     })?;
     let existing = read_entries(&dir)?;
     let installed = ca_rotation::trust_stamp(&existing);
-    let members_current = member_stamps.iter().all(|s| *s == installed);
+    let members_current = member_stamps.is_none_or(|stamps| stamps.iter().all(|s| *s == installed));
     let provided = matches!(source, CertificateSource::Provided { .. });
     let mut provided_phase = None;
     let (entries, issued) = match source {
@@ -144,6 +145,11 @@ pub fn dir(state_dir: &Path, cluster: &ClusterRef) -> Result<PathBuf, Error> {
 pub fn operator_tls(state_dir: &Path, cluster: &ClusterRef) -> Result<Option<TlsConfig>, Error> {
     let entries = read_entries(&record::tls_dir(state_dir, cluster)?)?;
     Ok(ClusterCertificates::of(&entries, Vec::new(), String::new(), true).map(|c| c.operator))
+}
+
+/// What members read now (every entry on disk).
+pub fn installed(state_dir: &Path, cluster: &ClusterRef) -> Result<Entries, Error> {
+    read_entries(&record::tls_dir(state_dir, cluster)?)
 }
 
 /// The trust stamp a member started now runs with; `None` without a CA on disk.

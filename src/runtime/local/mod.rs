@@ -472,19 +472,26 @@ impl MemberRuntime for LocalRuntime {
         cluster: &ClusterRef,
         source: CertificateSource<'_>,
     ) -> Result<ClusterCertificates, Error> {
-        let stamps: Vec<Option<String>> = self
-            .list(cluster)
-            .await?
-            .into_iter()
-            .map(|m| m.trust_stamp)
-            .collect();
+        // Members are looked at only while a rotation waits, never in a steady state.
+        let stamps: Option<Vec<Option<String>>> =
+            if source.waits_for_members(&certificates::installed(&self.state_dir, cluster)?) {
+                Some(
+                    self.list(cluster)
+                        .await?
+                        .into_iter()
+                        .map(|m| m.trust_stamp)
+                        .collect(),
+                )
+            } else {
+                None
+            };
         let _issuing = self.shared.certificates.lock().await;
         certificates::ensure(
             &self.state_dir,
             cluster,
             jiff::Timestamp::now(),
             source,
-            &stamps,
+            stamps.as_deref(),
         )
     }
 

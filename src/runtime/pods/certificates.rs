@@ -121,20 +121,9 @@ pub async fn ensure(
         }
         current.push(data);
     }
-    // What members mount now, and whether a CA rotation waits for them: only then are
-    // the member Pods listed (never in a steady state).
+    // What members mount now; the member Pods are listed only while a rotation waits.
     let mounted = member_entries(&current);
-    let rotating = match source {
-        CertificateSource::Issue { .. } => ca_rotation::phase(&existing, true).is_some(),
-        CertificateSource::Provided {
-            entries,
-            may_change_ca: false,
-        } => {
-            mounted.get(bundle::CA_CERT).map(|c| c.trim())
-                != entries.get(bundle::CA_CERT).map(|c| c.trim())
-        }
-        _ => false,
-    };
+    let rotating = source.waits_for_members(&mounted);
     let members_current = if rotating {
         let installed = ca_rotation::trust_stamp(&mounted);
         member_stamps.await?.iter().all(|s| *s == installed)
