@@ -701,3 +701,79 @@ async fn a_ca_rotation_of_an_etcd_3_5_cluster_keeps_quorum_and_every_write() {
 async fn a_ca_rotation_of_an_etcd_3_4_cluster_keeps_quorum_and_every_write() {
     ca_rotation_under_a_writer(4).await;
 }
+
+async fn plaintext_to_tls_under_a_writer(minor: u64) {
+    use etcd_operator::testing::tls_move_run::{CLUSTER, move_to_tls_under_a_writer};
+
+    let run = move_to_tls_under_a_writer(minor).await;
+    println!("{}", run.summary());
+    assert!(
+        run.reasons.iter().any(|r| r == "MovingToTls"),
+        "{:?}",
+        run.reasons
+    );
+    assert_eq!(run.reasons.last().map(String::as_str), Some("Serving"));
+    assert!(
+        run.missing.is_empty(),
+        "acknowledged writes lost: {:?}",
+        run.missing
+    );
+    assert_eq!(
+        run.samples_without_quorum, 0,
+        "of {} samples",
+        run.quorum_samples
+    );
+    assert!(run.written.acked.len() > 100);
+    let (version, dir) = (&run.version, &run.dir);
+    let state = run.scenario.state_dir();
+    // Same ports, now TLS; every member restarted (twice: peer certificate, listeners).
+    let ports = |urls: &[String]| -> Vec<String> {
+        urls.iter()
+            .map(|u| u.rsplit_once(':').unwrap().1.to_string())
+            .collect()
+    };
+    assert_eq!(ports(&run.urls), ports(&run.plain_urls));
+    for (name, before) in &run.before {
+        assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
+    }
+    // etcd dials every peer over TLS, and plaintext is refused on the client port.
+    let cacert = format!("--cacert={}", dir.join("ca.crt").display());
+    let cert = format!("--cert={}", dir.join("client.crt").display());
+    let key = format!("--key={}", dir.join("client.key").display());
+    let list = etcdctl(
+        version,
+        &run.urls[0],
+        &[&cacert, &cert, &key, "member", "list"],
+    )
+    .expect("member list over TLS");
+    assert_eq!(list.matches("https://").count(), 6, "{list}");
+    assert!(!list.contains("http://"), "{list}");
+    let plain = run.urls[0].replace("https://", "http://");
+    assert!(etcdctl(version, &plain, &["get", "k"]).is_err());
+    etcdctl(version, &run.urls[1], &["get", "k"]).expect_err("no client certificate");
+    // Each member's recorded command line requires client certificates on both ports.
+    for (name, _) in &run.before {
+        let record = std::fs::read_to_string(
+            state
+                .join("clusters/default")
+                .join(CLUSTER)
+                .join(name)
+                .join("member.json"),
+        )
+        .unwrap();
+        assert!(record.contains("--peer-client-cert-auth=true"), "{name}");
+        assert!(record.contains("--client-cert-auth=true"), "{name}");
+        assert!(record.contains("--listen-peer-urls=https://"), "{name}");
+        assert!(record.contains("--listen-client-urls=https://"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_running_etcd_3_5_cluster_moves_from_plaintext_to_tls_under_a_writer() {
+    plaintext_to_tls_under_a_writer(5).await;
+}
+
+#[tokio::test]
+async fn a_running_etcd_3_4_cluster_moves_from_plaintext_to_tls_under_a_writer() {
+    plaintext_to_tls_under_a_writer(4).await;
+}

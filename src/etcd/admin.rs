@@ -223,6 +223,36 @@ impl EtcdAdmin {
         Ok(resp.members().iter().map(member_from).collect())
     }
 
+    /// Sets member `id`'s peer URLs (what other members dial it at); returns the membership
+    /// after the change. Repeating it with the same URLs changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`], [`Error::PeerUrlExists`] when another member has one of
+    /// the URLs, [`Error::Unhealthy`] (retry later).
+    pub async fn member_update<I, S>(
+        &self,
+        id: MemberId,
+        peer_urls: I,
+    ) -> Result<Vec<Member>, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = peer_urls.into_iter().map(Into::into).collect();
+        let ctx = Ctx {
+            member: Some(id),
+            peer_urls: &urls,
+            ..Ctx::default()
+        };
+        let (resp, _) = self
+            .on_any(Op::MemberUpdate, ctx, |mut c| {
+                let urls = urls.clone();
+                async move { c.member_update(id.0, urls).await }
+            })
+            .await?;
+        Ok(resp.members().iter().map(member_from).collect())
+    }
+
     /// Removes member `id`; returns the membership after the change.
     ///
     /// The request goes to another member than `id` when the configured endpoints allow it:
@@ -581,7 +611,11 @@ impl EtcdAdmin {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.inner.timeouts.connect)
             .with_require_leader(require_leader);
-        if let Some(tls) = &self.inner.tls {
+        // A plaintext member of a cluster moving to TLS is dialled without it (etcd-client
+        // refuses TLS options for an http:// URL).
+        if let Some(tls) = &self.inner.tls
+            && endpoint.starts_with("https://")
+        {
             options = options.with_tls(tls.to_options()?);
         }
         let client = Client::connect([endpoint], Some(options))

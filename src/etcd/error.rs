@@ -22,6 +22,8 @@ pub enum Op {
     MemberPromote,
     #[strum(serialize = "member remove")]
     MemberRemove,
+    #[strum(serialize = "member update")]
+    MemberUpdate,
     Status,
     Health,
     Snapshot,
@@ -49,6 +51,7 @@ impl Op {
                 | Op::MemberAdd
                 | Op::MemberPromote
                 | Op::MemberRemove
+                | Op::MemberUpdate
                 | Op::MoveLeader
                 | Op::AlarmDisarm
                 | Op::Compact

@@ -70,6 +70,7 @@ pub(crate) fn voter(ordinal: u32, version: &str) -> ObservedMember {
             version: Some(v(version)),
             raft_index: Some(LEADER_RAFT_INDEX),
             is_leader: ordinal == 0,
+            peer_urls: vec![runtime(ordinal, version).peer_url],
         }),
         unhealthy_for: None,
         served_at: None,
@@ -182,6 +183,7 @@ impl Observed {
             version: None,
             raft_index: None,
             is_leader: false,
+            peer_urls: vec![runtime(ordinal, VERSION).peer_url],
         });
         m.unhealthy_for = Some(JUST_NOW);
         self.members.push(m);

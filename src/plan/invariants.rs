@@ -35,6 +35,7 @@ pub enum Rule {
     LeaderUpgradedLast,
     MoveLeaderToUpgradedVoter,
     ReloadOnlyWhenSafe,
+    TlsMoveOnlyWhenSafe,
     DoneOnlyWhenConverged,
 }
 
@@ -46,7 +47,7 @@ impl fmt::Display for Rule {
 
 /// Every rule `step` breaks, planned from `observed` towards `spec`; empty when it is safe.
 pub fn broken_rules(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> Vec<Rule> {
-    let checks: [(Rule, bool); 17] = [
+    let checks: [(Rule, bool); 18] = [
         (Rule::PausedTakesNoStep, paused_takes_no_step(step, spec)),
         (
             Rule::InvalidSpecIsBlocked,
@@ -104,6 +105,10 @@ pub fn broken_rules(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) ->
         (
             Rule::ReloadOnlyWhenSafe,
             reload_only_when_safe(step, spec, observed),
+        ),
+        (
+            Rule::TlsMoveOnlyWhenSafe,
+            tls_move_only_when_safe(step, spec, observed),
         ),
         (
             Rule::DoneOnlyWhenConverged,
@@ -459,6 +464,60 @@ pub fn done_only_when_converged(step: &Step, spec: &EtcdClusterSpec, observed: &
             .members
             .iter()
             .any(|m| m.runs_stale_trust(observed.trust_stamp.as_deref()))
+        && (!tls_wanted(spec)
+            || observed
+                .members
+                .iter()
+                .any(ObservedMember::is_plaintext_without_persistent_data)
+            || observed.members.iter().all(|m| {
+                m.tls_move_pending(observed.trust_stamp.as_deref())
+                    .is_none()
+            }))
+}
+
+fn tls_wanted(spec: &EtcdClusterSpec) -> bool {
+    crate::api::tls::TlsSpec::mode_of(spec.tls.as_ref()) == crate::api::tls::TlsMode::Enabled
+}
+
+/// A member is moved one stage towards TLS only when the spec asks for TLS, it is at that
+/// stage, no member is at an earlier stage, every member is healthy and at spec.version,
+/// nothing is pending, there are spec.size voters, no plaintext member is on an emptyDir,
+/// and the restart leaves a quorum; the leader only when it is the last one at its stage.
+pub fn tls_move_only_when_safe(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
+    let Step::MoveToTls { name, id, stage } = step else {
+        return true;
+    };
+    let installed = observed.trust_stamp.as_deref();
+    let Some(m) = observed.member(name) else {
+        return false;
+    };
+    let voters = observed.voter_count();
+    let restart_keeps_quorum =
+        voters <= 2 || observed.healthy_voter_count().saturating_sub(1) >= quorum(voters);
+    let is_leader = observed.leader_id() == Some(*id);
+    let others_past = observed
+        .members
+        .iter()
+        .filter(|o| o.id() != Some(*id))
+        .all(|o| o.tls_move_pending(installed).is_none_or(|s| s > *stage));
+    let none_behind = observed
+        .members
+        .iter()
+        .all(|o| o.tls_move_pending(installed).is_none_or(|s| s >= *stage));
+    tls_wanted(spec)
+        && m.id() == Some(*id)
+        && m.tls_move_pending(installed) == Some(*stage)
+        && none_behind
+        && !observed
+            .members
+            .iter()
+            .any(ObservedMember::is_plaintext_without_persistent_data)
+        && all_healthy(observed)
+        && !observed.has_pending_change()
+        && size_of(spec) == Some(voters)
+        && target_of(spec).is_some_and(|t| observed.members.iter().all(|o| o.version() == Some(&t)))
+        && restart_keeps_quorum
+        && (!is_leader || others_past)
 }
 
 /// A member is restarted to load new certificates only when it runs stale ones, every

@@ -24,7 +24,9 @@
 //! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
 //! 9. `rolling::reload_trust`: the same roll, restarting TLS members started on other
 //!    certificates than the installed ones (a CA rotation phase).
-//! 10. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
+//! 10. `tls_move::next`: the same roll, twice, moving a plaintext cluster the spec wants on
+//!     TLS there (`tls_move::repair_peer_url`, after step 4, finishes a move a crash cut).
+//! 11. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
 //!     that is done) has a compaction or defragmentation to do.
 //!
 //! # Guarantees
@@ -47,6 +49,7 @@ pub mod restore;
 mod rolling;
 mod scale;
 pub mod step;
+mod tls_move;
 mod upgrade;
 
 #[cfg(test)]
@@ -59,7 +62,7 @@ use semver::Version;
 pub use observed::{
     EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, Policy, RuntimeState,
 };
-pub use step::{BlockReason, RemovalReason, ReplaceReason, Step, WaitReason};
+pub use step::{BlockReason, RemovalReason, ReplaceReason, Step, TlsMoveStage, WaitReason};
 
 use crate::api::EtcdClusterSpec;
 use crate::api::validate;
@@ -100,11 +103,13 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
     }
     member_loss::revive(&ctx)
         .or_else(|| pending::finish(&ctx))
+        .or_else(|| tls_move::repair_peer_url(&ctx))
         .or_else(|| member_loss::replace(&ctx))
         .or_else(|| upgrade::guard(&ctx))
         .or_else(|| scale::resize(&ctx))
         .or_else(|| upgrade::roll(&ctx))
         .or_else(|| rolling::reload_trust(&ctx))
+        .or_else(|| tls_move::next(&ctx))
         .unwrap_or(Step::Done)
 }
 
@@ -114,6 +119,8 @@ pub(crate) struct Ctx<'a> {
     size: usize,
     /// spec.version.
     target: Version,
+    /// The spec asks for TLS (its mode is not Disabled).
+    tls_wanted: bool,
     observed: &'a Observed,
     policy: &'a Policy,
 }
@@ -124,6 +131,8 @@ impl<'a> Ctx<'a> {
         Some(Self {
             size: usize::try_from(spec.size).ok()?,
             target: validate::parse_version(&spec.version).ok()?,
+            tls_wanted: crate::api::tls::TlsSpec::mode_of(spec.tls.as_ref())
+                == crate::api::tls::TlsMode::Enabled,
             observed,
             policy,
         })

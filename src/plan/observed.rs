@@ -145,6 +145,8 @@ pub struct EtcdMemberState {
     pub version: Option<Version>,
     pub raft_index: Option<u64>,
     pub is_leader: bool,
+    /// The URLs etcd dials it at (`member update` changes them).
+    pub peer_urls: Vec<String>,
 }
 
 /// How patient the planner is; time always arrives as durations in [`Observed`].
@@ -289,6 +291,30 @@ impl ObservedMember {
                 && r.restart_keeps_data
                 && r.trust_stamp.as_deref() != Some(installed)
         })
+    }
+
+    /// What moving this member to TLS still needs, with `installed` the certificates'
+    /// trust stamp: `None` when it listens with TLS already, or cannot be restarted with its
+    /// data (an emptyDir member; no move starts while one is plaintext), or nothing is
+    /// installed.
+    pub fn tls_move_pending(&self, installed: Option<&str>) -> Option<super::TlsMoveStage> {
+        let installed = installed?;
+        let r = self.runtime.as_ref()?;
+        if !r.peer_url.starts_with("http://") || !r.restart_keeps_data {
+            return None;
+        }
+        Some(if r.trust_stamp.as_deref() == Some(installed) {
+            super::TlsMoveStage::Listen
+        } else {
+            super::TlsMoveStage::DialTls
+        })
+    }
+
+    /// A plaintext member that a restart would leave without its data (emptyDir).
+    pub fn is_plaintext_without_persistent_data(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.peer_url.starts_with("http://") && !r.restart_keeps_data)
     }
 
     /// Sort key for deterministic choices: ordinal (names without one last), then id.

@@ -170,12 +170,18 @@ fn build_observed(
         let ordinal = u32::try_from(i).unwrap_or(u32::MAX);
         let name = MemberName::new(CLUSTER, ordinal);
         let ver = version(VERSIONS[g.version]);
+        let scheme = if (i + leader_pick) % 5 == 4 {
+            "http"
+        } else {
+            "https"
+        };
         let runtime = RuntimeState {
             running: g.running,
             has_data: g.has_data,
             version: ver.clone(),
-            peer_url: format!("https://127.0.0.1:{}", 2380 + i),
-            client_url: format!("https://127.0.0.1:{}", 3379 + i),
+            // One in five still plaintext (a cluster moving to TLS).
+            peer_url: format!("{scheme}://127.0.0.1:{}", 2380 + i),
+            client_url: format!("{scheme}://127.0.0.1:{}", 3379 + i),
             // Varied by position: some restarted recently, some long ago; one in four on
             // storage that does not survive a restart.
             started_for: g
@@ -192,6 +198,7 @@ fn build_observed(
                 .into(),
             ),
         };
+        let peer_url = runtime.peer_url.clone();
         let etcd = |learner: bool, started: bool| EtcdMemberState {
             id: MemberId(0x1000 + u64::from(ordinal)),
             is_learner: learner,
@@ -204,6 +211,7 @@ fn build_observed(
                 Some(leader_raft_index)
             },
             is_leader: false,
+            peer_urls: vec![peer_url.clone()],
         };
         let (runtime, etcd) = match g.kind {
             Kind::Voter => (Some(runtime), Some(etcd(false, true))),
@@ -638,6 +646,7 @@ impl Sim {
                             self.raft_index
                         }),
                         is_leader: Some(e.id) == self.leader,
+                        peer_urls: vec![format!("http://{}:2380", m.name)],
                     });
                 ObservedMember {
                     name: m.name.clone(),
@@ -930,11 +939,12 @@ impl Sim {
                 }
                 r.running = r.has_data && comes_up;
             }
-            // The simulation runs plaintext members: nothing to reload.
-            Step::ReloadTrust { name, .. } => {
-                return Err(format!(
-                    "reload {name}: plaintext members have no certificates"
-                ));
+            // The simulation runs plaintext members without certificates: nothing to
+            // reload, nothing to move to TLS with.
+            Step::ReloadTrust { name, .. }
+            | Step::MoveToTls { name, .. }
+            | Step::UpdatePeerUrl { name, .. } => {
+                return Err(format!("{step}: {name} has no certificates"));
             }
             // next_step never plans maintenance or recovery (the reconcile pass asks
             // plan::maintenance and plan::recovery).

@@ -73,8 +73,10 @@ mod tests {
         let mut o = observed(n);
         o.trust_stamp = Some("new".into());
         for ordinal in 0..n {
-            let r = o.at(ordinal).runtime.as_mut().unwrap();
+            let m = o.at(ordinal);
+            let r = m.runtime.as_mut().unwrap();
             r.peer_url = r.peer_url.replace("http://", "https://");
+            m.etcd.as_mut().unwrap().peer_urls = vec![r.peer_url.clone()];
             let stamp = if stale.contains(&ordinal) {
                 "old"
             } else {
@@ -136,14 +138,14 @@ mod tests {
     }
 
     #[test]
-    fn a_member_without_a_recorded_stamp_is_restarted_once_and_plaintext_never() {
+    fn a_member_without_a_recorded_stamp_is_restarted_once_and_plaintext_never_reloaded() {
         let mut o = tls(3, &[]);
         o.at(2).runtime.as_mut().unwrap().trust_stamp = None;
         assert_eq!(plan(&o), reload(2));
-        // Plaintext members have no certificates to load.
+        // Plaintext members have no certificates to reload: they are moved to TLS instead.
         let mut o = observed(3);
         o.trust_stamp = Some("new".into());
-        assert_eq!(plan(&o), Step::Done);
+        assert!(matches!(plan(&o), Step::MoveToTls { .. }), "{}", plan(&o));
         // A member on an emptyDir would come back empty: never restarted for this.
         let mut o = tls(3, &[2]);
         o.at(2).runtime.as_mut().unwrap().restart_keeps_data = false;

@@ -65,6 +65,21 @@ pub enum Step {
     /// installed certificates: etcd reads the CAs it trusts only when it starts (one
     /// phase of a CA rotation, see [`crate::certs::ca_rotation`]).
     ReloadTrust { name: MemberName, id: MemberId },
+    /// One member of a plaintext cluster moved one stage towards TLS (the spec asks for
+    /// TLS), with its data, id and version; see `plan::tls_move`.
+    MoveToTls {
+        name: MemberName,
+        id: MemberId,
+        stage: TlsMoveStage,
+    },
+    /// etcd dials `id` with another scheme than the member listens with (a move to TLS
+    /// interrupted between the runtime's record and etcd's `member update`): `member
+    /// update` it to `peer_url`, the runtime's.
+    UpdatePeerUrl {
+        name: MemberName,
+        id: MemberId,
+        peer_url: String,
+    },
     /// No member answers and `name` runs a version the cluster never served at: run it
     /// (with its data) at `to`, the version the cluster last served at, which spec.version
     /// was set back to. How a lone member comes back from a failed upgrade.
@@ -92,6 +107,29 @@ pub enum Step {
     Paused,
     /// The cluster is as the spec asks.
     Done,
+}
+
+/// How far a plaintext member is moved towards TLS by one [`Step::MoveToTls`], in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsMoveStage {
+    /// Restart it still listening plaintext, holding the cluster's peer certificate and
+    /// trusting its CA, so it can dial members that already listen with TLS. Every member
+    /// is so before the first one listens with TLS.
+    DialTls,
+    /// Stop it, record its `https://` address (same ports), `member update` its peer URL
+    /// while it is stopped (it cannot be dialled at either meanwhile, and a stopped member
+    /// starts no election), then start it with TLS listeners that require client
+    /// certificates.
+    Listen,
+}
+
+impl fmt::Display for TlsMoveStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DialTls => "give it the peer certificate, still listening plaintext",
+            Self::Listen => "move its peer and client listeners to TLS",
+        })
+    }
 }
 
 /// Why a member is removed from etcd.
@@ -240,6 +278,10 @@ impl fmt::Display for Step {
             Step::UpgradeMember { name, to, .. } => write!(f, "run {name} at {to}"),
             Step::ReloadTrust { name, .. } => {
                 write!(f, "restart {name} to load the installed certificates")
+            }
+            Step::MoveToTls { name, stage, .. } => write!(f, "move {name} to TLS: {stage}"),
+            Step::UpdatePeerUrl { name, peer_url, .. } => {
+                write!(f, "tell etcd {name} listens at {peer_url}")
             }
             Step::RollBackMember { name, to } => {
                 write!(f, "roll {name} back to {to}, the version it last served at")

@@ -139,9 +139,9 @@ fn is_not_yet(e: &etcd::Error) -> bool {
     )
 }
 
-/// What the cluster's ports speak, which every new member must speak too: that of the
-/// members the runtime has (all alike: moving a running cluster between the two is not
-/// supported yet), else what the spec asks for.
+/// What the cluster's ports speak, which every new member must speak too: that of most
+/// members the runtime has (all alike, but for a cluster moving to TLS), else what the spec
+/// asks for.
 pub fn transport(spec: &EtcdClusterSpec, observed: &Observed) -> Transport {
     let (tls, plain) = observed
         .members
@@ -150,7 +150,7 @@ pub fn transport(spec: &EtcdClusterSpec, observed: &Observed) -> Transport {
         .fold((0, 0), |(tls, plain), r| {
             match Transport::of_url(&r.client_url) {
                 Transport::Tls => (tls + 1, plain),
-                Transport::Plain => (tls, plain + 1),
+                Transport::Plain | Transport::PlainDialingTls => (tls, plain + 1),
             }
         });
     match (tls, plain) {
@@ -216,7 +216,15 @@ pub async fn execute<R: MemberRuntime>(
     step: &Step,
     tls: Option<&TlsConfig>,
 ) -> Result<Executed, Error> {
-    let transport = transport(spec, observed);
+    // While a plaintext cluster moves to TLS, a new plaintext member dials TLS peers too.
+    let transport = match transport(spec, observed) {
+        Transport::Plain
+            if tls.is_some() && TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Enabled =>
+        {
+            Transport::PlainDialingTls
+        }
+        t => t,
+    };
     match step {
         Step::Bootstrap { members, version } => {
             bootstrap(runtime, cluster, token, spec, members, version, transport).await?;
@@ -356,6 +364,22 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::ReloadTrust { source })?;
             Ok(Executed::Applied)
         }
+        Step::MoveToTls { name, id, stage } => {
+            move_to_tls(runtime, cluster, observed, tls, name, *id, *stage).await
+        }
+        Step::UpdatePeerUrl { name, id, peer_url } => {
+            let admin = admin(observed, tls).await?;
+            match admin.member_update(*id, [peer_url.clone()]).await {
+                Ok(_) => {
+                    info!(member = %name, id = %id, %peer_url, "etcd dials the member at its recorded address again");
+                    Ok(Executed::Applied)
+                }
+                Err(e) if is_not_yet(&e) => Ok(Executed::NotYet(e.to_string())),
+                Err(source) => Err(Error::MoveToTls {
+                    source: source.into(),
+                }),
+            }
+        }
         Step::Maintain { action, .. } => {
             super::maintain::execute(observed, endpoints(observed), tls, action)
                 .await
@@ -368,6 +392,69 @@ pub async fn execute<R: MemberRuntime>(
         | Step::Paused
         | Step::Done => Ok(Executed::Nothing),
     }
+}
+
+/// One member one stage closer to TLS ([`crate::plan::TlsMoveStage`]): restarted holding
+/// the peer certificate, or stopped, recorded at its `https://` address, dialled there by
+/// etcd, and started with TLS listeners. The order makes every crash finish forward: a
+/// stopped member is started again with what the runtime recorded, and etcd is told that
+/// address (`Step::UpdatePeerUrl`) if the crash came before it was.
+async fn move_to_tls<R: MemberRuntime>(
+    runtime: &R,
+    cluster: &ClusterRef,
+    observed: &Observed,
+    tls: Option<&TlsConfig>,
+    name: &crate::plan::MemberName,
+    id: etcd::MemberId,
+    stage: crate::plan::TlsMoveStage,
+) -> Result<Executed, Error> {
+    use crate::plan::TlsMoveStage;
+    let runtime_error = |source: crate::runtime::Error| Error::MoveToTls {
+        source: source.into(),
+    };
+    match stage {
+        TlsMoveStage::DialTls => {
+            runtime
+                .set_transport(cluster, name.as_str(), Transport::PlainDialingTls)
+                .await
+                .map_err(runtime_error)?;
+        }
+        TlsMoveStage::Listen => {
+            // The others answer the update: the member is stopped by then.
+            let others: Vec<String> = observed
+                .members
+                .iter()
+                .filter(|m| m.id() != Some(id))
+                .filter_map(|m| m.runtime.as_ref())
+                .map(|r| r.client_url.clone())
+                .collect();
+            let address = runtime
+                .set_transport(cluster, name.as_str(), Transport::Tls)
+                .await
+                .map_err(runtime_error)?;
+            crash_point(failpoint::MOVE_TO_TLS_AFTER_RECORD);
+            let tls = TlsConfig::for_endpoints(&others, tls);
+            let admin =
+                EtcdAdmin::connect(others, tls)
+                    .await
+                    .map_err(|source| Error::MoveToTls {
+                        source: source.into(),
+                    })?;
+            admin
+                .member_update(id, [address.peer_url.clone()])
+                .await
+                .map_err(|source| Error::MoveToTls {
+                    source: source.into(),
+                })?;
+            info!(member = %name, %id, peer_url = %address.peer_url, "etcd dials the member over TLS");
+        }
+    }
+    runtime
+        .restart(cluster, name.as_str(), None)
+        .await
+        .map_err(runtime_error)?;
+    info!(member = %name, %id, ?stage, "member restarted on its way to TLS");
+    Ok(Executed::Applied)
 }
 
 #[cfg(test)]

@@ -109,6 +109,11 @@ pub enum Error {
         #[source]
         source: runtime::Error,
     },
+    #[error("moving a member of a plaintext cluster to TLS")]
+    MoveToTls {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("issuing or reading the cluster's certificates")]
     Certificates {
         #[source]

@@ -258,6 +258,7 @@ fn join(
             version: st.map(|s| s.version.clone()),
             raft_index: st.map(|s| s.raft_index),
             is_leader: Some(m.id) == leader,
+            peer_urls: m.peer_urls.clone(),
         }
     };
     for rm in runtime_members {

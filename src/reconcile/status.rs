@@ -277,6 +277,8 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::ReloadTrust { .. } => "RestartingForCertificates",
+        Step::MoveToTls { .. } => "MovingToTls",
+        Step::UpdatePeerUrl { .. } => "UpdatingPeerUrl",
         Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Recover { .. } => "Recovering",
         Step::Wait { .. } => "Waiting",
@@ -342,8 +344,43 @@ pub fn with_tls(
         .min_by_key(|c| c.not_after.0)
         .map(|c| format!("; earliest expiry: {} ({})", c.not_after.0, c.name))
         .unwrap_or_default();
+    // Members that listen plaintext, of those the runtime has; and whether the planner can
+    // move them (none on an emptyDir).
+    let runtime_members: Vec<_> = observed
+        .members
+        .iter()
+        .filter_map(|m| m.runtime.as_ref())
+        .collect();
+    let plaintext = runtime_members
+        .iter()
+        .filter(|r| Transport::of_url(&r.peer_url) == Transport::Plain)
+        .count();
+    let movable = !observed
+        .members
+        .iter()
+        .any(crate::plan::ObservedMember::is_plaintext_without_persistent_data);
+    let serving = if plaintext > 0 && plaintext < runtime_members.len() {
+        // Mixed: a move to TLS is under way.
+        Transport::Plain
+    } else {
+        serving
+    };
     let (mut status, mut reason, mut message) = match (asked, has_members.then_some(serving)) {
-        (TlsMode::Disabled, None | Some(Transport::Plain)) => (
+        (TlsMode::Enabled, Some(Transport::Plain | Transport::PlainDialingTls))
+            if movable && certificates.is_some() =>
+        {
+            let location = certificates.map_or("", |c| c.client_location.as_str());
+            (
+                Status::False,
+                "MovingToTls",
+                format!(
+                    "moving the running cluster to TLS one member at a time (every member first holds the peer certificate, then each listens with TLS, the leader last): {} of {} members listen with TLS; as each moves, applications must dial it with https:// and the client certificate in {location}{earliest}",
+                    runtime_members.len() - plaintext,
+                    runtime_members.len()
+                ),
+            )
+        }
+        (TlsMode::Disabled, None | Some(Transport::Plain | Transport::PlainDialingTls)) => (
             Status::False,
             "Disabled",
             "spec.tls.mode is Disabled: members serve plaintext".to_string(),
@@ -358,15 +395,22 @@ pub fn with_tls(
             "Serving",
             format!("members serve TLS and require client certificates{earliest}"),
         ),
-        (TlsMode::Enabled, Some(Transport::Plain)) => (
+        (TlsMode::Enabled, Some(Transport::Plain | Transport::PlainDialingTls)) => (
             Status::False,
             "PlaintextMembers",
-            "members serve plaintext (they were made before TLS, or with spec.tls.mode Disabled); moving a running cluster to TLS is not supported yet: set spec.tls.mode to Disabled to say so, or restore a backup into a new cluster".to_string(),
+            if movable {
+                "members serve plaintext and no certificates are installed to move them to TLS with"
+                    .to_string()
+            } else {
+                "members serve plaintext and some keep their data on storage.emptyDir: the restarts that move a cluster to TLS would lose it, so the cluster stays plaintext; set spec.tls.mode to Disabled to say so, or restore a backup into a new cluster with persistent storage".to_string()
+            },
         ),
         (TlsMode::Disabled, Some(Transport::Tls)) => (
             Status::True,
             "TlsMembers",
-            format!("spec.tls.mode is Disabled but members serve TLS; moving a running cluster off TLS is not supported yet, so it stays on{earliest}"),
+            format!(
+                "spec.tls.mode is Disabled but members serve TLS; moving a running cluster off TLS is not supported yet, so it stays on{earliest}"
+            ),
         ),
     };
     if !pass.problems.is_empty() {
@@ -664,7 +708,9 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
             ClusterPhase::Upgrading
         }
-        Step::ReloadTrust { .. } => ClusterPhase::Rotating,
+        Step::ReloadTrust { .. } | Step::MoveToTls { .. } | Step::UpdatePeerUrl { .. } => {
+            ClusterPhase::Rotating
+        }
         // Maintenance runs on a cluster that is otherwise done.
         Step::Maintain { .. } if available => ClusterPhase::Running,
         Step::Maintain { .. } => ClusterPhase::Degraded,
@@ -729,6 +775,7 @@ mod tests {
                 version: Some(semver::Version::new(3, 5, 16)),
                 raft_index: Some(10),
                 is_leader: leader,
+                peer_urls: vec![format!("http://127.0.0.1:{}", 20000 + i)],
             }),
             unhealthy_for: (!healthy).then(|| std::time::Duration::from_secs(1)),
             served_at: None,

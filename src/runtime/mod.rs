@@ -58,11 +58,16 @@ pub struct MemberAddress {
     pub client_url: String,
 }
 
-/// How a member's ports speak: plaintext, or TLS requiring client certificates. Fixed when
-/// its address is reserved: it is the scheme of the member's URLs.
+/// How a member's ports speak: plaintext, or TLS requiring client certificates. Chosen
+/// when its address is reserved (it is the scheme of the member's URLs) and changed only by
+/// [`MemberRuntime::set_transport`], when a running cluster moves to TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transport {
     Plain,
+    /// Listens plaintext, but holds the cluster's peer certificate and trusts its CA, so it
+    /// can dial members that already moved to TLS: every member of a plaintext cluster is
+    /// restarted so before the first one moves.
+    PlainDialingTls,
     Tls,
 }
 
@@ -70,9 +75,34 @@ impl Transport {
     /// The URL scheme.
     pub fn scheme(self) -> &'static str {
         match self {
-            Self::Plain => "http",
+            Self::Plain | Self::PlainDialingTls => "http",
             Self::Tls => "https",
         }
+    }
+
+    /// It is given the cluster's certificate files (to listen with, or to dial with).
+    pub fn has_certificates(self) -> bool {
+        self != Self::Plain
+    }
+
+    /// What a member reserved at `url` and launched asking for `self` runs with: the URL's
+    /// scheme decides between plaintext and TLS (a member keeps the address it was reserved
+    /// with), `self` whether a plaintext one dials TLS peers.
+    pub fn at_url(self, url: &str) -> Self {
+        match (Self::of_url(url), self) {
+            (Self::Tls, _) => Self::Tls,
+            (_, Self::PlainDialingTls) => Self::PlainDialingTls,
+            _ => Self::Plain,
+        }
+    }
+
+    /// `url` (`http://` or `https://`) with this transport's scheme, the rest unchanged.
+    pub fn with_scheme(self, url: &str) -> String {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url);
+        format!("{}://{rest}", self.scheme())
     }
 
     /// The transport a URL speaks.
@@ -317,6 +347,22 @@ pub trait MemberRuntime: Send + Sync {
         name: &str,
         version: Option<semver::Version>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Moves the member to `transport` on the same ports and data: stops it (if it runs),
+    /// then records its address with the transport's scheme and its launch with the
+    /// transport's certificate flags. Does not start it: the caller tells etcd the new peer
+    /// URL first (a stopped member cannot be dialled at the old one meanwhile), then calls
+    /// [`Self::restart`]. Returns the member's new address. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`] when it was never created; [`Error::RestartLosesData`]
+    /// when stopping it would lose its data (an emptyDir Pod).
+    fn set_transport(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        transport: Transport,
+    ) -> impl Future<Output = Result<MemberAddress, Error>> + Send;
 
     /// Stops the member and removes its data and record. Only call it after etcd removed
     /// the member; deleting an unknown member succeeds.

@@ -121,3 +121,4 @@ impl Error {
 pub mod ca_rotation_run;
 pub mod operator;
 pub mod process;
+pub mod tls_move_run;

@@ -315,6 +315,26 @@ pub fn member_pid_opt(state: &Path, cluster: &str, member: &str) -> Option<nix::
     nix::sys::signal::kill(pid, None).ok().map(|_| pid)
 }
 
+/// The client URLs the local runtime recorded for `cluster`'s members (`member.json`), by
+/// member name: what each listens at now, also in the middle of a move to TLS.
+pub fn recorded_client_urls(state: &Path, cluster: &str) -> Vec<String> {
+    let Ok(dirs) = std::fs::read_dir(state.join("clusters/default").join(cluster)) else {
+        return Vec::new();
+    };
+    let mut urls: Vec<(String, String)> = dirs
+        .filter_map(Result::ok)
+        .filter_map(|d| {
+            let json = std::fs::read(d.path().join("member.json")).ok()?;
+            let record: serde_json::Value = serde_json::from_slice(&json).ok()?;
+            record.get("launch")?;
+            let url = record.pointer("/address/client_url")?.as_str()?.to_string();
+            Some((d.file_name().to_string_lossy().into_owned(), url))
+        })
+        .collect();
+    urls.sort();
+    urls.into_iter().map(|(_, url)| url).collect()
+}
+
 /// Like [`member_pid_opt`], panicking when the member has no live process.
 pub fn member_pid(state: &Path, cluster: &str, member: &str) -> nix::unistd::Pid {
     member_pid_opt(state, cluster, member).unwrap_or_else(|| panic!("{member} has no live pid"))

@@ -34,9 +34,32 @@ pub struct Written {
     pub retried_connects: u64,
 }
 
+/// Where the writer and the sampler find the cluster's members: asked again on every
+/// connection, so they follow members whose client URLs change scheme (a move to TLS).
+pub type Endpoints = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// The endpoints one etcd client can dial, and how: the `https://` ones with the client
+/// certificate in `dir` when there are any (etcd-client takes one scheme per client), else
+/// the `http://` ones without.
+fn dialable(urls: Vec<String>, dir: &Path) -> (Vec<String>, Option<crate::etcd::TlsConfig>) {
+    let (tls, plain): (Vec<String>, Vec<String>) =
+        urls.into_iter().partition(|u| u.starts_with("https://"));
+    if tls.is_empty() {
+        (plain, None)
+    } else {
+        (tls, client_tls_in(dir))
+    }
+}
+
 impl Writer {
     /// Starts writing to `urls` with the client certificate in `dir`.
     pub fn start(urls: Vec<String>, dir: PathBuf) -> Self {
+        Self::following(Arc::new(move || urls.clone()), dir)
+    }
+
+    /// Starts writing to the members `endpoints` names when it connects (again after every
+    /// failed put), with the client certificate in `dir` for the `https://` ones.
+    pub fn following(endpoints: Endpoints, dir: PathBuf) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let reconnect = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -54,12 +77,9 @@ impl Writer {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let mut tries = 0;
                 loop {
-                    let tls = client_tls_in(&dir);
-                    match etcd_client::Client::connect(
-                        urls.clone(),
-                        Some(connect_options(tls.as_ref())),
-                    )
-                    .await
+                    let (urls, tls) = dialable(endpoints(), &dir);
+                    match etcd_client::Client::connect(urls, Some(connect_options(tls.as_ref())))
+                        .await
                     {
                         Ok(c) => return (c, tries),
                         Err(e) if Instant::now() < deadline => {
@@ -136,9 +156,20 @@ pub fn sample_quorum(
     dir: PathBuf,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(u64, u64)> {
+    sample_quorum_following(Arc::new(move || urls.clone()), dir, stop)
+}
+
+/// [`sample_quorum`] of the members `endpoints` names at each sample (each dialled with
+/// its own scheme: `https://` ones through the client certificate in `dir`).
+pub fn sample_quorum_following(
+    endpoints: Endpoints,
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
     tokio::spawn(async move {
         let (mut samples, mut lost) = (0u64, 0u64);
         while !stop.load(Ordering::Relaxed) {
+            let urls = endpoints();
             let ok = match EtcdAdmin::connect(urls.clone(), client_tls_in(&dir)).await {
                 Ok(admin) => {
                     let mut healthy = 0;

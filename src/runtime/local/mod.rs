@@ -324,7 +324,10 @@ impl LocalRuntime {
         // `once`: flags for this start only, never written to the record.
         let flags: Vec<String> = launch.flags.iter().chain(once).cloned().collect();
         // What the process finds on disk when it reads its certificates, just after this.
-        let trust_stamp = if flags.iter().any(|f| f.starts_with("--trusted-ca-file")) {
+        let trust_stamp = if flags
+            .iter()
+            .any(|f| f.starts_with("--peer-trusted-ca-file"))
+        {
             certificates::trust_stamp(&self.state_dir, cluster)?
         } else {
             None
@@ -563,6 +566,47 @@ impl MemberRuntime for LocalRuntime {
         let binary = self.binary(&launch.version)?;
         self.stop_locked(cluster, name, &paths).await?;
         self.start_locked(cluster, &paths, record, launch, &binary, &[])
+    }
+
+    /// Stops the process, then rewrites `member.json`: the address's scheme (same ports)
+    /// and the recorded flags ([`flags::with_transport`]).
+    async fn set_transport(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        transport: Transport,
+    ) -> Result<MemberAddress, Error> {
+        let paths = self.paths(cluster, name)?;
+        let member = self.member_lock(cluster, name);
+        let _member = member.lock().await;
+        let not_found = || Error::MemberNotFound {
+            cluster: cluster.clone(),
+            name: name.to_string(),
+        };
+        let mut record = paths.read_record()?.ok_or_else(not_found)?;
+        let mut launch = record.launch.clone().ok_or_else(not_found)?;
+        let from = record.address.clone();
+        let to = MemberAddress {
+            name: from.name.clone(),
+            peer_url: transport.with_scheme(&from.peer_url),
+            client_url: transport.with_scheme(&from.client_url),
+        };
+        let flags = flags::with_transport(
+            &launch.flags,
+            &from,
+            &to,
+            transport,
+            Some(&self.tls_files(cluster)?),
+        )?;
+        self.stop_locked(cluster, name, &paths).await?;
+        if flags != launch.flags || to != from {
+            launch.flags = flags;
+            record.address = to.clone();
+            record.launch = Some(launch);
+            paths.write_record(&record)?;
+            info!(%cluster, member = name, peer_url = %to.peer_url, client_url = %to.client_url, ?transport, "member stopped and moved to another transport");
+        }
+        Ok(to)
     }
 
     async fn delete(&self, cluster: &ClusterRef, name: &str) -> Result<(), Error> {

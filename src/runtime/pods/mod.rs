@@ -255,7 +255,7 @@ impl PodRuntime {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if launch.transport == Transport::Tls
+        if launch.transport.has_certificates()
             && let Some(stamp) = stamp
         {
             pod.metadata
@@ -599,6 +599,58 @@ impl MemberRuntime for PodRuntime {
         }
         info!(cluster = %cluster, member = name, "recreating pod on its pvc");
         self.create_pod(&launch, DataVolume::Pvc).await
+    }
+
+    /// Records `transport` in the launch on the PVC, then deletes the Pod and waits until
+    /// it is gone; [`Self::restart`] creates the next one from that launch.
+    async fn set_transport(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        transport: Transport,
+    ) -> Result<MemberAddress, Error> {
+        self.check(cluster)?;
+        let pod = self
+            .api::<Pod>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPod {
+                name: name.to_string(),
+                source,
+            })?;
+        if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
+            return Err(Error::ForeignPod {
+                name: name.to_string(),
+                owner: controller_uid(pod),
+            });
+        }
+        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
+            return Err(match pod.as_ref().filter(|p| is_alive(p)) {
+                Some(_) => Error::RestartLosesData {
+                    name: name.to_string(),
+                },
+                None => Error::MemberNotFound {
+                    cluster: cluster.clone(),
+                    name: name.to_string(),
+                },
+            });
+        };
+        let mut launch = match LaunchAnnotation::decode("pvc", &pvc.metadata) {
+            Ok(launch) => launch,
+            Err(e) => match &pod {
+                Some(pod) => LaunchAnnotation::decode("pod", &pod.metadata)?,
+                None => return Err(e),
+            },
+        };
+        if launch.transport != transport {
+            launch.transport = transport;
+            self.record_launch_on_pvc(name, &launch).await?;
+        }
+        if let Some(pod) = &pod {
+            self.delete_pod_and_wait(pod).await?;
+        }
+        info!(cluster = %cluster, member = name, ?transport, "pod deleted; its pvc's launch moved to another transport");
+        Ok(self.objects.address(name, transport))
     }
 
     /// Deletes the Pod and the PVC; missing ones are fine.

@@ -262,7 +262,10 @@ impl Objects {
         volume: DataVolume,
         once: &[String],
     ) -> Result<Pod, Error> {
+        // TLS listeners (probed on the plaintext metrics port); certificates mounted for
+        // them, or for a plaintext member dialling TLS peers.
         let tls = launch.transport == Transport::Tls;
+        let certs = launch.transport.has_certificates();
         let name = launch.name.as_str();
         let policy = self.spec.pod.clone().unwrap_or_default();
         // The user's labels and annotations first, so ours win.
@@ -320,7 +323,7 @@ impl Objects {
             ),
             volume_mounts: Some(
                 std::iter::once(data_mount)
-                    .chain(tls.then(|| VolumeMount {
+                    .chain(certs.then(|| VolumeMount {
                         name: TLS_VOLUME.into(),
                         mount_path: TLS_MOUNT.into(),
                         read_only: Some(true),
@@ -372,7 +375,7 @@ impl Objects {
                 containers: vec![container],
                 volumes: Some(
                     std::iter::once(volume)
-                        .chain(tls.then(|| Volume {
+                        .chain(certs.then(|| Volume {
                             name: TLS_VOLUME.into(),
                             secret: Some(SecretVolumeSource {
                                 secret_name: Some(member_tls_secret_name(&self.cluster)),
@@ -435,11 +438,12 @@ impl Objects {
             format!("--initial-cluster-state={}", launch.state.as_flag()),
             format!("--initial-cluster-token={}", launch.cluster_token),
         ];
+        flags.extend(transport_flags(
+            launch.transport,
+            &launch.name,
+            Some(&TlsFiles::in_dir(TLS_MOUNT)),
+        )?);
         if launch.transport == Transport::Tls {
-            flags.extend(transport_flags(
-                &address,
-                Some(&TlsFiles::in_dir(TLS_MOUNT)),
-            )?);
             // The client port wants a certificate the kubelet has not: probes go here.
             flags.push(format!(
                 "--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"

@@ -1,0 +1,161 @@
+//! Moving a running local 3-member plaintext cluster to TLS under a writer, measured: what
+//! `tests/local_tls.rs` asserts on and `benches/tls.rs` prints. The writer and the quorum
+//! sampler follow each member's recorded client URL, as an application that re-resolves
+//! its endpoints would, and dial the `https://` ones with the application certificate.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::operator::{
+    LONG, Scenario, client_urls, cluster_yaml, fast_policy, latest, member_pid,
+    recorded_client_urls,
+};
+use super::wait::wait_for;
+use super::writer::{Writer, Written, missing_writes, sample_quorum_following};
+use crate::api::condition;
+
+/// The cluster's name.
+pub const CLUSTER: &str = "tlsmove";
+
+/// What one move did; the scenario (operator and members) is kept running.
+pub struct TlsMoveRun {
+    pub scenario: Scenario,
+    pub version: String,
+    /// The members' client URLs before and after.
+    pub plain_urls: Vec<String>,
+    pub urls: Vec<String>,
+    /// The application certificate directory (`ca.crt`, `client.crt`, `client.key`).
+    pub dir: PathBuf,
+    /// Each member's name and pid before the move.
+    pub before: Vec<(String, nix::unistd::Pid)>,
+    /// From the spec change to every member serving TLS, 3 ready.
+    pub wall: Duration,
+    /// `TLS` condition reasons seen, in order.
+    pub reasons: Vec<String>,
+    pub written: Written,
+    /// Acknowledged writes not readable afterwards.
+    pub missing: Vec<String>,
+    pub quorum_samples: u64,
+    pub samples_without_quorum: u64,
+}
+
+/// Starts a plaintext (`spec.tls.mode: Disabled`) 3-member cluster at the latest
+/// 3.`minor`, a writer and a quorum sampler (100 ms), then drops `mode: Disabled` (TLS is
+/// the default) and waits (5 min) until every member serves TLS.
+///
+/// # Panics
+/// When the cluster does not come up or the move does not finish in time.
+pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
+    let version = latest(minor);
+    let mut s = Scenario::new(fast_policy());
+    s.write(&cluster_yaml(
+        CLUSTER,
+        3,
+        &version,
+        "  tls:\n    mode: Disabled\n",
+    ));
+    s.start();
+    let st = s.wait_running(CLUSTER, 3, &version).await;
+    let plain_urls = client_urls(&st);
+    assert!(plain_urls.iter().all(|u| u.starts_with("http://")));
+    let state = s.state_dir();
+    let dir = state.join("tls/default").join(CLUSTER);
+    let before = st
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), member_pid(&state, CLUSTER, &m.name)))
+        .collect();
+
+    let endpoints: super::writer::Endpoints = {
+        let state = state.clone();
+        Arc::new(move || recorded_client_urls(&state, CLUSTER))
+    };
+    let writer = Writer::following(endpoints.clone(), dir.clone());
+    wait_for(LONG, "the writer writes", || async {
+        match writer.acked_count() {
+            n if n >= 100 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .expect("the writer writes");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_quorum_following(endpoints, dir.clone(), stop.clone());
+
+    let started = Instant::now();
+    s.write(&cluster_yaml(CLUSTER, 3, &version, ""));
+    let reasons = Mutex::new(Vec::<String>::new());
+    wait_for(
+        Duration::from_secs(300),
+        "every member serves TLS",
+        || async {
+            let st = s
+                .status(CLUSTER)
+                .and_then(|c| c.status)
+                .ok_or("no status")?;
+            let tls = st
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::types::TLS)
+                .ok_or("no TLS condition")?;
+            {
+                let mut seen = reasons.lock().unwrap_or_else(PoisonError::into_inner);
+                if seen.last() != Some(&tls.reason) {
+                    seen.push(tls.reason.clone());
+                }
+            }
+            let urls = client_urls(&st);
+            let done = tls.reason == "Serving"
+                && st.ready_members == 3
+                && urls.len() == 3
+                && urls.iter().all(|u| u.starts_with("https://"));
+            if done {
+                Ok(())
+            } else {
+                Err(format!("{}: {} ({urls:?})", tls.reason, tls.message))
+            }
+        },
+    )
+    .await
+    .expect("the move to TLS finishes");
+    let wall = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (quorum_samples, samples_without_quorum) = sampler.await.expect("sampler");
+    let written = writer.stop().await;
+    let urls = recorded_client_urls(&state, CLUSTER);
+    let missing = missing_writes(&urls, &dir, &written).await;
+    TlsMoveRun {
+        scenario: s,
+        version,
+        plain_urls,
+        urls,
+        dir,
+        before,
+        wall,
+        reasons: reasons.into_inner().unwrap_or_else(PoisonError::into_inner),
+        written,
+        missing,
+        quorum_samples,
+        samples_without_quorum,
+    }
+}
+
+impl TlsMoveRun {
+    /// One line of what the run measured.
+    pub fn summary(&self) -> String {
+        format!(
+            "plaintext -> TLS, 3 members, {}: {:.1} s; TLS condition {:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            self.version,
+            self.wall.as_secs_f64(),
+            self.reasons,
+            self.written.acked.len(),
+            self.written.longest_stall.as_secs_f64(),
+            self.missing.len(),
+            self.written.retried_connects,
+            self.quorum_samples,
+            self.samples_without_quorum,
+        )
+    }
+}
