@@ -56,8 +56,9 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 28] = [
+    let scenarios: [(&str, ScenarioFn); 29] = [
         ("create-three", create_three),
+        ("tls-migrate", plaintext_to_tls_under_a_writer),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-rotate-ca", ca_rotation_under_a_writer),
         ("tls-cert-manager", cert_manager_certificates_are_served),
@@ -298,6 +299,124 @@ fn rotation_on_request_restarts_nothing(client: Client, ns: String) -> Scenario 
     })
 }
 
+/// A running plaintext 3-member cluster (`spec.tls.mode: Disabled`) moved to TLS by
+/// dropping `spec.tls` (TLS is the default) under a writer: every member Pod recreated on
+/// its PVC, the member list's peer URLs all `https://`, plaintext refused, and every
+/// acknowledged write there.
+fn plaintext_to_tls_under_a_writer(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let mut spec = EtcdClusterSpec::new(3, TO);
+        spec.tls = Some(etcd_operator::api::tls::TlsSpec {
+            mode: etcd_operator::api::tls::TlsMode::Disabled,
+            ..Default::default()
+        });
+        let clusters = apply_cluster(&client, &ns, spec).await;
+        wait_running(&clusters, 3, TO).await;
+        let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| (p.name_any(), p.uid()))
+            .collect();
+        let pod = before[0].0.clone();
+        assert!(
+            etcdctl(&ns, &pod, &["member", "list"]).contains("http://"),
+            "plaintext before"
+        );
+        let writer =
+            ExecWriter::start_with(&ns, before.iter().map(|(n, _)| n.clone()).collect(), true);
+        wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
+        let started = Instant::now();
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tls": null}})),
+            )
+            .await
+            .expect("patch spec.tls away");
+        let mut reasons: Vec<String> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(900);
+        loop {
+            let st = status_of(&clusters, CLUSTER).await;
+            if let Some(c) = st
+                .as_ref()
+                .and_then(|s| condition::find(&s.conditions, condition::types::TLS))
+                && reasons.last() != Some(&c.reason)
+            {
+                println!(
+                    "tls-migrate: {} at {:.1}s: {}",
+                    c.reason,
+                    started.elapsed().as_secs_f64(),
+                    c.message
+                );
+                reasons.push(c.reason.clone());
+            }
+            let pods = member_pods(&client, &ns).await;
+            let recreated = pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| !before.iter().any(|(_, uid)| *uid == p.uid()));
+            let done = reasons.last().map(String::as_str) == Some("Serving")
+                && recreated
+                && st
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "move to TLS not finished in 900 s: reasons {reasons:?}, status {st:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let took = started.elapsed();
+        let target = writer.acked_count() + 5;
+        wait_for("puts after the move", || async {
+            writer.acked_count() >= target
+        })
+        .await;
+        let (acked, longest) = writer.stop();
+        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
+        let stored: std::collections::BTreeSet<&str> =
+            stored.lines().filter(|l| !l.is_empty()).collect();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| !stored.contains(k.as_str()))
+            .collect();
+        println!(
+            "tls-migrate: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
+            took.as_secs_f64(),
+            acked.len(),
+            longest.as_secs_f64(),
+            missing.len()
+        );
+        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+        assert!(reasons.iter().any(|r| r == "MovingToTls"), "{reasons:?}");
+        let list = etcdctl(&ns, &pod, &["member", "list"]);
+        assert_eq!(list.matches("https://").count(), 6, "{list}");
+        assert!(!list.contains("http://"), "{list}");
+        let plain = Command::new("kubectl")
+            .args(["-n", &ns, "exec", &pod, "-c", "etcd", "--", "etcdctl"])
+            .args([
+                "--endpoints=http://127.0.0.1:2379",
+                "--dial-timeout=3s",
+                "--command-timeout=3s",
+                "get",
+                "k",
+            ])
+            .output()
+            .expect("run kubectl");
+        assert!(!plain.status.success(), "plaintext is refused");
+        // Kept PVCs: the same claims, each member recreated on its own.
+        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("list pvcs");
+        assert_eq!(pvcs.items.len(), 3);
+    })
+}
+
 /// Writes `w/<seq>` through `etcdctl` in the member Pods (each put in the next Pod that
 /// answers, against its own member, with the certificates it mounts) until stopped;
 /// returns the acknowledged keys and the longest time between two acknowledged puts.
@@ -309,6 +428,12 @@ struct ExecWriter {
 
 impl ExecWriter {
     fn start(ns: &str, pods: Vec<String>) -> Self {
+        Self::start_with(ns, pods, false)
+    }
+
+    /// [`Self::start`]; with `plain_too`, a put refused over TLS is tried again plaintext
+    /// (a member not yet moved to TLS).
+    fn start_with(ns: &str, pods: Vec<String>, plain_too: bool) -> Self {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -334,7 +459,19 @@ impl ExecWriter {
                         "x",
                     ])
                     .output()
-                    .is_ok_and(|o| o.status.success());
+                    .is_ok_and(|o| o.status.success())
+                    || (plain_too
+                        && Command::new("kubectl")
+                            .args(["-n", &ns, "exec", pod, "-c", "etcd", "--", "etcdctl"])
+                            .args([
+                                "--endpoints=http://127.0.0.1:2379",
+                                "--command-timeout=3s",
+                                "put",
+                                &key,
+                                "x",
+                            ])
+                            .output()
+                            .is_ok_and(|o| o.status.success()));
                 if ok {
                     longest = longest.max(last_ok.elapsed());
                     last_ok = Instant::now();

@@ -312,3 +312,52 @@ fn every_crash_point_has_a_test() {
         );
     }
 }
+
+/// A running plaintext cluster moved to TLS, killed after the runtime recorded a member's
+/// `https://` address and stopped it, before etcd was told: a clean operator starts the
+/// member on TLS, tells etcd its new peer URL, and moves the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_to_tls_killed_after_recording_the_https_address() {
+    let v = latest(5);
+    let mut d = dir();
+    d.write(&cluster_yaml(
+        "tlsmove",
+        3,
+        &v,
+        "  tls:\n    mode: Disabled\n",
+    ));
+    let c = converge(&mut d, "tlsmove", 3, &v).await;
+    put_keys(&c, "tlsmove").await;
+    d.write(&cluster_yaml("tlsmove", 3, &v, ""));
+    crash_at(&mut d, failpoint::MOVE_TO_TLS_AFTER_RECORD).await;
+    let mut op = d.start(None);
+    let state = d.state_dir();
+    let moved = wait_for(WITHIN, "every member on TLS, in etcd too", || async {
+        let c = converged::check(&state, "tlsmove", 3, &v).await?;
+        if !c.client_urls.iter().all(|u| u.starts_with("https://")) {
+            return Err(format!("client URLs {:?}", c.client_urls));
+        }
+        let admin =
+            etcd_operator::etcd::EtcdAdmin::connect(c.client_urls.clone(), c.client_tls.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        let peers: Vec<String> = admin
+            .member_list()
+            .await
+            .map_err(|e| e.to_string())?
+            .members
+            .into_iter()
+            .flat_map(|m| m.peer_urls)
+            .collect();
+        if peers.len() == 3 && peers.iter().all(|u| u.starts_with("https://")) {
+            Ok(c)
+        } else {
+            Err(format!("peer URLs {peers:?}"))
+        }
+    })
+    .await;
+    let stderr = op.stderr();
+    op.interrupt(Duration::from_secs(30)).await;
+    let c = moved.unwrap_or_else(|e| panic!("{e}\noperator log:\n{stderr}"));
+    assert_keys(&c, "tlsmove").await;
+}
