@@ -11,6 +11,9 @@
 //! - CA rotation (`spec.tls.rotateCA`, three phases of rolling restarts) of a 3-member
 //!   cluster on 3.5 and 3.4 under the same kind of writer: wall time, phases, the writer's
 //!   longest stall, writes lost, quorum samples;
+//! - a running plaintext 3-member cluster on 3.5 and 3.4 moved to TLS (`spec.tls.mode:
+//!   Disabled` dropped) under a writer that follows each member's client URL: the same
+//!   numbers;
 //! - the cost of TLS on what a reconcile pass does with etcd: connect to every member, list
 //!   members and read each member's status (new connections, so new TLS handshakes, every pass), against
 //!   the same on a plaintext cluster.
@@ -166,6 +169,16 @@ async fn ca_rotation() {
     }
 }
 
+/// A running plaintext 3-member cluster (3.5 and 3.4) moved to TLS under a writer that
+/// follows each member's client URL: two rolls (peer certificate, then listeners).
+async fn plaintext_to_tls() {
+    use etcd_operator::testing::tls_move_run::move_to_tls_under_a_writer;
+    for minor in [5, 4] {
+        let run = move_to_tls_under_a_writer(minor).await;
+        println!("{}", run.summary());
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,6 +187,7 @@ fn main() {
     rt.block_on(async {
         rotation_under_a_writer().await;
         ca_rotation().await;
+        plaintext_to_tls().await;
         pass_cost().await;
     });
 }

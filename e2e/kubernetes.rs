@@ -56,9 +56,10 @@ async fn kubernetes_scenarios() {
         .expect("KUBECONFIG is set but the cluster cannot be reached");
     install(&client).await;
     let keep = std::env::var("E2E_KEEP").as_deref() == Ok("1");
-    let scenarios: [(&str, ScenarioFn); 29] = [
+    let scenarios: [(&str, ScenarioFn); 30] = [
         ("create-three", create_three),
         ("tls-migrate", plaintext_to_tls_under_a_writer),
+        ("tls-off", tls_to_plaintext_under_a_writer),
         ("tls-rotate", rotation_on_request_restarts_nothing),
         ("tls-rotate-ca", ca_rotation_under_a_writer),
         ("tls-cert-manager", cert_manager_certificates_are_served),
@@ -409,6 +410,113 @@ fn plaintext_to_tls_under_a_writer(client: Client, ns: String) -> Scenario {
             .expect("run kubectl");
         assert!(!plain.status.success(), "plaintext is refused");
         // Kept PVCs: the same claims, each member recreated on its own.
+        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("list pvcs");
+        assert_eq!(pvcs.items.len(), 3);
+    })
+}
+
+/// A running TLS 3-member cluster (the default) set to `spec.tls.mode: Disabled` under a
+/// writer: every member moved to plaintext listeners, then restarted without
+/// certificates; the member list's peer URLs all `http://`, plaintext served, no member
+/// Pod mounting the certificates any more, and every acknowledged write there.
+fn tls_to_plaintext_under_a_writer(client: Client, ns: String) -> Scenario {
+    Box::pin(async move {
+        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
+        wait_running(&clusters, 3, TO).await;
+        let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
+            .await
+            .iter()
+            .map(|p| (p.name_any(), p.uid()))
+            .collect();
+        let pod = before[0].0.clone();
+        let writer =
+            ExecWriter::start_with(&ns, before.iter().map(|(n, _)| n.clone()).collect(), true);
+        wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
+        let started = Instant::now();
+        clusters
+            .patch(
+                CLUSTER,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"tls": {"mode": "Disabled"}}})),
+            )
+            .await
+            .expect("patch spec.tls.mode");
+        let mut reasons: Vec<String> = Vec::new();
+        let until = Instant::now() + Duration::from_secs(900);
+        loop {
+            let st = status_of(&clusters, CLUSTER).await;
+            if let Some(c) = st
+                .as_ref()
+                .and_then(|s| condition::find(&s.conditions, condition::types::TLS))
+                && reasons.last() != Some(&c.reason)
+            {
+                println!(
+                    "tls-off: {} at {:.1}s: {}",
+                    c.reason,
+                    started.elapsed().as_secs_f64(),
+                    c.message
+                );
+                reasons.push(c.reason.clone());
+            }
+            let pods = member_pods(&client, &ns).await;
+            let without_certificates = pods.len() == 3
+                && pods.iter().all(|p| {
+                    let args = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.first())
+                        .and_then(|c| c.args.clone())
+                        .unwrap_or_default();
+                    !args.iter().any(|a| a.starts_with("--peer-cert-file"))
+                        && !before.iter().any(|(_, uid)| *uid == p.uid())
+                });
+            let done = reasons.last().map(String::as_str) == Some("Disabled")
+                && without_certificates
+                && st
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "move to plaintext not finished in 900 s: reasons {reasons:?}, status {st:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let took = started.elapsed();
+        let target = writer.acked_count() + 5;
+        wait_for("puts after the move", || async {
+            writer.acked_count() >= target
+        })
+        .await;
+        let (acked, longest) = writer.stop();
+        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
+        let stored: std::collections::BTreeSet<&str> =
+            stored.lines().filter(|l| !l.is_empty()).collect();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| !stored.contains(k.as_str()))
+            .collect();
+        println!(
+            "tls-off: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
+            took.as_secs_f64(),
+            acked.len(),
+            longest.as_secs_f64(),
+            missing.len()
+        );
+        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+        assert!(
+            reasons.iter().any(|r| r == "MovingToPlaintext"),
+            "{reasons:?}"
+        );
+        let list = etcdctl(&ns, &pod, &["member", "list"]);
+        assert_eq!(list.matches("http://").count(), 6, "{list}");
+        assert!(!list.contains("https://"), "{list}");
+        etcdctl(&ns, &pod, &["put", "e2e", "plaintext"]);
         let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
             .list(&ListParams::default())
             .await

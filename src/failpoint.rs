@@ -27,7 +27,7 @@ pub const ALL: &[&str] = &[
     RESTART_AFTER_RESTART,
     MOVE_LEADER_AFTER_ETCD_MOVE,
     UPGRADE_AFTER_RESTART,
-    MOVE_TO_TLS_AFTER_RECORD,
+    MOVE_TRANSPORT_AFTER_RECORD,
 ];
 
 /// Bootstrap: every member's address reserved, no process started.
@@ -64,9 +64,9 @@ pub const RESTART_AFTER_RESTART: &str = "restart-member-after-restart";
 pub const MOVE_LEADER_AFTER_ETCD_MOVE: &str = "move-leader-after-etcd-move";
 /// UpgradeMember: restarted at the new version, status not written.
 pub const UPGRADE_AFTER_RESTART: &str = "upgrade-member-after-restart";
-/// Moving a member to TLS: it is stopped and the runtime recorded its `https://` address;
-/// etcd still dials it over http.
-pub const MOVE_TO_TLS_AFTER_RECORD: &str = "move-to-tls-after-record";
+/// Moving a member's listeners between plaintext and TLS: it is stopped and the runtime
+/// recorded its address with the new scheme; etcd still dials it at the old one.
+pub const MOVE_TRANSPORT_AFTER_RECORD: &str = "move-transport-after-record";
 
 /// Kills this process with SIGKILL when crash point `name` is configured to `return` (the
 /// `fail` crate's other actions, e.g. `panic` or `sleep(ms)`, behave as that crate says).

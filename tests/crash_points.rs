@@ -317,7 +317,7 @@ fn every_crash_point_has_a_test() {
 /// `https://` address and stopped it, before etcd was told: a clean operator starts the
 /// member on TLS, tells etcd its new peer URL, and moves the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn move_to_tls_killed_after_recording_the_https_address() {
+async fn a_listener_move_killed_after_recording_the_new_address() {
     let v = latest(5);
     let mut d = dir();
     d.write(&cluster_yaml(
@@ -329,7 +329,7 @@ async fn move_to_tls_killed_after_recording_the_https_address() {
     let c = converge(&mut d, "tlsmove", 3, &v).await;
     put_keys(&c, "tlsmove").await;
     d.write(&cluster_yaml("tlsmove", 3, &v, ""));
-    crash_at(&mut d, failpoint::MOVE_TO_TLS_AFTER_RECORD).await;
+    crash_at(&mut d, failpoint::MOVE_TRANSPORT_AFTER_RECORD).await;
     let mut op = d.start(None);
     let state = d.state_dir();
     let moved = wait_for(WITHIN, "every member on TLS, in etcd too", || async {

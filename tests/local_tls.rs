@@ -732,7 +732,7 @@ async fn plaintext_to_tls_under_a_writer(minor: u64) {
             .map(|u| u.rsplit_once(':').unwrap().1.to_string())
             .collect()
     };
-    assert_eq!(ports(&run.urls), ports(&run.plain_urls));
+    assert_eq!(ports(&run.urls), ports(&run.urls_before));
     for (name, before) in &run.before {
         assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
     }
@@ -776,4 +776,47 @@ async fn a_running_etcd_3_5_cluster_moves_from_plaintext_to_tls_under_a_writer()
 #[tokio::test]
 async fn a_running_etcd_3_4_cluster_moves_from_plaintext_to_tls_under_a_writer() {
     plaintext_to_tls_under_a_writer(4).await;
+}
+
+async fn tls_to_plaintext_under_a_writer(minor: u64) {
+    use etcd_operator::testing::tls_move_run::{CLUSTER, move_to_plaintext_under_a_writer};
+
+    let run = move_to_plaintext_under_a_writer(minor).await;
+    println!("{}", run.summary());
+    assert!(
+        run.reasons.iter().any(|r| r == "MovingToPlaintext"),
+        "{:?}",
+        run.reasons
+    );
+    assert_eq!(run.reasons.last().map(String::as_str), Some("Disabled"));
+    assert!(
+        run.missing.is_empty(),
+        "acknowledged writes lost: {:?}",
+        run.missing
+    );
+    assert_eq!(
+        run.samples_without_quorum, 0,
+        "of {} samples",
+        run.quorum_samples
+    );
+    assert!(run.written.acked.len() > 100);
+    let state = run.scenario.state_dir();
+    for (name, before) in &run.before {
+        assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
+    }
+    // etcd dials every peer in plaintext; a client without certificates is served.
+    let list = etcdctl(&run.version, &run.urls[0], &["member", "list"]).expect("member list");
+    assert_eq!(list.matches("http://").count(), 6, "{list}");
+    assert!(!list.contains("https://"), "{list}");
+    etcdctl(&run.version, &run.urls[1], &["put", "k", "v"]).expect("plaintext is served");
+}
+
+#[tokio::test]
+async fn a_running_etcd_3_5_cluster_moves_from_tls_to_plaintext_under_a_writer() {
+    tls_to_plaintext_under_a_writer(5).await;
+}
+
+#[tokio::test]
+async fn a_running_etcd_3_4_cluster_moves_from_tls_to_plaintext_under_a_writer() {
+    tls_to_plaintext_under_a_writer(4).await;
 }

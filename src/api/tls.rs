@@ -167,7 +167,8 @@ impl TlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsStatus {
-    /// `https` when members serve TLS, `http` when plaintext.
+    /// `https` while any member listens with TLS (the operator dials with its certificates),
+    /// `http` when every member listens plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     /// Where applications find a client certificate, key and the CA (a Secret name on

@@ -35,7 +35,7 @@ pub enum Rule {
     LeaderUpgradedLast,
     MoveLeaderToUpgradedVoter,
     ReloadOnlyWhenSafe,
-    TlsMoveOnlyWhenSafe,
+    TransportMoveOnlyWhenSafe,
     DoneOnlyWhenConverged,
 }
 
@@ -107,8 +107,8 @@ pub fn broken_rules(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) ->
             reload_only_when_safe(step, spec, observed),
         ),
         (
-            Rule::TlsMoveOnlyWhenSafe,
-            tls_move_only_when_safe(step, spec, observed),
+            Rule::TransportMoveOnlyWhenSafe,
+            transport_move_only_when_safe(step, spec, observed),
         ),
         (
             Rule::DoneOnlyWhenConverged,
@@ -464,13 +464,9 @@ pub fn done_only_when_converged(step: &Step, spec: &EtcdClusterSpec, observed: &
             .members
             .iter()
             .any(|m| m.runs_stale_trust(observed.trust_stamp.as_deref()))
-        && (!tls_wanted(spec)
-            || observed
-                .members
-                .iter()
-                .any(ObservedMember::is_plaintext_without_persistent_data)
+        && (observed.transport_move_blocked(tls_wanted(spec))
             || observed.members.iter().all(|m| {
-                m.tls_move_pending(observed.trust_stamp.as_deref())
+                m.transport_pending(tls_wanted(spec), observed.trust_stamp.as_deref())
                     .is_none()
             }))
 }
@@ -479,18 +475,25 @@ fn tls_wanted(spec: &EtcdClusterSpec) -> bool {
     crate::api::tls::TlsSpec::mode_of(spec.tls.as_ref()) == crate::api::tls::TlsMode::Enabled
 }
 
-/// A member is moved one stage towards TLS only when the spec asks for TLS, it is at that
-/// stage, no member is at an earlier stage, every member is healthy and at spec.version,
-/// nothing is pending, there are spec.size voters, no plaintext member is on an emptyDir,
-/// and the restart leaves a quorum; the leader only when it is the last one at its stage.
-pub fn tls_move_only_when_safe(step: &Step, spec: &EtcdClusterSpec, observed: &Observed) -> bool {
-    let Step::MoveToTls { name, id, stage } = step else {
+/// A member is moved one stage between plaintext and TLS only towards what the spec asks,
+/// when it is at that stage, every member has done the first stage of the move before any
+/// does the second, every member is healthy and at spec.version, nothing is pending, there
+/// are spec.size voters, no member to move is on an emptyDir, and the restart leaves a
+/// quorum; the leader only when it is the last one at its stage.
+pub fn transport_move_only_when_safe(
+    step: &Step,
+    spec: &EtcdClusterSpec,
+    observed: &Observed,
+) -> bool {
+    let Step::MoveTransport { name, id, stage } = step else {
         return true;
     };
+    let wanted = tls_wanted(spec);
     let installed = observed.trust_stamp.as_deref();
     let Some(m) = observed.member(name) else {
         return false;
     };
+    let pending = |o: &ObservedMember| o.transport_pending(wanted, installed);
     let voters = observed.voter_count();
     let restart_keeps_quorum =
         voters <= 2 || observed.healthy_voter_count().saturating_sub(1) >= quorum(voters);
@@ -499,19 +502,16 @@ pub fn tls_move_only_when_safe(step: &Step, spec: &EtcdClusterSpec, observed: &O
         .members
         .iter()
         .filter(|o| o.id() != Some(*id))
-        .all(|o| o.tls_move_pending(installed).is_none_or(|s| s > *stage));
-    let none_behind = observed
-        .members
-        .iter()
-        .all(|o| o.tls_move_pending(installed).is_none_or(|s| s >= *stage));
-    tls_wanted(spec)
-        && m.id() == Some(*id)
-        && m.tls_move_pending(installed) == Some(*stage)
-        && none_behind
-        && !observed
+        .all(|o| pending(o) != Some(*stage));
+    let first_done = stage.is_first()
+        || observed
             .members
             .iter()
-            .any(ObservedMember::is_plaintext_without_persistent_data)
+            .all(|o| pending(o).is_none_or(|s| !s.is_first()));
+    m.id() == Some(*id)
+        && pending(m) == Some(*stage)
+        && first_done
+        && !observed.transport_move_blocked(wanted)
         && all_healthy(observed)
         && !observed.has_pending_change()
         && size_of(spec) == Some(voters)

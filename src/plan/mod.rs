@@ -24,8 +24,8 @@
 //! 8. `upgrade::roll`: one member at a time, followers first, the leader last.
 //! 9. `rolling::reload_trust`: the same roll, restarting TLS members started on other
 //!    certificates than the installed ones (a CA rotation phase).
-//! 10. `tls_move::next`: the same roll, twice, moving a plaintext cluster the spec wants on
-//!     TLS there (`tls_move::repair_peer_url`, after step 4, finishes a move a crash cut).
+//! 10. `transport_move::next`: the same roll, twice, moving a plaintext cluster the spec wants on
+//!     TLS there (`transport_move::repair_peer_url`, after step 4, finishes a move a crash cut).
 //! 11. [`Step::Done`], unless `maintenance::plan` (called by the reconcile pass on a cluster
 //!     that is done) has a compaction or defragmentation to do.
 //!
@@ -49,7 +49,7 @@ pub mod restore;
 mod rolling;
 mod scale;
 pub mod step;
-mod tls_move;
+mod transport_move;
 mod upgrade;
 
 #[cfg(test)]
@@ -62,7 +62,7 @@ use semver::Version;
 pub use observed::{
     EtcdMemberState, EtcdView, MemberName, Observed, ObservedMember, Policy, RuntimeState,
 };
-pub use step::{BlockReason, RemovalReason, ReplaceReason, Step, TlsMoveStage, WaitReason};
+pub use step::{BlockReason, RemovalReason, ReplaceReason, Step, TransportStage, WaitReason};
 
 use crate::api::EtcdClusterSpec;
 use crate::api::validate;
@@ -103,13 +103,13 @@ pub fn next_step(spec: &EtcdClusterSpec, observed: &Observed, policy: &Policy) -
     }
     member_loss::revive(&ctx)
         .or_else(|| pending::finish(&ctx))
-        .or_else(|| tls_move::repair_peer_url(&ctx))
+        .or_else(|| transport_move::repair_peer_url(&ctx))
         .or_else(|| member_loss::replace(&ctx))
         .or_else(|| upgrade::guard(&ctx))
         .or_else(|| scale::resize(&ctx))
         .or_else(|| upgrade::roll(&ctx))
         .or_else(|| rolling::reload_trust(&ctx))
-        .or_else(|| tls_move::next(&ctx))
+        .or_else(|| transport_move::next(&ctx))
         .unwrap_or(Step::Done)
 }
 

@@ -293,28 +293,44 @@ impl ObservedMember {
         })
     }
 
-    /// What moving this member to TLS still needs, with `installed` the certificates'
-    /// trust stamp: `None` when it listens with TLS already, or cannot be restarted with its
-    /// data (an emptyDir member; no move starts while one is plaintext), or nothing is
-    /// installed.
-    pub fn tls_move_pending(&self, installed: Option<&str>) -> Option<super::TlsMoveStage> {
-        let installed = installed?;
-        let r = self.runtime.as_ref()?;
-        if !r.peer_url.starts_with("http://") || !r.restart_keeps_data {
-            return None;
+    /// What moving this member to the transport the spec asks for still needs
+    /// (`tls_wanted`), with `installed` the installed certificates' trust stamp (`None`:
+    /// none installed). `None` when it is there already, or cannot be restarted with its
+    /// data (an emptyDir member: see [`Observed::transport_move_blocked`]). Towards TLS
+    /// needs certificates installed; towards plaintext a member that listens with TLS is
+    /// moved first, and one that only holds certificates loses them after.
+    pub fn transport_pending(
+        &self,
+        tls_wanted: bool,
+        installed: Option<&str>,
+    ) -> Option<super::TransportStage> {
+        use super::TransportStage;
+        let r = self.runtime.as_ref().filter(|r| r.restart_keeps_data)?;
+        let listens_tls = r.peer_url.starts_with("https://");
+        match (tls_wanted, listens_tls) {
+            (true, true) => None,
+            (true, false) => {
+                let installed = installed?;
+                Some(if r.trust_stamp.as_deref() == Some(installed) {
+                    TransportStage::ListenTls
+                } else {
+                    TransportStage::DialTls
+                })
+            }
+            (false, true) => Some(TransportStage::ListenPlain),
+            (false, false) => r
+                .trust_stamp
+                .is_some()
+                .then_some(TransportStage::DropCertificates),
         }
-        Some(if r.trust_stamp.as_deref() == Some(installed) {
-            super::TlsMoveStage::Listen
-        } else {
-            super::TlsMoveStage::DialTls
-        })
     }
 
-    /// A plaintext member that a restart would leave without its data (emptyDir).
-    pub fn is_plaintext_without_persistent_data(&self) -> bool {
-        self.runtime
-            .as_ref()
-            .is_some_and(|r| r.peer_url.starts_with("http://") && !r.restart_keeps_data)
+    /// A member that a restart would leave without its data (emptyDir) and that does not
+    /// listen as `tls_wanted` says.
+    pub fn blocks_transport_move(&self, tls_wanted: bool) -> bool {
+        self.runtime.as_ref().is_some_and(|r| {
+            r.peer_url.starts_with("https://") != tls_wanted && !r.restart_keeps_data
+        })
     }
 
     /// Sort key for deterministic choices: ordinal (names without one last), then id.
@@ -328,6 +344,14 @@ impl ObservedMember {
 }
 
 impl Observed {
+    /// A move between plaintext and TLS cannot be made: a member that listens otherwise
+    /// than `tls_wanted` keeps its data on an emptyDir (its restarts would lose it).
+    pub fn transport_move_blocked(&self, tls_wanted: bool) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.blocks_transport_move(tls_wanted))
+    }
+
     /// The cluster formed once (its status recorded a cluster id).
     pub fn formed(&self) -> bool {
         self.recorded_cluster_id.is_some()

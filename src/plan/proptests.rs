@@ -942,7 +942,7 @@ impl Sim {
             // The simulation runs plaintext members without certificates: nothing to
             // reload, nothing to move to TLS with.
             Step::ReloadTrust { name, .. }
-            | Step::MoveToTls { name, .. }
+            | Step::MoveTransport { name, .. }
             | Step::UpdatePeerUrl { name, .. } => {
                 return Err(format!("{step}: {name} has no certificates"));
             }

@@ -145,7 +145,11 @@ mod tests {
         // Plaintext members have no certificates to reload: they are moved to TLS instead.
         let mut o = observed(3);
         o.trust_stamp = Some("new".into());
-        assert!(matches!(plan(&o), Step::MoveToTls { .. }), "{}", plan(&o));
+        assert!(
+            matches!(plan(&o), Step::MoveTransport { .. }),
+            "{}",
+            plan(&o)
+        );
         // A member on an emptyDir would come back empty: never restarted for this.
         let mut o = tls(3, &[2]);
         o.at(2).runtime.as_mut().unwrap().restart_keeps_data = false;

@@ -65,16 +65,16 @@ pub enum Step {
     /// installed certificates: etcd reads the CAs it trusts only when it starts (one
     /// phase of a CA rotation, see [`crate::certs::ca_rotation`]).
     ReloadTrust { name: MemberName, id: MemberId },
-    /// One member of a plaintext cluster moved one stage towards TLS (the spec asks for
-    /// TLS), with its data, id and version; see `plan::tls_move`.
-    MoveToTls {
+    /// One member moved one stage between plaintext and TLS (towards what the spec asks),
+    /// with its data, id and version; see `plan::transport_move`.
+    MoveTransport {
         name: MemberName,
         id: MemberId,
-        stage: TlsMoveStage,
+        stage: TransportStage,
     },
-    /// etcd dials `id` with another scheme than the member listens with (a move to TLS
-    /// interrupted between the runtime's record and etcd's `member update`): `member
-    /// update` it to `peer_url`, the runtime's.
+    /// etcd dials `id` with another scheme than the member listens with (a move between
+    /// plaintext and TLS interrupted between the runtime's record and etcd's `member
+    /// update`): `member update` it to `peer_url`, the runtime's.
     UpdatePeerUrl {
         name: MemberName,
         id: MemberId,
@@ -109,25 +109,43 @@ pub enum Step {
     Done,
 }
 
-/// How far a plaintext member is moved towards TLS by one [`Step::MoveToTls`], in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsMoveStage {
+/// What one [`Step::MoveTransport`] does to a member. Towards TLS: `DialTls` for every
+/// member, then `ListenTls` for each. Towards plaintext: `ListenPlain` for every member, then
+/// `DropCertificates` for each. Every restart keeps the member's data, id and version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportStage {
     /// Restart it still listening plaintext, holding the cluster's peer certificate and
-    /// trusting its CA, so it can dial members that already listen with TLS. Every member
-    /// is so before the first one listens with TLS.
+    /// trusting its CA, so it can dial members that listen with TLS.
     DialTls,
     /// Stop it, record its `https://` address (same ports), `member update` its peer URL
     /// while it is stopped (it cannot be dialled at either meanwhile, and a stopped member
     /// starts no election), then start it with TLS listeners that require client
     /// certificates.
-    Listen,
+    ListenTls,
+    /// The same with `http://`: started with plaintext listeners, still holding the peer
+    /// certificate to dial the members that listen with TLS.
+    ListenPlain,
+    /// Restart it without certificates: no member listens with TLS any more.
+    DropCertificates,
 }
 
-impl fmt::Display for TlsMoveStage {
+impl TransportStage {
+    /// The first stage of a move has to be done on every member before the second starts
+    /// on any (a member that cannot dial TLS must never have a peer listening with it).
+    pub fn is_first(self) -> bool {
+        matches!(self, Self::DialTls | Self::ListenPlain)
+    }
+}
+
+impl fmt::Display for TransportStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::DialTls => "give it the peer certificate, still listening plaintext",
-            Self::Listen => "move its peer and client listeners to TLS",
+            Self::ListenTls => "move its peer and client listeners to TLS",
+            Self::ListenPlain => {
+                "move its peer and client listeners to plaintext, keeping the peer certificate"
+            }
+            Self::DropCertificates => "restart it without certificates",
         })
     }
 }
@@ -279,7 +297,7 @@ impl fmt::Display for Step {
             Step::ReloadTrust { name, .. } => {
                 write!(f, "restart {name} to load the installed certificates")
             }
-            Step::MoveToTls { name, stage, .. } => write!(f, "move {name} to TLS: {stage}"),
+            Step::MoveTransport { name, stage, .. } => write!(f, "move {name}: {stage}"),
             Step::UpdatePeerUrl { name, peer_url, .. } => {
                 write!(f, "tell etcd {name} listens at {peer_url}")
             }

@@ -216,13 +216,16 @@ pub async fn execute<R: MemberRuntime>(
     step: &Step,
     tls: Option<&TlsConfig>,
 ) -> Result<Executed, Error> {
-    // While a plaintext cluster moves to TLS, a new plaintext member dials TLS peers too.
+    // While a cluster moves between plaintext and TLS, a new plaintext member dials TLS
+    // peers too.
+    let moving = TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Enabled
+        || observed
+            .members
+            .iter()
+            .filter_map(|m| m.runtime.as_ref())
+            .any(|r| Transport::of_url(&r.peer_url) == Transport::Tls);
     let transport = match transport(spec, observed) {
-        Transport::Plain
-            if tls.is_some() && TlsSpec::mode_of(spec.tls.as_ref()) == TlsMode::Enabled =>
-        {
-            Transport::PlainDialingTls
-        }
+        Transport::Plain if tls.is_some() && moving => Transport::PlainDialingTls,
         t => t,
     };
     match step {
@@ -364,8 +367,8 @@ pub async fn execute<R: MemberRuntime>(
                 .map_err(|source| Error::ReloadTrust { source })?;
             Ok(Executed::Applied)
         }
-        Step::MoveToTls { name, id, stage } => {
-            move_to_tls(runtime, cluster, observed, tls, name, *id, *stage).await
+        Step::MoveTransport { name, id, stage } => {
+            move_transport(runtime, cluster, observed, tls, name, *id, *stage).await
         }
         Step::UpdatePeerUrl { name, id, peer_url } => {
             let admin = admin(observed, tls).await?;
@@ -375,7 +378,7 @@ pub async fn execute<R: MemberRuntime>(
                     Ok(Executed::Applied)
                 }
                 Err(e) if is_not_yet(&e) => Ok(Executed::NotYet(e.to_string())),
-                Err(source) => Err(Error::MoveToTls {
+                Err(source) => Err(Error::MoveTransport {
                     source: source.into(),
                 }),
             }
@@ -394,66 +397,66 @@ pub async fn execute<R: MemberRuntime>(
     }
 }
 
-/// One member one stage closer to TLS ([`crate::plan::TlsMoveStage`]): restarted holding
-/// the peer certificate, or stopped, recorded at its `https://` address, dialled there by
-/// etcd, and started with TLS listeners. The order makes every crash finish forward: a
+/// One member one stage of a move between plaintext and TLS
+/// ([`crate::plan::TransportStage`]): restarted holding the peer certificate or without
+/// certificates; or stopped, recorded at its new scheme's address, dialled there by etcd,
+/// and started with the new listeners. The order makes every crash finish forward: a
 /// stopped member is started again with what the runtime recorded, and etcd is told that
 /// address (`Step::UpdatePeerUrl`) if the crash came before it was.
-async fn move_to_tls<R: MemberRuntime>(
+async fn move_transport<R: MemberRuntime>(
     runtime: &R,
     cluster: &ClusterRef,
     observed: &Observed,
     tls: Option<&TlsConfig>,
     name: &crate::plan::MemberName,
     id: etcd::MemberId,
-    stage: crate::plan::TlsMoveStage,
+    stage: crate::plan::TransportStage,
 ) -> Result<Executed, Error> {
-    use crate::plan::TlsMoveStage;
-    let runtime_error = |source: crate::runtime::Error| Error::MoveToTls {
-        source: source.into(),
+    use crate::plan::TransportStage;
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::MoveTransport { source };
+    let (to, listeners_move) = match stage {
+        TransportStage::DialTls => (Transport::PlainDialingTls, false),
+        TransportStage::DropCertificates => (Transport::Plain, false),
+        TransportStage::ListenTls => (Transport::Tls, true),
+        TransportStage::ListenPlain => (Transport::PlainDialingTls, true),
     };
-    match stage {
-        TlsMoveStage::DialTls => {
-            runtime
-                .set_transport(cluster, name.as_str(), Transport::PlainDialingTls)
-                .await
-                .map_err(runtime_error)?;
-        }
-        TlsMoveStage::Listen => {
-            // The others answer the update: the member is stopped by then.
-            let others: Vec<String> = observed
-                .members
-                .iter()
-                .filter(|m| m.id() != Some(id))
-                .filter_map(|m| m.runtime.as_ref())
-                .map(|r| r.client_url.clone())
-                .collect();
-            let address = runtime
-                .set_transport(cluster, name.as_str(), Transport::Tls)
-                .await
-                .map_err(runtime_error)?;
-            crash_point(failpoint::MOVE_TO_TLS_AFTER_RECORD);
-            let tls = TlsConfig::for_endpoints(&others, tls);
-            let admin =
-                EtcdAdmin::connect(others, tls)
-                    .await
-                    .map_err(|source| Error::MoveToTls {
-                        source: source.into(),
-                    })?;
-            admin
-                .member_update(id, [address.peer_url.clone()])
-                .await
-                .map_err(|source| Error::MoveToTls {
-                    source: source.into(),
-                })?;
-            info!(member = %name, %id, peer_url = %address.peer_url, "etcd dials the member over TLS");
-        }
+    if listeners_move {
+        // The others answer the update: the member is stopped by then.
+        let others: Vec<String> = observed
+            .members
+            .iter()
+            .filter(|m| m.id() != Some(id))
+            .filter_map(|m| m.runtime.as_ref())
+            .map(|r| r.client_url.clone())
+            .collect();
+        let admin = EtcdAdmin::connect_with(
+            others.clone(),
+            TlsConfig::for_endpoints(&others, tls),
+            admin_timeouts(),
+        )
+        .await
+        .map_err(|e| failed(e.into()))?;
+        let address = runtime
+            .set_transport(cluster, name.as_str(), to)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        crash_point(failpoint::MOVE_TRANSPORT_AFTER_RECORD);
+        admin
+            .member_update(id, [address.peer_url.clone()])
+            .await
+            .map_err(|e| failed(e.into()))?;
+        info!(member = %name, %id, peer_url = %address.peer_url, "etcd dials the member at its new address");
+    } else {
+        runtime
+            .set_transport(cluster, name.as_str(), to)
+            .await
+            .map_err(|e| failed(e.into()))?;
     }
     runtime
         .restart(cluster, name.as_str(), None)
         .await
-        .map_err(runtime_error)?;
-    info!(member = %name, %id, ?stage, "member restarted on its way to TLS");
+        .map_err(|e| failed(e.into()))?;
+    info!(member = %name, %id, ?stage, "member restarted for its move between plaintext and TLS");
     Ok(Executed::Applied)
 }
 

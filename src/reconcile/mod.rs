@@ -110,7 +110,7 @@ pub enum Error {
         source: runtime::Error,
     },
     #[error("moving a member of a plaintext cluster to TLS")]
-    MoveToTls {
+    MoveTransport {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

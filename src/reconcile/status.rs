@@ -277,7 +277,7 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::ReloadTrust { .. } => "RestartingForCertificates",
-        Step::MoveToTls { .. } => "MovingToTls",
+        Step::MoveTransport { .. } => "MovingToTls",
         Step::UpdatePeerUrl { .. } => "UpdatingPeerUrl",
         Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Recover { .. } => "Recovering",
@@ -314,8 +314,15 @@ pub fn with_tls(
     let certificates = pass.installed.as_ref();
     let tls = st.tls.get_or_insert_with(TlsStatus::default);
     let has_members = observed.members.iter().any(|m| m.runtime.is_some());
+    // `https` while any member listens with TLS: the operator keeps (and dials with) its
+    // certificates until none does.
     if has_members {
-        tls.scheme = Some(serving.scheme().to_string());
+        let any_tls = observed
+            .members
+            .iter()
+            .filter_map(|m| m.runtime.as_ref())
+            .any(|r| Transport::of_url(&r.peer_url) == Transport::Tls);
+        tls.scheme = Some(if any_tls { "https" } else { serving.scheme() }.to_string());
     }
     if let Some(c) = certificates {
         tls.client_certificate = Some(c.client_location.clone());
@@ -344,58 +351,42 @@ pub fn with_tls(
         .min_by_key(|c| c.not_after.0)
         .map(|c| format!("; earliest expiry: {} ({})", c.not_after.0, c.name))
         .unwrap_or_default();
-    // Members that listen plaintext, of those the runtime has; and whether the planner can
-    // move them (none on an emptyDir).
-    let runtime_members: Vec<_> = observed
+    // How many of the runtime's members listen with TLS; whether the planner can move the
+    // others to what the spec asks (none to move on an emptyDir).
+    let listeners: Vec<Transport> = observed
         .members
         .iter()
         .filter_map(|m| m.runtime.as_ref())
+        .map(|r| Transport::of_url(&r.peer_url))
         .collect();
-    let plaintext = runtime_members
-        .iter()
-        .filter(|r| Transport::of_url(&r.peer_url) == Transport::Plain)
-        .count();
-    let movable = !observed
-        .members
-        .iter()
-        .any(crate::plan::ObservedMember::is_plaintext_without_persistent_data);
-    let serving = if plaintext > 0 && plaintext < runtime_members.len() {
-        // Mixed: a move to TLS is under way.
-        Transport::Plain
-    } else {
-        serving
-    };
-    let (mut status, mut reason, mut message) = match (asked, has_members.then_some(serving)) {
-        (TlsMode::Enabled, Some(Transport::Plain | Transport::PlainDialingTls))
-            if movable && certificates.is_some() =>
-        {
-            let location = certificates.map_or("", |c| c.client_location.as_str());
-            (
-                Status::False,
-                "MovingToTls",
-                format!(
-                    "moving the running cluster to TLS one member at a time (every member first holds the peer certificate, then each listens with TLS, the leader last): {} of {} members listen with TLS; as each moves, applications must dial it with https:// and the client certificate in {location}{earliest}",
-                    runtime_members.len() - plaintext,
-                    runtime_members.len()
-                ),
-            )
-        }
-        (TlsMode::Disabled, None | Some(Transport::Plain | Transport::PlainDialingTls)) => (
+    let on_tls = listeners.iter().filter(|t| **t == Transport::Tls).count();
+    let total = listeners.len();
+    let movable = !observed.transport_move_blocked(asked == TlsMode::Enabled);
+    let location = certificates.map_or("", |c| c.client_location.as_str());
+    let (mut status, mut reason, mut message) = match asked {
+        _ if total == 0 && asked == TlsMode::Disabled => (
             Status::False,
             "Disabled",
             "spec.tls.mode is Disabled: members serve plaintext".to_string(),
         ),
-        (TlsMode::Enabled, None) => (
+        TlsMode::Enabled if total == 0 => (
             Status::False,
             "Pending",
             format!("certificates issued, no member serves yet{earliest}"),
         ),
-        (TlsMode::Enabled, Some(Transport::Tls)) => (
+        TlsMode::Enabled if on_tls == total => (
             Status::True,
             "Serving",
             format!("members serve TLS and require client certificates{earliest}"),
         ),
-        (TlsMode::Enabled, Some(Transport::Plain | Transport::PlainDialingTls)) => (
+        TlsMode::Enabled if movable && certificates.is_some() => (
+            Status::False,
+            "MovingToTls",
+            format!(
+                "moving the running cluster to TLS one member at a time (every member first holds the peer certificate, then each listens with TLS, the leader last): {on_tls} of {total} members listen with TLS; as each moves, applications must dial it with https:// and the client certificate in {location}{earliest}"
+            ),
+        ),
+        TlsMode::Enabled => (
             Status::False,
             "PlaintextMembers",
             if movable {
@@ -405,11 +396,23 @@ pub fn with_tls(
                 "members serve plaintext and some keep their data on storage.emptyDir: the restarts that move a cluster to TLS would lose it, so the cluster stays plaintext; set spec.tls.mode to Disabled to say so, or restore a backup into a new cluster with persistent storage".to_string()
             },
         ),
-        (TlsMode::Disabled, Some(Transport::Tls)) => (
+        TlsMode::Disabled if on_tls == 0 => (
+            Status::False,
+            "Disabled",
+            "spec.tls.mode is Disabled: members serve plaintext".to_string(),
+        ),
+        TlsMode::Disabled if movable => (
+            Status::False,
+            "MovingToPlaintext",
+            format!(
+                "spec.tls.mode is Disabled: moving the running cluster off TLS one member at a time (each listens plaintext, the leader last, then each drops its certificates): {on_tls} of {total} members still listen with TLS; as each moves, applications must dial it with http://{earliest}"
+            ),
+        ),
+        TlsMode::Disabled => (
             Status::True,
             "TlsMembers",
             format!(
-                "spec.tls.mode is Disabled but members serve TLS; moving a running cluster off TLS is not supported yet, so it stays on{earliest}"
+                "spec.tls.mode is Disabled but members serve TLS and some keep their data on storage.emptyDir: the restarts that move a cluster off TLS would lose it, so it stays on{earliest}"
             ),
         ),
     };
@@ -708,7 +711,7 @@ fn phase(step: &Step, available: bool, previous: Option<ClusterPhase>) -> Cluste
         Step::MoveLeader { .. } | Step::UpgradeMember { .. } | Step::RollBackMember { .. } => {
             ClusterPhase::Upgrading
         }
-        Step::ReloadTrust { .. } | Step::MoveToTls { .. } | Step::UpdatePeerUrl { .. } => {
+        Step::ReloadTrust { .. } | Step::MoveTransport { .. } | Step::UpdatePeerUrl { .. } => {
             ClusterPhase::Rotating
         }
         // Maintenance runs on a cluster that is otherwise done.
@@ -815,12 +818,19 @@ mod tests {
     #[test]
     fn provided_certificate_problems_and_expiries_show_in_the_tls_condition() {
         let spec = EtcdClusterSpec::new(3, "3.5.16");
+        // Members that listen with TLS.
+        let mut serving = observed(&[true, true, true]);
+        for m in &mut serving.members {
+            let r = m.runtime.as_mut().unwrap();
+            r.peer_url = r.peer_url.replace("http://", "https://");
+            r.client_url = r.client_url.replace("http://", "https://");
+        }
         let tls_of = |pass: &PassCertificates| {
             let mut st = EtcdClusterStatus::default();
             with_tls(
                 &mut st,
                 &spec,
-                &observed(&[true, true, true]),
+                &serving,
                 Transport::Tls,
                 pass,
                 Some(1),

@@ -1,5 +1,5 @@
-//! Moving a running local 3-member plaintext cluster to TLS under a writer, measured: what
-//! `tests/local_tls.rs` asserts on and `benches/tls.rs` prints. The writer and the quorum
+//! Moving a running local 3-member cluster between plaintext and TLS under a writer,
+//! measured: what `tests/local_tls.rs` asserts on and `benches/tls.rs` prints. The writer and the quorum
 //! sampler follow each member's recorded client URL, as an application that re-resolves
 //! its endpoints would, and dial the `https://` ones with the application certificate.
 
@@ -23,14 +23,16 @@ pub const CLUSTER: &str = "tlsmove";
 pub struct TlsMoveRun {
     pub scenario: Scenario,
     pub version: String,
+    /// Towards TLS (else towards plaintext).
+    pub to_tls: bool,
     /// The members' client URLs before and after.
-    pub plain_urls: Vec<String>,
+    pub urls_before: Vec<String>,
     pub urls: Vec<String>,
     /// The application certificate directory (`ca.crt`, `client.crt`, `client.key`).
     pub dir: PathBuf,
     /// Each member's name and pid before the move.
     pub before: Vec<(String, nix::unistd::Pid)>,
-    /// From the spec change to every member serving TLS, 3 ready.
+    /// From the spec change to every member serving as asked, 3 ready.
     pub wall: Duration,
     /// `TLS` condition reasons seen, in order.
     pub reasons: Vec<String>,
@@ -48,18 +50,33 @@ pub struct TlsMoveRun {
 /// # Panics
 /// When the cluster does not come up or the move does not finish in time.
 pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
+    move_under_a_writer(minor, true).await
+}
+
+/// The other way: a TLS cluster (the default) set to `spec.tls.mode: Disabled`, until every
+/// member listens plaintext and none holds certificates any more.
+///
+/// # Panics
+/// When the cluster does not come up or the move does not finish in time.
+pub async fn move_to_plaintext_under_a_writer(minor: u64) -> TlsMoveRun {
+    move_under_a_writer(minor, false).await
+}
+
+const DISABLED: &str = "  tls:\n    mode: Disabled\n";
+
+async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
     let version = latest(minor);
+    let (from, to, scheme, reason) = if to_tls {
+        (DISABLED, "", "https://", "Serving")
+    } else {
+        ("", DISABLED, "http://", "Disabled")
+    };
     let mut s = Scenario::new(fast_policy());
-    s.write(&cluster_yaml(
-        CLUSTER,
-        3,
-        &version,
-        "  tls:\n    mode: Disabled\n",
-    ));
+    s.write(&cluster_yaml(CLUSTER, 3, &version, from));
     s.start();
     let st = s.wait_running(CLUSTER, 3, &version).await;
-    let plain_urls = client_urls(&st);
-    assert!(plain_urls.iter().all(|u| u.starts_with("http://")));
+    let urls_before = client_urls(&st);
+    assert!(urls_before.iter().all(|u| !u.starts_with(scheme)));
     let state = s.state_dir();
     let dir = state.join("tls/default").join(CLUSTER);
     let before = st
@@ -85,11 +102,23 @@ pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
     let sampler = sample_quorum_following(endpoints, dir.clone(), stop.clone());
 
     let started = Instant::now();
-    s.write(&cluster_yaml(CLUSTER, 3, &version, ""));
+    s.write(&cluster_yaml(CLUSTER, 3, &version, to));
     let reasons = Mutex::new(Vec::<String>::new());
+    // Members whose recorded command line still names a certificate.
+    let holding_certificates = || {
+        std::fs::read_dir(state.join("clusters/default").join(CLUSTER))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|d| {
+                std::fs::read_to_string(d.path().join("member.json"))
+                    .is_ok_and(|r| r.contains("--peer-cert-file"))
+            })
+            .count()
+    };
     wait_for(
         Duration::from_secs(300),
-        "every member serves TLS",
+        "every member serves as asked",
         || async {
             let st = s
                 .status(CLUSTER)
@@ -107,10 +136,11 @@ pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
                 }
             }
             let urls = client_urls(&st);
-            let done = tls.reason == "Serving"
+            let done = tls.reason == reason
                 && st.ready_members == 3
                 && urls.len() == 3
-                && urls.iter().all(|u| u.starts_with("https://"));
+                && urls.iter().all(|u| u.starts_with(scheme))
+                && (to_tls || holding_certificates() == 0);
             if done {
                 Ok(())
             } else {
@@ -119,7 +149,7 @@ pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
         },
     )
     .await
-    .expect("the move to TLS finishes");
+    .expect("the move finishes");
     let wall = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let (quorum_samples, samples_without_quorum) = sampler.await.expect("sampler");
@@ -129,7 +159,8 @@ pub async fn move_to_tls_under_a_writer(minor: u64) -> TlsMoveRun {
     TlsMoveRun {
         scenario: s,
         version,
-        plain_urls,
+        to_tls,
+        urls_before,
         urls,
         dir,
         before,
@@ -146,7 +177,12 @@ impl TlsMoveRun {
     /// One line of what the run measured.
     pub fn summary(&self) -> String {
         format!(
-            "plaintext -> TLS, 3 members, {}: {:.1} s; TLS condition {:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            "{}, 3 members, {}: {:.1} s; TLS condition {:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            if self.to_tls {
+                "plaintext -> TLS"
+            } else {
+                "TLS -> plaintext"
+            },
             self.version,
             self.wall.as_secs_f64(),
             self.reasons,

@@ -198,12 +198,10 @@ pub fn sample_quorum_following(
 /// # Panics
 /// When the cluster cannot be read.
 pub async fn missing_writes(urls: &[String], dir: &Path, written: &Written) -> Vec<String> {
-    let mut c = etcd_client::Client::connect(
-        urls.to_vec(),
-        Some(connect_options(client_tls_in(dir).as_ref())),
-    )
-    .await
-    .expect("connect to read back");
+    let (urls, tls) = dialable(urls.to_vec(), dir);
+    let mut c = etcd_client::Client::connect(urls, Some(connect_options(tls.as_ref())))
+        .await
+        .expect("connect to read back");
     let stored: BTreeSet<String> = c
         .get(
             "w/",

@@ -1,59 +1,62 @@
-//! Moving a running plaintext cluster to TLS (the spec asks for TLS; its members were made
-//! before TLS, or with `spec.tls.mode: Disabled`), in two rolls of the kind upgrades make
-//! ([`super::rolling`]: one member at a time, every member healthy, the leader last):
+//! Moving a running cluster between plaintext and TLS, as the spec asks, in two rolls of
+//! the kind upgrades make ([`super::rolling`]: one member at a time, every member healthy,
+//! the leader last after moving leadership):
 //!
-//! 1. [`TlsMoveStage::DialTls`]: each member is restarted still listening plaintext but
+//! Towards TLS (members made before TLS, or with `spec.tls.mode: Disabled`, and the spec now
+//! asks for TLS):
+//! 1. [`TransportStage::DialTls`]: each member is restarted still listening plaintext but
 //!    holding the cluster's peer certificate and trusting its CA, so it can dial members
 //!    that listen with TLS. Nothing changes for anyone dialling it.
-//! 2. [`TlsMoveStage::Listen`], once every member dials TLS: each member is stopped, its
-//!    peer URL moved to `https://` in etcd (`member update`, by the quorum of the others),
-//!    and started with TLS listeners requiring client certificates on both ports. Its client
-//!    URL changes scheme at the same restart. While it is stopped the others keep quorum.
+//! 2. [`TransportStage::ListenTls`], once every member dials TLS: each member is stopped,
+//!    its peer URL moved to `https://` in etcd (`member update`, by the quorum of the
+//!    others), and started with TLS listeners requiring client certificates on both ports.
+//!    Its client URL changes scheme at the same restart.
 //!
-//! Stage 1 of every member comes before stage 2 of any: a plaintext member without peer
-//! certificates could not dial a member that listens with TLS. A cluster with a plaintext
-//! member on an emptyDir is not moved (its restart would lose its data). The reverse move
-//! (TLS to plaintext) is not planned.
+//! Towards plaintext (`spec.tls.mode: Disabled` on a TLS cluster, also to undo a move to
+//! TLS half-way), the same backwards:
+//! 1. [`TransportStage::ListenPlain`]: each member that listens with TLS is moved to
+//!    plaintext listeners the same way, keeping the peer certificate to dial the members
+//!    still on TLS.
+//! 2. [`TransportStage::DropCertificates`], once none listens with TLS: each is restarted
+//!    without certificates.
 //!
-//! A crash inside stage 2 leaves a member whose recorded address and etcd's peer URL differ
-//! in scheme; [`repair_peer_url`] tells etcd the runtime's one, before anything else that
-//! needs the whole cluster.
+//! The first stage of every member comes before the second of any: a member that cannot
+//! dial TLS never has a peer that listens with it. A cluster with a member to move on an
+//! emptyDir is not moved (its restart would lose its data).
+//!
+//! A crash inside a listener move leaves a member whose recorded address and etcd's peer
+//! URL differ in scheme; [`repair_peer_url`] tells etcd the runtime's one, before anything
+//! else that needs the whole cluster.
 
 use super::Ctx;
 use super::observed::ObservedMember;
 use super::rolling;
-use super::step::{Step, TlsMoveStage};
+use super::step::{Step, TransportStage};
 
-/// The next step moving the cluster to TLS; `None` when the spec does not ask for TLS,
-/// nothing is installed, or no member is left plaintext.
+/// The next step moving the cluster to the transport the spec asks for; `None` when every
+/// member is there (or a move cannot be made).
 pub(super) fn next(ctx: &Ctx) -> Option<Step> {
-    if !ctx.tls_wanted {
-        return None;
-    }
     let o = ctx.observed;
-    let installed = o.trust_stamp.as_deref();
-    if o.members
-        .iter()
-        .any(ObservedMember::is_plaintext_without_persistent_data)
-    {
+    if o.transport_move_blocked(ctx.tls_wanted) {
         return None;
     }
-    let stage = |wanted: TlsMoveStage| {
-        move |m: &ObservedMember| m.tls_move_pending(installed) == Some(wanted)
+    let installed = o.trust_stamp.as_deref();
+    let roll = |stage: TransportStage| {
+        rolling::next(
+            ctx,
+            |m: &ObservedMember| m.transport_pending(ctx.tls_wanted, installed) == Some(stage),
+            |m: &ObservedMember, id| Step::MoveTransport {
+                name: m.name.clone(),
+                id,
+                stage,
+            },
+        )
     };
-    let step = |stage: TlsMoveStage| {
-        move |m: &ObservedMember, id| Step::MoveToTls {
-            name: m.name.clone(),
-            id,
-            stage,
-        }
-    };
-    rolling::next(
-        ctx,
-        stage(TlsMoveStage::DialTls),
-        step(TlsMoveStage::DialTls),
-    )
-    .or_else(|| rolling::next(ctx, stage(TlsMoveStage::Listen), step(TlsMoveStage::Listen)))
+    if ctx.tls_wanted {
+        roll(TransportStage::DialTls).or_else(|| roll(TransportStage::ListenTls))
+    } else {
+        roll(TransportStage::ListenPlain).or_else(|| roll(TransportStage::DropCertificates))
+    }
 }
 
 /// `member update` for a member etcd dials at the runtime's address but with the other
@@ -84,7 +87,7 @@ mod tests {
     use crate::api::tls::{TlsMode, TlsSpec};
     use crate::plan::fixtures::*;
     use crate::plan::invariants::broken_rules;
-    use crate::plan::{Observed, Step, TlsMoveStage, WaitReason, next_step};
+    use crate::plan::{Observed, Step, TransportStage, WaitReason, next_step};
 
     /// `n` plaintext voters led by member 0, with certificates installed (stamp "s");
     /// `dialing` already hold them.
@@ -123,8 +126,8 @@ mod tests {
         plan_with(o, None)
     }
 
-    fn step(ordinal: u32, stage: TlsMoveStage) -> Step {
-        Step::MoveToTls {
+    fn step(ordinal: u32, stage: TransportStage) -> Step {
+        Step::MoveTransport {
             name: name(ordinal),
             id: id(ordinal),
             stage,
@@ -133,7 +136,7 @@ mod tests {
 
     #[test]
     fn every_member_dials_tls_before_the_first_listens_with_it() {
-        use TlsMoveStage::{DialTls, Listen};
+        use TransportStage::{DialTls, ListenTls as Listen};
         assert_eq!(plan(&plain(3, &[])), step(1, DialTls));
         assert_eq!(plan(&plain(3, &[1])), step(2, DialTls));
         // Only the leader is left: leadership moves to a follower that dials TLS first.
@@ -159,9 +162,9 @@ mod tests {
         o.trust_stamp = None;
         assert_eq!(plan(&o), Step::Done);
         let step = plan(&plain(3, &[0, 1, 2]).with_unhealthy(2));
-        assert!(!matches!(step, Step::MoveToTls { .. }), "{step}");
+        assert!(!matches!(step, Step::MoveTransport { .. }), "{step}");
         let step = plan(&plain(3, &[0, 1, 2]).with_learner(3, LEADER_RAFT_INDEX));
-        assert!(!matches!(step, Step::MoveToTls { .. }), "{step}");
+        assert!(!matches!(step, Step::MoveTransport { .. }), "{step}");
         let step = plan(&plain(3, &[]).without_leader());
         assert!(
             matches!(
@@ -176,6 +179,48 @@ mod tests {
         let mut o = plain(3, &[]);
         o.at(2).runtime.as_mut().unwrap().restart_keeps_data = false;
         assert_eq!(plan(&o), Step::Done);
+    }
+
+    #[test]
+    fn leaving_tls_moves_every_listener_before_any_member_drops_its_certificates() {
+        use TransportStage::{DropCertificates, ListenPlain};
+        let disabled = Some(TlsMode::Disabled);
+        let tls = (0..3).fold(plain(3, &[]), moved);
+        assert_eq!(plan_with(&tls, disabled), step(1, ListenPlain));
+        // Member 1 listens plaintext, still holding its certificate (stamp "s").
+        let back = |mut o: Observed, ordinal: u32| {
+            let m = o.at(ordinal);
+            let r = m.runtime.as_mut().unwrap();
+            r.peer_url = r.peer_url.replace("https://", "http://");
+            r.client_url = r.client_url.replace("https://", "http://");
+            m.etcd.as_mut().unwrap().peer_urls = vec![r.peer_url.clone()];
+            o
+        };
+        let o = back(tls, 1);
+        assert_eq!(plan_with(&o, disabled), step(2, ListenPlain));
+        let o = back(o, 2);
+        assert!(matches!(plan_with(&o, disabled), Step::MoveLeader { to, .. } if to == name(1)));
+        let o = back(o.with_leader(1), 0);
+        // None listens with TLS: certificates go, followers first. Once none listens with
+        // TLS the operator no longer installs certificates (no stamp): still done.
+        assert_eq!(plan_with(&o, disabled), step(0, DropCertificates));
+        let mut o = o;
+        o.trust_stamp = None;
+        assert_eq!(plan_with(&o, disabled), step(0, DropCertificates));
+        for ordinal in 0..3 {
+            o.at(ordinal).runtime.as_mut().unwrap().trust_stamp = None;
+        }
+        assert_eq!(plan_with(&o, disabled), Step::Done);
+    }
+
+    #[test]
+    fn a_move_to_tls_undone_half_way_goes_back_the_same_way() {
+        use TransportStage::ListenPlain;
+        // Member 1 already listens with TLS, 0 and 2 dial TLS: the spec says Disabled again.
+        let o = moved(plain(3, &[0, 2]), 1);
+        assert_eq!(plan_with(&o, Some(TlsMode::Disabled)), step(1, ListenPlain));
+        // And forward again.
+        assert_eq!(plan(&o), step(2, TransportStage::ListenTls));
     }
 
     #[test]
