@@ -820,3 +820,96 @@ async fn a_running_etcd_3_5_cluster_moves_from_tls_to_plaintext_under_a_writer()
 async fn a_running_etcd_3_4_cluster_moves_from_tls_to_plaintext_under_a_writer() {
     tls_to_plaintext_under_a_writer(4).await;
 }
+
+/// A move to TLS undone half-way (`mode: Disabled` again once one member listens with
+/// TLS) goes back the same way, under a writer: every member plaintext again, no member
+/// holding certificates, every acknowledged write there, quorum in every sample.
+#[tokio::test]
+async fn a_move_to_tls_undone_half_way_goes_back_under_a_writer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use etcd_operator::testing::writer::{
+        Endpoints, Writer, missing_writes, sample_quorum_following,
+    };
+
+    let version = latest(5);
+    let disabled = "  tls:\n    mode: Disabled\n";
+    let mut s = Scenario::new(fast_policy());
+    s.write(&cluster_yaml("undo", 3, &version, disabled));
+    s.start();
+    s.wait_running("undo", 3, &version).await;
+    let state = s.state_dir();
+    let dir = state.join("tls/default/undo");
+    let endpoints: Endpoints = {
+        let state = state.clone();
+        Arc::new(move || recorded_client_urls(&state, "undo"))
+    };
+    let writer = Writer::following(endpoints.clone(), dir.clone());
+    wait_for(LONG, "the writer writes", || async {
+        match writer.acked_count() {
+            n if n >= 100 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_quorum_following(endpoints, dir.clone(), stop.clone());
+    s.write(&cluster_yaml("undo", 3, &version, ""));
+    wait_for(LONG, "one member listens with TLS", || async {
+        let urls = recorded_client_urls(&state, "undo");
+        match urls.iter().filter(|u| u.starts_with("https://")).count() {
+            0 => Err(format!("{urls:?}")),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap();
+    s.write(&cluster_yaml("undo", 3, &version, disabled));
+    wait_for(
+        Duration::from_secs(300),
+        "plaintext again, no certificates",
+        || async {
+            let st = s.status("undo").and_then(|c| c.status).ok_or("no status")?;
+            let reason = condition_of(&st, condition::types::TLS).reason.clone();
+            let urls = recorded_client_urls(&state, "undo");
+            let holding = (0..3)
+                .filter(|i| {
+                    std::fs::read_to_string(
+                        state.join(format!("clusters/default/undo/undo-{i}/member.json")),
+                    )
+                    .is_ok_and(|r| r.contains("--peer-cert-file"))
+                })
+                .count();
+            if reason == "Disabled"
+                && st.ready_members == 3
+                && urls.len() == 3
+                && urls.iter().all(|u| u.starts_with("http://"))
+                && holding == 0
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{reason}, {urls:?}, {holding} holding certificates"
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (samples, without_quorum) = sampler.await.unwrap();
+    let written = writer.stop().await;
+    let urls = recorded_client_urls(&state, "undo");
+    let missing = missing_writes(&urls, &dir, &written).await;
+    println!(
+        "undone half-way: {} acknowledged puts, longest stall {:.2} s, {} lost; quorum samples {samples}, without quorum {without_quorum}",
+        written.acked.len(),
+        written.longest_stall.as_secs_f64(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert_eq!(without_quorum, 0, "of {samples} samples");
+    etcdctl(&version, &urls[0], &["put", "k", "v"]).expect("plaintext is served");
+}

@@ -1985,3 +1985,118 @@ async fn a_ca_rotation_waits_for_every_member_pod_to_trust_both_cas() {
     assert_eq!(installed.issued.len(), 5, "{:?}", installed.issued);
     assert_ne!(installed.trust_stamp.as_deref(), Some(both.as_str()));
 }
+
+/// Moving a member's listeners to TLS: the launch on its PVC says TLS, the Pod is deleted
+/// and waited for, and the next restart creates one with TLS listeners and the member
+/// certificates mounted, on the same claim.
+#[tokio::test]
+async fn set_transport_records_the_launch_on_the_pvc_and_deletes_the_pod() {
+    let (rt, server) = runtime(pvc_spec());
+    let plain = launch(0, InitialClusterState::New, &[0, 1, 2]);
+    let pvc = rt.objects.pvc(&plain).unwrap().unwrap();
+    let tls = MemberLaunch {
+        transport: Transport::Tls,
+        ..plain.clone()
+    };
+    let moved_pvc = rt.objects.pvc(&tls).unwrap().unwrap();
+    let running = with_uid_and_phase(bootstrap_pod(&rt), "Running");
+    let expected = serde_json::to_value(rt.objects.pod(&tls, DataVolume::Pvc).unwrap()).unwrap();
+    let server = server.run(|mut s| async move {
+        let running = serde_json::to_value(&running).unwrap();
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&serde_json::to_value(&pvc).unwrap());
+        let patch = s
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+            )
+            .await;
+        assert_eq!(launch_annotation(&patch.body)["transport"], "Tls");
+        patch.echo();
+        s.expect(Method::DELETE, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .reply(&running);
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods")
+            .await
+            .reply(&json!({
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "metadata": { "resourceVersion": "7" },
+                "items": [],
+            }));
+        // The restart after etcd's member update.
+        s.expect(Method::GET, "/api/v1/namespaces/db/pods/example-0")
+            .await
+            .fail(StatusCode::NOT_FOUND, "NotFound");
+        s.expect(
+            Method::GET,
+            "/api/v1/namespaces/db/persistentvolumeclaims/example-0",
+        )
+        .await
+        .reply(&serde_json::to_value(&moved_pvc).unwrap());
+        let pod = s.expect(Method::POST, "/api/v1/namespaces/db/pods").await;
+        assert_eq!(pod.body, expected);
+        pod.echo();
+    });
+    let address = rt
+        .set_transport(&cluster_ref(), "example-0", Transport::Tls)
+        .await
+        .unwrap();
+    assert_eq!(address.peer_url, "https://example-0.example.db.svc:2380");
+    assert_eq!(address.client_url, "https://example-0.example.db.svc:2379");
+    rt.restart(&cluster_ref(), "example-0", None).await.unwrap();
+    within_1s(server).await;
+    let args = serde_json::to_value(rt.objects.pod(&tls, DataVolume::Pvc).unwrap()).unwrap()
+        ["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(
+        args.contains("--listen-peer-urls=https://0.0.0.0:2380"),
+        "{args}"
+    );
+    assert!(args.contains("--peer-client-cert-auth=true"), "{args}");
+}
+
+/// A plaintext member dialling TLS peers mounts the member certificates and names only the
+/// peer certificate and CA; its listeners and readiness probe stay plaintext.
+#[tokio::test]
+async fn a_plaintext_pod_dialling_tls_peers_mounts_the_certificates() {
+    let (rt, _server) = runtime(pvc_spec());
+    let dialing = MemberLaunch {
+        transport: Transport::PlainDialingTls,
+        ..launch(0, InitialClusterState::Existing, &[0, 1, 2])
+    };
+    let pod = serde_json::to_value(rt.objects.pod(&dialing, DataVolume::Pvc).unwrap()).unwrap();
+    let container = &pod["spec"]["containers"][0];
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    assert!(args.contains(&"--listen-peer-urls=http://0.0.0.0:2380".to_string()));
+    assert!(args.iter().any(|a| a.starts_with("--peer-cert-file=")));
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--peer-trusted-ca-file="))
+    );
+    assert!(
+        !args.iter().any(|a| a.contains("client-cert-auth")),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--cert-file=")),
+        "{args:?}"
+    );
+    let mounts = container["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/etcd/tls"), "{mounts}");
+    assert!(
+        pod["spec"]["volumes"]
+            .to_string()
+            .contains("example-member-tls"),
+        "{}",
+        pod["spec"]["volumes"]
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], 2379);
+}
