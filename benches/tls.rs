@@ -12,8 +12,8 @@
 //!   cluster on 3.5 and 3.4 under the same kind of writer: wall time, phases, the writer's
 //!   longest stall, writes lost, quorum samples;
 //! - a running plaintext 3-member cluster on 3.5 and 3.4 moved to TLS (`spec.tls.mode:
-//!   Disabled` dropped) under a writer that follows each member's client URL: the same
-//!   numbers;
+//!   Disabled` dropped), and a TLS one moved to plaintext, under a writer that follows each
+//!   member's client URL: the same numbers;
 //! - the cost of TLS on what a reconcile pass does with etcd: connect to every member, list
 //!   members and read each member's status (new connections, so new TLS handshakes, every pass), against
 //!   the same on a plaintext cluster.
@@ -170,12 +170,18 @@ async fn ca_rotation() {
 }
 
 /// A running plaintext 3-member cluster (3.5 and 3.4) moved to TLS under a writer that
-/// follows each member's client URL: two rolls (peer certificate, then listeners).
+/// follows each member's client URL (two rolls: peer certificate, then listeners), and a
+/// TLS one moved to plaintext (listeners, then certificates dropped).
 async fn plaintext_to_tls() {
-    use etcd_operator::testing::tls_move_run::move_to_tls_under_a_writer;
+    use etcd_operator::testing::tls_move_run::{
+        move_to_plaintext_under_a_writer, move_to_tls_under_a_writer,
+    };
     for minor in [5, 4] {
-        let run = move_to_tls_under_a_writer(minor).await;
-        println!("{}", run.summary());
+        println!("{}", move_to_tls_under_a_writer(minor).await.summary());
+        println!(
+            "{}",
+            move_to_plaintext_under_a_writer(minor).await.summary()
+        );
     }
 }
 

@@ -301,228 +301,161 @@ fn rotation_on_request_restarts_nothing(client: Client, ns: String) -> Scenario 
 }
 
 /// A running plaintext 3-member cluster (`spec.tls.mode: Disabled`) moved to TLS by
-/// dropping `spec.tls` (TLS is the default) under a writer: every member Pod recreated on
-/// its PVC, the member list's peer URLs all `https://`, plaintext refused, and every
-/// acknowledged write there.
+/// dropping `spec.tls` (TLS is the default) under a writer: see [`move_under_a_writer`].
 fn plaintext_to_tls_under_a_writer(client: Client, ns: String) -> Scenario {
-    Box::pin(async move {
-        let mut spec = EtcdClusterSpec::new(3, TO);
-        spec.tls = Some(etcd_operator::api::tls::TlsSpec {
-            mode: etcd_operator::api::tls::TlsMode::Disabled,
-            ..Default::default()
-        });
-        let clusters = apply_cluster(&client, &ns, spec).await;
-        wait_running(&clusters, 3, TO).await;
-        let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
-            .await
-            .iter()
-            .map(|p| (p.name_any(), p.uid()))
-            .collect();
-        let pod = before[0].0.clone();
-        assert!(
-            etcdctl(&ns, &pod, &["member", "list"]).contains("http://"),
-            "plaintext before"
-        );
-        let writer =
-            ExecWriter::start_with(&ns, before.iter().map(|(n, _)| n.clone()).collect(), true);
-        wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
-        let started = Instant::now();
-        clusters
-            .patch(
-                CLUSTER,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"tls": null}})),
-            )
-            .await
-            .expect("patch spec.tls away");
-        let mut reasons: Vec<String> = Vec::new();
-        let until = Instant::now() + Duration::from_secs(900);
-        loop {
-            let st = status_of(&clusters, CLUSTER).await;
-            if let Some(c) = st
-                .as_ref()
-                .and_then(|s| condition::find(&s.conditions, condition::types::TLS))
-                && reasons.last() != Some(&c.reason)
-            {
-                println!(
-                    "tls-migrate: {} at {:.1}s: {}",
-                    c.reason,
-                    started.elapsed().as_secs_f64(),
-                    c.message
-                );
-                reasons.push(c.reason.clone());
-            }
-            let pods = member_pods(&client, &ns).await;
-            let recreated = pods.len() == 3
-                && pods
-                    .iter()
-                    .all(|p| !before.iter().any(|(_, uid)| *uid == p.uid()));
-            let done = reasons.last().map(String::as_str) == Some("Serving")
-                && recreated
-                && st
-                    .as_ref()
-                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
-            if done {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "move to TLS not finished in 900 s: reasons {reasons:?}, status {st:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-        let took = started.elapsed();
-        let target = writer.acked_count() + 5;
-        wait_for("puts after the move", || async {
-            writer.acked_count() >= target
-        })
-        .await;
-        let (acked, longest) = writer.stop();
-        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
-        let stored: std::collections::BTreeSet<&str> =
-            stored.lines().filter(|l| !l.is_empty()).collect();
-        let missing: Vec<&String> = acked
-            .iter()
-            .filter(|k| !stored.contains(k.as_str()))
-            .collect();
-        println!(
-            "tls-migrate: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
-            took.as_secs_f64(),
-            acked.len(),
-            longest.as_secs_f64(),
-            missing.len()
-        );
-        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
-        assert!(reasons.iter().any(|r| r == "MovingToTls"), "{reasons:?}");
-        let list = etcdctl(&ns, &pod, &["member", "list"]);
-        assert_eq!(list.matches("https://").count(), 6, "{list}");
-        assert!(!list.contains("http://"), "{list}");
-        let plain = Command::new("kubectl")
-            .args(["-n", &ns, "exec", &pod, "-c", "etcd", "--", "etcdctl"])
-            .args([
-                "--endpoints=http://127.0.0.1:2379",
-                "--dial-timeout=3s",
-                "--command-timeout=3s",
-                "get",
-                "k",
-            ])
-            .output()
-            .expect("run kubectl");
-        assert!(!plain.status.success(), "plaintext is refused");
-        // Kept PVCs: the same claims, each member recreated on its own.
-        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .expect("list pvcs");
-        assert_eq!(pvcs.items.len(), 3);
-    })
+    Box::pin(move_under_a_writer(client, ns, true))
 }
 
 /// A running TLS 3-member cluster (the default) set to `spec.tls.mode: Disabled` under a
-/// writer: every member moved to plaintext listeners, then restarted without
-/// certificates; the member list's peer URLs all `http://`, plaintext served, no member
-/// Pod mounting the certificates any more, and every acknowledged write there.
+/// writer: see [`move_under_a_writer`].
 fn tls_to_plaintext_under_a_writer(client: Client, ns: String) -> Scenario {
-    Box::pin(async move {
-        let clusters = apply_cluster(&client, &ns, EtcdClusterSpec::new(3, TO)).await;
-        wait_running(&clusters, 3, TO).await;
-        let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
-            .await
-            .iter()
-            .map(|p| (p.name_any(), p.uid()))
-            .collect();
-        let pod = before[0].0.clone();
-        let writer =
-            ExecWriter::start_with(&ns, before.iter().map(|(n, _)| n.clone()).collect(), true);
-        wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
-        let started = Instant::now();
-        clusters
-            .patch(
-                CLUSTER,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"tls": {"mode": "Disabled"}}})),
-            )
-            .await
-            .expect("patch spec.tls.mode");
-        let mut reasons: Vec<String> = Vec::new();
-        let until = Instant::now() + Duration::from_secs(900);
-        loop {
-            let st = status_of(&clusters, CLUSTER).await;
-            if let Some(c) = st
-                .as_ref()
-                .and_then(|s| condition::find(&s.conditions, condition::types::TLS))
-                && reasons.last() != Some(&c.reason)
-            {
-                println!(
-                    "tls-off: {} at {:.1}s: {}",
-                    c.reason,
-                    started.elapsed().as_secs_f64(),
-                    c.message
-                );
-                reasons.push(c.reason.clone());
-            }
-            let pods = member_pods(&client, &ns).await;
-            let without_certificates = pods.len() == 3
-                && pods.iter().all(|p| {
-                    let args = p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.containers.first())
-                        .and_then(|c| c.args.clone())
-                        .unwrap_or_default();
-                    !args.iter().any(|a| a.starts_with("--peer-cert-file"))
-                        && !before.iter().any(|(_, uid)| *uid == p.uid())
-                });
-            let done = reasons.last().map(String::as_str) == Some("Disabled")
-                && without_certificates
-                && st
-                    .as_ref()
-                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
-            if done {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "move to plaintext not finished in 900 s: reasons {reasons:?}, status {st:?}"
+    Box::pin(move_under_a_writer(client, ns, false))
+}
+
+/// A running 3-member cluster moved between plaintext and TLS (towards TLS when `to_tls`)
+/// under a writer that puts over TLS where a member serves it, else plaintext: the `TLS`
+/// condition passes through `MovingToTls` (`MovingToPlaintext`) to `Serving` (`Disabled`),
+/// every member Pod is recreated on its PVC (towards plaintext, until none names a
+/// certificate), the member list's six URLs all have the new scheme, the old one is
+/// refused (plaintext served, towards plaintext), the PVCs are the same three, and every
+/// acknowledged write is there.
+async fn move_under_a_writer(client: Client, ns: String, to_tls: bool) {
+    use etcd_operator::api::tls::{TlsMode, TlsSpec};
+    let (label, moving, done_reason, scheme, old_scheme, patch) = if to_tls {
+        (
+            "tls-migrate",
+            "MovingToTls",
+            "Serving",
+            "https://",
+            "http://",
+            json!({"spec": {"tls": null}}),
+        )
+    } else {
+        (
+            "tls-off",
+            "MovingToPlaintext",
+            "Disabled",
+            "http://",
+            "https://",
+            json!({"spec": {"tls": {"mode": "Disabled"}}}),
+        )
+    };
+    let mut spec = EtcdClusterSpec::new(3, TO);
+    if to_tls {
+        spec.tls = Some(TlsSpec {
+            mode: TlsMode::Disabled,
+            ..Default::default()
+        });
+    }
+    let clusters = apply_cluster(&client, &ns, spec).await;
+    wait_running(&clusters, 3, TO).await;
+    let before: Vec<(String, Option<String>)> = member_pods(&client, &ns)
+        .await
+        .iter()
+        .map(|p| (p.name_any(), p.uid()))
+        .collect();
+    let pod = before[0].0.clone();
+    assert!(
+        etcdctl(&ns, &pod, &["member", "list"]).contains(old_scheme),
+        "{old_scheme} before"
+    );
+    let writer = ExecWriter::start_with(&ns, before.iter().map(|(n, _)| n.clone()).collect(), true);
+    wait_for("the writer writes", || async { writer.acked_count() >= 5 }).await;
+    let started = Instant::now();
+    clusters
+        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch spec.tls");
+    let mut reasons: Vec<String> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(900);
+    loop {
+        let st = status_of(&clusters, CLUSTER).await;
+        if let Some(c) = st
+            .as_ref()
+            .and_then(|s| condition::find(&s.conditions, condition::types::TLS))
+            && reasons.last() != Some(&c.reason)
+        {
+            println!(
+                "{label}: {} at {:.1}s: {}",
+                c.reason,
+                started.elapsed().as_secs_f64(),
+                c.message
             );
-            tokio::time::sleep(POLL).await;
+            reasons.push(c.reason.clone());
         }
-        let took = started.elapsed();
-        let target = writer.acked_count() + 5;
-        wait_for("puts after the move", || async {
-            writer.acked_count() >= target
-        })
-        .await;
-        let (acked, longest) = writer.stop();
-        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
-        let stored: std::collections::BTreeSet<&str> =
-            stored.lines().filter(|l| !l.is_empty()).collect();
-        let missing: Vec<&String> = acked
-            .iter()
-            .filter(|k| !stored.contains(k.as_str()))
-            .collect();
-        println!(
-            "tls-off: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
-            took.as_secs_f64(),
-            acked.len(),
-            longest.as_secs_f64(),
-            missing.len()
-        );
-        assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+        let pods = member_pods(&client, &ns).await;
+        let moved = pods.len() == 3
+            && pods.iter().all(|p| {
+                let names_certificate = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.args.as_ref())
+                    .is_some_and(|args| args.iter().any(|a| a.starts_with("--peer-cert-file")));
+                !before.iter().any(|(_, uid)| *uid == p.uid()) && (to_tls || !names_certificate)
+            });
+        let done = reasons.last().map(String::as_str) == Some(done_reason)
+            && moved
+            && st
+                .as_ref()
+                .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+        if done {
+            break;
+        }
         assert!(
-            reasons.iter().any(|r| r == "MovingToPlaintext"),
-            "{reasons:?}"
+            Instant::now() < until,
+            "{label}: not finished in 900 s: reasons {reasons:?}, status {st:?}"
         );
-        let list = etcdctl(&ns, &pod, &["member", "list"]);
-        assert_eq!(list.matches("http://").count(), 6, "{list}");
-        assert!(!list.contains("https://"), "{list}");
-        etcdctl(&ns, &pod, &["put", "e2e", "plaintext"]);
-        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .expect("list pvcs");
-        assert_eq!(pvcs.items.len(), 3);
+        tokio::time::sleep(POLL).await;
+    }
+    let took = started.elapsed();
+    let target = writer.acked_count() + 5;
+    wait_for("puts after the move", || async {
+        writer.acked_count() >= target
     })
+    .await;
+    let (acked, longest) = writer.stop();
+    let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
+    let stored: std::collections::BTreeSet<&str> =
+        stored.lines().filter(|l| !l.is_empty()).collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|k| !stored.contains(k.as_str()))
+        .collect();
+    println!(
+        "{label}: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
+        took.as_secs_f64(),
+        acked.len(),
+        longest.as_secs_f64(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert!(reasons.iter().any(|r| r == moving), "{reasons:?}");
+    let list = etcdctl(&ns, &pod, &["member", "list"]);
+    assert_eq!(list.matches(scheme).count(), 6, "{list}");
+    assert!(!list.contains(old_scheme), "{list}");
+    let plain = Command::new("kubectl")
+        .args(["-n", &ns, "exec", &pod, "-c", "etcd", "--", "etcdctl"])
+        .args([
+            "--endpoints=http://127.0.0.1:2379",
+            "--dial-timeout=3s",
+            "--command-timeout=3s",
+            "put",
+            "e2e",
+            "plaintext",
+        ])
+        .output()
+        .expect("run kubectl");
+    assert_eq!(
+        plain.status.success(),
+        !to_tls,
+        "plaintext served only off TLS"
+    );
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list pvcs");
+    assert_eq!(pvcs.items.len(), 3);
 }
 
 /// Writes `w/<seq>` through `etcdctl` in the member Pods (each put in the next Pod that

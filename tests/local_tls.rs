@@ -702,17 +702,18 @@ async fn a_ca_rotation_of_an_etcd_3_4_cluster_keeps_quorum_and_every_write() {
     ca_rotation_under_a_writer(4).await;
 }
 
-async fn plaintext_to_tls_under_a_writer(minor: u64) {
-    use etcd_operator::testing::tls_move_run::{CLUSTER, move_to_tls_under_a_writer};
-
-    let run = move_to_tls_under_a_writer(minor).await;
+/// What a move either way shows: the `TLS` condition passed through `moving` to `done`, no
+/// acknowledged write lost, quorum in every sample, the same ports, every member
+/// restarted. Returns the state dir.
+fn assert_moved(
+    run: &etcd_operator::testing::tls_move_run::TlsMoveRun,
+    moving: &str,
+    done: &str,
+) -> std::path::PathBuf {
+    use etcd_operator::testing::tls_move_run::CLUSTER;
     println!("{}", run.summary());
-    assert!(
-        run.reasons.iter().any(|r| r == "MovingToTls"),
-        "{:?}",
-        run.reasons
-    );
-    assert_eq!(run.reasons.last().map(String::as_str), Some("Serving"));
+    assert!(run.reasons.iter().any(|r| r == moving), "{:?}", run.reasons);
+    assert_eq!(run.reasons.last().map(String::as_str), Some(done));
     assert!(
         run.missing.is_empty(),
         "acknowledged writes lost: {:?}",
@@ -724,18 +725,25 @@ async fn plaintext_to_tls_under_a_writer(minor: u64) {
         run.quorum_samples
     );
     assert!(run.written.acked.len() > 100);
-    let (version, dir) = (&run.version, &run.dir);
-    let state = run.scenario.state_dir();
-    // Same ports, now TLS; every member restarted (twice: peer certificate, listeners).
     let ports = |urls: &[String]| -> Vec<String> {
         urls.iter()
             .map(|u| u.rsplit_once(':').unwrap().1.to_string())
             .collect()
     };
     assert_eq!(ports(&run.urls), ports(&run.urls_before));
+    let state = run.scenario.state_dir();
     for (name, before) in &run.before {
         assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
     }
+    state
+}
+
+async fn plaintext_to_tls_under_a_writer(minor: u64) {
+    use etcd_operator::testing::tls_move_run::{CLUSTER, move_to_tls_under_a_writer};
+
+    let run = move_to_tls_under_a_writer(minor).await;
+    let state = assert_moved(&run, "MovingToTls", "Serving");
+    let (version, dir) = (&run.version, &run.dir);
     // etcd dials every peer over TLS, and plaintext is refused on the client port.
     let cacert = format!("--cacert={}", dir.join("ca.crt").display());
     let cert = format!("--cert={}", dir.join("client.crt").display());
@@ -779,31 +787,10 @@ async fn a_running_etcd_3_4_cluster_moves_from_plaintext_to_tls_under_a_writer()
 }
 
 async fn tls_to_plaintext_under_a_writer(minor: u64) {
-    use etcd_operator::testing::tls_move_run::{CLUSTER, move_to_plaintext_under_a_writer};
+    use etcd_operator::testing::tls_move_run::move_to_plaintext_under_a_writer;
 
     let run = move_to_plaintext_under_a_writer(minor).await;
-    println!("{}", run.summary());
-    assert!(
-        run.reasons.iter().any(|r| r == "MovingToPlaintext"),
-        "{:?}",
-        run.reasons
-    );
-    assert_eq!(run.reasons.last().map(String::as_str), Some("Disabled"));
-    assert!(
-        run.missing.is_empty(),
-        "acknowledged writes lost: {:?}",
-        run.missing
-    );
-    assert_eq!(
-        run.samples_without_quorum, 0,
-        "of {} samples",
-        run.quorum_samples
-    );
-    assert!(run.written.acked.len() > 100);
-    let state = run.scenario.state_dir();
-    for (name, before) in &run.before {
-        assert_ne!(member_pid(&state, CLUSTER, name), *before, "{name}");
-    }
+    assert_moved(&run, "MovingToPlaintext", "Disabled");
     // etcd dials every peer in plaintext; a client without certificates is served.
     let list = etcdctl(&run.version, &run.urls[0], &["member", "list"]).expect("member list");
     assert_eq!(list.matches("http://").count(), 6, "{list}");

@@ -277,7 +277,13 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "MovingLeader",
         Step::UpgradeMember { .. } => "UpgradingMember",
         Step::ReloadTrust { .. } => "RestartingForCertificates",
-        Step::MoveTransport { .. } => "MovingToTls",
+        Step::MoveTransport { stage, .. } => match stage {
+            crate::plan::TransportStage::DialTls | crate::plan::TransportStage::ListenTls => {
+                "MovingToTls"
+            }
+            crate::plan::TransportStage::ListenPlain
+            | crate::plan::TransportStage::DropCertificates => "MovingToPlaintext",
+        },
         Step::UpdatePeerUrl { .. } => "UpdatingPeerUrl",
         Step::Maintain { action, .. } => maintenance_reason(action),
         Step::Recover { .. } => "Recovering",

@@ -553,12 +553,7 @@ impl MemberRuntime for LocalRuntime {
         let paths = self.paths(cluster, name)?;
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
-        let not_found = || Error::MemberNotFound {
-            cluster: cluster.clone(),
-            name: name.to_string(),
-        };
-        let record = paths.read_record()?.ok_or_else(not_found)?;
-        let mut launch = record.launch.clone().ok_or_else(not_found)?;
+        let (record, mut launch) = launched(&paths, cluster, name)?;
         if let Some(version) = version {
             launch.version = version;
         }
@@ -579,12 +574,7 @@ impl MemberRuntime for LocalRuntime {
         let paths = self.paths(cluster, name)?;
         let member = self.member_lock(cluster, name);
         let _member = member.lock().await;
-        let not_found = || Error::MemberNotFound {
-            cluster: cluster.clone(),
-            name: name.to_string(),
-        };
-        let mut record = paths.read_record()?.ok_or_else(not_found)?;
-        let mut launch = record.launch.clone().ok_or_else(not_found)?;
+        let (mut record, mut launch) = launched(&paths, cluster, name)?;
         let from = record.address.clone();
         let to = MemberAddress {
             name: from.name.clone(),
@@ -796,6 +786,24 @@ impl MemberRuntime for LocalRuntime {
 /// Names of member directories being deleted; never a member name (those cannot start
 /// with a dot), so a listing skips them.
 const TOMBSTONE_PREFIX: &str = ".deleting-";
+
+/// The record of a member that was created, and how it was last launched.
+///
+/// # Errors
+/// [`Error::MemberNotFound`] when it was never created (no record, or only reserved).
+fn launched(
+    paths: &MemberPaths,
+    cluster: &ClusterRef,
+    name: &str,
+) -> Result<(MemberRecord, LaunchRecord), Error> {
+    let not_found = || Error::MemberNotFound {
+        cluster: cluster.clone(),
+        name: name.to_string(),
+    };
+    let record = paths.read_record()?.ok_or_else(not_found)?;
+    let launch = record.launch.clone().ok_or_else(not_found)?;
+    Ok((record, launch))
+}
 
 fn tombstone_of(member_dir: &Path, name: &str) -> PathBuf {
     member_dir.with_file_name(format!("{TOMBSTONE_PREFIX}{name}"))

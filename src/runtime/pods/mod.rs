@@ -468,6 +468,60 @@ impl PodRuntime {
         Ok(())
     }
 
+    /// The member's Pod, if one exists.
+    ///
+    /// # Errors
+    /// [`Error::ForeignPod`] when a Pod of the name is not this cluster's.
+    async fn own_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
+        let pod = self
+            .api::<Pod>()
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::GetPod {
+                name: name.to_string(),
+                source,
+            })?;
+        if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
+            return Err(Error::ForeignPod {
+                name: name.to_string(),
+                owner: controller_uid(pod),
+            });
+        }
+        Ok(pod)
+    }
+
+    /// The launch recorded on the member's PVC (on its Pod, `pod`, for PVCs made before
+    /// launches were recorded there): what a Pod recreated on the PVC runs.
+    ///
+    /// # Errors
+    /// [`Error::RestartLosesData`] when there is no PVC but a live (emptyDir) Pod;
+    /// [`Error::MemberNotFound`] when there is neither.
+    async fn launch_on_pvc(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+        pod: Option<&Pod>,
+    ) -> Result<MemberLaunch, Error> {
+        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
+            return Err(match pod.filter(|p| is_alive(p)) {
+                Some(_) => Error::RestartLosesData {
+                    name: name.to_string(),
+                },
+                None => Error::MemberNotFound {
+                    cluster: cluster.clone(),
+                    name: name.to_string(),
+                },
+            });
+        };
+        match LaunchAnnotation::decode("pvc", &pvc.metadata) {
+            Ok(launch) => Ok(launch),
+            Err(e) => match pod {
+                Some(pod) => LaunchAnnotation::decode("pod", &pod.metadata),
+                None => Err(e),
+            },
+        }
+    }
+
     async fn get_pvc(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, Error> {
         self.api::<PersistentVolumeClaim>()
             .get_opt(name)
@@ -547,20 +601,7 @@ impl MemberRuntime for PodRuntime {
         version: Option<semver::Version>,
     ) -> Result<(), Error> {
         self.check(cluster)?;
-        let pod = self
-            .api::<Pod>()
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::GetPod {
-                name: name.to_string(),
-                source,
-            })?;
-        if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
-            return Err(Error::ForeignPod {
-                name: name.to_string(),
-                owner: controller_uid(pod),
-            });
-        }
+        let pod = self.own_pod(name).await?;
         let live = pod.as_ref().filter(|p| is_alive(p));
         if let (Some(pod), Some(version)) = (live, &version) {
             if label_version(pod).as_ref() == Some(version) {
@@ -570,24 +611,7 @@ impl MemberRuntime for PodRuntime {
             }
             return self.upgrade_in_place(pod, version).await;
         }
-        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
-            return Err(match live {
-                Some(_) => Error::RestartLosesData {
-                    name: name.to_string(),
-                },
-                None => Error::MemberNotFound {
-                    cluster: cluster.clone(),
-                    name: name.to_string(),
-                },
-            });
-        };
-        let mut launch = match LaunchAnnotation::decode("pvc", &pvc.metadata) {
-            Ok(launch) => launch,
-            Err(e) => match &pod {
-                Some(pod) => LaunchAnnotation::decode("pod", &pod.metadata)?,
-                None => return Err(e),
-            },
-        };
+        let mut launch = self.launch_on_pvc(cluster, name, pod.as_ref()).await?;
         if let Some(version) = version
             && version != launch.version
         {
@@ -610,38 +634,8 @@ impl MemberRuntime for PodRuntime {
         transport: Transport,
     ) -> Result<MemberAddress, Error> {
         self.check(cluster)?;
-        let pod = self
-            .api::<Pod>()
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::GetPod {
-                name: name.to_string(),
-                source,
-            })?;
-        if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
-            return Err(Error::ForeignPod {
-                name: name.to_string(),
-                owner: controller_uid(pod),
-            });
-        }
-        let Some(pvc) = self.get_pvc(name).await?.filter(|p| !is_terminating(p)) else {
-            return Err(match pod.as_ref().filter(|p| is_alive(p)) {
-                Some(_) => Error::RestartLosesData {
-                    name: name.to_string(),
-                },
-                None => Error::MemberNotFound {
-                    cluster: cluster.clone(),
-                    name: name.to_string(),
-                },
-            });
-        };
-        let mut launch = match LaunchAnnotation::decode("pvc", &pvc.metadata) {
-            Ok(launch) => launch,
-            Err(e) => match &pod {
-                Some(pod) => LaunchAnnotation::decode("pod", &pod.metadata)?,
-                None => return Err(e),
-            },
-        };
+        let pod = self.own_pod(name).await?;
+        let mut launch = self.launch_on_pvc(cluster, name, pod.as_ref()).await?;
         if launch.transport != transport {
             launch.transport = transport;
             self.record_launch_on_pvc(name, &launch).await?;
