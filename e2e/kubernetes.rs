@@ -409,19 +409,7 @@ async fn move_under_a_writer(client: Client, ns: String, to_tls: bool) {
         tokio::time::sleep(POLL).await;
     }
     let took = started.elapsed();
-    let target = writer.acked_count() + 5;
-    wait_for("puts after the move", || async {
-        writer.acked_count() >= target
-    })
-    .await;
-    let (acked, longest) = writer.stop();
-    let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
-    let stored: std::collections::BTreeSet<&str> =
-        stored.lines().filter(|l| !l.is_empty()).collect();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|k| !stored.contains(k.as_str()))
-        .collect();
+    let (acked, longest, missing) = writer.finish(&ns, &pod).await;
     println!(
         "{label}: moved in {:.1}s, reasons {reasons:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
         took.as_secs_f64(),
@@ -532,6 +520,26 @@ impl ExecWriter {
         self.acked.lock().unwrap().len()
     }
 
+    /// Waits for 5 more acknowledged puts, stops, and reads the keys back through member
+    /// `pod`: the acknowledged keys, the longest stall, and the acknowledged keys missing.
+    async fn finish(self, ns: &str, pod: &str) -> (Vec<String>, Duration, Vec<String>) {
+        let target = self.acked_count() + 5;
+        wait_for("puts after the change", || async {
+            self.acked_count() >= target
+        })
+        .await;
+        let (acked, longest) = self.stop();
+        let stored = etcdctl(ns, pod, &["get", "--prefix", "w/", "--keys-only"]);
+        let stored: std::collections::BTreeSet<&str> =
+            stored.lines().filter(|l| !l.is_empty()).collect();
+        let missing = acked
+            .iter()
+            .filter(|k| !stored.contains(k.as_str()))
+            .cloned()
+            .collect();
+        (acked, longest, missing)
+    }
+
     fn stop(self) -> (Vec<String>, Duration) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let longest = self.thread.join().expect("writer thread");
@@ -603,20 +611,8 @@ fn ca_rotation_under_a_writer(client: Client, ns: String) -> Scenario {
         }
         let took = started.elapsed();
         // A few more puts on the new CA before stopping the writer.
-        let target = writer.acked_count() + 5;
-        wait_for("puts after the rotation", || async {
-            writer.acked_count() >= target
-        })
-        .await;
-        let (acked, longest) = writer.stop();
         let pod = before[0].0.clone();
-        let stored = etcdctl(&ns, &pod, &["get", "--prefix", "w/", "--keys-only"]);
-        let stored: std::collections::BTreeSet<&str> =
-            stored.lines().filter(|l| !l.is_empty()).collect();
-        let missing: Vec<&String> = acked
-            .iter()
-            .filter(|k| !stored.contains(k.as_str()))
-            .collect();
+        let (acked, longest, missing) = writer.finish(&ns, &pod).await;
         println!(
             "tls-rotate-ca: rotated in {:.1}s, phases {phases:?}; writer: {} acknowledged puts, longest stall {:.1}s, {} missing",
             took.as_secs_f64(),

@@ -647,16 +647,7 @@ async fn ca_rotation_under_a_writer(minor: u64) {
         "{:?}",
         run.cluster_phases
     );
-    assert!(
-        run.missing.is_empty(),
-        "acknowledged writes lost: {:?}",
-        run.missing
-    );
-    assert_eq!(
-        run.samples_without_quorum, 0,
-        "of {} samples",
-        run.quorum_samples
-    );
+    run.seen.assert_nothing_lost();
     let (version, urls, dir, old_ca) = (&run.version, &run.urls, &run.dir, &run.old_ca);
     let state = run.scenario.state_dir();
 
@@ -714,17 +705,7 @@ fn assert_moved(
     println!("{}", run.summary());
     assert!(run.reasons.iter().any(|r| r == moving), "{:?}", run.reasons);
     assert_eq!(run.reasons.last().map(String::as_str), Some(done));
-    assert!(
-        run.missing.is_empty(),
-        "acknowledged writes lost: {:?}",
-        run.missing
-    );
-    assert_eq!(
-        run.samples_without_quorum, 0,
-        "of {} samples",
-        run.quorum_samples
-    );
-    assert!(run.written.acked.len() > 100);
+    run.seen.assert_nothing_lost();
     let ports = |urls: &[String]| -> Vec<String> {
         urls.iter()
             .map(|u| u.rsplit_once(':').unwrap().1.to_string())
@@ -814,11 +795,8 @@ async fn a_running_etcd_3_4_cluster_moves_from_tls_to_plaintext_under_a_writer()
 #[tokio::test]
 async fn a_move_to_tls_undone_half_way_goes_back_under_a_writer() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
-    use etcd_operator::testing::writer::{
-        Endpoints, Writer, missing_writes, sample_quorum_following,
-    };
+    use etcd_operator::testing::writer::Load;
 
     let version = latest(5);
     let disabled = "  tls:\n    mode: Disabled\n";
@@ -828,21 +806,14 @@ async fn a_move_to_tls_undone_half_way_goes_back_under_a_writer() {
     s.wait_running("undo", 3, &version).await;
     let state = s.state_dir();
     let dir = state.join("tls/default/undo");
-    let endpoints: Endpoints = {
+    let load = {
         let state = state.clone();
-        Arc::new(move || recorded_client_urls(&state, "undo"))
+        Load::start(
+            Arc::new(move || recorded_client_urls(&state, "undo")),
+            dir.clone(),
+        )
+        .await
     };
-    let writer = Writer::following(endpoints.clone(), dir.clone());
-    wait_for(LONG, "the writer writes", || async {
-        match writer.acked_count() {
-            n if n >= 100 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await
-    .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_quorum_following(endpoints, dir.clone(), stop.clone());
     s.write(&cluster_yaml("undo", 3, &version, ""));
     wait_for(LONG, "one member listens with TLS", || async {
         let urls = recorded_client_urls(&state, "undo");
@@ -885,18 +856,9 @@ async fn a_move_to_tls_undone_half_way_goes_back_under_a_writer() {
     )
     .await
     .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let (samples, without_quorum) = sampler.await.unwrap();
-    let written = writer.stop().await;
     let urls = recorded_client_urls(&state, "undo");
-    let missing = missing_writes(&urls, &dir, &written).await;
-    println!(
-        "undone half-way: {} acknowledged puts, longest stall {:.2} s, {} lost; quorum samples {samples}, without quorum {without_quorum}",
-        written.acked.len(),
-        written.longest_stall.as_secs_f64(),
-        missing.len()
-    );
-    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
-    assert_eq!(without_quorum, 0, "of {samples} samples");
+    let seen = load.finish(&urls, &dir).await;
+    println!("undone half-way: {}", seen.summary());
+    seen.assert_nothing_lost();
     etcdctl(&version, &urls[0], &["put", "k", "v"]).expect("plaintext is served");
 }

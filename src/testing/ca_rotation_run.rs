@@ -3,13 +3,12 @@
 //! `benches/tls.rs` prints.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::operator::{LONG, Scenario, client_urls, cluster_yaml, fast_policy, latest, member_pid};
+use super::operator::{Scenario, client_urls, cluster_yaml, fast_policy, latest, member_pid};
 use super::wait::wait_for;
-use super::writer::{Writer, Written, missing_writes, sample_quorum};
+use super::writer::{Load, LoadSeen};
 use crate::api::cluster::ClusterPhase;
 
 /// The cluster's name.
@@ -31,11 +30,8 @@ pub struct CaRotationRun {
     pub phases: Vec<String>,
     /// Cluster phases (`status.phase`) seen while it ran, in order.
     pub cluster_phases: Vec<ClusterPhase>,
-    pub written: Written,
-    /// Acknowledged writes not readable afterwards.
-    pub missing: Vec<String>,
-    pub quorum_samples: u64,
-    pub samples_without_quorum: u64,
+    /// The writer's and the quorum sampler's numbers.
+    pub seen: LoadSeen,
 }
 
 /// Starts a 3-member cluster at the latest 3.`minor`, a writer and a quorum sampler (100
@@ -64,17 +60,10 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
         .map(|m| (m.name.clone(), member_pid(&state, CLUSTER, &m.name)))
         .collect();
 
-    let writer = Writer::start(urls.clone(), dir.clone());
-    wait_for(LONG, "the writer writes", || async {
-        match writer.acked_count() {
-            n if n >= 100 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await
-    .expect("the writer writes");
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_quorum(urls.clone(), dir.clone(), stop.clone());
+    let load = {
+        let urls = urls.clone();
+        Load::start(Arc::new(move || urls.clone()), dir.clone()).await
+    };
 
     let started = Instant::now();
     s.write(&cluster_yaml(
@@ -122,10 +111,7 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
     .await
     .expect("the rotation finishes");
     let wall = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let (quorum_samples, samples_without_quorum) = sampler.await.expect("sampler");
-    let written = writer.stop().await;
-    let missing = missing_writes(&urls, &dir, &written).await;
+    let seen = load.finish(&urls, &dir).await;
     CaRotationRun {
         scenario: s,
         version,
@@ -138,10 +124,7 @@ pub async fn rotate_ca_under_a_writer(minor: u64) -> CaRotationRun {
         cluster_phases: cluster_phases
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner),
-        written,
-        missing,
-        quorum_samples,
-        samples_without_quorum,
+        seen,
     }
 }
 
@@ -149,16 +132,11 @@ impl CaRotationRun {
     /// One line of what the run measured.
     pub fn summary(&self) -> String {
         format!(
-            "CA rotation, 3 members, {}: {:.1} s; phases {:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            "CA rotation, 3 members, {}: {:.1} s; phases {:?}; {}",
             self.version,
             self.wall.as_secs_f64(),
             self.phases,
-            self.written.acked.len(),
-            self.written.longest_stall.as_secs_f64(),
-            self.missing.len(),
-            self.written.retried_connects,
-            self.quorum_samples,
-            self.samples_without_quorum,
+            self.seen.summary(),
         )
     }
 }

@@ -4,16 +4,14 @@
 //! its endpoints would, and dial the `https://` ones with the application certificate.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::operator::{
-    LONG, Scenario, client_urls, cluster_yaml, fast_policy, latest, member_pid,
-    recorded_client_urls,
+    Scenario, client_urls, cluster_yaml, fast_policy, latest, member_pid, recorded_client_urls,
 };
 use super::wait::wait_for;
-use super::writer::{Writer, Written, missing_writes, sample_quorum_following};
+use super::writer::{Load, LoadSeen};
 use crate::api::condition;
 
 /// The cluster's name.
@@ -36,11 +34,8 @@ pub struct TlsMoveRun {
     pub wall: Duration,
     /// `TLS` condition reasons seen, in order.
     pub reasons: Vec<String>,
-    pub written: Written,
-    /// Acknowledged writes not readable afterwards.
-    pub missing: Vec<String>,
-    pub quorum_samples: u64,
-    pub samples_without_quorum: u64,
+    /// The writer's and the quorum sampler's numbers.
+    pub seen: LoadSeen,
 }
 
 /// Starts a plaintext (`spec.tls.mode: Disabled`) 3-member cluster at the latest
@@ -89,17 +84,7 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
         let state = state.clone();
         Arc::new(move || recorded_client_urls(&state, CLUSTER))
     };
-    let writer = Writer::following(endpoints.clone(), dir.clone());
-    wait_for(LONG, "the writer writes", || async {
-        match writer.acked_count() {
-            n if n >= 100 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await
-    .expect("the writer writes");
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_quorum_following(endpoints, dir.clone(), stop.clone());
+    let load = Load::start(endpoints, dir.clone()).await;
 
     let started = Instant::now();
     s.write(&cluster_yaml(CLUSTER, 3, &version, to));
@@ -151,11 +136,8 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
     .await
     .expect("the move finishes");
     let wall = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let (quorum_samples, samples_without_quorum) = sampler.await.expect("sampler");
-    let written = writer.stop().await;
     let urls = recorded_client_urls(&state, CLUSTER);
-    let missing = missing_writes(&urls, &dir, &written).await;
+    let seen = load.finish(&urls, &dir).await;
     TlsMoveRun {
         scenario: s,
         version,
@@ -166,10 +148,7 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
         before,
         wall,
         reasons: reasons.into_inner().unwrap_or_else(PoisonError::into_inner),
-        written,
-        missing,
-        quorum_samples,
-        samples_without_quorum,
+        seen,
     }
 }
 
@@ -177,7 +156,7 @@ impl TlsMoveRun {
     /// One line of what the run measured.
     pub fn summary(&self) -> String {
         format!(
-            "{}, 3 members, {}: {:.1} s; TLS condition {:?}; writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            "{}, 3 members, {}: {:.1} s; TLS condition {:?}; {}",
             if self.to_tls {
                 "plaintext -> TLS"
             } else {
@@ -186,12 +165,7 @@ impl TlsMoveRun {
             self.version,
             self.wall.as_secs_f64(),
             self.reasons,
-            self.written.acked.len(),
-            self.written.longest_stall.as_secs_f64(),
-            self.missing.len(),
-            self.written.retried_connects,
-            self.quorum_samples,
-            self.samples_without_quorum,
+            self.seen.summary(),
         )
     }
 }

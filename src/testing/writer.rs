@@ -224,3 +224,99 @@ pub async fn missing_writes(urls: &[String], dir: &Path, written: &Written) -> V
         .cloned()
         .collect()
 }
+
+/// A writer and a quorum sampler (100 ms) on one cluster, the load rotations and moves are
+/// measured under.
+pub struct Load {
+    writer: Writer,
+    sampler: tokio::task::JoinHandle<(u64, u64)>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadSeen {
+    pub written: Written,
+    /// Acknowledged writes not readable afterwards.
+    pub missing: Vec<String>,
+    pub quorum_samples: u64,
+    pub samples_without_quorum: u64,
+}
+
+impl Load {
+    /// Starts writing to the members `endpoints` names (with the client certificate in
+    /// `dir` for `https://` ones), waits (90 s) for 100 acknowledged puts, then starts the
+    /// sampler.
+    ///
+    /// # Panics
+    /// When the writer does not get 100 puts acknowledged in time.
+    pub async fn start(endpoints: Endpoints, dir: PathBuf) -> Self {
+        let writer = Writer::following(endpoints.clone(), dir.clone());
+        super::wait::wait_for(Duration::from_secs(90), "the writer writes", || async {
+            match writer.acked_count() {
+                n if n >= 100 => Ok(()),
+                n => Err(n),
+            }
+        })
+        .await
+        .expect("the writer writes");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_quorum_following(endpoints, dir, stop.clone());
+        Self {
+            writer,
+            sampler,
+            stop,
+        }
+    }
+
+    /// Stops both and reads the acknowledged keys back from `urls`.
+    ///
+    /// # Panics
+    /// When a task panicked or the cluster cannot be read.
+    pub async fn finish(self, urls: &[String], dir: &Path) -> LoadSeen {
+        self.stop.store(true, Ordering::Relaxed);
+        let (quorum_samples, samples_without_quorum) = self.sampler.await.expect("sampler");
+        let written = self.writer.stop().await;
+        let missing = missing_writes(urls, dir, &written).await;
+        LoadSeen {
+            written,
+            missing,
+            quorum_samples,
+            samples_without_quorum,
+        }
+    }
+}
+
+impl LoadSeen {
+    /// The writer's and the sampler's numbers, for a summary line.
+    pub fn summary(&self) -> String {
+        format!(
+            "writer: {} acknowledged puts, longest stall {:.2} s, {} lost, {} connects retried; quorum samples {}, without quorum {}",
+            self.written.acked.len(),
+            self.written.longest_stall.as_secs_f64(),
+            self.missing.len(),
+            self.written.retried_connects,
+            self.quorum_samples,
+            self.samples_without_quorum,
+        )
+    }
+
+    /// Asserts what every rotation or move under load must show: at least 100 puts
+    /// acknowledged, none lost, quorum in every sample.
+    ///
+    /// # Panics
+    /// When one does not hold.
+    pub fn assert_nothing_lost(&self) {
+        assert!(self.written.acked.len() >= 100, "{}", self.summary());
+        assert!(
+            self.missing.is_empty(),
+            "acknowledged writes lost: {:?}",
+            self.missing
+        );
+        assert_eq!(
+            self.samples_without_quorum, 0,
+            "of {} samples",
+            self.quorum_samples
+        );
+    }
+}
