@@ -247,6 +247,39 @@ async fn disabled_tls_serves_plaintext_and_says_so() {
     etcdctl(&version, &urls[0], &["put", "k", "v"]).expect("plaintext is served");
     // No certificates were made for it.
     assert!(!s.state_dir().join("tls/default/open").exists());
+
+    // Asked for TLS, the lone member moves to it with its key (its peer URL is told to
+    // etcd by itself once it listens with TLS: no other member could be asked).
+    s.write(&cluster_yaml("open", 1, &version, ""));
+    let dir = s.state_dir().join("tls/default/open");
+    let cacert = format!("--cacert={}", dir.join("ca.crt").display());
+    let cert = format!("--cert={}", dir.join("client.crt").display());
+    let key = format!("--key={}", dir.join("client.key").display());
+    let state = s.state_dir();
+    let tls_url = wait_for(LONG, "the member serves TLS, etcd dials it so", || async {
+        let urls = recorded_client_urls(&state, "open");
+        let url = urls
+            .first()
+            .filter(|u| u.starts_with("https://"))
+            .ok_or(format!("{urls:?}"))?;
+        let list = etcdctl(&version, url, &[&cacert, &cert, &key, "member", "list"])?;
+        if list.matches("https://").count() == 2 {
+            Ok(url.clone())
+        } else {
+            Err(list)
+        }
+    })
+    .await
+    .unwrap();
+    let got = etcdctl(
+        &version,
+        &tls_url,
+        &[&cacert, &cert, &key, "get", "k", "--print-value-only"],
+    )
+    .expect("read over TLS");
+    assert_eq!(got.trim(), "v");
+    let st = s.wait_running("open", 1, &version).await;
+    assert_eq!(condition_of(&st, condition::types::TLS).reason, "Serving");
 }
 
 /// A CA and leaves made with openssl the way cert-manager lays them out (ECDSA P-256 keys

@@ -420,15 +420,17 @@ async fn move_transport<R: MemberRuntime>(
         TransportStage::ListenTls => (Transport::Tls, true),
         TransportStage::ListenPlain => (Transport::PlainDialingTls, true),
     };
-    if listeners_move {
-        // The others answer the update: the member is stopped by then.
-        let others: Vec<String> = observed
-            .members
-            .iter()
-            .filter(|m| m.id() != Some(id))
-            .filter_map(|m| m.runtime.as_ref())
-            .map(|r| r.client_url.clone())
-            .collect();
+    // The others answer the update: the member is stopped by then. A member alone has
+    // no peer to dial it: it is moved and restarted first, and tells etcd its new peer URL
+    // itself on the next pass (`Step::UpdatePeerUrl`).
+    let others: Vec<String> = observed
+        .members
+        .iter()
+        .filter(|m| m.id() != Some(id))
+        .filter_map(|m| m.runtime.as_ref())
+        .map(|r| r.client_url.clone())
+        .collect();
+    if listeners_move && !others.is_empty() {
         let admin = EtcdAdmin::connect_with(
             others.clone(),
             TlsConfig::for_endpoints(&others, tls),
