@@ -488,7 +488,13 @@ async fn nospace_is_cleared_by_compact_defragment_and_disarm(bin: EtcdBin) {
     }
     assert!(refused, "writes past the quota were accepted");
     let status = admin.status(&url).await.unwrap();
-    assert_eq!(status.revision, last, "{status:?}");
+    // The put that crosses the quota is refused before it is proposed, or, when the quota
+    // is crossed while it applies, applied and still answered NOSPACE (etcd's quota
+    // applier): one revision more than the last acknowledged one.
+    assert!(
+        status.revision == last || status.revision == last + 1,
+        "last acknowledged revision {last}: {status:?}"
+    );
 
     admin.compact(status.revision).await.unwrap();
     let again = admin.compact(status.revision).await.unwrap_err();
