@@ -286,14 +286,7 @@ impl PodRuntime {
             }
         };
         if !create().await? {
-            let existing =
-                self.api::<Pod>()
-                    .get_opt(&name)
-                    .await
-                    .map_err(|source| Error::GetPod {
-                        name: name.clone(),
-                        source,
-                    })?;
+            let existing = self.get_pod(&name).await?;
             match existing {
                 // An earlier cluster's Pod: never adopted; one being deleted is waited for.
                 Some(existing)
@@ -468,19 +461,23 @@ impl PodRuntime {
         Ok(())
     }
 
-    /// The member's Pod, if one exists.
-    ///
-    /// # Errors
-    /// [`Error::ForeignPod`] when a Pod of the name is not this cluster's.
-    async fn own_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
-        let pod = self
-            .api::<Pod>()
+    /// The Pod of the name, whoever made it.
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
+        self.api::<Pod>()
             .get_opt(name)
             .await
             .map_err(|source| Error::GetPod {
                 name: name.to_string(),
                 source,
-            })?;
+            })
+    }
+
+    /// The member's Pod, if one exists.
+    ///
+    /// # Errors
+    /// [`Error::ForeignPod`] when a Pod of the name is not this cluster's.
+    async fn own_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
+        let pod = self.get_pod(name).await?;
         if let Some(pod) = pod.as_ref().filter(|p| !self.objects.is_own_pod(p)) {
             return Err(Error::ForeignPod {
                 name: name.to_string(),
@@ -790,15 +787,11 @@ impl MemberRuntime for PodRuntime {
         tag: &str,
     ) -> Result<Option<String>, Error> {
         self.check(cluster)?;
-        let pod = self
-            .api::<Pod>()
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::GetPod {
-                name: name.to_string(),
-                source,
-            })?;
-        if let Some(pod) = pod.filter(|p| self.objects.is_own_pod(p)) {
+        if let Some(pod) = self
+            .get_pod(name)
+            .await?
+            .filter(|p| self.objects.is_own_pod(p))
+        {
             self.delete_pod_and_wait(&pod).await?;
         }
         let Some(pvc) = self
@@ -881,22 +874,8 @@ impl MemberRuntime for PodRuntime {
             });
         };
         let launch = LaunchAnnotation::decode("pvc", &pvc.metadata)?;
-        let pod = self
-            .api::<Pod>()
-            .get_opt(name)
-            .await
-            .map_err(|source| Error::GetPod {
-                name: name.to_string(),
-                source,
-            })?;
-        if let Some(pod) = &pod {
-            if !self.objects.is_own_pod(pod) {
-                return Err(Error::ForeignPod {
-                    name: name.to_string(),
-                    owner: controller_uid(pod),
-                });
-            }
-            self.delete_pod_and_wait(pod).await?;
+        if let Some(pod) = self.own_pod(name).await? {
+            self.delete_pod_and_wait(&pod).await?;
         }
         info!(%cluster, member = name, "creating the member's pod once with --force-new-cluster");
         self.create_pod_once(
