@@ -384,7 +384,7 @@ async fn move_under_a_writer(client: Client, ns: String, to_tls: bool) {
             reasons.push(c.reason.clone());
         }
         let pods = member_pods(&client, &ns).await;
-        let moved = pods.len() == 3
+        let moved = all_recreated(&pods, &before)
             && pods.iter().all(|p| {
                 let names_certificate = p
                     .spec
@@ -392,13 +392,11 @@ async fn move_under_a_writer(client: Client, ns: String, to_tls: bool) {
                     .and_then(|s| s.containers.first())
                     .and_then(|c| c.args.as_ref())
                     .is_some_and(|args| args.iter().any(|a| a.starts_with("--peer-cert-file")));
-                !before.iter().any(|(_, uid)| *uid == p.uid()) && (to_tls || !names_certificate)
+                to_tls || !names_certificate
             });
         let done = reasons.last().map(String::as_str) == Some(done_reason)
             && moved
-            && st
-                .as_ref()
-                .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+            && st.as_ref().is_some_and(|s| running_with(s, 3));
         if done {
             break;
         }
@@ -590,16 +588,11 @@ fn ca_rotation_under_a_writer(client: Client, ns: String) -> Scenario {
                 phases.push(p.clone());
             }
             let pods = member_pods(&client, &ns).await;
-            let recreated = pods.len() == 3
-                && pods
-                    .iter()
-                    .all(|p| !before.iter().any(|(_, uid)| *uid == p.uid()));
+            let recreated = all_recreated(&pods, &before);
             let done = tls.ca_rotated.as_deref() == Some("c1")
                 && tls.ca_rotation.is_none()
                 && recreated
-                && st
-                    .as_ref()
-                    .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3);
+                && st.as_ref().is_some_and(|s| running_with(s, 3));
             if done {
                 break;
             }
@@ -2585,7 +2578,7 @@ fn a_scheduled_backup_restores_every_key(client: Client, ns: String) -> Scenario
         wait_for("the restored cluster to run 3 members", || async {
             status_of(&restored, "restored")
                 .await
-                .is_some_and(|s| s.phase == ClusterPhase::Running && s.ready_members == 3)
+                .is_some_and(|s| running_with(&s, 3))
         })
         .await;
         println!(
@@ -2824,6 +2817,19 @@ async fn phase(clusters: &Api<EtcdCluster>) -> Option<ClusterPhase> {
 }
 
 /// Waits until the cluster runs `size` healthy voters at `version` for the current spec.
+/// Phase `Running` with `ready` ready members.
+fn running_with(s: &etcd_operator::api::EtcdClusterStatus, ready: i32) -> bool {
+    s.phase == ClusterPhase::Running && s.ready_members == ready
+}
+
+/// Three member Pods, none of them one of `before` (name, uid): each was recreated.
+fn all_recreated(pods: &[Pod], before: &[(String, Option<String>)]) -> bool {
+    pods.len() == 3
+        && pods
+            .iter()
+            .all(|p| !before.iter().any(|(_, uid)| *uid == p.uid()))
+}
+
 async fn wait_running(clusters: &Api<EtcdCluster>, size: i32, version: &str) {
     wait_for(
         &format!("{size} healthy members at {version}, phase Running"),
