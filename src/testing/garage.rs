@@ -212,6 +212,35 @@ impl TestGarage {
         crate::backup::client(&self.connection(), Some(self.credentials())).await
     }
 
+    /// Puts the empty snapshot ([`crate::backup::member_restore::EMPTY_SNAPSHOT`]) at `key`
+    /// of `bucket` with `metadata`, as a backup would; returns its ETag.
+    ///
+    /// # Panics
+    /// When the put fails.
+    pub async fn put_snapshot(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &crate::backup::SnapshotMetadata,
+    ) -> String {
+        let put = self
+            .client()
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .set_metadata(Some(metadata.to_map()))
+            .body(
+                crate::backup::member_restore::EMPTY_SNAPSHOT
+                    .to_vec()
+                    .into(),
+            )
+            .send()
+            .await
+            .expect("put the snapshot");
+        put.e_tag().expect("an ETag").to_owned()
+    }
+
     /// Creates bucket `name` (3 to 63 characters) owned by the test key.
     pub async fn create_bucket(&self, name: &str) -> Result<(), Error> {
         self.garage(&["bucket", "create", name]).await?;

@@ -196,22 +196,8 @@ async fn garage_with_snapshot(sha256: &str) -> (TestGarage, String) {
         sha256: Some(sha256.to_owned()),
         ..SnapshotMetadata::default()
     };
-    let put = garage
-        .client()
-        .await
-        .put_object()
-        .bucket(BUCKET)
-        .key(KEY)
-        .set_metadata(Some(metadata.to_map()))
-        .body(
-            crate::backup::member_restore::EMPTY_SNAPSHOT
-                .to_vec()
-                .into(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (garage, put.e_tag().unwrap().to_owned())
+    let etag = garage.put_snapshot(BUCKET, KEY, &metadata).await;
+    (garage, etag)
 }
 
 /// Answers the status apply with `cluster` carrying it; returns the applied status.

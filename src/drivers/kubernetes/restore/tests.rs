@@ -119,22 +119,7 @@ fn our_cluster(status: Value) -> Value {
 /// with its ETag.
 async fn garage_with_object(metadata: &SnapshotMetadata) -> (TestGarage, String) {
     let garage = TestGarage::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let put = garage
-        .client()
-        .await
-        .put_object()
-        .bucket(BUCKET)
-        .key(KEY)
-        .set_metadata(Some(metadata.to_map()))
-        .body(
-            crate::backup::member_restore::EMPTY_SNAPSHOT
-                .to_vec()
-                .into(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let etag = put.e_tag().unwrap().to_owned();
+    let etag = garage.put_snapshot(BUCKET, KEY, metadata).await;
     (garage, etag)
 }
 
