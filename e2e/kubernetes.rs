@@ -1466,9 +1466,7 @@ fn scheduled_defrag_leader_last(client: Client, ns: String) -> Scenario {
 /// writes, the refusals, the writer's longest stall and the bytes reclaimed.
 fn nospace_is_handled_under_a_writer(client: Client, ns: String) -> Scenario {
     use etcd_operator::api::maintenance::{MaintenanceOutcome, MaintenanceReason};
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use etcd_operator::testing::writer::Overwriter;
     const QUOTA: i64 = 16 * 1024 * 1024;
     const KEYS: u64 = 100;
     Box::pin(async move {
@@ -1491,56 +1489,15 @@ fn nospace_is_handled_under_a_writer(client: Client, ns: String) -> Scenario {
             )
         };
         let mut c = connect().await.expect("connect through the port-forward");
-        // The writer: key `n/<seq % KEYS>` gets a value starting with its sequence number.
-        #[derive(Default)]
-        struct Seen {
-            acked: HashMap<String, u64>,
-            no_space: u64,
-            other: u64,
-            longest_stall: Duration,
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let writer = {
-            let (stop, acked, seen) = (stop.clone(), acked.clone(), seen.clone());
-            let mut c = c.clone();
-            tokio::spawn(async move {
-                let mut seq = 0u64;
-                let mut last_ok = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let key = format!("n/{:04}", seq % KEYS);
-                    let value = format!("{seq:012}{}", "x".repeat(16 * 1024 - 12));
-                    let put = c.put(key.clone(), value, None);
-                    match tokio::time::timeout(Duration::from_secs(5), put).await {
-                        Ok(Ok(_)) => {
-                            let now = Instant::now();
-                            let mut s = seen.lock().unwrap();
-                            s.longest_stall = s.longest_stall.max(now - last_ok);
-                            s.acked.insert(key, seq);
-                            last_ok = now;
-                            acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
-                            seen.lock().unwrap().no_space += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        _ => {
-                            seen.lock().unwrap().other += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        };
+        // Key `n/<seq % KEYS>` gets a 16 KiB value starting with its sequence number.
+        let writer = Overwriter::start(c.clone(), "n", KEYS, 16 * 1024);
         let started = Instant::now();
         wait_for("the writer refused with NOSPACE", || async {
-            seen.lock().unwrap().no_space > 0
+            writer.no_space_errors() > 0
         })
         .await;
         let full_at = Instant::now();
-        let acked_when_full = acked.load(Ordering::Relaxed);
+        let acked_when_full = writer.acked();
         wait_for("the NOSPACE run finished", || async {
             status_of(&clusters, CLUSTER)
                 .await
@@ -1568,36 +1525,9 @@ fn nospace_is_handled_under_a_writer(client: Client, ns: String) -> Scenario {
             "an Event says how much room was made ({})",
             maintenance.message
         );
-        // Writes succeed again.
-        let after = acked.load(Ordering::Relaxed);
-        wait_for("50 more acknowledged writes", || async {
-            acked.load(Ordering::Relaxed) >= after + 50
-        })
-        .await;
-        stop.store(true, Ordering::Relaxed);
-        writer.await.expect("writer");
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
-        let stored: HashMap<String, u64> = c
-            .get("n/", Some(etcd_client::GetOptions::new().with_prefix()))
-            .await
-            .expect("get")
-            .kvs()
-            .iter()
-            .map(|kv| {
-                let v = kv.value_str().expect("utf-8");
-                (
-                    kv.key_str().expect("utf-8").to_string(),
-                    v[..12].parse().expect("seq"),
-                )
-            })
-            .collect();
-        for (key, seq) in &seen.acked {
-            let got = stored.get(key).copied();
-            assert!(
-                got.is_some_and(|g| g >= *seq),
-                "{key}: acknowledged write {seq} lost, etcd holds {got:?}"
-            );
-        }
+        // Writes succeed again, and every acknowledged one is there.
+        writer.wait_for_acks(writer.acked() + 50).await;
+        let seen = writer.stop_and_verify(c.clone()).await;
         let alarms = c
             .alarm(
                 etcd_client::AlarmAction::Get,
@@ -1625,9 +1555,9 @@ fn nospace_is_handled_under_a_writer(client: Client, ns: String) -> Scenario {
              the writer's longest stall {:.1}s",
             (full_at - started).as_secs_f64(),
             handled_in.as_secs_f64(),
-            acked.load(Ordering::Relaxed),
-            seen.no_space,
-            seen.other,
+            seen.acked_count,
+            seen.no_space_errors,
+            seen.other_errors,
             seen.longest_stall.as_secs_f64()
         );
     })

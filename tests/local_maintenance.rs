@@ -3,132 +3,13 @@
 //! leader last. A writer runs throughout; no acknowledged write may be lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use etcd_operator::api::EtcdClusterStatus;
 use etcd_operator::api::condition;
 use etcd_operator::api::maintenance::{MaintenanceOutcome, MaintenanceReason};
 use etcd_operator::etcd::{AlarmKind, EtcdAdmin};
 use etcd_operator::testing::operator::*;
-
-/// What the writer saw.
-#[derive(Default)]
-struct Seen {
-    /// Key -> sequence number of the last write etcd acknowledged.
-    acked: HashMap<String, u64>,
-    no_space_errors: u64,
-    other_errors: u64,
-    longest_stall: Duration,
-}
-
-/// Overwrites `keys` keys under `prefix` with `value_bytes`-byte values, in a loop, until
-/// stopped; the value starts with the write's sequence number.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked_count: Arc<AtomicU64>,
-    seen: Arc<Mutex<Seen>>,
-    task: tokio::task::JoinHandle<()>,
-    prefix: String,
-}
-
-impl Writer {
-    async fn start(st: &EtcdClusterStatus, prefix: &str, keys: u64, value_bytes: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked_count = Arc::new(AtomicU64::new(0));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let mut client = kv(st).await;
-        let (s, a, sn, p) = (
-            stop.clone(),
-            acked_count.clone(),
-            seen.clone(),
-            prefix.to_string(),
-        );
-        let task = tokio::spawn(async move {
-            let mut seq = 0u64;
-            let mut last_ok = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                seq += 1;
-                let key = format!("{p}/{:04}", seq % keys);
-                let mut value = format!("{seq:012}");
-                value.push_str(&"x".repeat(value_bytes.saturating_sub(12)));
-                let put = client.put(key.clone(), value, None);
-                match tokio::time::timeout(Duration::from_secs(5), put).await {
-                    Ok(Ok(_)) => {
-                        let now = Instant::now();
-                        let mut seen = sn.lock().unwrap();
-                        seen.longest_stall = seen.longest_stall.max(now - last_ok);
-                        seen.acked.insert(key, seq);
-                        last_ok = now;
-                        a.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
-                        sn.lock().unwrap().no_space_errors += 1;
-                        // Refused at once: back off a little rather than spin on the alarm.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    _ => {
-                        sn.lock().unwrap().other_errors += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-        });
-        Self {
-            stop,
-            acked_count,
-            seen,
-            task,
-            prefix: prefix.to_string(),
-        }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked_count.load(Ordering::Relaxed)
-    }
-
-    fn no_space_errors(&self) -> u64 {
-        self.seen.lock().unwrap().no_space_errors
-    }
-
-    /// Stops the writer and checks every acknowledged write against what etcd holds: each
-    /// key holds the last acknowledged write or a later one. Returns (acked, longest stall).
-    async fn stop_and_verify(self, st: &EtcdClusterStatus) -> (u64, Duration, u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let mut c = kv(st).await;
-        let resp = c
-            .get(
-                format!("{}/", self.prefix),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        let stored: HashMap<String, u64> = resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                let v = kv.value_str().unwrap();
-                (kv.key_str().unwrap().to_string(), v[..12].parse().unwrap())
-            })
-            .collect();
-        for (key, seq) in &seen.acked {
-            let got = stored.get(key).copied();
-            assert!(
-                got.is_some_and(|g| g >= *seq),
-                "{key}: acknowledged write {seq} lost, etcd holds {got:?}"
-            );
-        }
-        (
-            self.acked_count.load(Ordering::Relaxed),
-            seen.longest_stall,
-            seen.no_space_errors,
-            seen.other_errors,
-        )
-    }
-}
+use etcd_operator::testing::writer::{Overwriter, Overwritten};
 
 async fn active_alarms(st: &EtcdClusterStatus) -> Vec<AlarmKind> {
     let admin = EtcdAdmin::connect(client_urls(st), client_tls(st))
@@ -157,7 +38,7 @@ async fn nospace_alarm_is_compacted_defragmented_and_disarmed_under_a_writer() {
     s.start();
     let st = s.wait_running("full", 3, &v).await;
     // 100 keys of 16 KiB overwritten in a loop: 1.6 MiB live, history until the quota.
-    let writer = Writer::start(&st, "full", 100, 16 * 1024).await;
+    let writer = Overwriter::start(kv(&st).await, "full", 100, 16 * 1024);
     let during = s
         .wait_status("full", "the operator sees the NOSPACE alarm", |st| {
             st.maintenance
@@ -201,8 +82,14 @@ async fn nospace_alarm_is_compacted_defragmented_and_disarmed_under_a_writer() {
 
     // Writes succeed again.
     let after = writer.acked();
-    wait_for_acks(&writer, after + 50).await;
-    let (acked, stall, refused, other) = writer.stop_and_verify(&done).await;
+    writer.wait_for_acks(after + 50).await;
+    let Overwritten {
+        acked_count: acked,
+        longest_stall: stall,
+        no_space_errors: refused,
+        other_errors: other,
+        ..
+    } = writer.stop_and_verify(kv(&done).await).await;
     assert!(!active_alarms(&done).await.contains(&AlarmKind::NoSpace));
     println!(
         "nospace: {acked} writes acknowledged, {refused} refused with NOSPACE, {other} other errors; \
@@ -220,22 +107,6 @@ async fn nospace_alarm_is_compacted_defragmented_and_disarmed_under_a_writer() {
             .contains("etcd_operator_member_db_size_bytes{namespace=\"default\",cluster=\"full\""),
         "{metrics}"
     );
-}
-
-/// Waits (with a deadline) until the writer has `n` acknowledged writes.
-async fn wait_for_acks(writer: &Writer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if writer.acked() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writer stuck at {} acknowledged writes, wanted {n}",
-            writer.acked()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -265,7 +136,7 @@ async fn scheduled_defrag_goes_one_member_at_a_time_leader_last_under_a_writer()
     .await
     .unwrap();
     // Followers count the freed pages as free only after a later commit: a writer makes them.
-    let writer = Writer::start(&st, "small", 50, 512).await;
+    let writer = Overwriter::start(kv(&st).await, "small", 50, 512);
     let fragmented = s
         .wait_status("frag", "every member reports its free space", |st| {
             st.members.iter().all(|m| {
@@ -329,7 +200,12 @@ async fn scheduled_defrag_goes_one_member_at_a_time_leader_last_under_a_writer()
     );
     let reclaimed = run.reclaimed_bytes.unwrap();
     assert!(reclaimed > 0);
-    let (acked, stall, _, other) = writer.stop_and_verify(&done).await;
+    let Overwritten {
+        acked_count: acked,
+        longest_stall: stall,
+        other_errors: other,
+        ..
+    } = writer.stop_and_verify(kv(&done).await).await;
     println!(
         "scheduled defrag: order {order:?}, reclaimed {reclaimed} bytes; writer {acked} writes \
          acknowledged, {other} errors, longest stall {stall:?}"

@@ -320,3 +320,153 @@ impl LoadSeen {
         );
     }
 }
+
+/// What an [`Overwriter`] saw, once stopped.
+#[derive(Debug, Default)]
+pub struct Overwritten {
+    /// Key -> sequence number of the last write etcd acknowledged.
+    pub acked: std::collections::HashMap<String, u64>,
+    pub acked_count: u64,
+    /// Puts refused with `database space exceeded`.
+    pub no_space_errors: u64,
+    pub other_errors: u64,
+    pub longest_stall: Duration,
+}
+
+/// Overwrites `keys` keys under `prefix` with `value_bytes`-byte values in a loop until
+/// stopped (the NOSPACE and defragmentation load): each value starts with the write's
+/// 12-digit sequence number, so a read afterwards tells which write a key holds. A refused
+/// put backs off 20 ms rather than spin on an alarm.
+pub struct Overwriter {
+    stop: Arc<AtomicBool>,
+    acked_count: Arc<AtomicU64>,
+    seen: Arc<Mutex<Overwritten>>,
+    task: tokio::task::JoinHandle<()>,
+    prefix: String,
+}
+
+impl Overwriter {
+    /// Starts writing through `client`.
+    pub fn start(
+        mut client: etcd_client::Client,
+        prefix: &str,
+        keys: u64,
+        value_bytes: usize,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked_count = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Overwritten::default()));
+        let (s, a, sn, p) = (
+            stop.clone(),
+            acked_count.clone(),
+            seen.clone(),
+            prefix.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut last_ok = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                seq += 1;
+                let key = format!("{p}/{:04}", seq % keys);
+                let mut value = format!("{seq:012}");
+                value.push_str(&"x".repeat(value_bytes.saturating_sub(12)));
+                let put = client.put(key.clone(), value, None);
+                match tokio::time::timeout(Duration::from_secs(5), put).await {
+                    Ok(Ok(_)) => {
+                        let now = Instant::now();
+                        let mut seen = sn.lock().unwrap_or_else(PoisonError::into_inner);
+                        seen.longest_stall = seen.longest_stall.max(now - last_ok);
+                        seen.acked.insert(key, seq);
+                        last_ok = now;
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) if e.to_string().contains("database space exceeded") => {
+                        sn.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .no_space_errors += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => {
+                        sn.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .other_errors += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            acked_count,
+            seen,
+            task,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Acknowledged puts so far.
+    pub fn acked(&self) -> u64 {
+        self.acked_count.load(Ordering::Relaxed)
+    }
+
+    /// Puts refused with NOSPACE so far.
+    pub fn no_space_errors(&self) -> u64 {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .no_space_errors
+    }
+
+    /// Waits (60 s) until `n` puts were acknowledged.
+    ///
+    /// # Panics
+    /// When the writer is stuck below `n`.
+    pub async fn wait_for_acks(&self, n: u64) {
+        super::wait::wait_for(Duration::from_secs(60), "acknowledged writes", || async {
+            match self.acked() {
+                got if got >= n => Ok(()),
+                got => Err(format!("{got} of {n}")),
+            }
+        })
+        .await
+        .expect("the writer writes");
+    }
+
+    /// Stops writing and checks every acknowledged write against what `client` reads: each
+    /// key holds the last acknowledged write or a later one.
+    ///
+    /// # Panics
+    /// When an acknowledged write is lost, or the read fails.
+    pub async fn stop_and_verify(self, mut client: etcd_client::Client) -> Overwritten {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer task");
+        let mut seen =
+            std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner));
+        seen.acked_count = self.acked_count.load(Ordering::Relaxed);
+        let stored: std::collections::HashMap<String, u64> = client
+            .get(
+                format!("{}/", self.prefix),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("read back")
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let v = kv.value_str().expect("utf-8");
+                (
+                    kv.key_str().expect("utf-8").to_string(),
+                    v[..12].parse().expect("sequence number"),
+                )
+            })
+            .collect();
+        for (key, seq) in &seen.acked {
+            let got = stored.get(key).copied();
+            assert!(
+                got.is_some_and(|g| g >= *seq),
+                "{key}: acknowledged write {seq} lost, etcd holds {got:?}"
+            );
+        }
+        seen
+    }
+}
