@@ -739,6 +739,12 @@ fn assert_moved(
     assert!(run.reasons.iter().any(|r| r == moving), "{:?}", run.reasons);
     assert_eq!(run.reasons.last().map(String::as_str), Some(done));
     run.seen.assert_nothing_lost();
+    assert!(
+        run.cluster_phases
+            .contains(&etcd_operator::api::cluster::ClusterPhase::Rotating),
+        "{:?}",
+        run.cluster_phases
+    );
     let ports = |urls: &[String]| -> Vec<String> {
         urls.iter()
             .map(|u| u.rsplit_once(':').unwrap().1.to_string())

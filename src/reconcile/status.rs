@@ -818,6 +818,96 @@ mod tests {
         condition::find(&st.conditions, t).unwrap()
     }
 
+    /// The TLS condition and `status.tls.scheme` through moves between plaintext and TLS:
+    /// how many members listen with TLS, which way the move goes, and why a move cannot be
+    /// made (no certificates, a member on an emptyDir).
+    #[test]
+    fn the_tls_condition_follows_a_move_between_plaintext_and_tls() {
+        let installed = PassCertificates {
+            installed: Some(crate::runtime::ClusterCertificates {
+                operator: crate::etcd::TlsConfig::new("ca", "cert", "key"),
+                issued: Vec::new(),
+                expiries: Vec::new(),
+                client_location: "secret/example-client-tls".into(),
+                trust_stamp: Some("s".into()),
+                ca_phase: None,
+            }),
+            ..Default::default()
+        };
+        // Members 0..on_tls listen with TLS.
+        let cluster = |on_tls: u64| {
+            let mut o = observed(&[true, true, true]);
+            for (i, m) in o.members.iter_mut().enumerate() {
+                if (i as u64) < on_tls {
+                    let r = m.runtime.as_mut().unwrap();
+                    r.peer_url = r.peer_url.replace("http://", "https://");
+                    r.client_url = r.client_url.replace("http://", "https://");
+                }
+            }
+            o
+        };
+        let tls_of = |mode: TlsMode, o: &Observed, pass: &PassCertificates| {
+            let mut spec = EtcdClusterSpec::new(3, "3.5.16");
+            spec.tls = Some(TlsSpec {
+                mode,
+                ..Default::default()
+            });
+            let mut st = EtcdClusterStatus::default();
+            with_tls(
+                &mut st,
+                &spec,
+                o,
+                Transport::Plain,
+                pass,
+                Some(1),
+                at(1_800_000_000),
+            );
+            let c = cond(&st, types::TLS);
+            (
+                c.reason.clone(),
+                c.message.clone(),
+                st.tls.unwrap().scheme.unwrap(),
+            )
+        };
+        let (reason, message, scheme) = tls_of(TlsMode::Enabled, &cluster(0), &installed);
+        assert_eq!((reason.as_str(), scheme.as_str()), ("MovingToTls", "http"));
+        assert!(
+            message.contains("0 of 3 members listen with TLS"),
+            "{message}"
+        );
+        assert!(message.contains("secret/example-client-tls"), "{message}");
+        let (reason, message, scheme) = tls_of(TlsMode::Enabled, &cluster(1), &installed);
+        assert_eq!((reason.as_str(), scheme.as_str()), ("MovingToTls", "https"));
+        assert!(message.contains("1 of 3 members"), "{message}");
+        let (reason, _, _) = tls_of(TlsMode::Enabled, &cluster(3), &installed);
+        assert_eq!(reason, "Serving");
+        // Back: the operator keeps dialling with certificates while one member needs them.
+        let (reason, message, scheme) = tls_of(TlsMode::Disabled, &cluster(1), &installed);
+        assert_eq!(
+            (reason.as_str(), scheme.as_str()),
+            ("MovingToPlaintext", "https")
+        );
+        assert!(message.contains("1 of 3 members still listen"), "{message}");
+        let (reason, _, scheme) =
+            tls_of(TlsMode::Disabled, &cluster(0), &PassCertificates::default());
+        assert_eq!((reason.as_str(), scheme.as_str()), ("Disabled", "http"));
+        // No move: nothing installed to move with, or a member on an emptyDir.
+        let (reason, message, _) =
+            tls_of(TlsMode::Enabled, &cluster(0), &PassCertificates::default());
+        assert_eq!(reason, "PlaintextMembers");
+        assert!(message.contains("no certificates"), "{message}");
+        let mut o = cluster(0);
+        o.members[2].runtime.as_mut().unwrap().restart_keeps_data = false;
+        let (reason, message, _) = tls_of(TlsMode::Enabled, &o, &installed);
+        assert_eq!(reason, "PlaintextMembers");
+        assert!(message.contains("storage.emptyDir"), "{message}");
+        let mut o = cluster(3);
+        o.members[2].runtime.as_mut().unwrap().restart_keeps_data = false;
+        let (reason, message, _) = tls_of(TlsMode::Disabled, &o, &installed);
+        assert_eq!(reason, "TlsMembers");
+        assert!(message.contains("storage.emptyDir"), "{message}");
+    }
+
     /// The TLS condition for the user's certificates: problems override everything (and
     /// say whether members kept a set), an expiry within 14 days is a warning on a serving
     /// cluster.

@@ -12,6 +12,7 @@ use super::operator::{
 };
 use super::wait::wait_for;
 use super::writer::{Load, LoadSeen};
+use crate::api::cluster::ClusterPhase;
 use crate::api::condition;
 
 /// The cluster's name.
@@ -34,6 +35,8 @@ pub struct TlsMoveRun {
     pub wall: Duration,
     /// `TLS` condition reasons seen, in order.
     pub reasons: Vec<String>,
+    /// Cluster phases (`status.phase`) seen while it ran, in order.
+    pub cluster_phases: Vec<ClusterPhase>,
     /// The writer's and the quorum sampler's numbers.
     pub seen: LoadSeen,
 }
@@ -89,6 +92,7 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
     let started = Instant::now();
     s.write(&cluster_yaml(CLUSTER, 3, &version, to));
     let reasons = Mutex::new(Vec::<String>::new());
+    let cluster_phases = Mutex::new(Vec::<ClusterPhase>::new());
     // Members whose recorded command line still names a certificate.
     let holding_certificates = || {
         std::fs::read_dir(state.join("clusters/default").join(CLUSTER))
@@ -120,6 +124,14 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
                     seen.push(tls.reason.clone());
                 }
             }
+            {
+                let mut seen = cluster_phases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if seen.last() != Some(&st.phase) {
+                    seen.push(st.phase);
+                }
+            }
             let urls = client_urls(&st);
             let done = tls.reason == reason
                 && st.ready_members == 3
@@ -148,6 +160,9 @@ async fn move_under_a_writer(minor: u64, to_tls: bool) -> TlsMoveRun {
         before,
         wall,
         reasons: reasons.into_inner().unwrap_or_else(PoisonError::into_inner),
+        cluster_phases: cluster_phases
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner),
         seen,
     }
 }
