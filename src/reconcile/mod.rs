@@ -459,7 +459,6 @@ pub async fn reconcile_once<R: MemberRuntime, E: RecoveryEnv, S: SecretReader>(
         &mut status,
         &cluster.spec,
         &observed,
-        execute::transport(&cluster.spec, &observed),
         &pass_certificates,
         cluster.metadata.generation,
         now.clone(),

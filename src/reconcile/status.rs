@@ -306,29 +306,35 @@ fn maintenance_reason(action: &MaintenanceAction) -> &'static str {
 }
 
 /// Adds what members serve and the certificates' expiries to `st`, and the `TLS`
-/// condition. `serving` is the members' transport ([`super::execute::transport`]); it is
-/// recorded once the runtime has members.
+/// condition. The scheme is recorded once the runtime has members: `https` while any of
+/// them listens with TLS (the operator keeps, and dials with, its certificates until none
+/// does), else `http`.
 pub fn with_tls(
     st: &mut EtcdClusterStatus,
     spec: &EtcdClusterSpec,
     observed: &Observed,
-    serving: Transport,
     pass: &PassCertificates,
     generation: Option<i64>,
     now: Time,
 ) {
     let certificates = pass.installed.as_ref();
     let tls = st.tls.get_or_insert_with(TlsStatus::default);
-    let has_members = observed.members.iter().any(|m| m.runtime.is_some());
-    // `https` while any member listens with TLS: the operator keeps (and dials with) its
-    // certificates until none does.
-    if has_members {
-        let any_tls = observed
-            .members
-            .iter()
-            .filter_map(|m| m.runtime.as_ref())
-            .any(|r| Transport::of_url(&r.peer_url) == Transport::Tls);
-        tls.scheme = Some(if any_tls { "https" } else { serving.scheme() }.to_string());
+    // How many of the runtime's members listen with TLS.
+    let listeners: Vec<Transport> = observed
+        .members
+        .iter()
+        .filter_map(|m| m.runtime.as_ref())
+        .map(|r| Transport::of_url(&r.peer_url))
+        .collect();
+    let on_tls = listeners.iter().filter(|t| **t == Transport::Tls).count();
+    let total = listeners.len();
+    if total > 0 {
+        let scheme = if on_tls > 0 {
+            Transport::Tls
+        } else {
+            Transport::Plain
+        };
+        tls.scheme = Some(scheme.scheme().to_string());
     }
     if let Some(c) = certificates {
         tls.client_certificate = Some(c.client_location.clone());
@@ -357,16 +363,8 @@ pub fn with_tls(
         .min_by_key(|c| c.not_after.0)
         .map(|c| format!("; earliest expiry: {} ({})", c.not_after.0, c.name))
         .unwrap_or_default();
-    // How many of the runtime's members listen with TLS; whether the planner can move the
-    // others to what the spec asks (none to move on an emptyDir).
-    let listeners: Vec<Transport> = observed
-        .members
-        .iter()
-        .filter_map(|m| m.runtime.as_ref())
-        .map(|r| Transport::of_url(&r.peer_url))
-        .collect();
-    let on_tls = listeners.iter().filter(|t| **t == Transport::Tls).count();
-    let total = listeners.len();
+    // Whether the planner can move members to what the spec asks (none to move on an
+    // emptyDir).
     let movable = !observed.transport_move_blocked(asked == TlsMode::Enabled);
     let location = certificates.map_or("", |c| c.client_location.as_str());
     let (mut status, mut reason, mut message) = match asked {
@@ -853,15 +851,7 @@ mod tests {
                 ..Default::default()
             });
             let mut st = EtcdClusterStatus::default();
-            with_tls(
-                &mut st,
-                &spec,
-                o,
-                Transport::Plain,
-                pass,
-                Some(1),
-                at(1_800_000_000),
-            );
+            with_tls(&mut st, &spec, o, pass, Some(1), at(1_800_000_000));
             let c = cond(&st, types::TLS);
             (
                 c.reason.clone(),
@@ -923,15 +913,7 @@ mod tests {
         }
         let tls_of = |pass: &PassCertificates| {
             let mut st = EtcdClusterStatus::default();
-            with_tls(
-                &mut st,
-                &spec,
-                &serving,
-                Transport::Tls,
-                pass,
-                Some(1),
-                at(1_800_000_000),
-            );
+            with_tls(&mut st, &spec, &serving, pass, Some(1), at(1_800_000_000));
             let c = cond(&st, types::TLS);
             (c.status.clone(), c.reason.clone(), c.message.clone())
         };
